@@ -1,0 +1,1054 @@
+//! The lab's mock of the platform's control-plane REST API (DESIGN §7): the same paths, JSON
+//! shapes and error bodies, backed by the address plan. Registering a VPN key assigns it stable
+//! addresses in the project's peer networks and, with `configure_wg`, adds it to the project's
+//! wireguard-go gateway with `wg set`.
+//!
+//! Tests can make it misbehave by writing `<state_dir>/misbehave`: `slow <ms>`, `error500`,
+//! `garbage`, `ratelimit`, `expired` or `ok`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::body::Bytes;
+use axum::extract::{Path as UrlPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use base64::Engine;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::plan::{nth_v4, nth_v6, Plan, Project};
+
+pub struct ApiOptions {
+    pub listen: SocketAddr,
+    /// Add and remove peers on the gateways with `wg set`; off for tests without root.
+    pub configure_wg: bool,
+}
+
+/// Blocking: serves the API on `opts.listen` until the process is killed.
+pub fn serve(plan: Plan, opts: ApiOptions) -> anyhow::Result<()> {
+    let app = router(plan, opts.configure_wg)?;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .with_context(|| format!("binding the API to {}", opts.listen))?;
+        eprintln!("api: listening on http://{}", opts.listen);
+        axum::serve(listener, app).await.context("serving the API")
+    })
+}
+
+/// The API as a router, with the stored key assignments loaded from the state dir.
+pub fn router(plan: Plan, configure_wg: bool) -> anyhow::Result<Router> {
+    let assignments_path = Path::new(&plan.state_dir).join("assignments.json");
+    let peers = Peers::load(&assignments_path)?;
+    let app = Arc::new(App {
+        plan,
+        configure_wg,
+        assignments_path,
+        peers: Mutex::new(peers),
+    });
+    let api = Router::new()
+        .route("/region/zcli", get(region))
+        .route("/user/info", get(user_info))
+        .route("/project/search", post(project_search))
+        .route("/project/{id}", get(project_get))
+        .route("/project/{id}/vpn", post(vpn_register).delete(vpn_remove))
+        .route("/project/{id}/vpn/list", get(vpn_list))
+        .route("/project/{id}/vpn/{encoded}", get(vpn_get))
+        .route("/service-stack/search", post(service_search))
+        .route("/container/search", post(container_search));
+    Ok(Router::new()
+        .nest(BASE, api)
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), gate))
+        .layer(middleware::from_fn(log))
+        .with_state(app))
+}
+
+const BASE: &str = "/api/rest/public";
+const REGION_PATH: &str = "/api/rest/public/region/zcli";
+/// Server key used when no gateway exists (`configure_wg` off): any valid key will do.
+const DUMMY_SERVER_KEY: &str = "Y29ycmlkb3IgbGFiIGR1bW15IGdhdGV3YXkga2V5ISE=";
+/// Fixed creation time of every project: the lab has no history.
+const CREATED: &str = "2024-01-01T00:00:00.000Z";
+
+type AppState = State<Arc<App>>;
+type Answer = Result<Json<Value>, ApiError>;
+
+struct App {
+    plan: Plan,
+    configure_wg: bool,
+    assignments_path: PathBuf,
+    peers: Mutex<Peers>,
+}
+
+impl App {
+    fn project(&self, id: &str) -> Result<&Project, ApiError> {
+        self.plan.projects.iter().find(|p| p.id == id).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "projectNotFound",
+                format!("project {id} not found"),
+            )
+        })
+    }
+
+    async fn server_key(&self, project: &Project) -> Result<String, ApiError> {
+        if !self.configure_wg {
+            return Ok(DUMMY_SERVER_KEY.to_string());
+        }
+        let path = Path::new(&self.plan.state_dir).join(format!("{}.pub", project.wg_if));
+        let key = tokio::fs::read_to_string(&path)
+            .await
+            .map_err(|e| ApiError::internal(format!("reading the gateway key {}: {e}", path.display())))?;
+        Ok(key.trim().to_string())
+    }
+
+    /// Runs `wg set <wg_if> <args…>` when the lab manages real gateways.
+    async fn wg_set(&self, project: &Project, args: &[&str]) -> Result<(), ApiError> {
+        if !self.configure_wg {
+            return Ok(());
+        }
+        let output = tokio::process::Command::new("wg")
+            .arg("set")
+            .arg(&project.wg_if)
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| ApiError::internal(format!("running wg: {e}")))?;
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(ApiError::internal(format!(
+                "wg set {} failed: {}",
+                project.wg_if,
+                stderr.trim()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Every key ever registered, per project id, with its host number in the peer networks. Keys
+/// stay here after removal so that a key registered again gets the same addresses.
+#[derive(Default, Serialize, Deserialize)]
+struct Peers(BTreeMap<String, BTreeMap<String, Peer>>);
+
+#[derive(Clone, Copy, Serialize, Deserialize)]
+struct Peer {
+    host: u32,
+    registered: bool,
+}
+
+impl Peers {
+    fn load(path: &Path) -> anyhow::Result<Peers> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Peers::default()),
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
+    fn save(&self, path: &Path) -> Result<(), ApiError> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| ApiError::internal(e.to_string()))?;
+        // Write then rename, so a crash mid-write never loses the assignments.
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text + "\n")
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| ApiError::internal(format!("saving {}: {e}", path.display())))
+    }
+
+    fn registered(&self, project: &Project, key: &str) -> Option<Peer> {
+        self.0.get(&project.id)?.get(key).copied().filter(|p| p.registered)
+    }
+
+    /// The key's peer entry, assigning the lowest free host number (from 2) to a new key.
+    fn assign(&mut self, project: &Project, key: &str) -> Result<Peer, ApiError> {
+        let keys = self.0.entry(project.id.clone()).or_default();
+        if let Some(peer) = keys.get(key) {
+            return Ok(*peer);
+        }
+        // The last host number below the IPv4 broadcast address; the IPv6 network is larger.
+        let last = (1u32 << (32 - project.v4_peer_net.prefix_len())) - 2;
+        let host = (2..=last)
+            .find(|n| keys.values().all(|p| p.host != *n))
+            .ok_or_else(|| ApiError::internal(format!("no free VPN addresses left in {}", project.v4_peer_net)))?;
+        let peer = Peer {
+            host,
+            registered: false,
+        };
+        keys.insert(key.to_string(), peer);
+        Ok(peer)
+    }
+}
+
+// ---- middleware ----
+
+async fn log(req: Request, next: Next) -> Response {
+    let (method, path, started) = (req.method().clone(), req.uri().path().to_string(), Instant::now());
+    let response = next.run(req).await;
+    eprintln!(
+        "api: {method} {path} -> {} ({} ms)",
+        response.status().as_u16(),
+        started.elapsed().as_millis()
+    );
+    response
+}
+
+/// Misbehaviour switch, then the bearer token, for everything but the region list.
+async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
+    if req.uri().path() == REGION_PATH {
+        return next.run(req).await;
+    }
+    if let Some(response) = misbehave(&app).await {
+        return response;
+    }
+    let expected = format!("Bearer {}", app.plan.token);
+    let authorized = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+    if !authorized {
+        return ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "notAuthorized",
+            "missing or invalid access token",
+        )
+        .into_response();
+    }
+    next.run(req).await
+}
+
+/// What `<state_dir>/misbehave` asks for: `None` to answer normally (after a delay for `slow`).
+async fn misbehave(app: &App) -> Option<Response> {
+    let path = Path::new(&app.plan.state_dir).join("misbehave");
+    let mode = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+    let mut words = mode.split_whitespace();
+    match (words.next(), words.next()) {
+        (None | Some("ok"), _) => None,
+        (Some("slow"), Some(ms)) => match ms.parse() {
+            Ok(ms) => {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                None
+            }
+            Err(_) => unknown_mode(&mode),
+        },
+        (Some("error500"), _) => Some(ApiError::internal("simulated server failure").into_response()),
+        (Some("garbage"), _) => {
+            Some((StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>not json").into_response())
+        }
+        (Some("ratelimit"), _) => {
+            Some(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "tooManyRequests", "too many requests").into_response())
+        }
+        (Some("expired"), _) => Some(
+            ApiError::new(StatusCode::UNAUTHORIZED, "tokenExpired", "the access token has expired").into_response(),
+        ),
+        _ => unknown_mode(&mode),
+    }
+}
+
+fn unknown_mode(mode: &str) -> Option<Response> {
+    eprintln!("api: ignoring unknown misbehave mode {:?}", mode.trim());
+    None
+}
+
+// ---- handlers, in the order of the routes ----
+
+async fn region(State(app): AppState) -> Json<Value> {
+    Json(json!({"items": [{"name": "prg1", "isDefault": true, "address": app.plan.api_addr.to_string()}]}))
+}
+
+async fn user_info(State(app): AppState) -> Json<Value> {
+    let user = &app.plan.user;
+    Json(json!({
+        "id": user.id,
+        "email": user.email,
+        "fullName": user.full_name,
+        "clientUserList": [{"clientId": user.client_id, "status": "ACTIVE", "roleCode": "OWNER"}],
+    }))
+}
+
+async fn project_search(State(app): AppState, body: Bytes) -> Answer {
+    let rows = app.plan.projects.iter().map(|p| Row {
+        keys: vec![
+            ("clientId", p.client_id.clone()),
+            ("id", p.id.clone()),
+            ("name", p.name.clone()),
+        ],
+        item: json!({"id": p.id, "clientId": p.client_id, "name": p.name, "status": "ACTIVE"}),
+    });
+    search(&body, rows)
+}
+
+async fn project_get(State(app): AppState, UrlPath(id): UrlPath<String>) -> Answer {
+    let p = app.project(&id)?;
+    Ok(Json(json!({
+        "id": p.id,
+        "clientId": p.client_id,
+        "name": p.name,
+        "status": "ACTIVE",
+        "description": null,
+        "created": CREATED,
+    })))
+}
+
+async fn vpn_register(State(app): AppState, UrlPath(id): UrlPath<String>, body: Bytes) -> Answer {
+    let project = app.project(&id)?;
+    let key = parse::<KeyBody>(&body)?.public_key;
+    check_key(&key)?;
+    let server_key = app.server_key(project).await?;
+    let mut peers = app.peers.lock().await;
+    let mut peer = peers.assign(project, &key)?;
+    let (v4, v6) = (
+        nth_v4(project.v4_peer_net, peer.host),
+        nth_v6(project.v6_peer_net, peer.host),
+    );
+    // Set it again even when registered: the gateway may have been restarted since.
+    let allowed = format!("{v4}/32,{v6}/128");
+    let wg_result = app.wg_set(project, &["peer", &key, "allowed-ips", &allowed]).await;
+    peer.registered = wg_result.is_ok();
+    peers.0.entry(project.id.clone()).or_default().insert(key.clone(), peer);
+    peers.save(&app.assignments_path)?;
+    wg_result?;
+    Ok(Json(vpn_item(project, &server_key, &key, peer)))
+}
+
+async fn vpn_remove(State(app): AppState, UrlPath(id): UrlPath<String>, body: Bytes) -> Answer {
+    let project = app.project(&id)?;
+    let key = parse::<KeyBody>(&body)?.public_key;
+    check_key(&key)?;
+    let mut peers = app.peers.lock().await;
+    let Some(mut peer) = peers.registered(project, &key) else {
+        return Err(ApiError::key_not_found(&key));
+    };
+    app.wg_set(project, &["peer", &key, "remove"]).await?;
+    peer.registered = false;
+    peers.0.entry(project.id.clone()).or_default().insert(key, peer);
+    peers.save(&app.assignments_path)?;
+    Ok(Json(json!({"success": true})))
+}
+
+async fn vpn_list(State(app): AppState, UrlPath(id): UrlPath<String>) -> Answer {
+    let project = app.project(&id)?;
+    let server_key = app.server_key(project).await?;
+    let peers = app.peers.lock().await;
+    let list: Vec<Value> = peers
+        .0
+        .get(&project.id)
+        .into_iter()
+        .flatten()
+        .filter(|(_, p)| p.registered)
+        .map(|(key, p)| peer_part(project, key, *p))
+        .collect();
+    Ok(Json(
+        json!({"project": project_part(project, &server_key), "peers": list}),
+    ))
+}
+
+async fn vpn_get(State(app): AppState, UrlPath((id, encoded)): UrlPath<(String, String)>) -> Answer {
+    let project = app.project(&id)?;
+    let key = URL_SAFE
+        .decode(&encoded)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::invalid_key("the key in the path is not base64url (with padding) of a key"))?;
+    check_key(&key)?;
+    let server_key = app.server_key(project).await?;
+    let Some(peer) = app.peers.lock().await.registered(project, &key) else {
+        return Err(ApiError::key_not_found(&key));
+    };
+    Ok(Json(vpn_item(project, &server_key, &key, peer)))
+}
+
+async fn service_search(State(app): AppState, body: Bytes) -> Answer {
+    let rows = app.plan.projects.iter().flat_map(|p| {
+        p.services.iter().map(move |s| Row {
+            keys: vec![("projectId", p.id.clone()), ("clientId", p.client_id.clone())],
+            item: json!({
+                "id": s.id,
+                "projectId": p.id,
+                "clientId": p.client_id,
+                "name": s.name,
+                "status": "ACTIVE",
+                "isSystem": false,
+                "serviceStackTypeInfo": {
+                    "serviceStackTypeVersionName": s.type_version,
+                    "serviceStackTypeCategory": s.category,
+                },
+            }),
+        })
+    });
+    search(&body, rows)
+}
+
+async fn container_search(State(app): AppState, body: Bytes) -> Answer {
+    let rows = app.plan.projects.iter().flat_map(|p| {
+        p.services.iter().flat_map(move |s| {
+            s.containers.iter().map(move |c| Row {
+                keys: vec![
+                    ("clientId", p.client_id.clone()),
+                    ("serviceStackId", s.id.clone()),
+                    ("projectId", p.id.clone()),
+                ],
+                item: json!({
+                    "id": c.id,
+                    "serviceStackId": s.id,
+                    "projectId": p.id,
+                    "number": c.number,
+                    "hostname": c.name,
+                    "status": "ACTIVE",
+                }),
+            })
+        })
+    });
+    search(&body, rows)
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "notFound",
+        format!("no such endpoint: {}", req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    let message = format!("{} is not allowed on {}", req.method(), req.uri().path());
+    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "methodNotAllowed", message)
+}
+
+// ---- request bodies and answers ----
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyBody {
+    public_key: String,
+}
+
+#[derive(Deserialize)]
+struct SearchBody {
+    search: Vec<Filter>,
+    #[serde(default = "default_limit")]
+    limit: usize,
+    #[serde(default)]
+    offset: usize,
+}
+
+#[derive(Deserialize)]
+struct Filter {
+    name: String,
+    operator: String,
+    value: Value,
+}
+
+impl Filter {
+    fn text(&self) -> String {
+        match &self.value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn default_limit() -> usize {
+    100
+}
+
+/// One searchable entity: the fields a search may filter on, and its item in the answer.
+struct Row {
+    keys: Vec<(&'static str, String)>,
+    item: Value,
+}
+
+/// Applies a search body's `eq` filters and paging to the rows.
+fn search(body: &Bytes, rows: impl Iterator<Item = Row>) -> Answer {
+    let body: SearchBody = parse(body)?;
+    let mut rows: Vec<Row> = rows.collect();
+    let fields: Vec<&str> = rows
+        .first()
+        .map(|r| r.keys.iter().map(|(name, _)| *name).collect())
+        .unwrap_or_default();
+    if let Some(bad) = body
+        .search
+        .iter()
+        .find(|f| f.operator != "eq" || !fields.contains(&f.name.as_str()))
+    {
+        return Err(ApiError::invalid_input(format!(
+            "unsupported search term {} {}",
+            bad.name, bad.operator
+        )));
+    }
+    rows.retain(|r| {
+        body.search
+            .iter()
+            .all(|f| r.keys.iter().any(|(name, v)| *name == f.name && *v == f.text()))
+    });
+    let total = rows.len();
+    let items: Vec<Value> = rows
+        .into_iter()
+        .skip(body.offset)
+        .take(body.limit)
+        .map(|r| r.item)
+        .collect();
+    Ok(Json(
+        json!({"items": items, "totalHits": total, "limit": body.limit, "offset": body.offset}),
+    ))
+}
+
+fn vpn_item(project: &Project, server_key: &str, key: &str, peer: Peer) -> Value {
+    json!({"project": project_part(project, server_key), "peer": peer_part(project, key, peer)})
+}
+
+fn project_part(p: &Project, server_key: &str) -> Value {
+    // The underlay is IPv4 only, so the IPv6 side names the same endpoint.
+    let endpoint = p.endpoint.to_string();
+    json!({
+        "publicKey": server_key,
+        "ipv4": {
+            "network": {"network": p.v4_net.to_string(), "gateway": p.v4_gateway.to_string()},
+            "sharedEndpoint": endpoint,
+            "endpoint": endpoint,
+        },
+        "ipv6": {
+            "network": {"network": p.v6_net.to_string(), "gateway": p.v6_gateway.to_string()},
+            "sharedEndpoint": endpoint,
+            "endpoint": endpoint,
+        },
+    })
+}
+
+fn peer_part(p: &Project, key: &str, peer: Peer) -> Value {
+    json!({
+        "publicKey": key,
+        "ipv4": {
+            "network": {"network": p.v4_peer_net.to_string(), "gateway": p.v4_peer_gateway.to_string()},
+            "assignedIpAddress": nth_v4(p.v4_peer_net, peer.host).to_string(),
+        },
+        "ipv6": {
+            "network": {"network": p.v6_peer_net.to_string(), "gateway": p.v6_peer_gateway.to_string()},
+            "assignedIpAddress": nth_v6(p.v6_peer_net, peer.host).to_string(),
+        },
+    })
+}
+
+fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::invalid_input(format!("invalid request body: {e}")))
+}
+
+/// A WireGuard public key as the platform takes it: 44 characters of standard base64, 32 bytes.
+fn check_key(key: &str) -> Result<(), ApiError> {
+    match STANDARD.decode(key) {
+        Ok(bytes) if key.len() == 44 && bytes.len() == 32 => Ok(()),
+        _ => Err(ApiError::invalid_key(
+            "the public key must be 44 characters of base64 encoding 32 bytes",
+        )),
+    }
+}
+
+// ---- errors ----
+
+/// An answer with status ≥ 300 and the platform's error body.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internalServerError", message)
+    }
+
+    fn invalid_input(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalidUserInput", message)
+    }
+
+    fn invalid_key(message: &str) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalidVpnPublicKey", message)
+    }
+
+    fn key_not_found(key: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "vpnPublicKeyNotFound",
+            format!("VPN public key {key} is not registered"),
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message, "meta": null}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use reqwest::Method;
+
+    #[tokio::test]
+    async fn region_list_needs_no_token() {
+        let lab = Lab::start().await;
+
+        let (status, body) = lab.call_as(Method::GET, "/region/zcli", None, None).await;
+
+        assert_eq!(status, 200);
+        let address = lab.plan.api_addr.to_string();
+        assert_eq!(
+            body,
+            json!({"items": [{"name": "prg1", "isDefault": true, "address": address}]})
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_or_wrong_token_is_not_authorized() {
+        let lab = Lab::start().await;
+
+        let missing = lab.call_as(Method::GET, "/user/info", None, None).await;
+        let wrong = lab.call_as(Method::GET, "/user/info", Some("nope"), None).await;
+
+        for (status, body) in [missing, wrong] {
+            assert_eq!(status, 401);
+            assert_eq!(body["error"]["code"], "notAuthorized");
+            assert!(body["error"]["message"].is_string());
+            assert_eq!(body["error"]["meta"], Value::Null);
+        }
+    }
+
+    #[tokio::test]
+    async fn user_info_comes_from_the_plan() {
+        let lab = Lab::start().await;
+
+        let (status, body) = lab.call(Method::GET, "/user/info", None).await;
+
+        assert_eq!(status, 200);
+        let user = &lab.plan.user;
+        assert_eq!(body["id"], user.id.as_str());
+        assert_eq!(body["fullName"], user.full_name.as_str());
+        assert_eq!(body["clientUserList"][0]["clientId"], user.client_id.as_str());
+        assert_eq!(body["clientUserList"][0]["status"], "ACTIVE");
+    }
+
+    #[tokio::test]
+    async fn project_search_filters_and_pages() {
+        let lab = Lab::start().await;
+        let client_id = lab.plan.user.client_id.clone();
+
+        let (status, all) = lab
+            .call(
+                Method::POST,
+                "/project/search",
+                Some(search_body("clientId", &client_id, 10, 0)),
+            )
+            .await;
+        let (_, second) = lab
+            .call(
+                Method::POST,
+                "/project/search",
+                Some(search_body("clientId", &client_id, 1, 1)),
+            )
+            .await;
+        let (_, by_name) = lab
+            .call(
+                Method::POST,
+                "/project/search",
+                Some(search_body("name", "demo", 10, 0)),
+            )
+            .await;
+
+        assert_eq!(status, 200);
+        assert_eq!(all["totalHits"], 2);
+        assert_eq!(all["items"].as_array().map(Vec::len), Some(2));
+        assert_eq!(second["items"].as_array().map(Vec::len), Some(1));
+        assert_eq!(second["items"][0]["name"], "other");
+        assert_eq!(
+            (second["limit"].clone(), second["offset"].clone()),
+            (json!(1), json!(1))
+        );
+        let demo = lab.plan.project("demo").map(|p| p.id.clone());
+        assert_eq!(by_name["items"][0]["id"].as_str(), demo.as_deref());
+        assert_eq!(by_name["items"][0]["status"], "ACTIVE");
+    }
+
+    #[tokio::test]
+    async fn malformed_search_is_invalid_input() {
+        let lab = Lab::start().await;
+
+        let (status, body) = lab
+            .call(Method::POST, "/project/search", Some(json!({"search": "everything"})))
+            .await;
+
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["code"], "invalidUserInput");
+    }
+
+    #[tokio::test]
+    async fn one_project_and_unknown_project() {
+        let lab = Lab::start().await;
+        let id = lab.demo().id.clone();
+
+        let (status, body) = lab.call(Method::GET, &format!("/project/{id}"), None).await;
+        let (missing, error) = lab.call(Method::GET, "/project/nope", None).await;
+
+        assert_eq!(status, 200);
+        assert_eq!(body["name"], "demo");
+        assert_eq!(body["description"], Value::Null);
+        assert_eq!(missing, 404);
+        assert_eq!(error["error"]["code"], "projectNotFound");
+    }
+
+    #[tokio::test]
+    async fn services_and_containers_of_a_project() {
+        let lab = Lab::start().await;
+        let demo = lab.demo().clone();
+        let api = &demo.services[0];
+
+        let (_, services) = lab
+            .call(
+                Method::POST,
+                "/service-stack/search",
+                Some(search_body("projectId", &demo.id, 100, 0)),
+            )
+            .await;
+        let (_, containers) = lab
+            .call(
+                Method::POST,
+                "/container/search",
+                Some(search_body("serviceStackId", &api.id, 100, 0)),
+            )
+            .await;
+
+        assert_eq!(services["totalHits"], demo.services.len());
+        assert_eq!(services["items"][0]["name"], "api");
+        assert_eq!(
+            services["items"][0]["serviceStackTypeInfo"]["serviceStackTypeVersionName"],
+            "nodejs@22"
+        );
+        assert_eq!(containers["totalHits"], api.containers.len());
+        assert_eq!(containers["items"][0]["hostname"], "node-id-13.runtime.api.zerops");
+        assert_eq!(containers["items"][0]["number"], 13);
+    }
+
+    #[tokio::test]
+    async fn registering_a_key_twice_gives_the_same_answer() {
+        let lab = Lab::start().await;
+
+        let first = lab.register(&key(1)).await;
+        let second = lab.register(&key(1)).await;
+
+        assert_eq!(first, second);
+        let demo = lab.demo();
+        let peer_v4 = nth_v4(demo.v4_peer_net, 2).to_string();
+        let peer_v6 = nth_v6(demo.v6_peer_net, 2).to_string();
+        let endpoint = demo.endpoint.to_string();
+        assert_eq!(
+            first,
+            json!({
+                "project": {
+                    "publicKey": DUMMY_SERVER_KEY,
+                    "ipv4": {
+                        "network": {"network": demo.v4_net.to_string(), "gateway": demo.v4_gateway.to_string()},
+                        "sharedEndpoint": endpoint, "endpoint": endpoint,
+                    },
+                    "ipv6": {
+                        "network": {"network": demo.v6_net.to_string(), "gateway": demo.v6_gateway.to_string()},
+                        "sharedEndpoint": endpoint, "endpoint": endpoint,
+                    },
+                },
+                "peer": {
+                    "publicKey": key(1),
+                    "ipv4": {
+                        "network": {"network": demo.v4_peer_net.to_string(), "gateway": demo.v4_peer_gateway.to_string()},
+                        "assignedIpAddress": peer_v4,
+                    },
+                    "ipv6": {
+                        "network": {"network": demo.v6_peer_net.to_string(), "gateway": demo.v6_peer_gateway.to_string()},
+                        "assignedIpAddress": peer_v6,
+                    },
+                },
+            })
+        );
+    }
+
+    #[tokio::test]
+    async fn different_keys_get_different_addresses() {
+        let lab = Lab::start().await;
+
+        let one = lab.register(&key(1)).await;
+        let two = lab.register(&key(2)).await;
+
+        assert_eq!(
+            one["peer"]["ipv4"]["assignedIpAddress"],
+            nth_v4(lab.demo().v4_peer_net, 2).to_string()
+        );
+        assert_eq!(
+            two["peer"]["ipv4"]["assignedIpAddress"],
+            nth_v4(lab.demo().v4_peer_net, 3).to_string()
+        );
+        assert_eq!(
+            two["peer"]["ipv6"]["assignedIpAddress"],
+            nth_v6(lab.demo().v6_peer_net, 3).to_string()
+        );
+    }
+
+    #[tokio::test]
+    async fn assignments_survive_a_restart_and_a_removal() {
+        let lab = Lab::start().await;
+        lab.register(&key(1)).await;
+        let before = lab.register(&key(2)).await;
+        lab.call(
+            Method::DELETE,
+            &lab.vpn_path(""),
+            Some(json!({"publicKey": key(2), "instanceId": null})),
+        )
+        .await;
+
+        let restarted = Lab::start_in(lab.dir).await;
+        let after = restarted.register(&key(2)).await;
+
+        assert_eq!(before, after);
+    }
+
+    #[tokio::test]
+    async fn get_a_key_by_its_base64url_text() {
+        let lab = Lab::start().await;
+        let registered = lab.register(&key(1)).await;
+
+        let (status, body) = lab
+            .call(
+                Method::GET,
+                &lab.vpn_path(&format!("/{}", URL_SAFE.encode(key(1)))),
+                None,
+            )
+            .await;
+        let (missing, error) = lab
+            .call(
+                Method::GET,
+                &lab.vpn_path(&format!("/{}", URL_SAFE.encode(key(2)))),
+                None,
+            )
+            .await;
+        let (invalid, bad) = lab.call(Method::GET, &lab.vpn_path("/not-base64!"), None).await;
+
+        assert_eq!(status, 200);
+        assert_eq!(body, registered);
+        assert_eq!(missing, 404);
+        assert_eq!(error["error"]["code"], "vpnPublicKeyNotFound");
+        assert_eq!(invalid, 400);
+        assert_eq!(bad["error"]["code"], "invalidVpnPublicKey");
+    }
+
+    #[tokio::test]
+    async fn list_shows_registered_keys_only() {
+        let lab = Lab::start().await;
+        let one = lab.register(&key(1)).await;
+        let two = lab.register(&key(2)).await;
+        lab.call(
+            Method::DELETE,
+            &lab.vpn_path(""),
+            Some(json!({"publicKey": key(1), "instanceId": null})),
+        )
+        .await;
+
+        let (status, body) = lab.call(Method::GET, &lab.vpn_path("/list"), None).await;
+
+        assert_eq!(status, 200);
+        assert_eq!(body["project"], one["project"]);
+        assert_eq!(body["peers"], json!([two["peer"]]));
+    }
+
+    #[tokio::test]
+    async fn delete_a_key_then_it_is_unknown() {
+        let lab = Lab::start().await;
+        lab.register(&key(1)).await;
+        let body = json!({"publicKey": key(1), "instanceId": null});
+
+        let (status, answer) = lab.call(Method::DELETE, &lab.vpn_path(""), Some(body.clone())).await;
+        let (again, error) = lab.call(Method::DELETE, &lab.vpn_path(""), Some(body)).await;
+
+        assert_eq!((status, answer), (200, json!({"success": true})));
+        assert_eq!(again, 404);
+        assert_eq!(error["error"]["code"], "vpnPublicKeyNotFound");
+        assert_eq!(error["error"]["meta"], Value::Null);
+    }
+
+    #[tokio::test]
+    async fn invalid_keys_are_rejected() {
+        let lab = Lab::start().await;
+        let short = STANDARD.encode([1u8; 31]);
+        let unpadded = key(1).trim_end_matches('=').to_string();
+
+        for bad in ["", "not a key", &short, &unpadded] {
+            let body = json!({"publicKey": bad, "instanceId": null});
+            let (status, error) = lab.call(Method::POST, &lab.vpn_path(""), Some(body)).await;
+
+            assert_eq!(status, 400, "{bad:?}");
+            assert_eq!(error["error"]["code"], "invalidVpnPublicKey");
+        }
+    }
+
+    #[tokio::test]
+    async fn wrong_body_and_unknown_route() {
+        let lab = Lab::start().await;
+
+        let (status, error) = lab
+            .call(Method::POST, &lab.vpn_path(""), Some(json!({"key": key(1)})))
+            .await;
+        let (missing, not_found) = lab.call(Method::GET, "/no/such/thing", None).await;
+
+        assert_eq!(status, 400);
+        assert_eq!(error["error"]["code"], "invalidUserInput");
+        assert_eq!(missing, 404);
+        assert_eq!(not_found["error"]["code"], "notFound");
+    }
+
+    #[tokio::test]
+    async fn misbehave_file_modes() {
+        let lab = Lab::start().await;
+        let expected = [
+            ("error500", 500, Some("internalServerError")),
+            ("ratelimit", 429, Some("tooManyRequests")),
+            ("expired", 401, Some("tokenExpired")),
+            ("ok\n", 200, None),
+            ("", 200, None),
+        ];
+
+        for (mode, status, code) in expected {
+            lab.misbehave(mode);
+            let (got, body) = lab.call(Method::GET, "/user/info", None).await;
+
+            assert_eq!(got, status, "{mode:?}");
+            assert_eq!(body["error"]["code"].as_str(), code, "{mode:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn misbehave_garbage_and_slow() {
+        let lab = Lab::start().await;
+        let url = format!("{}/user/info", lab.base);
+
+        lab.misbehave("garbage\n");
+        let garbage = lab
+            .http
+            .get(&url)
+            .bearer_auth(&lab.plan.token)
+            .send()
+            .await
+            .expect("request");
+        let content_type = garbage.headers().get(header::CONTENT_TYPE).cloned();
+        let text = garbage.text().await.expect("body");
+        lab.misbehave("slow 300");
+        let started = Instant::now();
+        let (slow, _) = lab.call(Method::GET, "/user/info", None).await;
+        let (region, _) = lab.call_as(Method::GET, "/region/zcli", None, None).await;
+
+        assert_eq!(text, "<html>not json");
+        assert_eq!(content_type.as_ref().and_then(|v| v.to_str().ok()), Some("text/html"));
+        assert_eq!(slow, 200);
+        assert!(started.elapsed() >= Duration::from_millis(300));
+        assert_eq!(region, 200, "the region list ignores the switch");
+    }
+
+    // ---- helpers ----
+
+    struct Lab {
+        plan: Plan,
+        dir: tempfile::TempDir,
+        base: String,
+        http: reqwest::Client,
+    }
+
+    impl Lab {
+        async fn start() -> Lab {
+            Lab::start_in(tempfile::tempdir().expect("tempdir")).await
+        }
+
+        async fn start_in(dir: tempfile::TempDir) -> Lab {
+            let mut plan = Plan::new("t", 0);
+            plan.state_dir = dir.path().to_string_lossy().into_owned();
+            let app = router(plan.clone(), false).expect("router");
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let base = format!("http://{}{BASE}", listener.local_addr().expect("address"));
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            Lab {
+                plan,
+                dir,
+                base,
+                http: reqwest::Client::new(),
+            }
+        }
+
+        fn demo(&self) -> &Project {
+            self.plan.project("demo").expect("demo project")
+        }
+
+        fn vpn_path(&self, rest: &str) -> String {
+            format!("/project/{}/vpn{rest}", self.demo().id)
+        }
+
+        fn misbehave(&self, mode: &str) {
+            std::fs::write(self.dir.path().join("misbehave"), mode).expect("write misbehave");
+        }
+
+        async fn register(&self, key: &str) -> Value {
+            let body = json!({"publicKey": key, "instanceId": null});
+            let (status, answer) = self.call(Method::POST, &self.vpn_path(""), Some(body)).await;
+            assert_eq!(status, 200, "{answer}");
+            answer
+        }
+
+        async fn call(&self, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
+            self.call_as(method, path, Some(&self.plan.token), body).await
+        }
+
+        async fn call_as(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+            let mut request = self.http.request(method, format!("{}{path}", self.base));
+            if let Some(token) = token {
+                request = request.bearer_auth(token);
+            }
+            if let Some(body) = body {
+                request = request.json(&body);
+            }
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            let text = response.text().await.expect("body");
+            let body = if text.is_empty() {
+                Value::Null
+            } else {
+                serde_json::from_str(&text).expect("JSON body")
+            };
+            (status, body)
+        }
+    }
+
+    fn key(n: u8) -> String {
+        STANDARD.encode([n; 32])
+    }
+
+    fn search_body(name: &str, value: &str, limit: usize, offset: usize) -> Value {
+        json!({"search": [{"name": name, "operator": "eq", "value": value}], "sort": [], "limit": limit, "offset": offset})
+    }
+}

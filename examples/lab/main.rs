@@ -1,0 +1,88 @@
+//! The lab: a simulated platform project in network namespaces on this machine.
+//!
+//! `cargo run --example lab -- up | down | status [--json] | misbehave MODE` (as root).
+//! The demo, the end-to-end tests and the benchmark all drive this one binary.
+
+mod api;
+mod netns;
+mod plan;
+mod setup;
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use plan::Plan;
+
+#[derive(Parser)]
+#[command(about = "A simulated platform project in network namespaces (needs root)")]
+struct Args {
+    /// Prefix of every namespace, link and file the lab creates (at most 8 letters or digits).
+    #[arg(long, env = "CORRIDOR_LAB_PREFIX", default_value = "crl", global = true)]
+    prefix: String,
+    /// Address-plan slot (0-31): labs with different slots never share an address.
+    #[arg(long, env = "CORRIDOR_LAB_SLOT", default_value_t = 0, global = true)]
+    slot: u8,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build the lab: namespaces, gateways, containers, DNS, the control-plane API.
+    Up,
+    /// Remove everything the lab created (idempotent; also after a crash).
+    Down,
+    /// Show whether the lab is up and what a script needs to use it.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the control-plane API misbehave: ok, slow MS, error500, garbage, ratelimit, expired.
+    Misbehave { mode: Vec<String> },
+    /// Serve the control-plane API (run by `up` inside the underlay namespace).
+    #[command(hide = true)]
+    Api,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    if args.prefix.is_empty() || args.prefix.len() > 8 || !args.prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
+        bail!("--prefix must be 1 to 8 letters or digits");
+    }
+    if args.slot > 31 {
+        bail!("--slot must be 0 to 31");
+    }
+    let plan = Plan::new(&args.prefix, args.slot);
+    match args.cmd {
+        Cmd::Up => {
+            require_root()?;
+            setup::up(&plan)
+        }
+        Cmd::Down => {
+            require_root()?;
+            setup::down(&plan)
+        }
+        Cmd::Status { json } => setup::status(&plan, json),
+        Cmd::Misbehave { mode } => {
+            let path = Path::new(&plan.state_dir).join("misbehave");
+            std::fs::write(&path, mode.join(" ") + "\n").with_context(|| format!("writing {}", path.display()))?;
+            Ok(())
+        }
+        Cmd::Api => api::serve(
+            plan.clone(),
+            api::ApiOptions {
+                listen: plan.api_addr,
+                configure_wg: true,
+            },
+        ),
+    }
+}
+
+fn require_root() -> Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("the lab creates network namespaces and needs root: run it with sudo");
+    }
+    Ok(())
+}

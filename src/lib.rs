@@ -1,0 +1,8 @@
+//! corridor: put this machine inside a cloud project's private network.
+//!
+//! The binary (`src/main.rs`) only parses and dispatches; everything it uses lives here so that
+//! tests drive the same code.
+
+pub mod api;
+pub mod store;
+pub mod tunnel;

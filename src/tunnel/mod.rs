@@ -1,0 +1,3 @@
+//! WireGuard data plane: the sans-IO core, the TUN device and the tokio shell around them.
+
+pub mod core;

@@ -1,0 +1,205 @@
+//! Shared by the end-to-end tests: a lab per test (own prefix and address slot, removed on drop,
+//! also when the test fails) and helpers to run commands inside its namespaces.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+/// A running lab, removed when dropped.
+pub struct Lab {
+    pub prefix: String,
+    pub slot: u8,
+    pub status: Value,
+}
+
+impl Lab {
+    /// Brings up a lab with its own prefix and slot. `None` (after saying why) when this machine
+    /// cannot run it; under CI=true that is a failure instead, so no test passes by skipping.
+    pub fn up(prefix: &str, slot: u8) -> Option<Lab> {
+        if !can_run_labs() {
+            return None;
+        }
+        let mut lab = Lab {
+            prefix: prefix.to_string(),
+            slot,
+            status: Value::Null,
+        };
+        // Leftovers of an earlier, killed run of this same test.
+        lab.lab(&["down"]);
+        let out = lab.lab(&["up"]);
+        assert_success("lab up", &out);
+        let status = lab.lab(&["status", "--json"]);
+        assert_success("lab status", &status);
+        lab.status = serde_json::from_slice(&status.stdout).expect("status JSON");
+        Some(lab)
+    }
+
+    /// Runs the lab binary with this lab's prefix and slot.
+    pub fn lab(&self, args: &[&str]) -> Output {
+        Command::new(lab_binary())
+            .args(["--prefix", &self.prefix, "--slot", &self.slot.to_string()])
+            .args(args)
+            .output()
+            .expect("running the lab binary")
+    }
+
+    pub fn laptop(&self) -> &str {
+        self.status["laptop_ns"].as_str().unwrap()
+    }
+
+    pub fn api_url(&self) -> &str {
+        self.status["api_url"].as_str().unwrap()
+    }
+
+    pub fn token(&self) -> &str {
+        self.status["token"].as_str().unwrap()
+    }
+
+    pub fn project(&self, name: &str) -> &Value {
+        self.status["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .expect("project in lab")
+    }
+
+    /// A container by its full DNS name.
+    pub fn container(&self, name: &str) -> &Value {
+        self.status["projects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|p| p["containers"].as_array().unwrap())
+            .find(|c| c["name"] == name)
+            .expect("container in lab")
+    }
+
+    pub fn ssh_host_key(&self) -> &str {
+        self.status["ssh_host_key"].as_str().unwrap()
+    }
+
+    /// Runs a command inside one of the lab's namespaces.
+    pub fn run_in(&self, ns: &str, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(args)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Runs a command in the laptop namespace and returns its stdout, failing the test if it fails.
+    pub fn laptop_ok(&self, args: &[&str]) -> String {
+        let out = self.run_in(self.laptop(), args);
+        assert_success(&args.join(" "), &out);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// `ssh` from the laptop namespace to a container, running `command`.
+    pub fn ssh(&self, host: &str, command: &str) -> Output {
+        self.run_in(
+            self.laptop(),
+            &[
+                "ssh",
+                "-p",
+                "65437",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ConnectTimeout=5",
+                &format!("root@{host}"),
+                command,
+            ],
+        )
+    }
+
+    /// PuTTY's `plink` from the laptop namespace, pinned to the lab's host key.
+    pub fn plink(&self, host: &str, command: &str) -> Output {
+        self.run_in(
+            self.laptop(),
+            &[
+                "plink",
+                "-batch",
+                "-ssh",
+                "-P",
+                "65437",
+                "-hostkey",
+                self.ssh_host_key(),
+                "-l",
+                "root",
+                host,
+                command,
+            ],
+        )
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let out = self.lab(&["down"]);
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("lab down failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+/// Root and network namespaces are needed. Says why not; fails under CI=true.
+pub fn can_run_labs() -> bool {
+    let problem = if !nix::unistd::geteuid().is_root() {
+        Some("not running as root")
+    } else if Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        Some("`ip netns` does not work here")
+    } else {
+        None
+    };
+    let Some(problem) = problem else { return true };
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("end-to-end test cannot run: {problem} (CI must run it as root)");
+    }
+    eprintln!("SKIPPED end-to-end test: {problem}; run the suite as root (scripts/test.sh)");
+    false
+}
+
+/// The lab example binary, built next to the test binaries (cargo builds examples for tests).
+pub fn lab_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let profile_dir = exe.parent().unwrap().parent().unwrap();
+    let lab = profile_dir.join("examples").join("lab");
+    assert!(
+        lab.exists(),
+        "{} is missing: run `cargo build --examples`",
+        lab.display()
+    );
+    lab
+}
+
+/// The corridor binary under test.
+pub fn corridor_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_corridor"))
+}
+
+pub fn assert_success(what: &str, out: &Output) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
