@@ -4,5 +4,10 @@
 //! tests drive the same code.
 
 pub mod api;
+pub mod cli;
+pub mod daemon;
+pub mod host;
+pub mod paths;
 pub mod store;
 pub mod tunnel;
+pub mod vpn;

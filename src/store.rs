@@ -1,1 +1,598 @@
-//! stub
+//! Token and key store: the API token, an optional API address, and one WireGuard key pair per
+//! project, kept in the invoking user's config dir (also under sudo) in files only they can read.
+
+use std::ffi::OsString;
+use std::fs::{self, DirBuilder, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _, Result};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use nix::unistd::{Gid, Uid, User};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+/// Overrides the store's directory.
+pub const CONFIG_DIR_ENV: &str = "CORRIDOR_CONFIG_DIR";
+/// A token here wins over the stored one.
+pub const TOKEN_ENV: &str = "CORRIDOR_TOKEN";
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    dir: PathBuf,
+    /// Who gets what we create: the user who ran sudo; `None` leaves it to the current user.
+    owner: Option<Owner>,
+}
+
+/// A WireGuard (x25519) key pair. Its `Debug` shows only the public half.
+#[derive(Clone)]
+pub struct KeyPair {
+    pub secret: StaticSecret,
+    pub public: PublicKey,
+}
+
+impl Store {
+    /// The invoking user's store: `CORRIDOR_CONFIG_DIR`, else the user's config dir, resolved
+    /// through `SUDO_USER` when running as root under sudo.
+    pub fn open() -> Result<Store> {
+        let env = |name: &str| std::env::var_os(name);
+        let (dir, owner) = locate(&env, nix::unistd::geteuid().is_root())?;
+        tracing::debug!(dir = %dir.display(), sudo = owner.is_some(), "store");
+        Ok(Store { dir, owner })
+    }
+
+    /// A store in `dir`, owned by whoever runs this.
+    pub fn at(dir: impl Into<PathBuf>) -> Store {
+        Store {
+            dir: dir.into(),
+            owner: None,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn save_token(&self, token: &str) -> Result<()> {
+        let token = token.trim();
+        if token.is_empty() || token.contains(char::is_whitespace) {
+            bail!("the token must be one word with no spaces or line breaks");
+        }
+        self.ensure_dir(&self.dir)?;
+        self.write_private(&self.token_path(), format!("{token}\n").as_bytes(), Replace::Yes)?;
+        Ok(())
+    }
+
+    /// `CORRIDOR_TOKEN` if set and not empty, else the stored token.
+    pub fn token(&self) -> Result<Option<String>> {
+        if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty()) {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        let Some(text) = read_optional(&self.token_path())? else {
+            return Ok(None);
+        };
+        let token = text.trim();
+        Ok((!token.is_empty()).then(|| token.to_owned()))
+    }
+
+    /// Returns whether there was a stored token.
+    pub fn remove_token(&self) -> Result<bool> {
+        remove_optional(&self.token_path())
+    }
+
+    /// Remembers the API address, for when neither `--api` nor `CORRIDOR_API` is given.
+    pub fn save_api_base(&self, base: &str) -> Result<()> {
+        let path = self.config_path();
+        let mut config = match read_optional(&path)? {
+            Some(text) => parse_config(&path, &text)?,
+            None => serde_json::Map::new(),
+        };
+        config.insert("api".to_owned(), base.trim().into());
+        let text = serde_json::to_string_pretty(&config)? + "\n";
+        self.ensure_dir(&self.dir)?;
+        self.write_private(&path, text.as_bytes(), Replace::Yes)?;
+        Ok(())
+    }
+
+    pub fn api_base(&self) -> Result<Option<String>> {
+        let path = self.config_path();
+        let Some(text) = read_optional(&path)? else {
+            return Ok(None);
+        };
+        let config = parse_config(&path, &text)?;
+        Ok(config
+            .get("api")
+            .and_then(|v| v.as_str())
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned))
+    }
+
+    /// The project's key pair, generated and saved on first use, the same one afterwards.
+    pub fn project_key(&self, project_id: &str) -> Result<KeyPair> {
+        let path = self.key_path(project_id)?;
+        if let Some(pair) = read_key(&path)? {
+            return Ok(pair);
+        }
+        self.ensure_dir(&self.keys_dir())?;
+        let pair = KeyPair::generate();
+        let text = format!("{}\n", BASE64.encode(pair.secret.as_bytes()));
+        if self.write_private(&path, text.as_bytes(), Replace::No)? {
+            tracing::info!(project_id, public_key = %pair.public_base64(), "new key pair");
+            return Ok(pair);
+        }
+        // Another corridor saved a key first; using theirs keeps one key per project.
+        read_key(&path)?.with_context(|| format!("key file {} vanished", path.display()))
+    }
+
+    /// Returns whether there was a key.
+    pub fn remove_project_key(&self, project_id: &str) -> Result<bool> {
+        remove_optional(&self.key_path(project_id)?)
+    }
+}
+
+impl KeyPair {
+    pub fn generate() -> KeyPair {
+        KeyPair::from_secret(StaticSecret::random_from_rng(rand_core::OsRng))
+    }
+
+    pub fn from_secret(secret: StaticSecret) -> KeyPair {
+        let public = PublicKey::from(&secret);
+        KeyPair { secret, public }
+    }
+
+    /// The 44-character base64 form the platform takes.
+    pub fn public_base64(&self) -> String {
+        BASE64.encode(self.public.as_bytes())
+    }
+}
+
+impl std::fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyPair")
+            .field("public", &self.public_base64())
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Owner {
+    uid: Uid,
+    gid: Gid,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Replace {
+    Yes,
+    /// Keep an existing file: the write reports that it did not happen.
+    No,
+}
+
+/// The store's directory and who should own it, from the environment (`env`) and whether we
+/// run as root.
+fn locate(env: &dyn Fn(&str) -> Option<OsString>, euid_is_root: bool) -> Result<(PathBuf, Option<Owner>)> {
+    let invoker = if euid_is_root { sudo_invoker(env) } else { None };
+    let owner = invoker.as_ref().map(|(_, owner)| *owner);
+
+    if let Some(dir) = env(CONFIG_DIR_ENV).filter(|d| !d.is_empty()) {
+        return Ok((PathBuf::from(dir), owner));
+    }
+    if let Some((name, _)) = invoker.filter(|_| cfg!(target_os = "linux")) {
+        // Under sudo, HOME and XDG_* may be root's or gone; the passwd entry is not.
+        let user = User::from_name(&name)
+            .with_context(|| format!("cannot look up the sudo user {name:?}"))?
+            .with_context(|| format!("the sudo user {name:?} does not exist"))?;
+        return Ok((user.dir.join(".config").join("corridor"), owner));
+    }
+    let dirs = directories::ProjectDirs::from("", "", "corridor")
+        .context("cannot find the home directory for the config dir")?;
+    Ok((dirs.config_dir().to_path_buf(), owner))
+}
+
+/// The user who ran sudo, when SUDO_USER, SUDO_UID and SUDO_GID are all present and valid.
+fn sudo_invoker(env: &dyn Fn(&str) -> Option<OsString>) -> Option<(String, Owner)> {
+    let var = |name| env(name)?.into_string().ok().filter(|s| !s.is_empty());
+    let name = var("SUDO_USER")?;
+    let uid = var("SUDO_UID")?.parse().ok()?;
+    let gid = var("SUDO_GID")?.parse().ok()?;
+    Some((
+        name,
+        Owner {
+            uid: Uid::from_raw(uid),
+            gid: Gid::from_raw(gid),
+        },
+    ))
+}
+
+impl Store {
+    fn token_path(&self) -> PathBuf {
+        self.dir.join("token")
+    }
+
+    fn config_path(&self) -> PathBuf {
+        self.dir.join("config.json")
+    }
+
+    fn keys_dir(&self) -> PathBuf {
+        self.dir.join("keys")
+    }
+
+    fn key_path(&self, project_id: &str) -> Result<PathBuf> {
+        let safe = !project_id.is_empty()
+            && project_id.len() <= 128
+            && !project_id.starts_with('.')
+            && project_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !safe {
+            bail!("{project_id:?} is not a valid project id");
+        }
+        Ok(self.keys_dir().join(format!("{project_id}.key")))
+    }
+
+    /// Creates `dir` and any missing parents with mode 0700, one at a time so that each one we
+    /// create can be handed to the sudo user. Existing directories are left as they are.
+    fn ensure_dir(&self, dir: &Path) -> Result<()> {
+        let missing: Vec<&Path> = dir
+            .ancestors()
+            .filter(|p| !p.as_os_str().is_empty())
+            .take_while(|p| !p.exists())
+            .collect();
+        for path in missing.into_iter().rev() {
+            match DirBuilder::new().mode(0o700).create(path) {
+                Ok(()) => self.chown(path)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `contents` to a 0600 file at `path`. The file is complete and private from the
+    /// moment it has its name: written under a temporary name, then renamed (`Replace::Yes`) or
+    /// linked, which fails if the name is taken (`Replace::No`, returning `false`).
+    fn write_private(&self, path: &Path, contents: &[u8], replace: Replace) -> Result<bool> {
+        let name = path.file_name().context("a store file needs a name")?.to_string_lossy();
+        let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+        let written = self.write_new_file(&tmp, contents).and_then(|()| match replace {
+            Replace::Yes => fs::rename(&tmp, path).map(|()| true),
+            Replace::No => match fs::hard_link(&tmp, path) {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+                Err(e) => Err(e),
+            },
+        });
+        // After a rename the temporary name is gone already.
+        let _ = fs::remove_file(&tmp);
+        written.with_context(|| format!("cannot write {}", path.display()))
+    }
+
+    fn write_new_file(&self, path: &Path, contents: &[u8]) -> io::Result<()> {
+        match fs::remove_file(path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        self.chown(path).map_err(io::Error::other)
+    }
+
+    fn chown(&self, path: &Path) -> Result<()> {
+        let Some(owner) = self.owner else {
+            return Ok(());
+        };
+        nix::unistd::chown(path, Some(owner.uid), Some(owner.gid))
+            .with_context(|| format!("cannot hand {} to the sudo user", path.display()))
+    }
+}
+
+fn read_key(path: &Path) -> Result<Option<KeyPair>> {
+    let Some(text) = read_optional(path)? else {
+        return Ok(None);
+    };
+    let bytes: [u8; 32] = BASE64
+        .decode(text.trim())
+        .ok()
+        .and_then(|bytes| bytes.try_into().ok())
+        .with_context(|| {
+            format!(
+                "the key file {} is corrupted (expected a base64 32-byte key); \
+                 delete it and connect again to register a new key",
+                path.display()
+            )
+        })?;
+    Ok(Some(KeyPair::from_secret(StaticSecret::from(bytes))))
+}
+
+fn parse_config(path: &Path, text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
+    serde_json::from_str(text).with_context(|| format!("{} is not a JSON object; fix or delete it", path.display()))
+}
+
+fn read_optional(path: &Path) -> Result<Option<String>> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn remove_optional(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::sync::{Mutex, MutexGuard};
+
+    use super::*;
+
+    #[test]
+    fn token_file_is_0600_in_a_0700_dir() {
+        let (_tmp, store) = store();
+
+        store.save_token("tok").unwrap();
+
+        assert_eq!(mode(&store.dir().join("token")), 0o600);
+        assert_eq!(mode(store.dir()), 0o700);
+    }
+
+    #[test]
+    fn saved_token_is_read_back() {
+        let _env = env_lock(None);
+        let (_tmp, store) = store();
+
+        store.save_token("  tok-1\n").unwrap();
+
+        assert_eq!(store.token().unwrap().as_deref(), Some("tok-1"));
+    }
+
+    #[test]
+    fn missing_token_is_none() {
+        let _env = env_lock(None);
+        let (_tmp, store) = store();
+
+        assert_eq!(store.token().unwrap(), None);
+    }
+
+    #[test]
+    fn token_env_wins_over_the_file() {
+        let _env = env_lock(Some("from-env"));
+        let (_tmp, store) = store();
+        store.save_token("from-file").unwrap();
+
+        assert_eq!(store.token().unwrap().as_deref(), Some("from-env"));
+    }
+
+    #[test]
+    fn empty_token_env_is_ignored() {
+        let _env = env_lock(Some(""));
+        let (_tmp, store) = store();
+        store.save_token("from-file").unwrap();
+
+        assert_eq!(store.token().unwrap().as_deref(), Some("from-file"));
+    }
+
+    #[test]
+    fn saving_a_token_makes_an_open_file_private() {
+        let (_tmp, store) = store();
+        fs::create_dir_all(store.dir()).unwrap();
+        let path = store.dir().join("token");
+        fs::write(&path, "old").unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+
+        store.save_token("new").unwrap();
+
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(fs::read_to_string(&path).unwrap(), "new\n");
+    }
+
+    #[test]
+    fn a_token_with_spaces_is_refused() {
+        let (_tmp, store) = store();
+
+        assert!(store.save_token("two words").is_err());
+        assert!(store.save_token("  ").is_err());
+    }
+
+    #[test]
+    fn removing_the_token() {
+        let _env = env_lock(None);
+        let (_tmp, store) = store();
+        store.save_token("tok").unwrap();
+
+        assert!(store.remove_token().unwrap());
+        assert!(!store.remove_token().unwrap());
+        assert_eq!(store.token().unwrap(), None);
+    }
+
+    #[test]
+    fn api_base_round_trips_and_keeps_other_settings() {
+        let (_tmp, store) = store();
+        assert_eq!(store.api_base().unwrap(), None);
+        fs::create_dir_all(store.dir()).unwrap();
+        fs::write(store.dir().join("config.json"), r#"{"other": 1}"#).unwrap();
+
+        store.save_api_base("http://198.18.0.1:8080").unwrap();
+
+        assert_eq!(store.api_base().unwrap().as_deref(), Some("http://198.18.0.1:8080"));
+        let text = fs::read_to_string(store.dir().join("config.json")).unwrap();
+        assert!(text.contains("\"other\": 1"), "{text}");
+    }
+
+    #[test]
+    fn corrupted_config_is_a_clear_error() {
+        let (_tmp, store) = store();
+        fs::create_dir_all(store.dir()).unwrap();
+        fs::write(store.dir().join("config.json"), "{not json").unwrap();
+
+        let err = store.api_base().unwrap_err();
+
+        assert!(
+            format!("{err:#}").contains("config.json is not a JSON object"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn project_key_is_generated_once_and_reused() {
+        let (_tmp, store) = store();
+
+        let first = store.project_key("proj1").unwrap();
+        let second = store.project_key("proj1").unwrap();
+
+        assert_eq!(first.public, second.public);
+        assert_eq!(first.secret.to_bytes(), second.secret.to_bytes());
+        assert_eq!(first.public, PublicKey::from(&first.secret));
+        assert_eq!(first.public_base64().len(), 44);
+        let path = store.dir().join("keys/proj1.key");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&store.dir().join("keys")), 0o700);
+        assert_eq!(
+            fs::read_to_string(path).unwrap().trim(),
+            BASE64.encode(first.secret.to_bytes())
+        );
+    }
+
+    #[test]
+    fn projects_get_different_keys() {
+        let (_tmp, store) = store();
+
+        let a = store.project_key("a").unwrap();
+        let b = store.project_key("b").unwrap();
+
+        assert_ne!(a.public, b.public);
+    }
+
+    #[test]
+    fn corrupted_key_file_is_a_clear_error() {
+        let (_tmp, store) = store();
+        store.project_key("proj1").unwrap();
+        let path = store.dir().join("keys/proj1.key");
+        fs::write(&path, "garbage").unwrap();
+
+        let err = store.project_key("proj1").unwrap_err();
+
+        let text = format!("{err:#}");
+        assert!(text.contains("corrupted"), "{text}");
+        assert!(text.contains(&path.display().to_string()), "{text}");
+        assert_eq!(fs::read_to_string(&path).unwrap(), "garbage");
+    }
+
+    #[test]
+    fn removed_key_is_replaced_by_a_new_one() {
+        let (_tmp, store) = store();
+        let old = store.project_key("proj1").unwrap();
+
+        assert!(store.remove_project_key("proj1").unwrap());
+        assert!(!store.remove_project_key("proj1").unwrap());
+        let new = store.project_key("proj1").unwrap();
+
+        assert_ne!(old.public, new.public);
+    }
+
+    #[test]
+    fn unsafe_project_ids_are_refused() {
+        let (_tmp, store) = store();
+
+        for id in ["", "..", "../x", "a/b", ".hidden", "a\\b", "a b"] {
+            assert!(store.project_key(id).is_err(), "{id:?}");
+            assert!(store.remove_project_key(id).is_err(), "{id:?}");
+        }
+        assert!(!store.dir().join("keys").exists());
+    }
+
+    #[test]
+    fn debug_does_not_show_the_secret() {
+        let pair = KeyPair::generate();
+
+        let text = format!("{pair:?}");
+
+        assert!(!text.contains(&BASE64.encode(pair.secret.to_bytes())));
+        assert!(text.contains(&pair.public_base64()));
+    }
+
+    #[test]
+    fn config_dir_env_overrides_the_location() {
+        let env = fake_env(&[(CONFIG_DIR_ENV, "/somewhere/corridor")]);
+
+        let (dir, owner) = locate(&env, false).unwrap();
+
+        assert_eq!(dir, PathBuf::from("/somewhere/corridor"));
+        assert_eq!(owner, None);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn under_sudo_the_invoking_users_config_dir_is_used() {
+        let env = fake_env(&[("SUDO_USER", "root"), ("SUDO_UID", "0"), ("SUDO_GID", "0")]);
+        let home = User::from_name("root").unwrap().unwrap().dir;
+
+        let (dir, owner) = locate(&env, true).unwrap();
+
+        assert_eq!(dir, home.join(".config/corridor"));
+        assert_eq!(
+            owner,
+            Some(Owner {
+                uid: Uid::from_raw(0),
+                gid: Gid::from_raw(0)
+            })
+        );
+    }
+
+    #[test]
+    fn sudo_variables_count_only_for_root() {
+        let env = fake_env(&[
+            ("SUDO_USER", "root"),
+            ("SUDO_UID", "0"),
+            ("SUDO_GID", "0"),
+            (CONFIG_DIR_ENV, "/x"),
+        ]);
+
+        assert_eq!(locate(&env, false).unwrap().1, None);
+        assert!(locate(&env, true).unwrap().1.is_some());
+    }
+
+    #[test]
+    fn incomplete_sudo_variables_are_ignored() {
+        let env = fake_env(&[("SUDO_USER", "root"), (CONFIG_DIR_ENV, "/x")]);
+
+        assert_eq!(locate(&env, true).unwrap().1, None);
+    }
+
+    // Helpers
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::at(tmp.path().join("config/corridor"));
+        (tmp, store)
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    fn fake_env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
+        let vars: Vec<(String, String)> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |name| vars.iter().find(|(k, _)| k == name).map(|(_, v)| OsString::from(v))
+    }
+
+    static ENV: Mutex<()> = Mutex::new(());
+
+    /// Serialises the tests that read `CORRIDOR_TOKEN`, with it set to `value` meanwhile.
+    fn env_lock(value: Option<&str>) -> MutexGuard<'static, ()> {
+        let guard = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        match value {
+            Some(value) => std::env::set_var(TOKEN_ENV, value),
+            None => std::env::remove_var(TOKEN_ENV),
+        }
+        guard
+    }
+}

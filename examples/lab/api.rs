@@ -688,8 +688,7 @@ mod tests {
             (second["limit"].clone(), second["offset"].clone()),
             (json!(1), json!(1))
         );
-        let demo = lab.plan.project("demo").map(|p| p.id.clone());
-        assert_eq!(by_name["items"][0]["id"].as_str(), demo.as_deref());
+        assert_eq!(by_name["items"][0]["id"].as_str(), Some(lab.demo().id.as_str()));
         assert_eq!(by_name["items"][0]["status"], "ACTIVE");
     }
 
@@ -1002,7 +1001,7 @@ mod tests {
         }
 
         fn demo(&self) -> &Project {
-            self.plan.project("demo").expect("demo project")
+            &self.plan.projects[0]
         }
 
         fn vpn_path(&self, rest: &str) -> String {

@@ -1,3 +1,6 @@
 //! WireGuard data plane: the sans-IO core, the TUN device and the tokio shell around them.
 
 pub mod core;
+pub mod device;
+pub mod io;
+pub mod probe;

@@ -203,3 +203,77 @@ pub fn assert_success(what: &str, out: &Output) {
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
+
+/// A corridor client living in the lab's laptop namespace, with its own config and runtime
+/// directories (so parallel tests never see each other's connections).
+pub struct Client<'a> {
+    pub lab: &'a Lab,
+    pub dir: tempfile::TempDir,
+}
+
+impl<'a> Client<'a> {
+    /// Logged in to the lab's API.
+    pub fn new(lab: &'a Lab) -> Client<'a> {
+        let client = Client {
+            lab,
+            dir: tempfile::tempdir().unwrap(),
+        };
+        let login = client.run(&["login", "--token", lab.token()]);
+        assert_success("corridor login", &login);
+        client
+    }
+
+    /// Runs `corridor ARGS` in the laptop namespace.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("running corridor")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", self.lab.laptop()])
+            .arg(corridor_binary())
+            .args(["--api", self.lab.api_url()])
+            .args(args)
+            .env("CORRIDOR_CONFIG_DIR", self.dir.path().join("config"))
+            .env("CORRIDOR_RUNTIME_DIR", self.dir.path().join("run"))
+            .env_remove("CORRIDOR_TOKEN")
+            .env_remove("SUDO_USER");
+        cmd
+    }
+
+    pub fn status(&self) -> Value {
+        let out = self.run(&["vpn", "status", "--json"]);
+        assert_success("vpn status --json", &out);
+        serde_json::from_slice(&out.stdout).expect("status JSON")
+    }
+}
+
+impl Drop for Client<'_> {
+    fn drop(&mut self) {
+        let _ = self.run(&["vpn", "down"]);
+    }
+}
+
+/// Links in a namespace, by name.
+pub fn links(ns: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-o", "link", "show"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap().to_string())
+        .collect()
+}
+
+/// Routes in a namespace (both families), one line each.
+pub fn routes(ns: &str) -> String {
+    let v4 = Command::new("ip").args(["-n", ns, "route"]).output().unwrap();
+    let v6 = Command::new("ip").args(["-n", ns, "-6", "route"]).output().unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&v4.stdout),
+        String::from_utf8_lossy(&v6.stdout)
+    )
+}

@@ -1,0 +1,169 @@
+//! Command-line definitions and the rendering of results, text and JSON.
+
+use std::io::IsTerminal;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::daemon::{Event, Status};
+
+#[derive(Parser)]
+#[command(
+    name = "corridor",
+    version,
+    about = "Put this machine inside a project's private network"
+)]
+pub struct Cli {
+    /// Platform API address, e.g. https://api.app-prg1.zerops.io
+    #[arg(long, global = true, env = "CORRIDOR_API")]
+    pub api: Option<String>,
+    /// Seconds an API request may take.
+    #[arg(long, global = true, env = "CORRIDOR_API_TIMEOUT", default_value_t = 15, hide = true)]
+    pub api_timeout: u64,
+    /// More logging (-v info, -vv debug, -vvv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Store a personal access token (verified with the platform first).
+    Login {
+        #[arg(long, env = "CORRIDOR_TOKEN", hide_env_values = true)]
+        token: String,
+    },
+    /// Connect to and disconnect from a project's private network.
+    #[command(subcommand)]
+    Vpn(Vpn),
+    /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
+    #[command(hide = true)]
+    Daemon,
+}
+
+#[derive(Subcommand)]
+pub enum Vpn {
+    /// Connect: register this machine's key, bring up the tunnel, verify it.
+    #[command(visible_alias = "start")]
+    Up(UpArgs),
+    /// Disconnect and put the host back as it was.
+    #[command(visible_alias = "stop")]
+    Down {
+        /// Project name or id (default: every connection).
+        project: Option<String>,
+    },
+    /// Show the connections: handshake age, traffic, endpoint.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove this machine's key for a project, from the platform and from this machine.
+    Clear {
+        /// Project name or id.
+        project: Option<String>,
+        #[arg(short = 'P', long = "project-id")]
+        project_id: Option<String>,
+    },
+}
+
+#[derive(Args, Clone)]
+pub struct UpArgs {
+    /// Project name or id; without it, pick one interactively.
+    pub project: Option<String>,
+    /// Project id (as the platform's own CLI takes it).
+    #[arg(short = 'P', long = "project-id")]
+    pub project_id: Option<String>,
+    /// Tunnel MTU.
+    #[arg(long, default_value_t = 1420, value_parser = clap::value_parser!(u16).range(1280..=9000))]
+    pub mtu: u16,
+    /// Replace a running connection to the same project instead of asking.
+    #[arg(long)]
+    pub auto_disconnect: bool,
+    /// Run in this terminal until interrupted (for systemd and containers).
+    #[arg(long)]
+    pub foreground: bool,
+    /// Interface name (default: the first free corridorN).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// Seconds to wait for the tunnel to carry traffic.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Persistent keepalive, seconds.
+    #[arg(long, default_value_t = 5)]
+    pub keepalive: u16,
+}
+
+/// Progress lines while connecting, on stderr.
+pub fn progress(event: &Event) {
+    match event {
+        Event::Interface { name } => step(&format!("interface {name} up")),
+        Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
+        Event::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
+        Event::Ready { .. } | Event::Failed { .. } => {}
+    }
+}
+
+pub fn step(text: &str) {
+    let mark = if std::io::stderr().is_terminal() {
+        "\x1b[32m✓\x1b[0m"
+    } else {
+        "✓"
+    };
+    eprintln!("  {mark} {text}");
+}
+
+pub fn print_connected(status: &Status) {
+    println!(
+        "connected to {} ({}) via {}: {}",
+        status.project_name,
+        status.project_id,
+        status.interface,
+        status
+            .addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+}
+
+pub fn print_status(statuses: &[Status], json: bool) {
+    if json {
+        println!("{}", serde_json::json!({ "connections": statuses }));
+        return;
+    }
+    if statuses.is_empty() {
+        println!("not connected");
+        return;
+    }
+    for s in statuses {
+        let handshake = s
+            .last_handshake_secs
+            .map_or("never".to_string(), |h| format!("{h:.1} s ago"));
+        println!("{} ({})", s.project_name, s.project_id);
+        println!("  interface   {} (mtu {}), pid {}", s.interface, s.mtu, s.pid);
+        println!("  addresses   {}", join(&s.addresses));
+        println!("  routes      {}", join(&s.networks));
+        println!("  endpoint    {}", s.endpoint);
+        println!("  handshake   {handshake}");
+        println!("  traffic     rx {} / tx {}", bytes(s.rx_bytes), bytes(s.tx_bytes));
+        println!(
+            "  dropped     {} not from the project, {} invalid",
+            s.dropped_not_allowed, s.dropped_invalid
+        );
+        println!("  uptime      {} s", s.uptime_secs);
+    }
+}
+
+fn join<T: ToString>(items: &[T]) -> String {
+    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn bytes(n: u64) -> String {
+    match n {
+        0..1_000 => format!("{n} B"),
+        1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
+        1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
+        _ => format!("{:.2} GB", n as f64 / 1e9),
+    }
+}

@@ -1,0 +1,289 @@
+//! The daemon: owns the tunnel interface, the UDP socket, the WireGuard session and the host
+//! changes of one connected project. `vpn up` starts it and reads its progress events; `vpn
+//! status` and `vpn down` talk to it over the control socket.
+
+pub mod control;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use base64::Engine as _;
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::host::{self, Journal};
+use crate::paths::ConnectionFiles;
+use crate::tunnel::core::{Config as SessionConfig, Session, Stats};
+use crate::tunnel::io::{Request, Tunnel};
+use crate::tunnel::{device, probe};
+
+/// Everything the daemon needs, handed over on its stdin (the private key never appears in
+/// argv or the environment).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct DaemonConfig {
+    pub project_id: String,
+    pub project_name: String,
+    pub interface: Option<String>,
+    pub mtu: u16,
+    pub keepalive_secs: u16,
+    pub handshake_timeout_secs: u64,
+    pub private_key: String,
+    pub server_public_key: String,
+    pub endpoint: String,
+    pub addresses: Vec<IpNet>,
+    pub networks: Vec<IpNet>,
+    pub dns: Option<IpAddr>,
+    /// Addresses answering ICMP echo inside the project (its gateways), tried in order.
+    pub probe_targets: Vec<IpAddr>,
+}
+
+/// Progress of a starting daemon, one JSON line each on its stdout.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    Interface { name: String },
+    Handshake { millis: u64 },
+    Probe { target: IpAddr, millis: u64 },
+    Ready { status: Box<Status> },
+    Failed { error: String },
+}
+
+/// What `vpn status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub project_id: String,
+    pub project_name: String,
+    pub pid: u32,
+    pub interface: String,
+    pub addresses: Vec<IpNet>,
+    pub networks: Vec<IpNet>,
+    pub endpoint: String,
+    pub mtu: u16,
+    pub dns: Option<IpAddr>,
+    pub started_unix: u64,
+    pub uptime_secs: u64,
+    pub connected: bool,
+    pub last_handshake_secs: Option<f64>,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    pub dropped_not_allowed: u64,
+    pub dropped_invalid: u64,
+}
+
+/// Runs a connection until `down`, SIGINT or SIGTERM; reports progress through `events`.
+/// Whatever happens, the host changes are undone before it returns.
+pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn FnMut(&Event)) -> Result<()> {
+    if let Some(dir) = files.socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    // A crashed predecessor's leftovers go first.
+    host::restore(&files.journal)?;
+    let mut journal = Journal::create(&files.journal)?;
+    let result = serve(&config, &files, &mut journal, events).await;
+    drop(journal);
+    let restored = host::restore(&files.journal);
+    let _ = std::fs::remove_file(&files.socket);
+    let _ = std::fs::remove_file(&files.state);
+    if let Err(e) = &result {
+        events(&Event::Failed {
+            error: format!("{e:#}"),
+        });
+    }
+    result.and(restored.map(|_| ()))
+}
+
+async fn serve(
+    config: &DaemonConfig,
+    files: &ConnectionFiles,
+    journal: &mut Journal,
+    events: &mut dyn FnMut(&Event),
+) -> Result<()> {
+    let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let name = config.interface.clone().unwrap_or_else(device::free_name);
+    let device_config = device::DeviceConfig {
+        name: &name,
+        mtu: config.mtu,
+        addresses: &config.addresses,
+        routes: &config.networks,
+    };
+    let dev = Arc::new(device::create(&device_config, journal)?);
+    events(&Event::Interface { name: name.clone() });
+
+    let endpoint = resolve(&config.endpoint).await?;
+    let bind: SocketAddr = if endpoint.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
+    let udp = tokio::net::UdpSocket::bind(bind)
+        .await
+        .context("binding the WireGuard UDP socket")?;
+    let session = Session::new(session_config(config)?, Instant::now());
+    let (req_tx, req_rx) = mpsc::channel(8);
+    let tunnel = Tunnel {
+        device: dev.clone(),
+        udp,
+        endpoint,
+        session,
+    };
+    let mut io = tokio::spawn(tunnel.run(req_rx));
+    let stats = || async {
+        let (reply, answer) = oneshot::channel();
+        req_tx.send(Request::Stats { reply }).await.ok()?;
+        answer.await.ok()
+    };
+
+    let status = |stats: &Stats| Status {
+        project_id: config.project_id.clone(),
+        project_name: config.project_name.clone(),
+        pid: std::process::id(),
+        interface: name.clone(),
+        addresses: config.addresses.clone(),
+        networks: config.networks.clone(),
+        endpoint: endpoint.to_string(),
+        mtu: config.mtu,
+        dns: config.dns,
+        started_unix,
+        uptime_secs: started.elapsed().as_secs(),
+        connected: stats.last_handshake.is_some(),
+        last_handshake_secs: stats.last_handshake.map(|d| d.as_secs_f64()),
+        rx_bytes: stats.rx_bytes,
+        tx_bytes: stats.tx_bytes,
+        rx_packets: stats.rx_packets,
+        tx_packets: stats.tx_packets,
+        dropped_not_allowed: stats.dropped_not_allowed,
+        dropped_invalid: stats.dropped_invalid,
+    };
+
+    // Ready means: handshake done and a packet made the round trip through the tunnel.
+    let timeout = Duration::from_secs(config.handshake_timeout_secs);
+    let ready = probe_until_answered(config, &req_tx, started + timeout);
+    let (target, probe_ms) = tokio::select! {
+        r = ready => r?,
+        r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
+    };
+    events(&Event::Handshake {
+        millis: started.elapsed().as_millis() as u64,
+    });
+    events(&Event::Probe {
+        target,
+        millis: probe_ms,
+    });
+
+    let listener = control::bind(&files.socket)?;
+    let ready = status(&stats().await.unwrap_or_default());
+    std::fs::write(&files.state, serde_json::to_vec(&ready)?)?;
+    events(&Event::Ready {
+        status: Box::new(ready),
+    });
+    tracing::info!(project = %config.project_name, interface = %name, "connected");
+
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
+            _ = sigterm.recv() => break,
+            _ = sigint.recv() => break,
+            conn = listener.accept() => {
+                let Ok((stream, _)) = conn else { continue };
+                let current = status(&stats().await.unwrap_or_default());
+                if control::answer(stream, current).await == Some(control::Command::Down) {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::info!(project = %config.project_name, "disconnecting");
+    drop(req_tx);
+    let _ = tokio::time::timeout(Duration::from_secs(1), io).await;
+    Ok(())
+}
+
+/// Sends echo requests to the project's gateways until one answers or `deadline` passes. Each
+/// lost request is retried: the first usually waits for the handshake.
+async fn probe_until_answered(
+    config: &DaemonConfig,
+    requests: &mpsc::Sender<Request>,
+    deadline: Instant,
+) -> Result<(IpAddr, u64)> {
+    let id = (std::process::id() & 0xffff) as u16;
+    let mut seq = 0u16;
+    while Instant::now() < deadline {
+        for &target in &config.probe_targets {
+            let Some(src) = config
+                .addresses
+                .iter()
+                .map(IpNet::addr)
+                .find(|a| a.is_ipv4() == target.is_ipv4())
+            else {
+                continue;
+            };
+            seq = seq.wrapping_add(1);
+            let Some(packet) = probe::echo_request(src, target, id, seq) else {
+                continue;
+            };
+            let (answered, reply) = oneshot::channel();
+            let sent = Instant::now();
+            requests
+                .send(Request::Probe { packet, id, answered })
+                .await
+                .context("the tunnel stopped")?;
+            let wait = Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now()));
+            if let Ok(Ok(())) = tokio::time::timeout(wait, reply).await {
+                return Ok((target, sent.elapsed().as_millis() as u64));
+            }
+        }
+    }
+    bail!(
+        "no answer through the tunnel from {} within {}s: the endpoint {} is unreachable, \
+         drops UDP, or does not know this key",
+        config
+            .probe_targets
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", "),
+        config.handshake_timeout_secs,
+        config.endpoint
+    )
+}
+
+fn session_config(config: &DaemonConfig) -> Result<SessionConfig> {
+    Ok(SessionConfig {
+        private_key: StaticSecret::from(decode_key(&config.private_key).context("the private key")?),
+        peer_public_key: PublicKey::from(decode_key(&config.server_public_key).context("the server key")?),
+        preshared_key: None,
+        persistent_keepalive: Some(config.keepalive_secs),
+        allowed_ips: config.networks.clone(),
+    })
+}
+
+fn decode_key(b64: &str) -> Result<[u8; 32]> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64.trim())
+        .context("not base64")?;
+    bytes.try_into().map_err(|_| anyhow::anyhow!("not 32 bytes"))
+}
+
+async fn resolve(endpoint: &str) -> Result<SocketAddr> {
+    tokio::net::lookup_host(endpoint)
+        .await
+        .with_context(|| format!("resolving the endpoint {endpoint}"))?
+        .next()
+        .with_context(|| format!("the endpoint {endpoint} has no address"))
+}
+
+fn join_error(r: Result<Result<()>, tokio::task::JoinError>) -> String {
+    match r {
+        Ok(Ok(())) => "closed".into(),
+        Ok(Err(e)) => format!("{e:#}"),
+        Err(e) => e.to_string(),
+    }
+}

@@ -1,0 +1,129 @@
+//! An append-only journal of host changes: one JSON line each, written and synced *before*
+//! the change is made, so a crash at any point leaves a journal that covers every change.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Change {
+    /// A network interface we created.
+    Interface { name: String },
+    /// A route we added.
+    Route { destination: IpNet, interface: String },
+    /// A file we rewrote; `backup` holds its original bytes.
+    File { path: PathBuf, backup: PathBuf },
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    /// Starts a journal; an existing one must have been restored first.
+    pub fn create(path: &Path) -> Result<Journal> {
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("creating the host-change journal {}", path.display()))?;
+        Ok(Journal {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    /// Records a change that is about to be made.
+    pub fn record(&mut self, change: Change) -> Result<()> {
+        let mut line = serde_json::to_string(&change)?;
+        line.push('\n');
+        self.file.write_all(line.as_bytes())?;
+        self.file
+            .sync_data()
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Reads a journal; a missing one is empty. A torn last line (crash mid-write) is ignored:
+/// its change was never made, since changes follow their record.
+pub fn read(path: &Path) -> Result<Vec<Change>> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let mut changes = Vec::new();
+    for line in BufReader::new(file).lines() {
+        let line = line?;
+        match serde_json::from_str(&line) {
+            Ok(change) => changes.push(change),
+            Err(e) => tracing::warn!(journal = %path.display(), error = %e, "skipping an unreadable journal line"),
+        }
+    }
+    Ok(changes)
+}
+
+pub fn remove(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", path.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_survive_and_torn_lines_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("j");
+        let mut journal = Journal::create(&path).unwrap();
+        journal
+            .record(Change::Interface {
+                name: "corridor0".into(),
+            })
+            .unwrap();
+        let route = Change::Route {
+            destination: "fd00::/64".parse().unwrap(),
+            interface: "corridor0".into(),
+        };
+        journal.record(route.clone()).unwrap();
+        drop(journal);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"kind\":\"rou").unwrap();
+
+        let changes = read(&path).unwrap();
+
+        assert_eq!(
+            changes,
+            vec![
+                Change::Interface {
+                    name: "corridor0".into()
+                },
+                route
+            ]
+        );
+        assert!(
+            Journal::create(&path).is_err(),
+            "an unrestored journal is never overwritten"
+        );
+    }
+}

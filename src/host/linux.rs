@@ -1,0 +1,113 @@
+//! Linux host glue: privilege and kernel checks, routes, and undoing journaled changes.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
+
+use super::Change;
+
+const CAP_NET_ADMIN: u32 = 12;
+
+/// Checks what the tunnel needs before anything is changed, with errors that say what to do.
+pub fn preflight(need_ipv6: bool) -> Result<()> {
+    if !has_net_admin() {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "corridor".into());
+        bail!(
+            "corridor needs CAP_NET_ADMIN to create the tunnel interface: run it with sudo, \
+             or grant it once with `sudo setcap cap_net_admin+ep {exe}`"
+        );
+    }
+    if !Path::new("/dev/net/tun").exists() {
+        bail!(
+            "/dev/net/tun is missing: load the tun module (`sudo modprobe tun`); in a container, \
+             start it with `--device /dev/net/tun --cap-add NET_ADMIN`"
+        );
+    }
+    if need_ipv6 && ipv6_disabled() {
+        bail!(
+            "IPv6 is disabled on this machine, and the project network is IPv6: enable it with \
+             `sudo sysctl -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0`"
+        );
+    }
+    Ok(())
+}
+
+pub fn add_route(destination: IpNet, interface: &str) -> Result<()> {
+    ip(&["route", "replace", &destination.to_string(), "dev", interface])
+}
+
+/// Undoes one change; a change that is already gone is undone.
+pub fn undo(change: &Change) -> Result<()> {
+    match change {
+        Change::Interface { name } => {
+            if Path::new("/sys/class/net").join(name).exists() {
+                ip(&["link", "del", name])?;
+            }
+            Ok(())
+        }
+        Change::Route { destination, interface } => {
+            if Path::new("/sys/class/net").join(interface).exists() {
+                let _ = ip(&["route", "del", &destination.to_string(), "dev", interface]);
+            }
+            Ok(())
+        }
+        Change::File { path, backup } => {
+            if !backup.exists() {
+                return Ok(());
+            }
+            let original = fs::read(backup).with_context(|| format!("reading {}", backup.display()))?;
+            // In place, not rename: the file may be a bind mount (Docker, `ip netns exec`).
+            fs::write(path, original).with_context(|| format!("restoring {}", path.display()))?;
+            fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()))
+        }
+    }
+}
+
+/// The command a user runs to undo a change by hand.
+pub fn manual_fix(change: &Change) -> String {
+    match change {
+        Change::Interface { name } => format!("interface {name}: sudo ip link del {name}"),
+        Change::Route { destination, interface } => {
+            format!("route {destination}: sudo ip route del {destination} dev {interface}")
+        }
+        Change::File { path, backup } => {
+            format!("{}: sudo cp {} {}", path.display(), backup.display(), path.display())
+        }
+    }
+}
+
+fn has_net_admin() -> bool {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
+}
+
+fn ipv6_disabled() -> bool {
+    !Path::new("/proc/net/if_inet6").exists()
+        || fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v.trim() == "1")
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (is iproute2 installed?)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! The TUN device: the only code that creates interfaces, sets their addresses and routes.
+//! Every change goes through the host-change journal first.
+
+use anyhow::{Context, Result};
+use ipnet::IpNet;
+use tun_rs::{AsyncDevice, DeviceBuilder};
+
+use crate::host::{self, Change, Journal};
+
+pub struct DeviceConfig<'a> {
+    pub name: &'a str,
+    pub mtu: u16,
+    /// The peer's own addresses (/32 and /128).
+    pub addresses: &'a [IpNet],
+    /// Networks routed into the tunnel: the project's and the peers'.
+    pub routes: &'a [IpNet],
+}
+
+/// Creates the interface with its addresses and routes, recording each change before it is made.
+pub fn create(config: &DeviceConfig, journal: &mut Journal) -> Result<AsyncDevice> {
+    journal.record(Change::Interface {
+        name: config.name.to_string(),
+    })?;
+    let mut builder = DeviceBuilder::new().name(config.name).mtu(config.mtu);
+    for addr in config.addresses {
+        builder = match addr {
+            IpNet::V4(v4) => builder.ipv4(v4.addr(), v4.prefix_len(), None),
+            IpNet::V6(v6) => builder.ipv6(v6.addr(), v6.prefix_len()),
+        };
+    }
+    let device = builder
+        .build_async()
+        .with_context(|| format!("creating the tunnel interface {}", config.name))?;
+    for route in config.routes {
+        journal.record(Change::Route {
+            destination: *route,
+            interface: config.name.to_string(),
+        })?;
+        host::add_route(*route, config.name).with_context(|| format!("routing {route} into the tunnel"))?;
+    }
+    Ok(device)
+}
+
+/// The first `corridorN` name not taken on this host.
+pub fn free_name() -> String {
+    (0..)
+        .map(|n| format!("corridor{n}"))
+        .find(|name| !std::path::Path::new("/sys/class/net").join(name).exists())
+        .expect("some interface name is free")
+}

@@ -1,0 +1,179 @@
+//! `corridor vpn up/status/down` end to end: the client in the lab's laptop namespace, the
+//! wireguard-go gateway as its peer, real ssh and plink into the containers.
+
+mod common;
+
+use common::{assert_success, links, routes, stdout, Client, Lab};
+
+const N13: &str = "node-id-13.runtime.api.zerops";
+const N14: &str = "node-id-14.runtime.api.zerops";
+
+#[test]
+fn up_reaches_containers_status_counts_and_down_restores_the_host() {
+    let Some(lab) = Lab::up("crtvpn", 3) else { return };
+    let client = Client::new(&lab);
+    let links_before = links(lab.laptop());
+    let routes_before = routes(lab.laptop());
+
+    let up = client.run(&["vpn", "up", "demo"]);
+    assert_success("vpn up demo", &up);
+    assert!(stdout(&up).contains("connected to demo"), "{}", stdout(&up));
+
+    for (name, family) in [(N13, "ipv6"), (N14, "ipv6"), (N13, "ipv4"), (N14, "ipv4")] {
+        let addr = lab.container(name)[family].as_str().unwrap();
+        let ssh = lab.ssh(addr, "hostname");
+        assert_success(&format!("ssh {addr}"), &ssh);
+        assert_eq!(stdout(&ssh), name);
+    }
+    let v6 = lab.container(N14)["ipv6"].as_str().unwrap();
+    let plink = lab.plink(v6, "hostname");
+    assert_success("plink", &plink);
+    assert_eq!(stdout(&plink), N14);
+
+    let first = client.status();
+    let conn = &first["connections"][0];
+    assert_eq!(conn["project_name"], "demo");
+    let age = conn["last_handshake_secs"].as_f64().expect("a handshake happened");
+    assert!(age < 10.0, "handshake {age} s ago");
+    let ssh = lab.ssh(lab.container(N13)["ipv6"].as_str().unwrap(), "head -c 200000 /dev/zero");
+    assert_success("ssh transfer", &ssh);
+    assert_eq!(ssh.stdout.len(), 200_000);
+    let second = client.status();
+    let grew = |field: &str| second["connections"][0][field].as_u64().unwrap() > conn[field].as_u64().unwrap();
+    assert!(
+        grew("rx_bytes") && grew("tx_bytes"),
+        "traffic counted: {first} then {second}"
+    );
+    assert!(second["connections"][0]["rx_bytes"].as_u64().unwrap() > 200_000);
+    let interface = conn["interface"].as_str().unwrap().to_string();
+    let pid = conn["pid"].as_u64().unwrap();
+    assert!(links(lab.laptop()).contains(&interface));
+
+    let down = client.run(&["vpn", "down"]);
+    assert_success("vpn down", &down);
+
+    assert_eq!(links(lab.laptop()), links_before, "interfaces restored");
+    assert_eq!(routes(lab.laptop()), routes_before, "routes restored");
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}/exe")).exists(),
+        "daemon {pid} gone"
+    );
+    let run_dir = client.dir.path().join("run");
+    let left: Vec<_> = std::fs::read_dir(&run_dir)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter().all(|f| f.to_string_lossy().ends_with(".log")),
+        "runtime files left: {left:?}"
+    );
+    assert_eq!(client.status()["connections"].as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn kill_9_of_the_daemon_then_down_then_up_again() {
+    let Some(lab) = Lab::up("crtkill", 5) else { return };
+    let client = Client::new(&lab);
+    let routes_before = routes(lab.laptop());
+    assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
+    let pid = client.status()["connections"][0]["pid"].as_u64().unwrap();
+
+    let kill = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .output()
+        .unwrap();
+    assert_success("kill -9", &kill);
+    let down = client.run(&["vpn", "down"]);
+    assert_success("vpn down after a crash", &down);
+
+    assert!(
+        links(lab.laptop()).iter().all(|l| !l.starts_with("corridor")),
+        "{:?}",
+        links(lab.laptop())
+    );
+    assert_eq!(routes(lab.laptop()), routes_before);
+    let up = client.run(&["vpn", "start", "demo"]);
+    assert_success("vpn start after the crash", &up);
+    let ssh = lab.ssh(lab.container(N13)["ipv6"].as_str().unwrap(), "hostname");
+    assert_eq!(stdout(&ssh), N13);
+    assert_success("vpn stop", &client.run(&["vpn", "stop"]));
+}
+
+#[test]
+fn api_failures_are_explained_and_leave_no_interface() {
+    let Some(lab) = Lab::up("crtapi", 4) else { return };
+    let client = Client::new(&lab);
+    let before = links(lab.laptop());
+    let cases: [(&[&str], &str, &str); 5] = [
+        (&["error500"], "demo", "internalServerError"),
+        (&["garbage"], "demo", "not json"),
+        (&["slow", "5000"], "demo", "no answer from"),
+        (&["ok"], "nosuchproject", "no project named"),
+        (&["expired"], "demo", "tokenExpired"),
+    ];
+    for (mode, project, expected) in cases {
+        assert_success("lab misbehave", &lab.lab(&[&["misbehave"], mode].concat()));
+        let mut cmd = client.command(&["vpn", "up", project]);
+        cmd.env("CORRIDOR_API_TIMEOUT", "2");
+        let out = cmd.output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{mode:?}: vpn up should fail");
+        assert!(err.contains(expected), "{mode:?}: {expected:?} not in {err}");
+        assert_eq!(links(lab.laptop()), before, "{mode:?}: no interface left");
+    }
+    assert_success("lab misbehave ok", &lab.lab(&["misbehave", "ok"]));
+    let demo_id = lab.project("demo")["id"].as_str().unwrap().to_string();
+    let wrong_id = format!("{}x", &demo_id[..21]);
+    let out = client.run(&["vpn", "up", "-P", &wrong_id]);
+    assert!(!out.status.success());
+    assert_eq!(links(lab.laptop()), before);
+
+    let mut wrong_token = client.command(&["vpn", "up", "demo"]);
+    wrong_token.env("CORRIDOR_TOKEN", "not-the-token");
+    let out = wrong_token.output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("notAuthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(links(lab.laptop()), before);
+}
+
+#[test]
+fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
+    let Some(lab) = Lab::up("crtfail", 6) else { return };
+    let client = Client::new(&lab);
+    let before = links(lab.laptop());
+    let routes_before = routes(lab.laptop());
+
+    let gw = lab.project("demo")["gateway_ns"].as_str().unwrap();
+    let drop_wg = lab.run_in(gw, &["nft", "add table inet block; add chain inet block in { type filter hook input priority 0; udp dport 51820 drop; }"]);
+    assert_success("blocking the gateway", &drop_wg);
+    let out = client.run(&["vpn", "up", "demo", "--timeout", "2"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no answer through the tunnel"), "{err}");
+    assert_eq!(links(lab.laptop()), before);
+    assert_eq!(routes(lab.laptop()), routes_before);
+
+    let mut unprivileged = std::process::Command::new("ip");
+    unprivileged
+        .args([
+            "netns",
+            "exec",
+            lab.laptop(),
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
+        .arg(common::corridor_binary())
+        .args(["--api", lab.api_url(), "vpn", "up", "demo"])
+        .env("CORRIDOR_TOKEN", lab.token())
+        .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run-nobody"));
+    let out = unprivileged.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("CAP_NET_ADMIN") && err.contains("sudo"), "{err}");
+    assert_eq!(links(lab.laptop()), before);
+}
