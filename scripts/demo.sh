@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The demo, from a fresh machine (as root): build corridor and the lab, then use corridor the
+# way a developer would, from inside the lab's "laptop" namespace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ $(id -u) != 0 ]]; then
+    echo "the demo builds network namespaces: run as root (sudo $0)" >&2
+    exit 1
+fi
+scripts/deps.sh
+echo "==> building corridor and the lab (release)"
+cargo build --release --bin corridor --example lab
+LAB=target/release/examples/lab
+CORRIDOR=$PWD/target/release/corridor
+export CORRIDOR_LAB_PREFIX=crdemo CORRIDOR_LAB_SLOT=0
+WORK=$(mktemp -d)
+export CORRIDOR_CONFIG_DIR=$WORK/config CORRIDOR_RUNTIME_DIR=$WORK/run
+cleanup() {
+    echo "==> cleaning up: vpn down, lab down"
+    ip netns exec crdemo-laptop "$CORRIDOR" vpn down >/dev/null 2>&1 || true
+    "$LAB" down >/dev/null 2>&1 || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "==> bringing up the lab: a project 'demo' with containers, a WireGuard gateway, DNS and the API"
+"$LAB" up
+STATUS=$("$LAB" status --json)
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" <<<"$STATUS"; }
+API=$(field 'd["api_url"]')
+TOKEN=$(field 'd["token"]')
+N13=$(field '[c for p in d["projects"] for c in p["containers"] if c["name"].startswith("node-id-13")][0]["ipv6"]')
+laptop() { echo "laptop\$ $*"; ip netns exec crdemo-laptop "$@"; }
+
+echo "==> on the laptop: log in, connect, ssh into a container, look at the status, disconnect"
+laptop "$CORRIDOR" --api "$API" login --token "$TOKEN"
+laptop "$CORRIDOR" --api "$API" vpn up demo
+laptop ssh -p 65437 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+    "root@$N13" 'echo "hello from $(hostname)"'
+laptop "$CORRIDOR" vpn status
+laptop "$CORRIDOR" vpn down
+echo "==> demo done"
