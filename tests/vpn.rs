@@ -93,6 +93,15 @@ fn kill_9_of_the_daemon_then_down_then_up_again() {
     assert_eq!(routes(lab.laptop()), routes_before);
     let up = client.run(&["vpn", "start", "demo"]);
     assert_success("vpn start after the crash", &up);
+    let again = client.run(&["vpn", "up", "demo"]);
+    assert!(
+        !again.status.success(),
+        "a second up without --auto-disconnect is refused"
+    );
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--auto-disconnect"));
+    let replaced = client.run(&["vpn", "up", "demo", "--auto-disconnect"]);
+    assert_success("vpn up --auto-disconnect", &replaced);
+    assert_eq!(client.status()["connections"].as_array().unwrap().len(), 1);
     let ssh = lab.ssh(lab.container(N13)["ipv6"].as_str().unwrap(), "hostname");
     assert_eq!(stdout(&ssh), N13);
     assert_success("vpn stop", &client.run(&["vpn", "stop"]));
@@ -176,4 +185,37 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
     assert!(!out.status.success());
     assert!(err.contains("CAP_NET_ADMIN") && err.contains("sudo"), "{err}");
     assert_eq!(links(lab.laptop()), before);
+
+    let corridor = common::corridor_binary();
+    let script = format!(
+        "mount -t tmpfs none /dev/net && exec {} --api {} vpn up demo",
+        corridor.display(),
+        lab.api_url()
+    );
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.laptop(), "unshare", "--mount", "sh", "-c", &script])
+        .env("CORRIDOR_CONFIG_DIR", client.dir.path().join("config"))
+        .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("/dev/net/tun"), "{err}");
+    assert_eq!(links(lab.laptop()), before);
+
+    assert_success("unblocking", &lab.run_in(gw, &["nft", "delete table inet block"]));
+    let sysctl = |v: &str| {
+        lab.run_in(
+            lab.laptop(),
+            &["sysctl", "-qw", &format!("net.ipv6.conf.all.disable_ipv6={v}")],
+        )
+    };
+    assert_success("disabling IPv6", &sysctl("1"));
+    let out = client.run(&["vpn", "up", "demo"]);
+    assert_success("enabling IPv6", &sysctl("0"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("IPv6 is disabled"), "{err}");
+    assert_eq!(links(lab.laptop()), before);
+    assert_eq!(routes(lab.laptop()), routes_before);
 }
