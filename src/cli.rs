@@ -88,6 +88,12 @@ pub struct UpArgs {
     /// Seconds to wait for the tunnel to carry traffic.
     #[arg(long, default_value_t = 10)]
     pub timeout: u64,
+    /// How names get to the system resolver: auto, resolved, resolv-conf, off.
+    #[arg(long, value_enum, default_value_t = crate::dns::Mode::Auto)]
+    pub dns: crate::dns::Mode,
+    /// Leave the host's DNS alone (same as --dns off).
+    #[arg(long)]
+    pub skip_dns_setup: bool,
     /// Persistent keepalive, seconds.
     #[arg(long, default_value_t = 5)]
     pub keepalive: u16,
@@ -99,6 +105,19 @@ pub fn progress(event: &Event) {
         Event::Interface { name } => step(&format!("interface {name} up")),
         Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
         Event::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
+        Event::Dns {
+            mode,
+            name,
+            answer: Ok(addr),
+        } => step(&format!("dns ok ({name} → {addr}, {})", mode_name(*mode))),
+        Event::Dns {
+            mode,
+            name,
+            answer: Err(e),
+        } => fail(&format!(
+            "dns: {name} did not resolve through the system resolver ({}): {e}; the tunnel works, names may not",
+            mode_name(*mode)
+        )),
         Event::Ready { .. } | Event::Failed { .. } => {}
     }
 }
@@ -110,6 +129,19 @@ pub fn step(text: &str) {
         "✓"
     };
     eprintln!("  {mark} {text}");
+}
+
+pub fn fail(text: &str) {
+    let mark = if std::io::stderr().is_terminal() {
+        "\x1b[31m✗\x1b[0m"
+    } else {
+        "✗"
+    };
+    eprintln!("  {mark} {text}");
+}
+
+fn mode_name(mode: crate::dns::Mode) -> String {
+    clap::ValueEnum::to_possible_value(&mode).map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
 }
 
 pub fn print_connected(status: &Status) {
@@ -151,6 +183,25 @@ pub fn print_status(statuses: &[Status], json: bool) {
             "  dropped     {} not from the project, {} invalid",
             s.dropped_not_allowed, s.dropped_invalid
         );
+        if let Some(dns) = &s.dns {
+            let at = dns
+                .responder
+                .map_or("no responder".to_string(), |a| format!("responder {a}"));
+            println!(
+                "  dns         {} ({at}, project DNS {})",
+                mode_name(dns.mode),
+                dns.project_dns
+            );
+            let last = dns
+                .stats
+                .last_error
+                .as_deref()
+                .map_or(String::new(), |e| format!(", last error: {e}"));
+            println!(
+                "  queries     {} answered, {} failed, {} from cache{last}",
+                dns.stats.answered, dns.stats.failures, dns.stats.cache_hits
+            );
+        }
         println!("  uptime      {} s", s.uptime_secs);
     }
 }

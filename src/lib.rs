@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod daemon;
+pub mod dns;
 pub mod host;
 pub mod paths;
 pub mod store;

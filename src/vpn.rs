@@ -53,6 +53,11 @@ pub async fn up(api: ApiSettings, args: UpArgs) -> Result<()> {
         addresses: vpn.addresses.clone(),
         networks: vpn.allowed_networks.clone(),
         dns: Some(vpn.dns),
+        dns_mode: if args.skip_dns_setup {
+            crate::dns::Mode::Off
+        } else {
+            args.dns
+        },
         probe_targets,
     };
 

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use crate::dns;
 use crate::host::{self, Journal};
 use crate::paths::ConnectionFiles;
 use crate::tunnel::core::{Config as SessionConfig, Session, Stats};
@@ -37,6 +38,7 @@ pub struct DaemonConfig {
     pub addresses: Vec<IpNet>,
     pub networks: Vec<IpNet>,
     pub dns: Option<IpAddr>,
+    pub dns_mode: dns::Mode,
     /// Addresses answering ICMP echo inside the project (its gateways), tried in order.
     pub probe_targets: Vec<IpAddr>,
 }
@@ -45,11 +47,28 @@ pub struct DaemonConfig {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
-    Interface { name: String },
-    Handshake { millis: u64 },
-    Probe { target: IpAddr, millis: u64 },
-    Ready { status: Box<Status> },
-    Failed { error: String },
+    Interface {
+        name: String,
+    },
+    Handshake {
+        millis: u64,
+    },
+    Probe {
+        target: IpAddr,
+        millis: u64,
+    },
+    /// The system resolver answered (or not) a project name through the responder.
+    Dns {
+        mode: dns::Mode,
+        name: String,
+        answer: Result<IpAddr, String>,
+    },
+    Ready {
+        status: Box<Status>,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// What `vpn status` shows.
@@ -63,7 +82,7 @@ pub struct Status {
     pub networks: Vec<IpNet>,
     pub endpoint: String,
     pub mtu: u16,
-    pub dns: Option<IpAddr>,
+    pub dns: Option<DnsStatus>,
     pub started_unix: u64,
     pub uptime_secs: u64,
     pub connected: bool,
@@ -75,6 +94,18 @@ pub struct Status {
     pub dropped_not_allowed: u64,
     pub dropped_invalid: u64,
 }
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DnsStatus {
+    pub mode: dns::Mode,
+    pub responder: Option<SocketAddr>,
+    pub project_dns: IpAddr,
+    #[serde(flatten)]
+    pub stats: dns::DnsStats,
+}
+
+/// The name the platform always serves; its answer proves project DNS works end to end.
+pub const DNS_PROBE_NAME: &str = "logger.core.zerops";
 
 /// Runs a connection until `down`, SIGINT or SIGTERM; reports progress through `events`.
 /// Whatever happens, the host changes are undone before it returns.
@@ -139,28 +170,6 @@ async fn serve(
         answer.await.ok()
     };
 
-    let status = |stats: &Stats| Status {
-        project_id: config.project_id.clone(),
-        project_name: config.project_name.clone(),
-        pid: std::process::id(),
-        interface: name.clone(),
-        addresses: config.addresses.clone(),
-        networks: config.networks.clone(),
-        endpoint: endpoint.to_string(),
-        mtu: config.mtu,
-        dns: config.dns,
-        started_unix,
-        uptime_secs: started.elapsed().as_secs(),
-        connected: stats.last_handshake.is_some(),
-        last_handshake_secs: stats.last_handshake.map(|d| d.as_secs_f64()),
-        rx_bytes: stats.rx_bytes,
-        tx_bytes: stats.tx_bytes,
-        rx_packets: stats.rx_packets,
-        tx_packets: stats.tx_packets,
-        dropped_not_allowed: stats.dropped_not_allowed,
-        dropped_invalid: stats.dropped_invalid,
-    };
-
     // Ready means: handshake done and a packet made the round trip through the tunnel.
     let timeout = Duration::from_secs(config.handshake_timeout_secs);
     let ready = probe_until_answered(config, &req_tx, started + timeout);
@@ -175,6 +184,52 @@ async fn serve(
         target,
         millis: probe_ms,
     });
+
+    let (responder, host_dns) = match (config.dns, config.dns_mode) {
+        (Some(project_dns), mode) if mode != dns::Mode::Off => {
+            let plan = dns::plan_host(mode, dns::DEFAULT_LISTEN)?;
+            let responder = dns::Responder::start(dns::ResponderConfig::new(project_dns, plan.upstreams.clone()))
+                .await
+                .context("starting the DNS responder")?;
+            dns::configure_host(&plan, responder.local_addr(), &name, journal)?;
+            (Some(responder), Some(plan))
+        }
+        _ => (None, None),
+    };
+    if let Some(plan) = &host_dns {
+        events(&Event::Dns {
+            mode: plan.mode,
+            name: DNS_PROBE_NAME.into(),
+            answer: system_lookup(DNS_PROBE_NAME).await,
+        });
+    }
+
+    let status = |stats: &Stats| Status {
+        project_id: config.project_id.clone(),
+        project_name: config.project_name.clone(),
+        pid: std::process::id(),
+        interface: name.clone(),
+        addresses: config.addresses.clone(),
+        networks: config.networks.clone(),
+        endpoint: endpoint.to_string(),
+        mtu: config.mtu,
+        dns: config.dns.map(|project_dns| DnsStatus {
+            mode: host_dns.as_ref().map_or(dns::Mode::Off, |h| h.mode),
+            responder: responder.as_ref().map(dns::Responder::local_addr),
+            project_dns,
+            stats: responder.as_ref().map(dns::Responder::stats).unwrap_or_default(),
+        }),
+        started_unix,
+        uptime_secs: started.elapsed().as_secs(),
+        connected: stats.last_handshake.is_some(),
+        last_handshake_secs: stats.last_handshake.map(|d| d.as_secs_f64()),
+        rx_bytes: stats.rx_bytes,
+        tx_bytes: stats.tx_bytes,
+        rx_packets: stats.rx_packets,
+        tx_packets: stats.tx_packets,
+        dropped_not_allowed: stats.dropped_not_allowed,
+        dropped_invalid: stats.dropped_invalid,
+    };
 
     let listener = control::bind(&files.socket)?;
     let ready = status(&stats().await.unwrap_or_default());
@@ -203,6 +258,9 @@ async fn serve(
     tracing::info!(project = %config.project_name, "disconnecting");
     drop(req_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), io).await;
+    if let Some(responder) = responder {
+        responder.shutdown().await;
+    }
     Ok(())
 }
 
@@ -253,6 +311,16 @@ async fn probe_until_answered(
         config.handshake_timeout_secs,
         config.endpoint
     )
+}
+
+/// A lookup through the system resolver (getaddrinfo), as any program on the host makes it.
+async fn system_lookup(name: &str) -> Result<IpAddr, String> {
+    let lookup = tokio::net::lookup_host((name, 0));
+    match tokio::time::timeout(Duration::from_secs(5), lookup).await {
+        Ok(Ok(mut addrs)) => addrs.next().map(|a| a.ip()).ok_or_else(|| "no address".to_string()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err("no answer within 5 s".into()),
+    }
 }
 
 fn session_config(config: &DaemonConfig) -> Result<SessionConfig> {

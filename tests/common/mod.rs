@@ -99,8 +99,13 @@ impl Lab {
 
     /// `ssh` from the laptop namespace to a container, running `command`.
     pub fn ssh(&self, host: &str, command: &str) -> Output {
+        self.ssh_from(self.laptop(), host, command)
+    }
+
+    /// `ssh` from namespace `ns` to a container, running `command`.
+    pub fn ssh_from(&self, ns: &str, host: &str, command: &str) -> Output {
         self.run_in(
-            self.laptop(),
+            ns,
             &[
                 "ssh",
                 "-p",
@@ -209,28 +214,36 @@ pub fn stdout(out: &Output) -> String {
 pub struct Client<'a> {
     pub lab: &'a Lab,
     pub dir: tempfile::TempDir,
+    /// The namespace it runs in: the laptop, or a container.
+    pub ns: String,
 }
 
 impl<'a> Client<'a> {
     /// Logged in to the lab's API.
     pub fn new(lab: &'a Lab) -> Client<'a> {
+        Client::in_ns(lab, lab.laptop())
+    }
+
+    /// Logged in, living in namespace `ns`.
+    pub fn in_ns(lab: &'a Lab, ns: &str) -> Client<'a> {
         let client = Client {
             lab,
             dir: tempfile::tempdir().unwrap(),
+            ns: ns.to_string(),
         };
         let login = client.run(&["login", "--token", lab.token()]);
         assert_success("corridor login", &login);
         client
     }
 
-    /// Runs `corridor ARGS` in the laptop namespace.
+    /// Runs `corridor ARGS` in the client's namespace.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().expect("running corridor")
     }
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.lab.laptop()])
+        cmd.args(["netns", "exec", &self.ns])
             .arg(corridor_binary())
             .args(["--api", self.lab.api_url()])
             .args(args)

@@ -1,0 +1,316 @@
+//! Linux: systemd-resolved per-link DNS when the host resolves through it, else /etc/resolv.conf
+//! rewritten in place with a marker line and a journaled backup.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+use super::{HostDns, Mode};
+use crate::host::{Change, Journal};
+
+const RESOLV_CONF: &str = "/etc/resolv.conf";
+/// The first line of a rewritten resolv.conf; finding it anywhere else means a rewrite was never
+/// restored.
+const MARKER: &str = "# Written by corridor while a VPN is connected; `corridor vpn down` restores the original.";
+/// Prefix of the original lines the rewrite turns off.
+const DISABLED: &str = "# corridor: ";
+const SEARCH_DOMAIN: &str = "zerops";
+const RESOLVED_STUBS: [IpAddr; 2] = [
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53)),
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, 54)),
+];
+
+pub fn plan(mode: Mode, listen: SocketAddr) -> Result<HostDns> {
+    let resolved_running = Path::new("/run/systemd/resolve").is_dir();
+    plan_at(Path::new(RESOLV_CONF), mode, listen, resolved_running)
+}
+
+pub fn apply(plan: &HostDns, responder: SocketAddr, interface: &str, journal: &mut Journal) -> Result<()> {
+    match plan.mode {
+        Mode::Off => Ok(()),
+        Mode::Resolved => configure_resolved(responder, interface),
+        Mode::ResolvConf => rewrite_resolv_conf(Path::new(RESOLV_CONF), responder, journal),
+        Mode::Auto => bail!("the DNS mode must be decided (plan_host) before it is applied"),
+    }
+}
+
+fn plan_at(resolv_conf: &Path, mode: Mode, listen: SocketAddr, resolved_running: bool) -> Result<HostDns> {
+    let content = match fs::read(resolv_conf) {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", resolv_conf.display())),
+    };
+    // Only a host whose resolv.conf points at resolved's stub sends every program through it.
+    let through_resolved = nameservers(&content).any(|a| RESOLVED_STUBS.contains(&a.ip()));
+    let mode = match mode {
+        Mode::Auto if resolved_running && through_resolved => Mode::Resolved,
+        Mode::Auto => Mode::ResolvConf,
+        chosen => chosen,
+    };
+    if mode != Mode::ResolvConf {
+        return Ok(HostDns {
+            mode,
+            upstreams: Vec::new(),
+        });
+    }
+    if content.is_empty() {
+        bail!(
+            "{} is missing or empty, so there is nothing to add the project's names to; \
+             connect with `--dns off` and use the responder directly",
+            resolv_conf.display()
+        );
+    }
+    refuse_leftover(resolv_conf, &content, listen.ip())?;
+    Ok(HostDns {
+        mode,
+        upstreams: nameservers(&content).filter(|a| a.ip() != listen.ip()).collect(),
+    })
+}
+
+fn configure_resolved(responder: SocketAddr, interface: &str) -> Result<()> {
+    let server = match responder.port() {
+        53 => responder.ip().to_string(),
+        _ => responder.to_string(),
+    };
+    resolvectl(&["dns", interface, &server])?;
+    // A search domain is also a routing domain: `zerops` gives `~zerops` and the bare `api`.
+    resolvectl(&["domain", interface, SEARCH_DOMAIN])?;
+    // Names outside zerops must never be sent to our link, whatever resolved would infer.
+    if let Err(e) = resolvectl(&["default-route", interface, "false"]) {
+        tracing::debug!(error = %e, "resolvectl default-route is not supported here");
+    }
+    tracing::info!(%interface, %server, "systemd-resolved sends zerops. to the responder");
+    Ok(())
+}
+
+/// Settings on the link vanish with it, so nothing is journaled.
+fn resolvectl(args: &[&str]) -> Result<()> {
+    let out = Command::new("resolvectl")
+        .args(args)
+        .output()
+        .context("running `resolvectl` (is systemd-resolved installed? else use `--dns resolv-conf`)")?;
+    if !out.status.success() {
+        bail!(
+            "`resolvectl {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+/// Backup first, journal second, then the rewrite, in place: the file may be a bind mount
+/// (Docker, `ip netns exec`) where renaming over it fails with EBUSY.
+fn rewrite_resolv_conf(path: &Path, responder: SocketAddr, journal: &mut Journal) -> Result<()> {
+    if responder.port() != 53 {
+        bail!("resolv.conf can only name a DNS server on port 53, and the responder is on {responder}");
+    }
+    let original = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let text = String::from_utf8_lossy(&original);
+    refuse_leftover(path, &text, responder.ip())?;
+    let backup = journal.path().with_extension("resolv.conf.orig");
+    write_synced(&backup, &original, true)?;
+    journal.record(Change::File {
+        path: path.to_path_buf(),
+        backup: backup.clone(),
+    })?;
+    write_synced(path, rewritten(&text, responder.ip()).as_bytes(), false)?;
+    tracing::info!(path = %path.display(), backup = %backup.display(), nameserver = %responder.ip(), "resolv.conf points at the responder");
+    Ok(())
+}
+
+fn refuse_leftover(path: &Path, content: &str, ours: IpAddr) -> Result<()> {
+    if !content.contains(MARKER) {
+        return Ok(());
+    }
+    bail!(
+        "{path} still holds corridor's rewrite from a connection that did not shut down cleanly; \
+         run `sudo corridor vpn down` to restore it, or if that finds nothing, edit {path} by hand: \
+         delete the line starting `{MARKER_START}`, the line `nameserver {ours}` and the first \
+         `search` line, and remove the `{DISABLED}` prefix from the others",
+        path = path.display(),
+        MARKER_START = &MARKER[..30],
+    )
+}
+
+/// Our nameserver alone (the responder forwards to the others, and `options rotate` must not
+/// send project names past it), `zerops` first in the search list, everything else kept.
+fn rewritten(original: &str, responder: IpAddr) -> String {
+    // glibc: the last `search` or `domain` line wins.
+    let search: Vec<&str> = original
+        .lines()
+        .rev()
+        .find(|l| matches!(keyword(l), "search" | "domain"))
+        .map(|l| l.split_whitespace().skip(1).collect())
+        .unwrap_or_default();
+    let mut domains = vec![SEARCH_DOMAIN];
+    domains.extend(search.into_iter().filter(|d| d.trim_end_matches('.') != SEARCH_DOMAIN));
+
+    let mut out = format!("{MARKER}\nnameserver {responder}\nsearch {}\n", domains.join(" "));
+    for line in original.lines() {
+        if matches!(keyword(line), "nameserver" | "search" | "domain") {
+            out.push_str(DISABLED);
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
+fn keyword(line: &str) -> &str {
+    line.split_whitespace().next().unwrap_or("")
+}
+
+fn nameservers(content: &str) -> impl Iterator<Item = SocketAddr> + '_ {
+    content.lines().filter_map(|line| {
+        let mut words = line.split_whitespace();
+        (words.next() == Some("nameserver"))
+            .then(|| words.next())
+            .flatten()
+            .and_then(parse_nameserver)
+    })
+}
+
+/// `1.1.1.1`, `2001:db8::1`, or `fe80::1%eth0` (link-local with its interface).
+fn parse_nameserver(text: &str) -> Option<SocketAddr> {
+    let Some((addr, scope)) = text.split_once('%') else {
+        return text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53));
+    };
+    let scope = scope.parse::<u32>().ok().or_else(|| {
+        let name = std::ffi::CString::new(scope).ok()?;
+        // SAFETY: a valid NUL-terminated string.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        (index != 0).then_some(index)
+    })?;
+    Some(SocketAddr::V6(SocketAddrV6::new(addr.parse().ok()?, 53, 0, scope)))
+}
+
+fn write_synced(path: &Path, bytes: &[u8], create: bool) -> Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .create(create)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use super::*;
+
+    const ORIGINAL: &str = "# from the ISP\nnameserver 10.0.0.2\nnameserver fd00::2\n\
+                            search corp.example lab.example\noptions edns0 trust-ad";
+    const LISTEN: &str = "127.0.0.153:53";
+
+    #[test]
+    fn rewrite_is_in_place_and_restore_gives_the_original_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        fs::write(&path, ORIGINAL).unwrap();
+        let inode = fs::metadata(&path).unwrap().ino();
+        let journal_path = dir.path().join("p.journal");
+        let mut journal = Journal::create(&journal_path).unwrap();
+
+        rewrite_resolv_conf(&path, LISTEN.parse().unwrap(), &mut journal).unwrap();
+        let rewritten = fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = rewritten.lines().collect();
+
+        assert_eq!(
+            lines[..3],
+            [
+                MARKER,
+                "nameserver 127.0.0.153",
+                "search zerops corp.example lab.example"
+            ]
+        );
+        assert!(lines.contains(&"options edns0 trust-ad"));
+        assert!(lines.contains(&"# corridor: nameserver 10.0.0.2"));
+        assert_eq!(rewritten.matches("\nnameserver").count(), 1, "{rewritten}");
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+
+        drop(journal);
+        crate::host::restore(&journal_path).unwrap();
+
+        assert_eq!(fs::read(&path).unwrap(), ORIGINAL.as_bytes());
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
+        assert!(!journal_path.exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "the backup is gone too");
+    }
+
+    #[test]
+    fn a_domain_line_becomes_part_of_the_search_list() {
+        let out = rewritten(
+            "domain corp.example\nnameserver 1.1.1.1\n",
+            "127.0.0.153".parse().unwrap(),
+        );
+
+        assert!(out.contains("\nsearch zerops corp.example\n"), "{out}");
+        assert!(out.contains("\n# corridor: domain corp.example\n"), "{out}");
+    }
+
+    #[test]
+    fn plan_reads_the_upstreams_and_skips_our_own_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        fs::write(&path, format!("nameserver 127.0.0.153\n{ORIGINAL}")).unwrap();
+
+        let plan = plan_at(&path, Mode::Auto, LISTEN.parse().unwrap(), false).unwrap();
+
+        assert_eq!(plan.mode, Mode::ResolvConf);
+        let expected: Vec<SocketAddr> = vec!["10.0.0.2:53".parse().unwrap(), "[fd00::2]:53".parse().unwrap()];
+        assert_eq!(plan.upstreams, expected);
+    }
+
+    #[test]
+    fn auto_picks_resolved_only_when_the_host_resolves_through_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        fs::write(&path, "nameserver 127.0.0.53\noptions edns0\n").unwrap();
+        let listen = LISTEN.parse().unwrap();
+
+        let running = plan_at(&path, Mode::Auto, listen, true).unwrap();
+        let not_running = plan_at(&path, Mode::Auto, listen, false).unwrap();
+        let forced = plan_at(&path, Mode::Off, listen, true).unwrap();
+
+        assert_eq!(
+            running,
+            HostDns {
+                mode: Mode::Resolved,
+                upstreams: vec![]
+            }
+        );
+        assert_eq!(not_running.mode, Mode::ResolvConf);
+        assert_eq!(forced.mode, Mode::Off);
+    }
+
+    #[test]
+    fn a_leftover_rewrite_is_refused_not_backed_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        fs::write(&path, rewritten(ORIGINAL, "127.0.0.153".parse().unwrap())).unwrap();
+        let mut journal = Journal::create(&dir.path().join("p.journal")).unwrap();
+
+        let planned = plan_at(&path, Mode::ResolvConf, LISTEN.parse().unwrap(), false);
+        let rewrite = rewrite_resolv_conf(&path, LISTEN.parse().unwrap(), &mut journal);
+
+        assert!(planned.unwrap_err().to_string().contains("did not shut down cleanly"));
+        assert!(rewrite.is_err());
+        assert!(!journal.path().with_extension("resolv.conf.orig").exists());
+    }
+
+    #[test]
+    fn scoped_and_garbage_nameservers() {
+        assert_eq!(parse_nameserver("fe80::1%1"), Some("[fe80::1%1]:53".parse().unwrap()));
+        assert_eq!(parse_nameserver("fe80::1%no-such-link0"), None);
+        assert_eq!(parse_nameserver("not-an-address"), None);
+    }
+}

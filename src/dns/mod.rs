@@ -1,0 +1,122 @@
+//! Names inside the tunnel (DESIGN §5): an embedded responder on a loopback address that forwards
+//! `zerops.` to the project's DNS, and the host resolver integration that points the system at it.
+//!
+//! The daemon's order, so that the host never points at a responder that is not yet running and
+//! the original upstreams are read before the rewrite hides them:
+//! `plan_host` (reads, changes nothing) → `Responder::start` (with the plan's upstreams) →
+//! `configure_host` (journaled) → … → `Responder::shutdown` → `host::restore`.
+
+mod responder;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as platform;
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as platform;
+#[cfg(target_os = "windows")]
+mod windows;
+#[cfg(target_os = "windows")]
+use windows as platform;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+pub use responder::Responder;
+/// Removes our NRPT rules; the journal cannot hold them, so the daemon calls this on exit and
+/// before connecting.
+#[cfg(target_os = "windows")]
+pub use windows::remove_rules as remove_nrpt_rules;
+
+use crate::host::Journal;
+
+/// The zone served by the project's DNS.
+pub const PROJECT_ZONE: &str = "zerops.";
+
+/// Where the responder listens by default. A resolv.conf nameserver is always on port 53, and
+/// 127.0.0.153 stays clear of systemd-resolved's 127.0.0.53 and 127.0.0.54.
+#[cfg(not(target_os = "macos"))]
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 153)), 53);
+/// macOS configures no loopback address but 127.0.0.1.
+#[cfg(target_os = "macos")]
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 53);
+
+pub struct ResponderConfig {
+    /// A local address only (loopback, or the tunnel's own address); queries from other sources
+    /// are dropped.
+    pub listen: SocketAddr,
+    /// The project's DNS server (`project.ipv4.network.gateway`, port 53), reached through the tunnel.
+    pub project_dns: SocketAddr,
+    /// Where names outside `zerops.` go, tried in order; empty answers them REFUSED.
+    pub upstreams: Vec<SocketAddr>,
+    /// How long a query may wait for upstreams in total before it is answered SERVFAIL.
+    pub upstream_timeout: Duration,
+}
+
+impl ResponderConfig {
+    pub fn new(project_dns: IpAddr, upstreams: Vec<SocketAddr>) -> ResponderConfig {
+        ResponderConfig {
+            listen: DEFAULT_LISTEN,
+            project_dns: SocketAddr::new(project_dns, 53),
+            upstreams,
+            upstream_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStats {
+    /// Well-formed queries received.
+    pub queries: u64,
+    /// Queries answered with an upstream's (or the cache's) answer, REFUSED included.
+    pub answered: u64,
+    /// Queries answered SERVFAIL because no upstream answered in time.
+    pub failures: u64,
+    pub cache_hits: u64,
+    pub last_error: Option<String>,
+}
+
+/// How the host's resolver is pointed at the responder (`--dns`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+#[value(rename_all = "kebab-case")]
+pub enum Mode {
+    /// systemd-resolved when /etc/resolv.conf points at it, else resolv-conf (Linux); the
+    /// platform's own split DNS elsewhere.
+    #[default]
+    Auto,
+    /// Per-link DNS on the tunnel interface with the routing domain `~zerops`.
+    Resolved,
+    /// /etc/resolv.conf rewritten in place; the responder forwards every other name.
+    ResolvConf,
+    /// Leave the host's resolver alone.
+    Off,
+}
+
+/// What the host integration will do; from `plan_host`, before anything changes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostDns {
+    /// The mode to use; never `Auto`.
+    pub mode: Mode,
+    /// The host's original nameservers, for `ResponderConfig::upstreams` (resolv-conf mode only;
+    /// empty otherwise, since the host's resolver keeps handling every other name itself).
+    pub upstreams: Vec<SocketAddr>,
+}
+
+/// Resolves `Auto` and reads the original upstreams; changes nothing. `listen` is the responder's
+/// address, never taken as an upstream. Fails when the resolver still carries corridor's own
+/// rewrite (a crash whose journal was lost), since backing that up would make it permanent.
+pub fn plan_host(mode: Mode, listen: SocketAddr) -> Result<HostDns> {
+    platform::plan(mode, listen)
+}
+
+/// Points the host's resolver at the running responder; every change is journaled before it is
+/// made, so `host::restore` undoes it. `interface` is the tunnel interface.
+pub fn configure_host(plan: &HostDns, responder: SocketAddr, interface: &str, journal: &mut Journal) -> Result<()> {
+    platform::apply(plan, responder, interface, journal)
+}
