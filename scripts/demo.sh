@@ -29,14 +29,16 @@ STATUS=$("$LAB" status --json)
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)" <<<"$STATUS"; }
 API=$(field 'd["api_url"]')
 TOKEN=$(field 'd["token"]')
-N13=$(field '[c for p in d["projects"] for c in p["containers"] if c["name"].startswith("node-id-13")][0]["ipv6"]')
 laptop() { echo "laptop\$ $*"; ip netns exec crdemo-laptop "$@"; }
 
-echo "==> on the laptop: log in, connect, ssh into a container, look at the status, disconnect"
+SSH=(ssh -p 65437 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR)
+
+echo "==> on the laptop: log in, connect, ssh into containers by name, look at the status, disconnect"
 laptop "$CORRIDOR" --api "$API" login --token "$TOKEN"
 laptop "$CORRIDOR" --api "$API" vpn up demo
-laptop ssh -p 65437 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
-    "root@$N13" 'echo "hello from $(hostname)"'
+laptop "${SSH[@]}" root@node-id-13.runtime.api.zerops 'echo "hello from $(hostname)"'
+laptop "${SSH[@]}" root@api 'echo "the service name api reached $(hostname)"'
+laptop getent hosts www.isp.test
 laptop "$CORRIDOR" vpn status
 laptop "$CORRIDOR" vpn down
 echo "==> demo done"
