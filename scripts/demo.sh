@@ -14,7 +14,7 @@ LAB=target/release/examples/lab
 CORRIDOR=$PWD/target/release/corridor
 export CORRIDOR_LAB_PREFIX=crdemo CORRIDOR_LAB_SLOT=0
 WORK=$(mktemp -d)
-export CORRIDOR_CONFIG_DIR=$WORK/config CORRIDOR_RUNTIME_DIR=$WORK/run
+export CORRIDOR_CONFIG_DIR=$WORK/config CORRIDOR_RUNTIME_DIR=$WORK/run CORRIDOR_STATE_DIR=$WORK/state
 cleanup() {
     echo "==> cleaning up: vpn down, lab down"
     ip netns exec crdemo-laptop "$CORRIDOR" vpn down >/dev/null 2>&1 || true

@@ -1,4 +1,6 @@
-//! Where a connection keeps its runtime files: control socket, journal, state and log.
+//! Where a connection keeps its files: the control socket, state and log in the runtime dir
+//! (gone at reboot, as the daemon is), the host-change journal and backups in the state dir
+//! (kept across a reboot, so a resolver rewritten before a power cut is still restored).
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +18,19 @@ pub fn runtime_dir() -> PathBuf {
         .join("corridor")
 }
 
+/// `CORRIDOR_STATE_DIR`, else `/var/lib/corridor` for root, else the user's state dir.
+pub fn state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CORRIDOR_STATE_DIR") {
+        return PathBuf::from(dir);
+    }
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/corridor");
+    }
+    directories::ProjectDirs::from("", "", "corridor")
+        .map(|d| d.state_dir().unwrap_or(d.data_local_dir()).to_path_buf())
+        .unwrap_or_else(|| std::env::temp_dir().join("corridor-state"))
+}
+
 /// The files of one connection, named by project id.
 #[derive(Debug, Clone)]
 pub struct ConnectionFiles {
@@ -27,21 +42,21 @@ pub struct ConnectionFiles {
 
 impl ConnectionFiles {
     pub fn for_project(project_id: &str) -> ConnectionFiles {
-        let dir = runtime_dir();
+        let run = runtime_dir();
         ConnectionFiles {
-            socket: dir.join(format!("{project_id}.sock")),
-            journal: dir.join(format!("{project_id}.journal")),
-            state: dir.join(format!("{project_id}.json")),
-            log: dir.join(format!("{project_id}.log")),
+            socket: run.join(format!("{project_id}.sock")),
+            journal: state_dir().join(format!("{project_id}.journal")),
+            state: run.join(format!("{project_id}.json")),
+            log: run.join(format!("{project_id}.log")),
         }
     }
 
-    /// Every connection with files in the runtime dir, running or crashed.
+    /// Every connection with files here, running or crashed (also before a reboot).
     pub fn all() -> Vec<(String, ConnectionFiles)> {
-        let Ok(entries) = std::fs::read_dir(runtime_dir()) else {
-            return Vec::new();
-        };
-        let mut ids: Vec<String> = entries
+        let mut ids: Vec<String> = [runtime_dir(), state_dir()]
+            .iter()
+            .filter_map(|dir| std::fs::read_dir(dir).ok())
+            .flatten()
             .flatten()
             .filter_map(|e| {
                 let name = e.file_name().to_string_lossy().into_owned();

@@ -96,6 +96,26 @@ fn after_kill_9_down_or_up_restores_resolv_conf() {
 }
 
 #[test]
+fn after_a_reboot_the_next_down_restores_resolv_conf() {
+    let Some(lab) = Lab::up("crtboot", 10) else { return };
+    let client = Client::new(&lab);
+    let before = resolv_conf(&lab, lab.laptop());
+    assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
+    let pid = client.status()["connections"][0]["pid"].as_u64().unwrap();
+
+    // A power cut: the daemon dies and /run is empty at boot; the state dir survives.
+    assert_success(
+        "kill -9",
+        &Command::new("kill").args(["-9", &pid.to_string()]).output().unwrap(),
+    );
+    std::fs::remove_dir_all(client.dir.path().join("run")).unwrap();
+    assert_ne!(resolv_conf(&lab, lab.laptop()), before);
+
+    assert_success("vpn down after the reboot", &client.run(&["vpn", "down"]));
+    assert_eq!(resolv_conf(&lab, lab.laptop()), before);
+}
+
+#[test]
 fn container_to_container_and_responder_only_answers_locally() {
     let Some(lab) = Lab::up("crtc2c", 9) else { return };
     let other = lab.project("other")["containers"][0]["ns"]

@@ -179,7 +179,8 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
         .arg(common::corridor_binary())
         .args(["--api", lab.api_url(), "vpn", "up", "demo"])
         .env("CORRIDOR_TOKEN", lab.token())
-        .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run-nobody"));
+        .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run-nobody"))
+        .env("CORRIDOR_STATE_DIR", client.dir.path().join("state-nobody"));
     let out = unprivileged.output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -196,6 +197,7 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
         .args(["netns", "exec", lab.laptop(), "unshare", "--mount", "sh", "-c", &script])
         .env("CORRIDOR_CONFIG_DIR", client.dir.path().join("config"))
         .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run"))
+        .env("CORRIDOR_STATE_DIR", client.dir.path().join("state"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

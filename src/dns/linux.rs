@@ -117,6 +117,7 @@ fn rewrite_resolv_conf(path: &Path, responder: SocketAddr, journal: &mut Journal
     journal.record(Change::File {
         path: path.to_path_buf(),
         backup: backup.clone(),
+        marker: Some(MARKER.to_string()),
     })?;
     write_synced(path, rewritten(&text, responder.ip()).as_bytes(), false)?;
     tracing::info!(path = %path.display(), backup = %backup.display(), nameserver = %responder.ip(), "resolv.conf points at the responder");

@@ -37,6 +37,7 @@ pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, journal: &
     journal.record(Change::File {
         path: path.to_path_buf(),
         backup,
+        marker: None,
     })?;
     fs::create_dir_all("/etc/resolver").context("creating /etc/resolver")?;
     let content = format!(

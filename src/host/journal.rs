@@ -17,8 +17,14 @@ pub enum Change {
     Interface { name: String },
     /// A route we added.
     Route { destination: IpNet, interface: String },
-    /// A file we rewrote; `backup` holds its original bytes.
-    File { path: PathBuf, backup: PathBuf },
+    /// A file we rewrote; `backup` holds its original bytes. It is restored only while it still
+    /// carries `marker`: a file someone else has rewritten since is theirs, not ours to undo.
+    File {
+        path: PathBuf,
+        backup: PathBuf,
+        #[serde(default)]
+        marker: Option<String>,
+    },
 }
 
 pub struct Journal {

@@ -56,9 +56,14 @@ pub fn undo(change: &Change) -> Result<()> {
             }
             Ok(())
         }
-        Change::File { path, backup } => {
+        Change::File { path, backup, marker } => {
             if !backup.exists() {
                 return Ok(());
+            }
+            let current = fs::read_to_string(path).unwrap_or_default();
+            if marker.as_ref().is_some_and(|m| !current.contains(m.as_str())) {
+                tracing::warn!(path = %path.display(), "rewritten by someone else since; leaving their version");
+                return fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()));
             }
             let original = fs::read(backup).with_context(|| format!("reading {}", backup.display()))?;
             // In place, not rename: the file may be a bind mount (Docker, `ip netns exec`).
@@ -75,7 +80,7 @@ pub fn manual_fix(change: &Change) -> String {
         Change::Route { destination, interface } => {
             format!("route {destination}: sudo ip route del {destination} dev {interface}")
         }
-        Change::File { path, backup } => {
+        Change::File { path, backup, .. } => {
             format!("{}: sudo cp {} {}", path.display(), backup.display(), path.display())
         }
     }
@@ -110,4 +115,44 @@ fn ip(args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_rewritten_by_someone_else_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, backup) = (dir.path().join("resolv.conf"), dir.path().join("backup"));
+        std::fs::write(&path, "nameserver 192.0.2.9\n").unwrap();
+        std::fs::write(&backup, "nameserver 192.0.2.1\n").unwrap();
+        let change = Change::File {
+            path: path.clone(),
+            backup: backup.clone(),
+            marker: Some("# ours".into()),
+        };
+
+        undo(&change).unwrap();
+
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "nameserver 192.0.2.9\n");
+        assert!(!backup.exists());
+    }
+
+    #[test]
+    fn a_file_with_our_marker_gets_its_original_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, backup) = (dir.path().join("resolv.conf"), dir.path().join("backup"));
+        std::fs::write(&path, "# ours\nnameserver 127.0.0.153\n").unwrap();
+        std::fs::write(&backup, "nameserver 192.0.2.1\n").unwrap();
+        let change = Change::File {
+            path: path.clone(),
+            backup,
+            marker: Some("# ours".into()),
+        };
+
+        undo(&change).unwrap();
+
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "nameserver 192.0.2.1\n");
+    }
 }

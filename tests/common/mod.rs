@@ -249,6 +249,7 @@ impl<'a> Client<'a> {
             .args(args)
             .env("CORRIDOR_CONFIG_DIR", self.dir.path().join("config"))
             .env("CORRIDOR_RUNTIME_DIR", self.dir.path().join("run"))
+            .env("CORRIDOR_STATE_DIR", self.dir.path().join("state"))
             .env_remove("CORRIDOR_TOKEN")
             .env_remove("SUDO_USER");
         cmd
