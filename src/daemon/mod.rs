@@ -162,6 +162,7 @@ async fn serve(
         udp,
         endpoint,
         session,
+        mtu: config.mtu,
     };
     let mut io = tokio::spawn(tunnel.run(req_rx));
     let stats = || async {

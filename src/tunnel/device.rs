@@ -21,16 +21,14 @@ pub fn create(config: &DeviceConfig, journal: &mut Journal) -> Result<AsyncDevic
     journal.record(Change::Interface {
         name: config.name.to_string(),
     })?;
-    let mut builder = DeviceBuilder::new().name(config.name).mtu(config.mtu);
-    for addr in config.addresses {
-        builder = match addr {
-            IpNet::V4(v4) => builder.ipv4(v4.addr(), v4.prefix_len(), None),
-            IpNet::V6(v6) => builder.ipv6(v6.addr(), v6.prefix_len()),
-        };
-    }
-    let device = builder
-        .build_async()
-        .with_context(|| format!("creating the tunnel interface {}", config.name))?;
+    let device = match build(config, true) {
+        Ok(device) => device,
+        Err(e) => {
+            // Old kernels and some sandboxes refuse the virtio header or TSO flags.
+            tracing::info!(error = %e, "TUN offload refused; moving packets one at a time");
+            build(config, false).with_context(|| format!("creating the tunnel interface {}", config.name))?
+        }
+    };
     for route in config.routes {
         journal.record(Change::Route {
             destination: *route,
@@ -39,6 +37,17 @@ pub fn create(config: &DeviceConfig, journal: &mut Journal) -> Result<AsyncDevic
         host::add_route(*route, config.name).with_context(|| format!("routing {route} into the tunnel"))?;
     }
     Ok(device)
+}
+
+fn build(config: &DeviceConfig, offload: bool) -> std::io::Result<AsyncDevice> {
+    let mut builder = DeviceBuilder::new().name(config.name).mtu(config.mtu).offload(offload);
+    for addr in config.addresses {
+        builder = match addr {
+            IpNet::V4(v4) => builder.ipv4(v4.addr(), v4.prefix_len(), None),
+            IpNet::V6(v6) => builder.ipv6(v6.addr(), v6.prefix_len()),
+        };
+    }
+    builder.build_async()
 }
 
 /// The first `corridorN` name not taken on this host.

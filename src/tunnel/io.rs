@@ -1,30 +1,42 @@
 //! The tokio shell around the sans-IO session: TUN ⇄ session ⇄ UDP, timers on deadlines.
 //! One task owns the session, so the session needs no lock.
+//!
+//! The data path works in batches so that a syscall moves many packets: with TUN offload one
+//! read yields a TCP super-packet already split into MTU segments, and one write hands the
+//! kernel coalesced segments; on the UDP side one sendmsg carries a GSO batch of equal-sized
+//! datagrams and one recvmmsg returns GRO-coalesced ones. Buffers are allocated once.
 
+use std::io::IoSliceMut;
 use std::net::SocketAddr;
+use std::pin::pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tun_rs::AsyncDevice;
+use tun_rs::{AsyncDevice, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
-use super::core::{FromNetwork, Session, Stats};
+use super::core::{out_buf_len, FromNetwork, Session, Stats};
 use super::probe;
 
-/// Room for a full 64 KiB packet plus WireGuard's overhead.
-const BUF: usize = 65_536 + 256;
+/// Where packets start in the TUN write buffers: room for the virtio header in front.
+const OFFSET: usize = VIRTIO_NET_HDR_LEN;
+/// Datagrams one recvmmsg may return (each possibly a GRO train of several).
+const RX_BATCH: usize = 8;
+const RX_BUF: usize = 65_536;
+/// Upper bound of one UDP GSO send (the IP payload limit, less headroom).
+const GSO_BYTES: usize = 64_000;
+/// Consecutive failed TUN reads after which the interface is taken to be gone.
+const MAX_READ_ERRORS: u32 = 100;
 
 /// What the rest of the daemon can ask of a running tunnel.
 pub enum Request {
     /// Inject an ICMP echo request; answer when its reply comes back out of the tunnel.
-    Probe {
-        packet: Vec<u8>,
-        id: u16,
-        answered: oneshot::Sender<()>,
-    },
-    /// The session\'s counters as of now.
+    Probe { packet: Vec<u8>, id: u16, answered: oneshot::Sender<()> },
+    /// The session's counters as of now.
     Stats { reply: oneshot::Sender<Stats> },
 }
 
@@ -33,68 +45,230 @@ pub struct Tunnel {
     pub udp: UdpSocket,
     pub endpoint: SocketAddr,
     pub session: Session,
+    pub mtu: u16,
 }
 
 impl Tunnel {
     /// Moves packets until `requests` closes.
-    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) -> Result<()> {
-        let mut tun_buf = vec![0u8; BUF];
-        let mut net_buf = vec![0u8; BUF];
-        let mut out = vec![0u8; BUF];
+    pub async fn run(self, mut requests: mpsc::Receiver<Request>) -> Result<()> {
+        let state = UdpSocketState::new((&self.udp).into())?;
+        // Bursts of a fast sender must not overflow the default socket buffers.
+        let _ = state.set_recv_buffer_size((&self.udp).into(), 4 << 20);
+        let _ = state.set_send_buffer_size((&self.udp).into(), 4 << 20);
+        let mut path = DataPath::new(self, state);
+        let mut tun_rx = TunRx::new(path.mtu);
         let mut probe: Option<(u16, oneshot::Sender<()>)> = None;
+        let mut read_errors = 0;
+        let mut deadline = path.session.poll_timeout();
+        let mut sleep = pin!(tokio::time::sleep_until(deadline.into()));
         loop {
-            let deadline = tokio::time::Instant::from_std(self.session.poll_timeout());
             tokio::select! {
-                read = self.device.recv(&mut tun_buf) => {
-                    let n = read.context("reading from the tunnel interface")?;
-                    self.send_packet(&tun_buf[..n], &mut out).await;
-                }
-                read = self.udp.recv_from(&mut net_buf) => {
-                    let (n, from) = match read {
-                        Ok(r) => r,
-                        // ICMP errors (port unreachable) surface here; the session retries on its own.
-                        Err(e) => { tracing::debug!(error = %e, "udp receive"); continue }
-                    };
-                    if from != self.endpoint {
-                        tracing::trace!(%from, "datagram from an unknown address dropped");
-                        continue;
-                    }
-                    match self.session.handle_datagram(&net_buf[..n], &mut out, Instant::now()) {
-                        FromNetwork::Tunnel(packet) => {
-                            if probe.as_ref().is_some_and(|(id, _)| probe::is_echo_reply(packet, *id)) {
-                                if let Some((_, answered)) = probe.take() {
-                                    let _ = answered.send(());
-                                }
-                            } else if let Err(e) = self.device.send(packet).await {
-                                tracing::debug!(error = %e, "writing to the tunnel interface");
-                            }
+                read = path.device.recv_multiple(&mut tun_rx.raw, &mut tun_rx.segments, &mut tun_rx.sizes, 0) => {
+                    match read {
+                        Ok(n) => {
+                            read_errors = 0;
+                            path.outbound(&tun_rx, n).await;
                         }
-                        FromNetwork::Nothing | FromNetwork::Dropped(_) => {}
+                        Err(e) => {
+                            read_errors += 1;
+                            tracing::debug!(error = %e, "reading from the tunnel interface");
+                            anyhow::ensure!(read_errors < MAX_READ_ERRORS, "the tunnel interface fails: {e}");
+                        }
                     }
-                    self.flush().await;
                 }
-                () = tokio::time::sleep_until(deadline) => {
-                    self.session.handle_timeout(Instant::now());
-                    self.flush().await;
+                ready = path.udp.readable() => {
+                    if ready.is_ok() {
+                        path.inbound(&mut probe).await;
+                    }
+                }
+                () = &mut sleep => {
+                    path.session.handle_timeout(Instant::now());
+                    path.flush().await;
                 }
                 request = requests.recv() => {
                     let Some(request) = request else { return Ok(()) };
                     match request {
                         Request::Probe { packet, id, answered } => {
                             probe = Some((id, answered));
-                            self.send_packet(&packet, &mut out).await;
+                            path.send_one(&packet).await;
                         }
                         Request::Stats { reply } => {
-                            let _ = reply.send(self.session.stats());
+                            let _ = reply.send(path.session.stats());
                         }
                     }
                 }
             }
+            let next = path.session.poll_timeout();
+            if next != deadline {
+                deadline = next;
+                sleep.as_mut().reset(deadline.into());
+            }
+        }
+    }
+}
+
+/// Buffers for reading the TUN: the raw read (virtio header + super-packet) and its segments.
+struct TunRx {
+    raw: Vec<u8>,
+    segments: Vec<Vec<u8>>,
+    sizes: Vec<usize>,
+}
+
+impl TunRx {
+    fn new(mtu: u16) -> TunRx {
+        let segment = usize::from(mtu).max(1500) + 64;
+        TunRx {
+            raw: vec![0; VIRTIO_NET_HDR_LEN + 65_535],
+            segments: vec![vec![0; segment]; IDEAL_BATCH_SIZE],
+            sizes: vec![0; IDEAL_BATCH_SIZE],
+        }
+    }
+}
+
+struct DataPath {
+    device: Arc<AsyncDevice>,
+    udp: UdpSocket,
+    state: UdpSocketState,
+    endpoint: SocketAddr,
+    session: Session,
+    mtu: u16,
+    /// Encrypted datagrams of one GSO batch, back to back.
+    gso: Vec<u8>,
+    /// Received (possibly GRO-coalesced) datagrams.
+    rx: Vec<Vec<u8>>,
+    metas: Vec<RecvMeta>,
+    /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
+    to_tun: Vec<Vec<u8>>,
+    gro: GROTable,
+    single: Vec<u8>,
+}
+
+impl DataPath {
+    fn new(tunnel: Tunnel, state: UdpSocketState) -> DataPath {
+        DataPath {
+            device: tunnel.device,
+            udp: tunnel.udp,
+            state,
+            endpoint: tunnel.endpoint,
+            session: tunnel.session,
+            mtu: tunnel.mtu,
+            gso: vec![0; GSO_BYTES + out_buf_len(65_535)],
+            rx: vec![vec![0; RX_BUF]; RX_BATCH],
+            metas: vec![RecvMeta::default(); RX_BATCH],
+            to_tun: Vec::new(),
+            gro: GROTable::default(),
+            single: vec![0; out_buf_len(65_535)],
         }
     }
 
-    async fn send_packet(&mut self, packet: &[u8], out: &mut [u8]) {
-        if let Some(datagram) = self.session.handle_tun_packet(packet, out, Instant::now()) {
+    /// Encrypts the segments of one TUN read and sends them in as few GSO batches as possible:
+    /// a batch is a run of equal-sized datagrams, of which only the last may be shorter.
+    async fn outbound(&mut self, tun: &TunRx, n: usize) {
+        let now = Instant::now();
+        let max_segments = self.state.max_gso_segments().max(1);
+        let (mut used, mut count, mut segment) = (0usize, 0usize, 0usize);
+        for (buf, &size) in tun.segments.iter().zip(&tun.sizes).take(n) {
+            let packet = &buf[..size];
+            if used + out_buf_len(packet.len()) > self.gso.len() || count == max_segments || used >= GSO_BYTES {
+                self.send_batch(used, segment, count).await;
+                (used, count) = (0, 0);
+            }
+            let Some(datagram) = self.session.handle_tun_packet(packet, &mut self.gso[used..], now) else {
+                continue;
+            };
+            let len = datagram.len();
+            if count > 0 && len > segment {
+                // A larger datagram cannot join this batch: send the batch, start anew with it.
+                self.send_batch(used, segment, count).await;
+                self.gso.copy_within(used..used + len, 0);
+                (used, count) = (0, 0);
+            }
+            if count == 0 {
+                segment = len;
+            }
+            used += len;
+            count += 1;
+            if len < segment {
+                self.send_batch(used, segment, count).await;
+                (used, count) = (0, 0);
+            }
+        }
+        if count > 0 {
+            self.send_batch(used, segment, count).await;
+        }
+        self.flush().await;
+    }
+
+    async fn send_batch(&mut self, used: usize, segment: usize, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let transmit = Transmit {
+            destination: self.endpoint,
+            ecn: None,
+            contents: &self.gso[..used],
+            segment_size: (count > 1).then_some(segment),
+            src_ip: None,
+        };
+        let (udp, state) = (&self.udp, &self.state);
+        if let Err(e) = udp.async_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit)).await {
+            tracing::debug!(error = %e, count, "udp send");
+        }
+    }
+
+    /// Drains the UDP socket: decrypts every datagram, then writes the packets to the TUN in
+    /// one batch so the kernel receives coalesced TCP segments.
+    async fn inbound(&mut self, probe: &mut Option<(u16, oneshot::Sender<()>)>) {
+        let now = Instant::now();
+        let mut count = 0;
+        // Bounded: the TUN and the timers get their turn under a flood.
+        for _ in 0..8 {
+            let received = {
+                let (udp, state, metas) = (&self.udp, &self.state, &mut self.metas);
+                let mut iovs: [IoSliceMut; RX_BATCH] = {
+                    let mut bufs = self.rx.iter_mut();
+                    std::array::from_fn(|_| IoSliceMut::new(bufs.next().expect("RX_BATCH buffers")))
+                };
+                udp.try_io(Interest::READABLE, || state.recv(udp.into(), &mut iovs, metas))
+            };
+            let Ok(received) = received else { break };
+            for (buf, meta) in self.rx.iter().zip(&self.metas).take(received) {
+                if meta.addr != self.endpoint {
+                    tracing::trace!(from = %meta.addr, "datagram from an unknown address dropped");
+                    continue;
+                }
+                for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
+                    if self.to_tun.len() == count {
+                        self.to_tun.push(Vec::with_capacity(OFFSET + RX_BUF));
+                    }
+                    let out = &mut self.to_tun[count];
+                    out.resize(OFFSET + datagram.len().max(148), 0);
+                    let len = match self.session.handle_datagram(datagram, &mut out[OFFSET..], now) {
+                        FromNetwork::Tunnel(packet) => packet.len(),
+                        FromNetwork::Nothing | FromNetwork::Dropped(_) => continue,
+                    };
+                    out.truncate(OFFSET + len);
+                    if probe.as_ref().is_some_and(|(id, _)| probe::is_echo_reply(&out[OFFSET..], *id)) {
+                        if let Some((_, answered)) = probe.take() {
+                            let _ = answered.send(());
+                        }
+                        continue;
+                    }
+                    count += 1;
+                }
+            }
+        }
+        if count > 0 {
+            if let Err(e) = self.device.send_multiple(&mut self.gro, &mut self.to_tun[..count], OFFSET).await {
+                tracing::debug!(error = %e, "writing to the tunnel interface");
+            }
+        }
+        self.flush().await;
+    }
+
+    /// Encrypts and sends one packet that did not come from the TUN (the readiness probe).
+    async fn send_one(&mut self, packet: &[u8]) {
+        if let Some(datagram) = self.session.handle_tun_packet(packet, &mut self.single, Instant::now()) {
             if let Err(e) = self.udp.send_to(datagram, self.endpoint).await {
                 tracing::debug!(error = %e, "udp send");
             }
