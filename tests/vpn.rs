@@ -221,3 +221,58 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
     assert_eq!(links(lab.laptop()), before);
     assert_eq!(routes(lab.laptop()), routes_before);
 }
+
+#[test]
+fn foreground_serves_until_sigterm_then_restores_the_host() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let Some(lab) = Lab::up("crtfg", 12) else { return };
+    let client = Client::new(&lab);
+    let (links_before, routes_before) = (links(lab.laptop()), routes(lab.laptop()));
+    let resolv_before = lab.run_in(lab.laptop(), &["cat", "/etc/resolv.conf"]).stdout;
+
+    // `ip netns exec` execs corridor, so the child's pid is corridor's.
+    let mut child = client
+        .command(&["vpn", "up", "demo", "--foreground"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let output = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(output).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("foreground reports ready");
+    assert!(line.contains("connected to demo"), "{line}");
+    let ssh = lab.ssh(N13, "hostname");
+    assert_eq!(stdout(&ssh), N13, "names and tunnel work in the foreground");
+
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .output()
+        .unwrap();
+    assert_success("kill -TERM", &term);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "foreground corridor did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.success(), "clean exit on SIGTERM: {status}");
+    assert_eq!(links(lab.laptop()), links_before);
+    assert_eq!(routes(lab.laptop()), routes_before);
+    assert_eq!(
+        lab.run_in(lab.laptop(), &["cat", "/etc/resolv.conf"]).stdout,
+        resolv_before
+    );
+}

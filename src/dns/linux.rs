@@ -72,23 +72,33 @@ fn plan_at(resolv_conf: &Path, mode: Mode, listen: SocketAddr, resolved_running:
 }
 
 fn configure_resolved(responder: SocketAddr, interface: &str) -> Result<()> {
+    let [dns, domain, default_route] = resolved_commands(responder, interface);
+    resolvectl(&dns)?;
+    resolvectl(&domain)?;
+    if let Err(e) = resolvectl(&default_route) {
+        tracing::debug!(error = %e, "resolvectl default-route is not supported here");
+    }
+    tracing::info!(%interface, server = %dns[2], "systemd-resolved sends zerops. to the responder");
+    Ok(())
+}
+
+/// The `resolvectl` calls, in order: the responder as the link's DNS server; `zerops` as its
+/// domain (a search domain is also a routing domain: `~zerops` and the bare `api` both work);
+/// and no default route, so names outside zerops never reach our link.
+fn resolved_commands(responder: SocketAddr, interface: &str) -> [Vec<String>; 3] {
     let server = match responder.port() {
         53 => responder.ip().to_string(),
         _ => responder.to_string(),
     };
-    resolvectl(&["dns", interface, &server])?;
-    // A search domain is also a routing domain: `zerops` gives `~zerops` and the bare `api`.
-    resolvectl(&["domain", interface, SEARCH_DOMAIN])?;
-    // Names outside zerops must never be sent to our link, whatever resolved would infer.
-    if let Err(e) = resolvectl(&["default-route", interface, "false"]) {
-        tracing::debug!(error = %e, "resolvectl default-route is not supported here");
-    }
-    tracing::info!(%interface, %server, "systemd-resolved sends zerops. to the responder");
-    Ok(())
+    [
+        vec!["dns".into(), interface.into(), server],
+        vec!["domain".into(), interface.into(), SEARCH_DOMAIN.into()],
+        vec!["default-route".into(), interface.into(), "false".into()],
+    ]
 }
 
 /// Settings on the link vanish with it, so nothing is journaled.
-fn resolvectl(args: &[&str]) -> Result<()> {
+fn resolvectl(args: &[String]) -> Result<()> {
     let out = Command::new("resolvectl")
         .args(args)
         .output()
@@ -269,6 +279,22 @@ mod tests {
         assert_eq!(plan.mode, Mode::ResolvConf);
         let expected: Vec<SocketAddr> = vec!["10.0.0.2:53".parse().unwrap(), "[fd00::2]:53".parse().unwrap()];
         assert_eq!(plan.upstreams, expected);
+    }
+
+    #[test]
+    fn resolved_mode_sets_the_link_dns_domain_and_no_default_route() {
+        let commands = resolved_commands("127.0.0.153:53".parse().unwrap(), "corridor0");
+
+        assert_eq!(
+            commands,
+            [
+                vec!["dns", "corridor0", "127.0.0.153"],
+                vec!["domain", "corridor0", "zerops"],
+                vec!["default-route", "corridor0", "false"],
+            ]
+        );
+        let on_a_port = resolved_commands("127.0.0.153:5353".parse().unwrap(), "corridor1");
+        assert_eq!(on_a_port[0], ["dns", "corridor1", "127.0.0.153:5353"]);
     }
 
     #[test]
