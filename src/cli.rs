@@ -123,19 +123,18 @@ pub fn progress(event: &Event) {
 }
 
 pub fn step(text: &str) {
-    let mark = if std::io::stderr().is_terminal() {
-        "\x1b[32m✓\x1b[0m"
-    } else {
-        "✓"
-    };
-    eprintln!("  {mark} {text}");
+    mark_line("\x1b[32m✓\x1b[0m", "✓", text);
 }
 
 pub fn fail(text: &str) {
+    mark_line("\x1b[31m✗\x1b[0m", "✗", text);
+}
+
+fn mark_line(colored: &str, plain: &str, text: &str) {
     let mark = if std::io::stderr().is_terminal() {
-        "\x1b[31m✗\x1b[0m"
+        colored
     } else {
-        "✗"
+        plain
     };
     eprintln!("  {mark} {text}");
 }

@@ -179,36 +179,22 @@ fn copy_5mb_there_and_back(lab: &Lab, host: &str) {
     std::fs::write(&original, &data).unwrap();
     let back = dir.path().join("back");
     let remote = format!("root@{host}:/tmp/corridor-pscp-test");
-    let key = lab.ssh_host_key();
-    let there = lab.run_in(
-        lab.laptop(),
-        &[
+    let pscp = |from: &str, to: &str| {
+        let args = [
             "pscp",
             "-batch",
             "-q",
             "-P",
             "65437",
             "-hostkey",
-            key,
-            original.to_str().unwrap(),
-            &remote,
-        ],
-    );
-    assert_success("pscp there", &there);
-    let again = lab.run_in(
-        lab.laptop(),
-        &[
-            "pscp",
-            "-batch",
-            "-q",
-            "-P",
-            "65437",
-            "-hostkey",
-            key,
-            &remote,
-            back.to_str().unwrap(),
-        ],
-    );
+            lab.ssh_host_key(),
+            from,
+            to,
+        ];
+        lab.run_in(lab.laptop(), &args)
+    };
+    assert_success("pscp there", &pscp(original.to_str().unwrap(), &remote));
+    let again = pscp(&remote, back.to_str().unwrap());
     assert_success("pscp back", &again);
     assert!(std::fs::read(&back).unwrap() == data, "the copy came back different");
     let _ = lab.ssh(host, "rm -f /tmp/corridor-pscp-test");

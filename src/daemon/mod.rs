@@ -135,6 +135,9 @@ async fn serve(
     journal: &mut Journal,
     events: &mut dyn FnMut(&Event),
 ) -> Result<()> {
+    // From the first change on, a signal must lead to the cleanup, never to a plain exit.
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -176,6 +179,8 @@ async fn serve(
     let ready = probe_until_answered(config, &req_tx, started + timeout);
     let (target, probe_ms) = tokio::select! {
         r = ready => r?,
+        _ = sigterm.recv() => bail!("stopped by SIGTERM before the tunnel was ready"),
+        _ = sigint.recv() => bail!("interrupted before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
     };
     events(&Event::Handshake {
@@ -240,8 +245,6 @@ async fn serve(
     });
     tracing::info!(project = %config.project_name, interface = %name, "connected");
 
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     loop {
         tokio::select! {
             r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
