@@ -335,6 +335,8 @@ fn start_project_dns(plan: &Plan, p: &Project) -> Result<()> {
             format!("--listen-address={}", p.v6_gateway),
             format!("--addn-hosts={}", hosts_file.display()),
             "--local=/zerops/".into(),
+            // Answers that may be cached for a while, as a platform's DNS gives them.
+            "--local-ttl=30".into(),
             "--domain-needed".into(),
         ],
     )

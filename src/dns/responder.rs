@@ -122,6 +122,11 @@ async fn serve_udp(shared: Arc<Shared>, socket: Arc<UdpSocket>) {
             tracing::trace!(%src, "dns: dropped a datagram");
             continue;
         }
+        // Cached names are answered right here: no task, no wait behind forwarded queries.
+        if let Some(answer) = shared.answer_from_cache(&buf[..len], Transport::Udp) {
+            let _ = socket.send_to(&answer, src).await;
+            continue;
+        }
         let packet = buf[..len].to_vec();
         let (shared, socket) = (shared.clone(), socket.clone());
         inflight.spawn(async move {
@@ -185,6 +190,36 @@ impl Shared {
         src.is_loopback() || src == self.listen_ip
     }
 
+    fn cached_reply(&self, mut cached: Message, request: &Message, limit: usize) -> Option<Vec<u8>> {
+        tracing::trace!(name = ?request.queries.first().map(|q| &q.name), "dns: cache hit");
+        self.count(|s| {
+            s.answered += 1;
+            s.cache_hits += 1;
+        });
+        cached.metadata.id = request.metadata.id;
+        cached.metadata.recursion_desired = request.metadata.recursion_desired;
+        cached.queries = request.queries.clone();
+        if request.edns.is_none() {
+            cached.edns = None;
+        }
+        let code = cached.metadata.response_code;
+        fit(cached.to_vec().ok()?, code, request, limit)
+    }
+
+    /// The cached answer to a well-formed query, if there is one.
+    fn answer_from_cache(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
+        let request = Message::from_vec(packet).ok()?;
+        let [query] = request.queries.as_slice() else {
+            return None;
+        };
+        if request.metadata.message_type != MessageType::Query || request.metadata.op_code != OpCode::Query {
+            return None;
+        }
+        let cached = self.cache.lock().expect("cache lock").get(query, Instant::now())?;
+        self.count(|s| s.queries += 1);
+        self.cached_reply(cached, &request, transport.limit(&request))
+    }
+
     /// The answer to one packet, or None when it deserves none (not a query, or unparseable
     /// beyond its header).
     async fn answer(&self, packet: &[u8], transport: Transport) -> Option<Vec<u8>> {
@@ -208,20 +243,8 @@ impl Shared {
         let limit = transport.limit(&request);
 
         let cached = self.cache.lock().expect("cache lock").get(query, Instant::now());
-        if let Some(mut cached) = cached {
-            tracing::trace!(name = %query.name, rtype = %query.query_type, "dns: cache hit");
-            self.count(|s| {
-                s.answered += 1;
-                s.cache_hits += 1;
-            });
-            cached.metadata.id = request.metadata.id;
-            cached.metadata.recursion_desired = request.metadata.recursion_desired;
-            cached.queries = request.queries.clone();
-            if request.edns.is_none() {
-                cached.edns = None;
-            }
-            let code = cached.metadata.response_code;
-            return fit(cached.to_vec().ok()?, code, &request, limit);
+        if let Some(cached) = cached {
+            return self.cached_reply(cached, &request, limit);
         }
 
         let upstreams = if self.zone.zone_of(&query.name) {

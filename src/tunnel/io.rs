@@ -35,7 +35,11 @@ const MAX_READ_ERRORS: u32 = 100;
 /// What the rest of the daemon can ask of a running tunnel.
 pub enum Request {
     /// Inject an ICMP echo request; answer when its reply comes back out of the tunnel.
-    Probe { packet: Vec<u8>, id: u16, answered: oneshot::Sender<()> },
+    Probe {
+        packet: Vec<u8>,
+        id: u16,
+        answered: oneshot::Sender<()>,
+    },
     /// The session's counters as of now.
     Stats { reply: oneshot::Sender<Stats> },
 }
@@ -211,7 +215,10 @@ impl DataPath {
             src_ip: None,
         };
         let (udp, state) = (&self.udp, &self.state);
-        if let Err(e) = udp.async_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit)).await {
+        if let Err(e) = udp
+            .async_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit))
+            .await
+        {
             tracing::debug!(error = %e, count, "udp send");
         }
     }
@@ -221,8 +228,8 @@ impl DataPath {
     async fn inbound(&mut self, probe: &mut Option<(u16, oneshot::Sender<()>)>) {
         let now = Instant::now();
         let mut count = 0;
-        // Bounded: the TUN and the timers get their turn under a flood.
-        for _ in 0..8 {
+        // Bounded, in rounds and so in memory: the TUN and the timers get their turn under a flood.
+        for _ in 0..2 {
             let received = {
                 let (udp, state, metas) = (&self.udp, &self.state, &mut self.metas);
                 let mut iovs: [IoSliceMut; RX_BATCH] = {
@@ -239,7 +246,8 @@ impl DataPath {
                 }
                 for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
                     if self.to_tun.len() == count {
-                        self.to_tun.push(Vec::with_capacity(OFFSET + RX_BUF));
+                        self.to_tun
+                            .push(Vec::with_capacity(OFFSET + usize::from(self.mtu) + 128));
                     }
                     let out = &mut self.to_tun[count];
                     out.resize(OFFSET + datagram.len().max(148), 0);
@@ -248,7 +256,10 @@ impl DataPath {
                         FromNetwork::Nothing | FromNetwork::Dropped(_) => continue,
                     };
                     out.truncate(OFFSET + len);
-                    if probe.as_ref().is_some_and(|(id, _)| probe::is_echo_reply(&out[OFFSET..], *id)) {
+                    if probe
+                        .as_ref()
+                        .is_some_and(|(id, _)| probe::is_echo_reply(&out[OFFSET..], *id))
+                    {
                         if let Some((_, answered)) = probe.take() {
                             let _ = answered.send(());
                         }
@@ -259,7 +270,11 @@ impl DataPath {
             }
         }
         if count > 0 {
-            if let Err(e) = self.device.send_multiple(&mut self.gro, &mut self.to_tun[..count], OFFSET).await {
+            if let Err(e) = self
+                .device
+                .send_multiple(&mut self.gro, &mut self.to_tun[..count], OFFSET)
+                .await
+            {
                 tracing::debug!(error = %e, "writing to the tunnel interface");
             }
         }

@@ -1,0 +1,531 @@
+#!/usr/bin/env python3
+"""The benchmark's measurements (run by scripts/bench.sh, which installs, builds and brings up
+the lab). corridor, the wireguard-go client and boringtun-cli take turns in the lab's laptop
+namespace against the same wireguard-go gateway of project `demo`: A B C A B C …, each brought
+up and torn down per round, never two at once. Medians of the rounds go to a table on stdout and,
+with every round's values, to a JSON file. Python 3 standard library only.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+SSH_OPTS = [
+    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+    "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=10",
+]
+# Names the project's dnsmasq answers from its hosts file (so always "cached").
+DNS_QUERIES = """node-id-13.runtime.api.zerops A
+node-id-13.runtime.api.zerops AAAA
+node-id-14.runtime.api.zerops A
+node-id-14.runtime.api.zerops AAAA
+node1.db.db.zerops A
+node1.db.db.zerops AAAA
+api.zerops A
+api.zerops AAAA
+db.zerops A
+"""
+
+# (key, label, unit, format) in table order.
+METRICS = [
+    ("tcp_up_mbps", "TCP laptop→container", "Mbit/s", "{:.0f}"),
+    ("tcp_down_mbps", "TCP container→laptop", "Mbit/s", "{:.0f}"),
+    ("client_cpu_up", "client CPU per GB, up", "s/GB", "{:.2f}"),
+    ("client_cpu_down", "client CPU per GB, down", "s/GB", "{:.2f}"),
+    ("gw_cpu_up", "gateway wireguard-go CPU per GB, up", "s/GB", "{:.2f}"),
+    ("gw_cpu_down", "gateway wireguard-go CPU per GB, down", "s/GB", "{:.2f}"),
+    ("rtt_p50", "ping RTT p50 (tunnel)", "ms", "{:.3f}"),
+    ("rtt_p99", "ping RTT p99 (tunnel)", "ms", "{:.3f}"),
+    ("underlay_p50", "ping RTT p50 (underlay, no tunnel)", "ms", "{:.3f}"),
+    ("underlay_p99", "ping RTT p99 (underlay, no tunnel)", "ms", "{:.3f}"),
+    ("up_to_ping_ms", "up → first ping answered", "ms", "{:.0f}"),
+    ("ssh_first_ms", "first ssh … true after up", "ms", "{:.0f}"),
+    ("ssh_warm_ms", "ssh … true, warm tunnel", "ms", "{:.0f}"),
+    ("rss_mib", "client RSS after throughput", "MiB", "{:.1f}"),
+    ("dns_qps", "DNS dnsmasq via tunnel", "q/s", "{:.0f}"),
+    ("dns_lat_ms", "DNS dnsmasq via tunnel, avg latency", "ms", "{:.2f}"),
+    ("dns_corridor_qps", "DNS corridor responder", "q/s", "{:.0f}"),
+    ("dns_corridor_lat_ms", "DNS corridor responder, avg latency", "ms", "{:.2f}"),
+]
+
+STARTED = []  # every Popen this script started, killed at exit
+
+
+def log(msg):
+    print(f"==> {msg}", file=sys.stderr, flush=True)
+
+
+def run(args, ns=None, timeout=60, check=True, env=None, stdin=None):
+    """Runs a command (inside a namespace if `ns`), bounded by `timeout`; text output."""
+    if ns:
+        args = ["ip", "netns", "exec", ns] + list(args)
+    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, env=env, input=stdin,
+                         check=False)
+    if check and out.returncode != 0:
+        raise RuntimeError(f"{' '.join(args)} failed ({out.returncode}): {out.stderr.strip()[-500:]}")
+    return out
+
+
+def cpu_ticks(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime: fields 14 and 15 of stat, 12 and 13 after the comm field.
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return None
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def percentile(values, p):
+    """Nearest-rank percentile."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(-(-p * len(s) // 100)) - 1))
+    return s[k]
+
+
+class Lab:
+    def __init__(self, args):
+        out = run([args.lab, "--prefix", args.prefix, "--slot", str(args.slot), "status", "--json"])
+        self.status = json.loads(out.stdout)
+        if not self.status.get("up"):
+            raise RuntimeError(f"lab {args.prefix} is not up")
+        self.laptop = self.status["laptop_ns"]
+        self.api = self.status["api_url"]
+        self.token = self.status["token"]
+        self.demo = next(p for p in self.status["projects"] if p["name"] == "demo")
+        self.gw_ns = self.demo["gateway_ns"]
+        self.gw_underlay = self.demo["endpoint"].rsplit(":", 1)[0]
+        self.dns = self.demo["dns"]
+        node13 = next(c for c in self.demo["containers"] if c["name"].startswith("node-id-13"))
+        self.target = node13["ipv6"]
+
+    def gateway_pid(self):
+        for pid in run(["ip", "netns", "pids", self.gw_ns]).stdout.split():
+            try:
+                with open(f"/proc/{pid}/comm") as f:
+                    if f.read().strip() == "wireguard-go":
+                        return int(pid)
+            except OSError:
+                pass
+        raise RuntimeError(f"no wireguard-go in {self.gw_ns}")
+
+    def in_laptop(self, args, **kw):
+        return run(args, ns=self.laptop, **kw)
+
+    def extra_links(self):
+        out = self.in_laptop(["ip", "-o", "link", "show"]).stdout
+        names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
+        return [n for n in names if n not in ("lo", "underlay")]
+
+
+class Corridor:
+    name = "corridor"
+
+    def __init__(self, lab, binary, work):
+        self.lab, self.binary = lab, binary
+        self.env = dict(os.environ, CORRIDOR_CONFIG_DIR=os.path.join(work, "corridor-config"),
+                        CORRIDOR_RUNTIME_DIR=os.path.join(work, "corridor-run"),
+                        CORRIDOR_STATE_DIR=os.path.join(work, "corridor-state"))
+        self.pid = None
+        self.status = None
+        self.logged_in = False
+
+    def cmd(self, args, timeout=60, check=True):
+        return self.lab.in_laptop([self.binary] + args, env=self.env, timeout=timeout, check=check)
+
+    def up(self):
+        if not self.logged_in:
+            self.cmd(["--api", self.lab.api, "login", "--token", self.lab.token])
+            self.logged_in = True
+        self.cmd(["--api", self.lab.api, "vpn", "up", "demo"], timeout=60)
+        self.status = json.loads(self.cmd(["vpn", "status", "--json"]).stdout)["connections"][0]
+        self.pid = int(self.status["pid"])
+
+    def responder(self):
+        """corridor's own DNS responder, if its status names one: (address, port) or None."""
+        dns, port = (self.status or {}).get("dns"), "53"
+        if isinstance(dns, dict):
+            port = str(dns.get("port") or 53)
+            dns = dns.get("responder") or dns.get("address") or dns.get("listen")
+        if not isinstance(dns, str) or dns in (self.lab.dns, self.lab.demo.get("dns6")):
+            return None  # absent, or just the project's DNS server
+        m = re.fullmatch(r"\[([0-9a-fA-F:]+)\]:(\d+)|([\d.]+):(\d+)", dns)  # [v6]:port or v4:port
+        if m:
+            return (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+        return dns, port
+
+    def down(self):
+        if self.logged_in:
+            self.cmd(["vpn", "down"], timeout=30, check=False)
+        if self.pid and alive(self.pid):
+            os.kill(self.pid, signal.SIGKILL)
+        self.pid, self.status = None, None
+        run_dir = self.env["CORRIDOR_RUNTIME_DIR"]
+        for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
+            if name.endswith(".log"):  # the daemon's log, kept for a look after the run
+                with open(os.path.join(run_dir, name)) as src, open(
+                        os.path.join(ROOT, "target", "bench", "logs", "corridor-daemon.log"), "a") as dst:
+                    dst.write(src.read())
+
+
+class Reference:
+    """A WireGuard client nobody here wrote, configured from the lab API's answer as
+    tests/lab.rs configure_reference_client does: key registered, `wg set`, addresses, routes."""
+
+    def __init__(self, name, lab, command, ifname, work):
+        self.name, self.lab, self.command, self.ifname = name, lab, command, ifname
+        self.key_file = os.path.join(work, f"{ifname}.key")
+        private = run(["wg", "genkey"]).stdout
+        with open(self.key_file, "w") as f:
+            f.write(private)
+        os.chmod(self.key_file, 0o600)
+        self.public = run(["wg", "pubkey"], stdin=private).stdout.strip()
+        self.log_path = os.path.join(ROOT, "target", "bench", "logs", f"{name}.log")
+        self.proc = None
+        self.pid = None
+
+    def register(self):
+        url = f"{self.lab.api}/api/rest/public/project/{self.lab.demo['id']}/vpn"
+        body = json.dumps({"publicKey": self.public, "instanceId": None})
+        out = self.lab.in_laptop(["curl", "-sS", "--max-time", "20", "--fail-with-body", "-X", "POST",
+                                  "-H", f"Authorization: Bearer {self.lab.token}",
+                                  "-H", "Content-Type: application/json", "-d", body, url])
+        return json.loads(out.stdout)
+
+    def up(self):
+        answer = self.register()
+        sock = f"/var/run/wireguard/{self.ifname}.sock"
+        with open(self.log_path, "a") as logf:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.laptop] + self.command + [self.ifname],
+                                         stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=dict(os.environ, LOG_LEVEL="error"))
+        STARTED.append(self.proc)
+        self.pid = self.proc.pid  # `ip netns exec` execs the client: same pid
+        deadline = time.monotonic() + 10
+        while not os.path.exists(sock):
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited ({self.proc.returncode}); log {self.log_path}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.name}: no UAPI socket {sock} within 10 s")
+            time.sleep(0.005)
+        project, peer = answer["project"], answer["peer"]
+        networks = [f["network"]["network"] for f in
+                    (project["ipv4"], project["ipv6"], peer["ipv4"], peer["ipv6"])]
+        run(["wg", "set", self.ifname, "private-key", self.key_file, "peer", project["publicKey"],
+             "allowed-ips", ",".join(networks), "endpoint", project["ipv4"]["sharedEndpoint"],
+             "persistent-keepalive", "5"])
+        ns = self.lab.laptop
+        run(["ip", "-n", ns, "addr", "add", peer["ipv4"]["assignedIpAddress"] + "/32", "dev", self.ifname])
+        run(["ip", "-n", ns, "addr", "add", peer["ipv6"]["assignedIpAddress"] + "/128", "dev", self.ifname,
+             "nodad"])
+        run(["ip", "-n", ns, "link", "set", self.ifname, "mtu", "1420", "up"])
+        for net in networks:
+            run(["ip", "-n", ns, "route", "add", net, "dev", self.ifname])
+
+    def responder(self):
+        return None
+
+    def down(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        self.proc, self.pid = None, None
+
+
+def wait_first_ping(lab, t0, limit=30.0):
+    """Pings until the first answer; returns ms since t0. Bounded by `limit` seconds."""
+    while time.monotonic() - t0 < limit:
+        out = lab.in_laptop(["ping", "-6", "-n", "-q", "-c", "1", "-W", "1", lab.target], check=False,
+                            timeout=10)
+        if out.returncode == 0:
+            return (time.monotonic() - t0) * 1000.0
+        time.sleep(0.01)
+    raise RuntimeError(f"no ping answered within {limit:.0f} s of up")
+
+
+def timed_ssh(lab):
+    t0 = time.monotonic()
+    lab.in_laptop(["ssh", "-p", "65437"] + SSH_OPTS + [f"root@{lab.target}", "true"], timeout=30)
+    return (time.monotonic() - t0) * 1000.0
+
+
+def ping_rtts(lab, family, target, count=200):
+    out = lab.in_laptop(["ping", family, "-n", "-c", str(count), "-i", "0.01", "-W", "1", target],
+                        check=False, timeout=count * 0.05 + 30)
+    rtts = [float(x) for x in re.findall(r"time=([\d.]+) ms", out.stdout)]
+    if not rtts:
+        raise RuntimeError(f"ping {target}: no answers: {out.stdout[-300:]} {out.stderr[-300:]}")
+    return percentile(rtts, 50), percentile(rtts, 99), count - len(rtts)
+
+
+def iperf(lab, client_pid, gw_pid, duration, reverse):
+    args = ["iperf3", "-c", lab.target, "-t", str(duration), "-J", "--connect-timeout", "5000"]
+    if reverse:
+        args.append("-R")
+    c0, g0 = cpu_ticks(client_pid), cpu_ticks(gw_pid)
+    out = lab.in_laptop(args, check=False, timeout=duration + 60)
+    c1, g1 = cpu_ticks(client_pid), cpu_ticks(gw_pid)
+    try:
+        result = json.loads(out.stdout)
+    except ValueError as e:
+        raise RuntimeError(f"iperf3: no JSON ({out.stderr.strip()[-300:]})") from e
+    if result.get("error"):
+        raise RuntimeError(f"iperf3: {result['error']}")
+    received = result["end"]["sum_received"]
+    gb = received["bytes"] / 1e9
+    return {
+        "mbps": received["bits_per_second"] / 1e6,
+        "bytes": received["bytes"],
+        "client_cpu_s_per_gb": (c1 - c0) / CLK_TCK / gb if gb else None,
+        "gw_cpu_s_per_gb": (g1 - g0) / CLK_TCK / gb if gb else None,
+    }
+
+
+def dnsperf(lab, server, port, seconds, qfile):
+    out = lab.in_laptop(["dnsperf", "-s", server, "-p", str(port), "-d", qfile, "-l", str(seconds),
+                         "-t", "2"], check=False, timeout=seconds + 30)
+    qps = re.search(r"Queries per second:\s+([\d.]+)", out.stdout)
+    lat = re.search(r"Average Latency \(s\):\s+([\d.]+)", out.stdout)
+    lost = re.search(r"Queries lost:\s+(\d+)", out.stdout)
+    if not qps or not lat:
+        raise RuntimeError(f"dnsperf {server}: {out.stdout[-300:]} {out.stderr[-300:]}")
+    return float(qps.group(1)), float(lat.group(1)) * 1000.0, int(lost.group(1)) if lost else None
+
+
+def one_round(lab, client, args, qfile):
+    """Up, measure, down. Returns the round's values; errors end the round, not the benchmark."""
+    r = {}
+    if lab.extra_links():
+        raise RuntimeError(f"laptop namespace not clean before {client.name}: {lab.extra_links()}")
+    try:
+        t0 = time.monotonic()
+        client.up()
+        r["up_to_ping_ms"] = wait_first_ping(lab, t0)
+        r["ssh_first_ms"] = timed_ssh(lab)
+        r["ssh_warm_ms"] = statistics.median(timed_ssh(lab) for _ in range(3))
+        r["rtt_p50"], r["rtt_p99"], r["rtt_lost"] = ping_rtts(lab, "-6", lab.target)
+        r["underlay_p50"], r["underlay_p99"], r["underlay_lost"] = ping_rtts(lab, "-4", lab.gw_underlay)
+        gw = lab.gateway_pid()
+        for key, reverse in (("up", False), ("down", True)):
+            res = iperf(lab, client.pid, gw, args.duration, reverse)
+            r[f"tcp_{key}_mbps"] = res["mbps"]
+            r[f"tcp_{key}_bytes"] = res["bytes"]
+            r[f"client_cpu_{key}"] = res["client_cpu_s_per_gb"]
+            r[f"gw_cpu_{key}"] = res["gw_cpu_s_per_gb"]
+        r["rss_mib"] = rss_mib(client.pid)
+        dns_secs = min(10, args.duration)
+        r["dns_qps"], r["dns_lat_ms"], r["dns_lost"] = dnsperf(lab, lab.dns, 53, dns_secs, qfile)
+        responder = client.responder()
+        if responder:
+            r["dns_corridor_qps"], r["dns_corridor_lat_ms"], r["dns_corridor_lost"] = dnsperf(
+                lab, responder[0], responder[1], dns_secs, qfile)
+    finally:
+        teardown(lab, client)
+    return r
+
+
+def teardown(lab, client):
+    client.down()
+    deadline = time.monotonic() + 10
+    while lab.extra_links() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for link in lab.extra_links():  # a client that left its interface behind
+        log(f"{client.name} left {link} behind; deleting it")
+        run(["ip", "-n", lab.laptop, "link", "del", link], check=False)
+
+
+def warm_up(lab, client):
+    """Unmeasured: on a fresh lab the first packets forwarded to a container are lost (neighbour
+    discovery in the gateway), which would cost whoever goes first a second or two; this also
+    puts each client's binary in the page cache and opens sshd once."""
+    try:
+        client.up()
+        wait_first_ping(lab, time.monotonic())
+        timed_ssh(lab)
+    finally:
+        teardown(lab, client)
+
+
+def machine():
+    model = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {"nproc": os.cpu_count(), "model_name": model, "kernel": platform.release()}
+
+
+def version(args):
+    try:
+        out = subprocess.run(args, capture_output=True, text=True, timeout=10, check=False)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except (OSError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def render(names, medians, available, ratio):
+    header = ["metric", "unit"] + names + ["corridor / wireguard-go"]
+    rows = []
+    for key, label, unit, fmt in METRICS:
+        row = [label, unit]
+        for n in names:
+            v = medians[n].get(key)
+            row.append("unavailable" if not available[n] else ("n/a" if v is None else fmt.format(v)))
+        rv = ratio.get(key)
+        row.append("n/a" if rv is None else f"{rv:.2f}")
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def main():
+    ap = argparse.ArgumentParser(description="corridor benchmark (run via scripts/bench.sh, as root)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of A B C (default 3)")
+    ap.add_argument("--duration", type=int, default=10, help="seconds per iperf3 run (default 10)")
+    ap.add_argument("--json", default=os.path.join(ROOT, "target", "bench", "results.json"),
+                    help="where the JSON results go (default target/bench/results.json)")
+    ap.add_argument("--lab", default=os.path.join(ROOT, "target", "release", "examples", "lab"))
+    ap.add_argument("--corridor", default=os.path.join(ROOT, "target", "release", "corridor"))
+    ap.add_argument("--boringtun", default=os.path.join(ROOT, "target", "bench-tools", "bin", "boringtun-cli"),
+                    help="boringtun-cli binary ('' or missing: reported as unavailable)")
+    ap.add_argument("--prefix", default="crbench")
+    ap.add_argument("--slot", type=int, default=20)
+    args = ap.parse_args()
+    if args.rounds < 1 or args.duration < 1:
+        ap.error("--rounds and --duration must be at least 1")
+
+    def on_signal(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, on_signal)
+
+    logs = os.path.join(ROOT, "target", "bench", "logs")
+    os.makedirs(logs, exist_ok=True)
+    for name in os.listdir(logs):  # the clients' logs of this run only
+        if name.endswith(".log"):
+            os.remove(os.path.join(logs, name))
+    work = tempfile.mkdtemp(prefix="corridor-bench-")
+    lab = Lab(args)
+    qfile = os.path.join(work, "queries.txt")
+    with open(qfile, "w") as f:
+        f.write(DNS_QUERIES)
+    wg_go = shutil.which("wireguard-go")
+    clients = [Corridor(lab, os.path.abspath(args.corridor), work)]
+    available = {"corridor": True, "wireguard-go": bool(wg_go), "boringtun-cli": False}
+    clients.append(Reference("wireguard-go", lab, [wg_go or "wireguard-go", "-f"], "crbench-wg", work))
+    bt = args.boringtun
+    if bt and os.access(bt, os.X_OK):
+        available["boringtun-cli"] = True
+        clients.append(Reference("boringtun-cli", lab,
+                                 [os.path.abspath(bt), "--foreground", "--disable-drop-privileges"],
+                                 "crbench-bt", work))
+    names = ["corridor", "wireguard-go", "boringtun-cli"]
+    rounds = {n: [] for n in names}
+    errors = {n: [] for n in names}
+    try:
+        for client in clients:
+            if available[client.name]:
+                log(f"warm-up (not measured): {client.name}")
+                try:
+                    warm_up(lab, client)
+                except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
+                    log(f"warm-up: {client.name} failed: {e}")
+        for i in range(args.rounds):
+            for client in clients:
+                if not available[client.name]:
+                    continue
+                log(f"round {i + 1}/{args.rounds}: {client.name}")
+                try:
+                    r = one_round(lab, client, args, qfile)
+                    rounds[client.name].append(r)
+                except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
+                    log(f"round {i + 1}: {client.name} failed: {e}")
+                    errors[client.name].append(f"round {i + 1}: {e}")
+    finally:
+        for c in clients:
+            try:
+                c.down()
+            except Exception as e:  # noqa: BLE001 - cleanup goes on whatever happens
+                log(f"cleanup of {c.name}: {e}")
+        for p in STARTED:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=5)
+        shutil.rmtree(work, ignore_errors=True)
+
+    medians = {}
+    for n in names:
+        medians[n] = {}
+        for key, *_ in METRICS:
+            vals = [r[key] for r in rounds[n] if r.get(key) is not None]
+            medians[n][key] = statistics.median(vals) if vals else None
+    ratio = {}
+    for key, *_ in METRICS:
+        a, b = medians["corridor"].get(key), medians["wireguard-go"].get(key)
+        ratio[key] = a / b if a is not None and b else None
+
+    m = machine()
+    commit = version(["git", "-C", ROOT, "describe", "--always", "--dirty"])
+    results = {
+        "machine": m,
+        "config": {"rounds": args.rounds, "duration_s": args.duration, "dns_duration_s": min(10, args.duration),
+                   "lab_prefix": args.prefix, "lab_slot": args.slot, "target": lab.target,
+                   "underlay_target": lab.gw_underlay, "dnsmasq": lab.dns},
+        "versions": {"corridor": commit, "wireguard-go": version(["wireguard-go", "--version"]),
+                     "boringtun-cli": version([bt, "--version"]) if available["boringtun-cli"] else None,
+                     "iperf3": version(["iperf3", "--version"])},
+        "metrics": [{"key": k, "label": lbl, "unit": u} for k, lbl, u, _ in METRICS],
+        "clients": {n: {"available": available[n], "rounds": rounds[n], "errors": errors[n],
+                        "median": medians[n]} for n in names},
+        "ratio_corridor_to_wireguard_go": ratio,
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+
+    print(f"machine: {m['nproc']} cpus, {m['model_name']}, kernel {m['kernel']}")
+    print(f"medians of {args.rounds} round(s), iperf3 -t {args.duration}, corridor {commit}; "
+          f"rounds ok: " + ", ".join(f"{n} {len(rounds[n])}" for n in names if available[n]))
+    print()
+    print(render(names, medians, available, ratio))
+    for n in names:
+        for e in errors[n]:
+            print(f"{n} {e}")
+    print(f"\nJSON: {args.json}")
+    return 0 if any(rounds[n] for n in names) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# The benchmark (as root): corridor against the wireguard-go client and boringtun-cli, in turn,
+# in the lab's laptop namespace against the same wireguard-go gateway. Installs what it needs,
+# builds release, brings up its own lab (prefix crbench, slot 20) and removes it at exit; the
+# measuring is scripts/bench.py. Options (passed on): --rounds N (3), --duration S (10),
+# --json PATH (target/bench/results.json); --no-build uses the binaries already in target/release.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PREFIX=crbench
+SLOT=20
+LAB=target/release/examples/lab
+TOOLS=target/bench-tools
+BORINGTUN=$TOOLS/bin/boringtun-cli
+
+build=1
+pass=()
+for arg in "$@"; do
+    case $arg in
+        -h | --help) exec python3 scripts/bench.py --help ;;
+        --no-build) build=0 ;;
+        *) pass+=("$arg") ;;
+    esac
+done
+if [[ $(id -u) != 0 ]]; then
+    echo "the benchmark builds network namespaces: run as root (sudo $0)" >&2
+    exit 1
+fi
+
+scripts/deps.sh
+missing=()
+command -v dnsperf >/dev/null || missing+=(dnsperf)
+command -v ping >/dev/null || missing+=(iputils-ping)
+if ((${#missing[@]})); then
+    echo "==> installing Debian packages for the benchmark: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if [[ ! -x $BORINGTUN ]]; then
+    echo "==> installing boringtun-cli from crates.io into $TOOLS"
+    if ! cargo install boringtun-cli --locked --root "$TOOLS"; then
+        echo "==> boringtun-cli could not be installed: it is reported as unavailable" >&2
+    fi
+fi
+if ((build)); then
+    echo "==> building corridor and the lab (release)"
+    cargo build --release --bin corridor --example lab
+fi
+
+cleanup() {
+    echo "==> removing the benchmark lab" >&2
+    "$LAB" --prefix "$PREFIX" --slot "$SLOT" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+echo "==> bringing up the benchmark lab ($PREFIX, slot $SLOT)"
+"$LAB" --prefix "$PREFIX" --slot "$SLOT" down >/dev/null 2>&1 || true
+"$LAB" --prefix "$PREFIX" --slot "$SLOT" up
+python3 scripts/bench.py --lab "$LAB" --prefix "$PREFIX" --slot "$SLOT" \
+    --corridor target/release/corridor --boringtun "$BORINGTUN" "${pass[@]}"
