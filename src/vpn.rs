@@ -137,10 +137,9 @@ pub fn daemon_main() -> Result<()> {
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
     let config: DaemonConfig = serde_json::from_str(&input).context("reading the daemon configuration")?;
     let files = ConnectionFiles::for_project(&config.project_id);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+    // One thread: the data path is one task that owns the session, and the responder's work is
+    // small beside it; cross-thread wakeups would cost more than they give on a laptop's cores.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut stdout = std::io::stdout();
     let mut report = move |event: &Event| {
         if let Ok(line) = serde_json::to_string(event) {

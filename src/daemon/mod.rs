@@ -191,24 +191,33 @@ async fn serve(
         millis: probe_ms,
     });
 
+    // Names are reported separately from the tunnel: a resolver we cannot configure (no
+    // privilege over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
     let (responder, host_dns) = match (config.dns, config.dns_mode) {
         (Some(project_dns), mode) if mode != dns::Mode::Off => {
-            let plan = dns::plan_host(mode, dns::DEFAULT_LISTEN)?;
-            let responder = dns::Responder::start(dns::ResponderConfig::new(project_dns, plan.upstreams.clone()))
-                .await
-                .context("starting the DNS responder")?;
-            dns::configure_host(&plan, responder.local_addr(), &name, journal)?;
-            (Some(responder), Some(plan))
+            match set_up_names(project_dns, mode, &name, journal).await {
+                Ok((responder, plan)) => {
+                    let answer = system_lookup(DNS_PROBE_NAME).await;
+                    events(&Event::Dns {
+                        mode: plan.mode,
+                        name: DNS_PROBE_NAME.into(),
+                        answer,
+                    });
+                    (Some(responder), Some(plan))
+                }
+                Err(e) => {
+                    let answer = Err(format!("{e:#}"));
+                    events(&Event::Dns {
+                        mode,
+                        name: DNS_PROBE_NAME.into(),
+                        answer,
+                    });
+                    (None, None)
+                }
+            }
         }
         _ => (None, None),
     };
-    if let Some(plan) = &host_dns {
-        events(&Event::Dns {
-            mode: plan.mode,
-            name: DNS_PROBE_NAME.into(),
-            answer: system_lookup(DNS_PROBE_NAME).await,
-        });
-    }
 
     let status = |stats: &Stats| Status {
         project_id: config.project_id.clone(),
@@ -315,6 +324,21 @@ async fn probe_until_answered(
         config.handshake_timeout_secs,
         config.endpoint
     )
+}
+
+/// Starts the responder and points the host's resolver at it.
+async fn set_up_names(
+    project_dns: IpAddr,
+    mode: dns::Mode,
+    interface: &str,
+    journal: &mut Journal,
+) -> Result<(dns::Responder, dns::HostDns)> {
+    let plan = dns::plan_host(mode, dns::DEFAULT_LISTEN)?;
+    let responder = dns::Responder::start(dns::ResponderConfig::new(project_dns, plan.upstreams.clone()))
+        .await
+        .context("starting the DNS responder")?;
+    dns::configure_host(&plan, responder.local_addr(), interface, journal)?;
+    Ok((responder, plan))
 }
 
 /// A lookup through the system resolver (getaddrinfo), as any program on the host makes it.

@@ -19,7 +19,7 @@ pub fn preflight(need_ipv6: bool) -> Result<()> {
             .unwrap_or_else(|_| "corridor".into());
         bail!(
             "corridor needs CAP_NET_ADMIN to create the tunnel interface: run it with sudo, \
-             or grant it once with `sudo setcap cap_net_admin+ep {exe}`"
+             or grant it once with `sudo setcap cap_net_admin,cap_net_bind_service+ep {exe}`"
         );
     }
     if !Path::new("/dev/net/tun").exists() {

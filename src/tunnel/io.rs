@@ -25,8 +25,11 @@ use super::probe;
 /// Where packets start in the TUN write buffers: room for the virtio header in front.
 const OFFSET: usize = VIRTIO_NET_HDR_LEN;
 /// Datagrams one recvmmsg may return (each possibly a GRO train of several).
-const RX_BATCH: usize = 8;
+const RX_BATCH: usize = 4;
 const RX_BUF: usize = 65_536;
+/// Decrypted packets handed to the TUN in one batch, at most: more than one GRO train (44
+/// segments of 64 KiB), and a bound on the buffers that coalescing fills.
+const MAX_TO_TUN: usize = 64;
 /// Upper bound of one UDP GSO send (the IP payload limit, less headroom).
 const GSO_BYTES: usize = 64_000;
 /// Consecutive failed TUN reads after which the interface is taken to be gone.
@@ -228,8 +231,9 @@ impl DataPath {
     async fn inbound(&mut self, probe: &mut Option<(u16, oneshot::Sender<()>)>) {
         let now = Instant::now();
         let mut count = 0;
-        // Bounded, in rounds and so in memory: the TUN and the timers get their turn under a flood.
-        for _ in 0..2 {
+        // Large batches let the TUN coalesce more segments per write; bounded, so memory stays
+        // small and the TUN and the timers get their turn under a flood.
+        for _ in 0..8 {
             let received = {
                 let (udp, state, metas) = (&self.udp, &self.state, &mut self.metas);
                 let mut iovs: [IoSliceMut; RX_BATCH] = {
@@ -245,9 +249,14 @@ impl DataPath {
                     continue;
                 }
                 for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
+                    if count == MAX_TO_TUN {
+                        write_to_tun(&self.device, &mut self.gro, &mut self.to_tun[..count]).await;
+                        count = 0;
+                    }
                     if self.to_tun.len() == count {
-                        self.to_tun
-                            .push(Vec::with_capacity(OFFSET + usize::from(self.mtu) + 128));
+                        // The TUN coalesces a TCP train into the first buffer only if it has the
+                        // capacity; pages are touched as they fill, so it costs no memory unused.
+                        self.to_tun.push(Vec::with_capacity(2 * OFFSET + RX_BUF));
                     }
                     let out = &mut self.to_tun[count];
                     out.resize(OFFSET + datagram.len().max(148), 0);
@@ -269,15 +278,7 @@ impl DataPath {
                 }
             }
         }
-        if count > 0 {
-            if let Err(e) = self
-                .device
-                .send_multiple(&mut self.gro, &mut self.to_tun[..count], OFFSET)
-                .await
-            {
-                tracing::debug!(error = %e, "writing to the tunnel interface");
-            }
-        }
+        write_to_tun(&self.device, &mut self.gro, &mut self.to_tun[..count]).await;
         self.flush().await;
     }
 
@@ -298,5 +299,14 @@ impl DataPath {
                 tracing::debug!(error = %e, "udp send");
             }
         }
+    }
+}
+
+async fn write_to_tun(device: &AsyncDevice, gro: &mut GROTable, packets: &mut [Vec<u8>]) {
+    if packets.is_empty() {
+        return;
+    }
+    if let Err(e) = device.send_multiple(gro, packets, OFFSET).await {
+        tracing::debug!(error = %e, "writing to the tunnel interface");
     }
 }
