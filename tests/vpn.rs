@@ -276,3 +276,26 @@ fn foreground_serves_until_sigterm_then_restores_the_host() {
         resolv_before
     );
 }
+
+#[test]
+fn without_tun_offload_the_tunnel_still_carries_bulk_data() {
+    let Some(lab) = Lab::up("crtnooff", 13) else { return };
+    let client = Client::new(&lab);
+    let mut up = client.command(&["vpn", "up", "demo"]);
+    up.env("CORRIDOR_NO_OFFLOAD", "1");
+    assert_success("vpn up without offload", &up.output().unwrap());
+
+    let ssh = lab.ssh(
+        lab.container(N14)["ipv4"].as_str().unwrap(),
+        "head -c 3000000 /dev/urandom | sha256sum; hostname",
+    );
+    assert_success("bulk ssh without offload", &ssh);
+    assert!(stdout(&ssh).ends_with(N14), "{}", stdout(&ssh));
+    let upload = lab.run_in(
+        lab.laptop(),
+        &["sh", "-c", &format!("head -c 3000000 /dev/zero | ssh -p 65437 -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR root@{N13} 'wc -c'")],
+    );
+    assert_success("upload without offload", &upload);
+    assert_eq!(stdout(&upload), "3000000");
+    assert_success("vpn down", &client.run(&["vpn", "down"]));
+}
