@@ -5,7 +5,6 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
@@ -99,18 +98,12 @@ fn resolved_commands(responder: SocketAddr, interface: &str) -> [Vec<String>; 3]
 
 /// Settings on the link vanish with it, so nothing is journaled.
 fn resolvectl(args: &[String]) -> Result<()> {
-    let out = Command::new("resolvectl")
-        .args(args)
-        .output()
-        .context("running `resolvectl` (is systemd-resolved installed? else use `--dns resolv-conf`)")?;
-    if !out.status.success() {
-        bail!(
-            "`resolvectl {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    crate::host::run_tool(
+        "resolvectl",
+        &args,
+        "is systemd-resolved installed? else use `--dns resolv-conf`",
+    )
 }
 
 /// Backup first, journal second, then the rewrite, in place: the file may be a bind mount

@@ -103,13 +103,19 @@ fn ipv6_disabled() -> bool {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
+    run_tool("ip", args, "is iproute2 installed?")
+}
+
+/// Runs a system tool to completion; its stderr becomes the error, `hint` says what to check
+/// when it cannot be started at all.
+pub fn run_tool(program: &str, args: &[&str], hint: &str) -> Result<()> {
+    let out = Command::new(program)
         .args(args)
         .output()
-        .context("running `ip` (is iproute2 installed?)")?;
+        .with_context(|| format!("running `{program}` ({hint})"))?;
     if !out.status.success() {
         bail!(
-            "`ip {}` failed: {}",
+            "`{program} {}` failed: {}",
             args.join(" "),
             String::from_utf8_lossy(&out.stderr).trim()
         );

@@ -8,7 +8,7 @@ mod linux;
 use linux as platform;
 
 pub use journal::{Change, Journal};
-pub use platform::{add_route, preflight, undo};
+pub use platform::{add_route, preflight, run_tool, undo};
 
 use std::path::Path;
 
