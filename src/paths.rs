@@ -4,13 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
-/// `CORRIDOR_RUNTIME_DIR`, else `/run/corridor` for root, else `$XDG_RUNTIME_DIR/corridor`.
+/// `CORRIDOR_RUNTIME_DIR`, else `/run/corridor` (for root, and for everyone once a root daemon
+/// made it, so `corridor vpn status` without sudo finds connections made with it), else
+/// `$XDG_RUNTIME_DIR/corridor`.
 pub fn runtime_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CORRIDOR_RUNTIME_DIR") {
         return PathBuf::from(dir);
     }
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/run/corridor");
+    let system = PathBuf::from("/run/corridor");
+    if nix::unistd::geteuid().is_root() || system.is_dir() {
+        return system;
     }
     directories::BaseDirs::new()
         .and_then(|b| b.runtime_dir().map(Path::to_path_buf))

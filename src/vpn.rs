@@ -100,9 +100,13 @@ pub async fn down(project: Option<String>) -> Result<()> {
 pub async fn status(json: bool) -> Result<()> {
     clean_up_crashed().await;
     let mut statuses = Vec::new();
-    for (_, files) in ConnectionFiles::all() {
-        if let Ok(status) = control::request(&files.socket, control::Command::Status).await {
-            statuses.push(status);
+    for (id, files) in ConnectionFiles::all() {
+        match control::request(&files.socket, control::Command::Status).await {
+            Ok(status) => statuses.push(status),
+            Err(e) if !daemon_gone(&files, &e) => eprintln!(
+                "connection {id} is up, but its control socket is not yours: `sudo corridor vpn status` shows it"
+            ),
+            Err(_) => {}
         }
     }
     cli::print_status(&statuses, json);
@@ -243,13 +247,33 @@ async fn down_one(id: &str, files: &ConnectionFiles) -> Result<()> {
 /// Connections whose daemon is gone (killed, crashed, rebooted) are undone quietly.
 async fn clean_up_crashed() {
     for (id, files) in ConnectionFiles::all() {
-        if control::request(&files.socket, control::Command::Status).await.is_err() {
+        let Err(e) = control::request(&files.socket, control::Command::Status).await else {
+            continue;
+        };
+        if daemon_gone(&files, &e) {
             match down_one(&id, &files).await {
                 Ok(()) => tracing::info!(project = %id, "cleaned up after a connection that had stopped"),
                 Err(e) => eprintln!("warning: {e:#}"),
             }
         }
     }
+}
+
+/// A daemon that does not answer is gone unless its socket only refused us (another user's
+/// connection) or the pid it recorded still runs: only then may its journal be replayed.
+fn daemon_gone(files: &ConnectionFiles, error: &anyhow::Error) -> bool {
+    let refused_us = error
+        .chain()
+        .filter_map(|e| e.downcast_ref::<std::io::Error>())
+        .any(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
+    let pid_runs = saved_status(files).is_some_and(|s| {
+        let pid = nix::unistd::Pid::from_raw(s.pid as i32);
+        matches!(
+            nix::sys::signal::kill(pid, None),
+            Ok(()) | Err(nix::errno::Errno::EPERM)
+        )
+    });
+    !refused_us && !pid_runs
 }
 
 fn saved_status(files: &ConnectionFiles) -> Option<Status> {

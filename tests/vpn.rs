@@ -299,3 +299,55 @@ fn without_tun_offload_the_tunnel_still_carries_bulk_data() {
     assert_eq!(stdout(&upload), "3000000");
     assert_success("vpn down", &client.run(&["vpn", "down"]));
 }
+
+#[test]
+fn status_without_sudo_sees_its_own_connection_and_never_tears_down_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(lab) = Lab::up("crtuser", 14) else { return };
+    let client = Client::new(&lab);
+    std::fs::set_permissions(client.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                lab.laptop(),
+                "setpriv",
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+            ])
+            .arg(common::corridor_binary())
+            .args(args)
+            .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run"))
+            .env("CORRIDOR_STATE_DIR", client.dir.path().join("state-nobody"))
+            .env("CORRIDOR_CONFIG_DIR", client.dir.path().join("config-nobody"))
+            .output()
+            .unwrap()
+    };
+
+    // Started by root directly: the socket is root's, and nobody's status must leave it alone.
+    assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
+    std::fs::set_permissions(client.dir.path().join("run"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let theirs = as_nobody(&["vpn", "status"]);
+    assert!(
+        String::from_utf8_lossy(&theirs.stderr).contains("sudo corridor vpn status"),
+        "{theirs:?}"
+    );
+    assert_eq!(
+        client.status()["connections"].as_array().unwrap().len(),
+        1,
+        "still connected"
+    );
+    assert_success("vpn down", &client.run(&["vpn", "down"]));
+
+    // Started under sudo by uid 65534: that user's status works without sudo.
+    let mut up = client.command(&["vpn", "up", "demo"]);
+    up.env("SUDO_UID", "65534").env("SUDO_GID", "65534");
+    assert_success("vpn up under sudo", &up.output().unwrap());
+    let mine = as_nobody(&["vpn", "status", "--json"]);
+    assert_success("vpn status as the sudo user", &mine);
+    let json: serde_json::Value = serde_json::from_slice(&mine.stdout).unwrap();
+    assert_eq!(json["connections"][0]["project_name"], "demo");
+    assert_success("vpn down", &client.run(&["vpn", "down"]));
+}

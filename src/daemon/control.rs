@@ -26,7 +26,21 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    // Under sudo the connection belongs to the user who asked for it: their `corridor vpn
+    // status` and `vpn down` work without sudo.
+    if let Some((uid, gid)) = sudo_ids() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid))
+            .with_context(|| format!("handing {} to the sudo user", path.display()))?;
+    }
     Ok(listener)
+}
+
+fn sudo_ids() -> Option<(u32, u32)> {
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let id = |name| std::env::var(name).ok()?.parse().ok();
+    Some((id("SUDO_UID")?, id("SUDO_GID")?))
 }
 
 /// Answers one client with `status`; returns what it asked for. A client that sends nothing
