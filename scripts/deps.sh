@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the lab, the tests and the demo need (root; only what is missing).
 set -euo pipefail
-PACKAGES=(iproute2 nftables procps curl wireguard-go wireguard-tools dnsmasq openssh-server
+PACKAGES=(iproute2 iputils-ping nftables procps curl wireguard-go wireguard-tools dnsmasq openssh-server
           openssh-client putty-tools dnsutils iperf3)
 missing=()
 for p in "${PACKAGES[@]}"; do

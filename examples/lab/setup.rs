@@ -474,13 +474,18 @@ fn wait_ready(plan: &Plan) -> Result<()> {
             netns::listening(&p.gw_ns, true, WG_PORT)
         })?;
     }
-    for (_, c) in plan.containers() {
+    for (p, c) in plan.containers() {
         wait_for(&format!("sshd in {}", c.name), READY_TIMEOUT, || {
             netns::listening(&c.ns, false, SSH_PORT)
         })?;
         wait_for(&format!("iperf3 in {}", c.name), READY_TIMEOUT, || {
             netns::listening(&c.ns, false, 5201)
         })?;
+        // A platform network is warm: neighbour and bridge tables already know every container,
+        // so the first connection through the lab must not pay for learning them.
+        for gateway in [p.v4_gateway.to_string(), p.v6_gateway.to_string()] {
+            in_ns(&c.ns, &["ping", "-c", "1", "-W", "1", "-q", &gateway])?;
+        }
     }
     Ok(())
 }
