@@ -5,7 +5,6 @@
 pub mod control;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
@@ -150,7 +149,7 @@ async fn serve(
         addresses: &config.addresses,
         routes: &config.networks,
     };
-    let dev = Arc::new(device::create(&device_config, journal)?);
+    let dev = device::create(&device_config, journal)?;
     events(&Event::Interface { name: name.clone() });
 
     let endpoint = resolve(&config.endpoint).await?;
@@ -160,13 +159,7 @@ async fn serve(
         .context("binding the WireGuard UDP socket")?;
     let session = Session::new(session_config(config)?, Instant::now());
     let (req_tx, req_rx) = mpsc::channel(8);
-    let tunnel = Tunnel {
-        device: dev.clone(),
-        udp,
-        endpoint,
-        session,
-        mtu: config.mtu,
-    };
+    let tunnel = Tunnel::new(dev, udp, endpoint, session, config.mtu)?;
     let mut io = tokio::spawn(tunnel.run(req_rx));
     let stats = || async {
         let (reply, answer) = oneshot::channel();
@@ -195,26 +188,17 @@ async fn serve(
     // privilege over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
     let (responder, host_dns) = match (config.dns, config.dns_mode) {
         (Some(project_dns), mode) if mode != dns::Mode::Off => {
-            match set_up_names(project_dns, mode, &name, journal).await {
-                Ok((responder, plan)) => {
-                    let answer = system_lookup(DNS_PROBE_NAME).await;
-                    events(&Event::Dns {
-                        mode: plan.mode,
-                        name: DNS_PROBE_NAME.into(),
-                        answer,
-                    });
-                    (Some(responder), Some(plan))
-                }
-                Err(e) => {
-                    let answer = Err(format!("{e:#}"));
-                    events(&Event::Dns {
-                        mode,
-                        name: DNS_PROBE_NAME.into(),
-                        answer,
-                    });
-                    (None, None)
-                }
-            }
+            let names = set_up_names(project_dns, mode, &name, journal).await;
+            let (mode, answer) = match &names {
+                Ok((_, plan)) => (plan.mode, system_lookup(DNS_PROBE_NAME).await),
+                Err(e) => (mode, Err(format!("{e:#}"))),
+            };
+            events(&Event::Dns {
+                mode,
+                name: DNS_PROBE_NAME.into(),
+                answer,
+            });
+            names.map_or((None, None), |(responder, plan)| (Some(responder), Some(plan)))
         }
         _ => (None, None),
     };

@@ -9,7 +9,6 @@
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -47,34 +46,65 @@ pub enum Request {
     Stats { reply: oneshot::Sender<Stats> },
 }
 
+/// One peer's data path: the TUN, the UDP socket, the session, and buffers allocated once.
 pub struct Tunnel {
-    pub device: Arc<AsyncDevice>,
-    pub udp: UdpSocket,
-    pub endpoint: SocketAddr,
-    pub session: Session,
-    pub mtu: u16,
+    device: AsyncDevice,
+    udp: UdpSocket,
+    state: UdpSocketState,
+    endpoint: SocketAddr,
+    session: Session,
+    mtu: u16,
+    /// Encrypted datagrams of one GSO batch, back to back (also the probe's one datagram).
+    gso: Vec<u8>,
+    /// Received (possibly GRO-coalesced) datagrams.
+    rx: Vec<Vec<u8>>,
+    metas: Vec<RecvMeta>,
+    /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
+    to_tun: Vec<Vec<u8>>,
+    gro: GROTable,
 }
 
 impl Tunnel {
-    /// Moves packets until `requests` closes.
-    pub async fn run(self, mut requests: mpsc::Receiver<Request>) -> Result<()> {
-        let state = UdpSocketState::new((&self.udp).into())?;
+    pub fn new(
+        device: AsyncDevice,
+        udp: UdpSocket,
+        endpoint: SocketAddr,
+        session: Session,
+        mtu: u16,
+    ) -> Result<Tunnel> {
+        let state = UdpSocketState::new((&udp).into())?;
         // Bursts of a fast sender must not overflow the default socket buffers.
-        let _ = state.set_recv_buffer_size((&self.udp).into(), 4 << 20);
-        let _ = state.set_send_buffer_size((&self.udp).into(), 4 << 20);
-        let mut path = DataPath::new(self, state);
-        let mut tun_rx = TunRx::new(path.mtu);
+        let _ = state.set_recv_buffer_size((&udp).into(), 4 << 20);
+        let _ = state.set_send_buffer_size((&udp).into(), 4 << 20);
+        Ok(Tunnel {
+            device,
+            udp,
+            state,
+            endpoint,
+            session,
+            mtu,
+            gso: vec![0; GSO_BYTES + out_buf_len(65_535)],
+            rx: vec![vec![0; RX_BUF]; RX_BATCH],
+            metas: vec![RecvMeta::default(); RX_BATCH],
+            to_tun: Vec::new(),
+            gro: GROTable::default(),
+        })
+    }
+
+    /// Moves packets until `requests` closes.
+    pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) -> Result<()> {
+        let mut tun_rx = TunRx::new(self.mtu);
         let mut probe: Option<(u16, oneshot::Sender<()>)> = None;
         let mut read_errors = 0;
-        let mut deadline = path.session.poll_timeout();
+        let mut deadline = self.session.poll_timeout();
         let mut sleep = pin!(tokio::time::sleep_until(deadline.into()));
         loop {
             tokio::select! {
-                read = path.device.recv_multiple(&mut tun_rx.raw, &mut tun_rx.segments, &mut tun_rx.sizes, 0) => {
+                read = self.device.recv_multiple(&mut tun_rx.raw, &mut tun_rx.segments, &mut tun_rx.sizes, 0) => {
                     match read {
                         Ok(n) => {
                             read_errors = 0;
-                            path.outbound(&tun_rx, n).await;
+                            self.outbound(&tun_rx, n).await;
                         }
                         Err(e) => {
                             read_errors += 1;
@@ -83,29 +113,29 @@ impl Tunnel {
                         }
                     }
                 }
-                ready = path.udp.readable() => {
+                ready = self.udp.readable() => {
                     if ready.is_ok() {
-                        path.inbound(&mut probe).await;
+                        self.inbound(&mut probe).await;
                     }
                 }
                 () = &mut sleep => {
-                    path.session.handle_timeout(Instant::now());
-                    path.flush().await;
+                    self.session.handle_timeout(Instant::now());
+                    self.flush().await;
                 }
                 request = requests.recv() => {
                     let Some(request) = request else { return Ok(()) };
                     match request {
                         Request::Probe { packet, id, answered } => {
                             probe = Some((id, answered));
-                            path.send_one(&packet).await;
+                            self.send_one(&packet).await;
                         }
                         Request::Stats { reply } => {
-                            let _ = reply.send(path.session.stats());
+                            let _ = reply.send(self.session.stats());
                         }
                     }
                 }
             }
-            let next = path.session.poll_timeout();
+            let next = self.session.poll_timeout();
             if next != deadline {
                 deadline = next;
                 sleep.as_mut().reset(deadline.into());
@@ -132,42 +162,7 @@ impl TunRx {
     }
 }
 
-struct DataPath {
-    device: Arc<AsyncDevice>,
-    udp: UdpSocket,
-    state: UdpSocketState,
-    endpoint: SocketAddr,
-    session: Session,
-    mtu: u16,
-    /// Encrypted datagrams of one GSO batch, back to back.
-    gso: Vec<u8>,
-    /// Received (possibly GRO-coalesced) datagrams.
-    rx: Vec<Vec<u8>>,
-    metas: Vec<RecvMeta>,
-    /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
-    to_tun: Vec<Vec<u8>>,
-    gro: GROTable,
-    single: Vec<u8>,
-}
-
-impl DataPath {
-    fn new(tunnel: Tunnel, state: UdpSocketState) -> DataPath {
-        DataPath {
-            device: tunnel.device,
-            udp: tunnel.udp,
-            state,
-            endpoint: tunnel.endpoint,
-            session: tunnel.session,
-            mtu: tunnel.mtu,
-            gso: vec![0; GSO_BYTES + out_buf_len(65_535)],
-            rx: vec![vec![0; RX_BUF]; RX_BATCH],
-            metas: vec![RecvMeta::default(); RX_BATCH],
-            to_tun: Vec::new(),
-            gro: GROTable::default(),
-            single: vec![0; out_buf_len(65_535)],
-        }
-    }
-
+impl Tunnel {
     /// Encrypts the segments of one TUN read and sends them in as few GSO batches as possible:
     /// a batch is a run of equal-sized datagrams, of which only the last may be shorter.
     async fn outbound(&mut self, tun: &TunRx, n: usize) {
@@ -284,7 +279,7 @@ impl DataPath {
 
     /// Encrypts and sends one packet that did not come from the TUN (the readiness probe).
     async fn send_one(&mut self, packet: &[u8]) {
-        if let Some(datagram) = self.session.handle_tun_packet(packet, &mut self.single, Instant::now()) {
+        if let Some(datagram) = self.session.handle_tun_packet(packet, &mut self.gso, Instant::now()) {
             if let Err(e) = self.udp.send_to(datagram, self.endpoint).await {
                 tracing::debug!(error = %e, "udp send");
             }
