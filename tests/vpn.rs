@@ -164,20 +164,8 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
     assert_eq!(links(lab.laptop()), before);
     assert_eq!(routes(lab.laptop()), routes_before);
 
-    let mut unprivileged = std::process::Command::new("ip");
+    let mut unprivileged = common::as_nobody(&lab, &["--api", lab.api_url(), "vpn", "up", "demo"]);
     unprivileged
-        .args([
-            "netns",
-            "exec",
-            lab.laptop(),
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-        ])
-        .arg(common::corridor_binary())
-        .args(["--api", lab.api_url(), "vpn", "up", "demo"])
         .env("CORRIDOR_TOKEN", lab.token())
         .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run-nobody"))
         .env("CORRIDOR_STATE_DIR", client.dir.path().join("state-nobody"));
@@ -307,18 +295,7 @@ fn status_without_sudo_sees_its_own_connection_and_never_tears_down_others() {
     let client = Client::new(&lab);
     std::fs::set_permissions(client.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let as_nobody = |args: &[&str]| {
-        std::process::Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                lab.laptop(),
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-            ])
-            .arg(common::corridor_binary())
-            .args(args)
+        common::as_nobody(&lab, args)
             .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run"))
             .env("CORRIDOR_STATE_DIR", client.dir.path().join("state-nobody"))
             .env("CORRIDOR_CONFIG_DIR", client.dir.path().join("config-nobody"))

@@ -268,6 +268,24 @@ impl Drop for Client<'_> {
     }
 }
 
+/// `corridor ARGS` in the laptop namespace as uid/gid 65534 with no capabilities: an
+/// unprivileged user of the machine.
+pub fn as_nobody(lab: &Lab, args: &[&str]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        lab.laptop(),
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+    ])
+    .args(["--clear-groups", "--inh-caps=-all"])
+    .arg(corridor_binary())
+    .args(args);
+    cmd
+}
+
 /// Links in a namespace, by name.
 pub fn links(ns: &str) -> Vec<String> {
     let out = Command::new("ip")
