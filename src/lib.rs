@@ -11,4 +11,5 @@ pub mod host;
 pub mod paths;
 pub mod store;
 pub mod tunnel;
+pub mod userspace;
 pub mod vpn;

@@ -34,6 +34,14 @@ fn run(cli: Cli) -> Result<()> {
             Command::Vpn(Vpn::Down { project }) => vpn::down(project).await,
             Command::Vpn(Vpn::Status { json }) => vpn::status(json).await,
             Command::Vpn(Vpn::Clear { project, project_id }) => vpn::clear(api, project_id.or(project)).await,
+            Command::Forward(args) => {
+                let options = args.options().map_err(anyhow::Error::msg)?;
+                corridor::userspace::forward(api, options, &mut cli::userspace::reporter()).await
+            }
+            Command::Connect(args) => corridor::userspace::connect(api, args.options()).await,
+            Command::Proxy(args) => {
+                corridor::userspace::proxy(api, args.options(), &mut cli::userspace::reporter()).await
+            }
             Command::Daemon => unreachable!("handled above"),
         }
     })

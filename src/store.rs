@@ -111,19 +111,31 @@ impl Store {
 
     /// The project's key pair, generated and saved on first use, the same one afterwards.
     pub fn project_key(&self, project_id: &str) -> Result<KeyPair> {
-        let path = self.key_path(project_id)?;
-        if let Some(pair) = read_key(&path)? {
+        self.key_at(&self.key_path(project_id)?, project_id)
+    }
+
+    /// The key pair of the userspace mode (`forward`, `connect`, `proxy`) for a project: a
+    /// second peer, so it can run beside a `vpn up` connection to the same project.
+    pub fn userspace_key(&self, project_id: &str) -> Result<KeyPair> {
+        let path = self
+            .key_path(project_id)?
+            .with_file_name(format!("{project_id}.userspace.key"));
+        self.key_at(&path, project_id)
+    }
+
+    fn key_at(&self, path: &Path, project_id: &str) -> Result<KeyPair> {
+        if let Some(pair) = read_key(path)? {
             return Ok(pair);
         }
         self.ensure_dir(&self.keys_dir())?;
         let pair = KeyPair::generate();
         let text = format!("{}\n", BASE64.encode(pair.secret.as_bytes()));
-        if self.write_private(&path, text.as_bytes(), Replace::No)? {
+        if self.write_private(path, text.as_bytes(), Replace::No)? {
             tracing::info!(project_id, public_key = %pair.public_base64(), "new key pair");
             return Ok(pair);
         }
         // Another corridor saved a key first; using theirs keeps one key per project.
-        read_key(&path)?.with_context(|| format!("key file {} vanished", path.display()))
+        read_key(path)?.with_context(|| format!("key file {} vanished", path.display()))
     }
 
     /// Returns whether there was a key.

@@ -327,7 +327,7 @@ pub fn client_with_token(store: &Store, settings: ApiSettings, token: String) ->
 
 /// A project by id or name; without one, or with several matches, a picker on a terminal and a
 /// clear error elsewhere.
-async fn choose_project(client: &Client, wanted: Option<&str>) -> Result<Project> {
+pub(crate) async fn choose_project(client: &Client, wanted: Option<&str>) -> Result<Project> {
     let candidates = match wanted {
         Some(wanted) => client.find_projects(wanted).await.context("looking up the project")?,
         None => all_projects(client).await?,

@@ -1,0 +1,344 @@
+//! The tokio shell around [`Stack`]: one UDP socket to the gateway, one task that polls the
+//! stack on its deadlines, and TCP connections and DNS lookups for the commands on top.
+//!
+//! The stack sits behind a mutex held only for short, non-blocking calls; connections register
+//! smoltcp wakers and nudge the driver through a `Notify` whenever they change a socket.
+
+use std::future::poll_fn;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UdpSocket;
+use tokio::sync::{watch, Notify};
+
+use super::dns::{self, Answer};
+use super::stack::{ConnectError, Stack};
+use crate::tunnel::core::Stats;
+
+/// Datagrams read from the gateway before the stack is polled again.
+const RX_BATCH: usize = 64;
+const RX_BUF: usize = 65_536;
+/// How long a DNS query waits before it is sent again, and how often.
+const DNS_RETRY: Duration = Duration::from_millis(700);
+const DNS_TRIES: usize = 3;
+
+/// A handle on the running stack; clones share it.
+#[derive(Clone)]
+pub struct Net {
+    shared: Arc<Shared>,
+    connected: watch::Receiver<bool>,
+}
+
+struct Shared {
+    stack: Mutex<Stack>,
+    wake: Notify,
+    dns: SocketAddr,
+}
+
+/// Why a connection through the tunnel did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("{0} refused the connection")]
+    Refused(SocketAddr),
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error(transparent)]
+    Stack(#[from] ConnectError),
+}
+
+/// Why a name did not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no container or service named {0:?} in this project")]
+    NotFound(String),
+    #[error("the project DNS {0} did not answer through the tunnel")]
+    NoAnswer(SocketAddr),
+    #[error("the project DNS {0} failed to answer for {1:?}: {2}")]
+    Failed(SocketAddr, String, String),
+    #[error(transparent)]
+    Stack(#[from] ConnectError),
+}
+
+impl Net {
+    /// Starts the driver task on `udp` (connected to the gateway). The task ends with an error
+    /// only if the UDP socket fails; dropping its handle does not stop it, aborting does.
+    pub fn start(mut stack: Stack, udp: UdpSocket, dns: SocketAddr) -> (Net, tokio::task::JoinHandle<io::Result<()>>) {
+        stack.initiate_handshake(Instant::now());
+        let shared = Arc::new(Shared {
+            stack: Mutex::new(stack),
+            wake: Notify::new(),
+            dns,
+        });
+        let (connected_tx, connected) = watch::channel(false);
+        let driver = tokio::spawn(drive(shared.clone(), udp, connected_tx));
+        (Net { shared, connected }, driver)
+    }
+
+    /// Waits for the WireGuard handshake.
+    pub async fn handshake(&self, timeout: Duration) -> bool {
+        let mut connected = self.connected.clone();
+        tokio::time::timeout(timeout, connected.wait_for(|up| *up))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats()
+    }
+
+    /// Opens a TCP connection through the tunnel.
+    pub async fn connect(&self, remote: SocketAddr, timeout: Duration) -> Result<TcpStream, DialError> {
+        let handle = self.shared.lock().connect(remote)?;
+        self.shared.wake.notify_one();
+        let stream = TcpStream {
+            shared: self.shared.clone(),
+            handle,
+        };
+        let established = poll_fn(|cx| {
+            let mut stack = self.shared.lock();
+            let socket = stack.tcp(handle);
+            match socket.state() {
+                tcp::State::Established | tcp::State::CloseWait => Poll::Ready(true),
+                tcp::State::Closed => Poll::Ready(false),
+                _ => {
+                    socket.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+            }
+        });
+        match tokio::time::timeout(timeout, established).await {
+            Ok(true) => Ok(stream),
+            Ok(false) => Err(DialError::Refused(remote)),
+            Err(_) => {
+                stream.abort();
+                Err(DialError::Timeout(remote, timeout))
+            }
+        }
+    }
+
+    /// The addresses of a container or service (or of the address `target` itself), those of
+    /// the families this tunnel carries first.
+    pub async fn resolve(&self, target: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        if let Some(ip) = dns::literal(target) {
+            return Ok(vec![ip]);
+        }
+        for name in dns::candidates(target) {
+            let addresses = self.lookup(&name).await?;
+            if !addresses.is_empty() {
+                return Ok(addresses);
+            }
+        }
+        Err(ResolveError::NotFound(target.to_string()))
+    }
+
+    /// A and AAAA of one fully qualified name, asked at once; IPv6 first.
+    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        let udp = UdpGuard {
+            handle: self.shared.lock().bind_udp()?,
+            shared: &self.shared,
+        };
+        let base: u16 = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
+        let kinds = [RecordType::AAAA, RecordType::A];
+        let mut answers: [Option<Answer>; 2] = [None, None];
+        for _ in 0..DNS_TRIES {
+            {
+                let mut stack = self.shared.lock();
+                for (i, kind) in kinds.iter().enumerate() {
+                    if answers[i].is_some() {
+                        continue;
+                    }
+                    let id = base.wrapping_add(i as u16);
+                    let packet = dns::query(name, *kind, id).ok_or_else(|| ResolveError::NotFound(name.into()))?;
+                    if let Err(error) = stack.udp(udp.handle).send_slice(&packet, self.shared.dns) {
+                        tracing::debug!(%error, "dns query not queued");
+                    }
+                }
+            }
+            self.shared.wake.notify_one();
+            let all = poll_fn(|cx| {
+                let mut stack = self.shared.lock();
+                let socket = stack.udp(udp.handle);
+                let mut buf = [0; 4096];
+                while let Ok((len, meta)) = socket.recv_slice(&mut buf) {
+                    if SocketAddr::from((meta.endpoint.addr, meta.endpoint.port)) != self.shared.dns {
+                        continue;
+                    }
+                    for (i, slot) in answers.iter_mut().enumerate() {
+                        if slot.is_none() {
+                            *slot = dns::answer(&buf[..len], base.wrapping_add(i as u16));
+                        }
+                    }
+                }
+                if answers.iter().all(Option::is_some) {
+                    return Poll::Ready(());
+                }
+                socket.register_recv_waker(cx.waker());
+                Poll::Pending
+            });
+            if tokio::time::timeout(DNS_RETRY, all).await.is_ok() {
+                break;
+            }
+        }
+        let mut addresses = Vec::new();
+        for answer in &answers {
+            match answer {
+                Some(Answer::Addresses(found)) => addresses.extend(found),
+                Some(Answer::Nothing) => {}
+                Some(Answer::Failed(code)) => {
+                    return Err(ResolveError::Failed(self.shared.dns, name.into(), code.to_string()))
+                }
+                None if addresses.is_empty() => return Err(ResolveError::NoAnswer(self.shared.dns)),
+                None => {}
+            }
+        }
+        Ok(addresses)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Stack> {
+        self.stack.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct UdpGuard<'a> {
+    handle: SocketHandle,
+    shared: &'a Shared,
+}
+
+impl Drop for UdpGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().release_udp(self.handle);
+    }
+}
+
+/// Polls the stack when a datagram arrives, a connection changed a socket, or a deadline of
+/// the stack passes; sends what the stack queued.
+async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<bool>) -> io::Result<()> {
+    let mut buf = vec![0; RX_BUF];
+    let mut out = Vec::new();
+    loop {
+        let deadline = {
+            let mut stack = shared.lock();
+            let now = Instant::now();
+            stack.poll(now);
+            while let Some(datagram) = stack.poll_datagram() {
+                out.push(datagram);
+            }
+            let up = stack.is_connected();
+            connected.send_if_modified(|was| std::mem::replace(was, up) != up);
+            stack.poll_timeout(now)
+        };
+        for datagram in out.drain(..) {
+            if let Err(error) = udp.send(&datagram).await {
+                // The gateway's port closed or the route went: the session retries on its own.
+                tracing::debug!(%error, "sending to the gateway");
+            }
+        }
+        tokio::select! {
+            ready = udp.readable() => {
+                ready?;
+                let mut stack = shared.lock();
+                let now = Instant::now();
+                for _ in 0..RX_BATCH {
+                    match udp.try_recv(&mut buf) {
+                        Ok(len) => stack.handle_datagram(&buf[..len], now),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                        Err(error) => {
+                            tracing::debug!(%error, "receiving from the gateway");
+                            break;
+                        }
+                    }
+                }
+            }
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep_until(deadline.into()) => shared.lock().handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// A TCP connection through the tunnel. Dropping it closes it gracefully.
+pub struct TcpStream {
+    shared: Arc<Shared>,
+    handle: SocketHandle,
+}
+
+impl TcpStream {
+    /// Resets the connection instead of closing it.
+    pub fn abort(self) {
+        self.shared.lock().abort_tcp(self.handle);
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        self.shared.lock().release_tcp(self.handle);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut stack = self.shared.lock();
+        let socket = stack.tcp(self.handle);
+        if socket.can_recv() {
+            let read = socket.recv_slice(buf.initialize_unfilled());
+            drop(stack);
+            // Reading opens the window: the peer may have to be told.
+            self.shared.wake.notify_one();
+            return Poll::Ready(match read {
+                Ok(n) => {
+                    buf.advance(n);
+                    Ok(())
+                }
+                Err(tcp::RecvError::Finished) => Ok(()),
+                Err(tcp::RecvError::InvalidState) => Err(io::ErrorKind::ConnectionReset.into()),
+            });
+        }
+        if !socket.may_recv() {
+            return Poll::Ready(Ok(()));
+        }
+        socket.register_recv_waker(cx.waker());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut stack = self.shared.lock();
+        let socket = stack.tcp(self.handle);
+        if socket.can_send() {
+            let sent = socket.send_slice(data);
+            drop(stack);
+            self.shared.wake.notify_one();
+            return Poll::Ready(sent.map_err(|_| io::ErrorKind::BrokenPipe.into()));
+        }
+        if !socket.may_send() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        socket.register_send_waker(cx.waker());
+        Poll::Pending
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.lock().tcp(self.handle).close();
+        self.shared.wake.notify_one();
+        Poll::Ready(Ok(()))
+    }
+}
