@@ -114,13 +114,16 @@ impl Store {
         self.key_at(&self.key_path(project_id)?, project_id)
     }
 
-    /// The key pair of the userspace mode (`forward`, `connect`, `proxy`) for a project: a
-    /// second peer, so it can run beside a `vpn up` connection to the same project.
-    pub fn userspace_key(&self, project_id: &str) -> Result<KeyPair> {
-        let path = self
-            .key_path(project_id)?
-            .with_file_name(format!("{project_id}.userspace.key"));
-        self.key_at(&path, project_id)
+    /// A key pair of the userspace mode (`forward`, `connect`, `proxy`) for a project, and its
+    /// file: peers of their own, so they run beside a `vpn up` connection to the same project.
+    /// Each running process needs its own (a WireGuard peer has one endpoint), hence `slot`.
+    pub fn userspace_key(&self, project_id: &str, slot: usize) -> Result<(KeyPair, PathBuf)> {
+        let name = match slot {
+            0 => format!("{project_id}.userspace.key"),
+            n => format!("{project_id}.userspace-{n}.key"),
+        };
+        let path = self.key_path(project_id)?.with_file_name(name);
+        Ok((self.key_at(&path, project_id)?, path))
     }
 
     fn key_at(&self, path: &Path, project_id: &str) -> Result<KeyPair> {

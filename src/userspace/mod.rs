@@ -2,10 +2,12 @@
 //! TCP/IP stack of our own (smoltcp) on the same WireGuard session core as `vpn up`. Nothing on
 //! the host changes and no privilege is needed: one UDP socket to the gateway is all.
 //!
-//! It has its own key per project (`<project>.userspace.key` in the store), registered like
-//! `vpn up`'s, so both modes can be up at once with different tunnel addresses.
+//! It has its own keys per project (`<project>.userspace.key` in the store, one per running
+//! process), registered like `vpn up`'s, so both modes can be up at once with different tunnel
+//! addresses.
 
 pub mod dns;
+mod keys;
 pub mod net;
 mod socks;
 pub mod stack;
@@ -109,6 +111,7 @@ pub struct Tunnel {
     pub handshake: Duration,
     dialer: Dialer,
     driver: tokio::task::JoinHandle<std::io::Result<()>>,
+    _key: keys::LeasedKey,
 }
 
 impl Tunnel {
@@ -118,7 +121,9 @@ impl Tunnel {
         let store = Store::open()?;
         let client = vpn::client(&store, api)?;
         let project = vpn::choose_project(&client, options.project.as_deref()).await?;
-        let keys = store.userspace_key(&project.id)?;
+        let lease = keys::lease(&store, &project.id)?;
+        let keys = &lease.keys;
+        tracing::debug!(slot = lease.slot, public_key = %keys.public_base64(), "userspace key");
         let item = client
             .register_vpn_key(&project.id, &keys.public_base64())
             .await
@@ -183,6 +188,7 @@ impl Tunnel {
             handshake: shaking.elapsed(),
             dialer,
             driver,
+            _key: lease,
         })
     }
 
