@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -133,6 +133,13 @@ fn connect_is_a_proxy_command_for_ssh_and_plink() {
     }
     eprintln!("corridor connect: SSH banner {} ms after start", fastest.as_millis());
     assert!(fastest < Duration::from_secs(2), "banner after {fastest:?}");
+
+    // sshd hangs up on a bad greeting: connect must end then, though its stdin stays open.
+    let mut bridge = user.start(&["connect", "-P", "demo", "node1.db.db.zerops", SSH_PORT]);
+    bridge.wait_for("SSH-2.0-");
+    bridge.child.stdin.as_mut().unwrap().write_all(b"garbage\r\n").unwrap();
+    let status = bridge.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
 }
 
 #[test]

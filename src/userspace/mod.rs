@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use boringtun::x25519::{PublicKey, StaticSecret};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UdpSocket};
 
 use crate::store::Store;
@@ -351,18 +352,60 @@ impl Forward {
 pub async fn connect(api: ApiSettings, options: ConnectOptions) -> Result<()> {
     let tunnel = Tunnel::open(api, &options.tunnel).await?;
     let addresses = tunnel.dialer.resolve(&options.host).await?;
-    let mut remote = tunnel
+    let remote = tunnel
         .dialer()
         .dial(&addresses, options.port, 0)
         .await
         .with_context(|| format!("connecting to {}:{}", options.host, options.port))?;
-    let mut stdio = tokio::io::join(tokio::io::stdin(), tokio::io::stdout());
-    match tokio::io::copy_bidirectional(&mut stdio, &mut remote).await {
+    // The connection ends when the remote end closes it; our stdin closing only half-closes
+    // it (ssh closes its end when it is done anyway).
+    let (mut from_remote, mut to_remote) = tokio::io::split(remote);
+    let mut stdout = tokio::io::stdout();
+    let download = tokio::io::copy(&mut from_remote, &mut stdout);
+    let mut stdin = stdin_chunks();
+    let upload = async {
+        while let Some(chunk) = stdin.recv().await {
+            to_remote.write_all(&chunk?).await?;
+        }
+        to_remote.shutdown().await
+    };
+    tokio::pin!(download);
+    let result = tokio::select! {
+        done = &mut download => done,
+        sent = upload => match sent {
+            Ok(_) => download.await,
+            Err(e) => Err(e),
+        },
+    };
+    match result {
         Ok(_) => Ok(()),
         // The program on our stdio (ssh) closing its end first is a normal end.
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         Err(e) => Err(e).with_context(|| format!("the connection to {}:{}", options.host, options.port)),
     }
+}
+
+/// Stdin, read on a thread of its own: a blocking read cannot be cancelled, and tokio's stdin
+/// would hold the runtime's shutdown until the next line or EOF after the connection ended.
+fn stdin_chunks() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buf = vec![0; 64 * 1024];
+        loop {
+            let chunk = match std::io::Read::read(&mut stdin, &mut buf) {
+                Ok(0) => return,
+                Ok(n) => Ok(buf[..n].to_vec()),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = chunk.is_err();
+            if tx.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
 }
 
 /// A SOCKS5 server into the project until Ctrl-C.
