@@ -3,7 +3,8 @@
 # in the lab's laptop namespace against the same wireguard-go gateway. Installs what it needs,
 # builds release, brings up its own lab (prefix crbench, slot 20) and removes it at exit; the
 # measuring is scripts/bench.py. Options (passed on): --rounds N (3), --duration S (10),
-# --json PATH (target/bench/results.json); --no-build uses the binaries already in target/release.
+# --json PATH (target/bench/results.json), --userspace-only (corridor forward against onetun);
+# --no-build uses the binaries already in target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ SLOT=20
 LAB=target/release/examples/lab
 TOOLS=target/bench-tools
 BORINGTUN=$TOOLS/bin/boringtun-cli
+ONETUN=$TOOLS/bin/onetun
 
 build=1
 pass=()
@@ -43,6 +45,12 @@ if [[ ! -x $BORINGTUN ]]; then
         echo "==> boringtun-cli could not be installed: it is reported as unavailable" >&2
     fi
 fi
+if [[ ! -x $ONETUN ]]; then
+    echo "==> installing onetun from crates.io into $TOOLS"
+    if ! cargo install onetun --locked --root "$TOOLS"; then
+        echo "==> onetun could not be installed: it is reported as unavailable" >&2
+    fi
+fi
 if ((build)); then
     echo "==> building corridor and the lab (release)"
     cargo build --release --bin corridor --example lab
@@ -60,4 +68,4 @@ echo "==> bringing up the benchmark lab ($PREFIX, slot $SLOT)"
 "$LAB" --prefix "$PREFIX" --slot "$SLOT" down >/dev/null 2>&1 || true
 "$LAB" --prefix "$PREFIX" --slot "$SLOT" up
 python3 scripts/bench.py --lab "$LAB" --prefix "$PREFIX" --slot "$SLOT" \
-    --corridor target/release/corridor --boringtun "$BORINGTUN" "${pass[@]}"
+    --corridor target/release/corridor --boringtun "$BORINGTUN" --onetun "$ONETUN" "${pass[@]}"
