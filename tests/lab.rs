@@ -66,7 +66,19 @@ fn reference_client_reaches_containers_by_ssh_plink_and_dns() {
         .map(|n| lab.container(n)["ipv4"].as_str().unwrap().to_string())
         .collect();
     expected.sort();
-    assert_eq!(api, expected, "api.zerops names both api containers");
+    assert_eq!(
+        api, expected,
+        "api.zerops names both api containers, not the stopped one"
+    );
+    let stopped = lab.laptop_ok(&[
+        "dig",
+        "+short",
+        "+time=2",
+        "+tries=2",
+        &format!("@{dns}"),
+        "node-id-15.runtime.api.zerops",
+    ]);
+    assert_eq!(stopped.trim(), "", "a stopped container has no DNS record");
 }
 
 #[test]
@@ -85,6 +97,12 @@ fn lab_up_twice_then_kill_then_down_leaves_nothing() {
         .filter(|n| n.starts_with("crtlife-"))
         .collect();
     assert!(namespaces.len() >= 8, "lab built its namespaces: {namespaces:?}");
+    let stopped = lab.container("node-id-15.runtime.api.zerops");
+    assert_eq!(stopped["status"], "STOPPED");
+    assert_eq!(stopped["ns"], Value::Null, "a stopped container has no namespace");
+    assert!(!namespaces.iter().any(|n| n.contains("-demo-c15")), "{namespaces:?}");
+    assert_eq!(lab.project("empty")["containers"], serde_json::json!([]));
+    assert_eq!(lab.project("empty")["services"], serde_json::json!([]));
     let pids: Vec<String> = namespaces
         .iter()
         .flat_map(|ns| {

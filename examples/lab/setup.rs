@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::netns::{self, in_ns, ip, run, spawn, wait_for};
-use crate::plan::{Plan, Project, SSH_PORT, WG_PORT};
+use crate::plan::{Plan, Project, ACTIVE, SSH_PORT, WG_PORT};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,8 +59,17 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
             plan.token,
             plan.laptop_ns
         );
-        for (p, c) in plan.containers() {
-            println!("  {:<8} {:<32} {:<16} {}", p.name, c.name, c.ipv4, c.ipv6);
+        for p in &plan.projects {
+            for c in p.services.iter().flat_map(|s| &s.containers) {
+                let addresses = match c.status.as_str() {
+                    ACTIVE => format!("{:<16} {}", c.ipv4, c.ipv6),
+                    status => status.to_string(),
+                };
+                println!("  {:<8} {:<32} {addresses}", p.name, c.name);
+            }
+            if p.services.is_empty() {
+                println!("  {:<8} (no services)", p.name);
+            }
         }
         return Ok(());
     }
@@ -72,9 +81,14 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
                 .services
                 .iter()
                 .flat_map(|s| {
-                    s.containers.iter().map(
-                        move |c| json!({"name": c.name, "service": s.name, "ns": c.ns, "ipv6": c.ipv6, "ipv4": c.ipv4}),
-                    )
+                    s.containers.iter().map(move |c| {
+                        let running = c.status == ACTIVE;
+                        json!({
+                            "name": c.name, "service": s.name, "status": c.status,
+                            "ns": running.then_some(&c.ns),
+                            "ipv6": running.then_some(c.ipv6), "ipv4": running.then_some(c.ipv4),
+                        })
+                    })
                 })
                 .collect();
             json!({
@@ -208,7 +222,7 @@ fn build_project(plan: &Plan, p: &Project) -> Result<()> {
     )?;
     ip(gw, &["link", "set", "br0", "up"])?;
     for svc in &p.services {
-        for c in &svc.containers {
+        for c in svc.running() {
             let port = format!("c{}", c.number);
             veth(&c.ns, "eth0", gw, &port, Some("br0"))?;
             ip(
@@ -413,7 +427,7 @@ fn wireguard_pids(p: &Project) -> Vec<i32> {
 fn start_project_dns(plan: &Plan, p: &Project) -> Result<()> {
     let mut hosts = String::new();
     for svc in &p.services {
-        for c in &svc.containers {
+        for c in svc.running() {
             for addr in [c.ipv4.to_string(), c.ipv6.to_string()] {
                 writeln!(hosts, "{addr} {} {}.zerops", c.name, svc.name)?;
             }
