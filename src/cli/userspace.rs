@@ -6,7 +6,10 @@ use std::time::Duration;
 
 use clap::Args;
 
-use crate::userspace::{ConnectOptions, Event, ForwardOptions, ForwardSpec, ProxyOptions, Snapshot, TunnelOptions};
+use crate::report::{Progress, Report};
+use crate::userspace::{
+    ConnectOptions, Event, ForwardOptions, ForwardSpec, ProxyOptions, Snapshot, TunnelOptions, Watch,
+};
 
 #[derive(Args, Clone)]
 pub struct TunnelArgs {
@@ -108,45 +111,74 @@ impl ProxyArgs {
 }
 
 /// Prints what `forward` and `proxy` report: the listeners once on stdout, then a status line
-/// on a terminal and connection failures on stderr.
-pub fn reporter() -> impl FnMut(&Event) {
-    let live = std::io::stderr().is_terminal();
-    move |event| match event {
-        Event::Ready {
-            project,
-            handshake,
-            listeners,
-        } => {
-            for l in listeners {
-                let via = if l.addresses.is_empty() {
-                    String::new()
-                } else {
-                    format!(
-                        " ({})",
-                        l.addresses
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )
-                };
-                println!("{} → {}{via} in {project}", l.listen, l.target);
-            }
-            super::step(&format!(
-                "tunnel up without root (handshake {} ms); Ctrl-C stops",
-                handshake.as_millis()
-            ));
+/// on a terminal and connection failures on stderr; the rest as every command does.
+pub struct Live {
+    terminal: super::Terminal,
+    live: bool,
+}
+
+impl Live {
+    pub fn new() -> Live {
+        Live {
+            terminal: super::Terminal,
+            live: std::io::stderr().is_terminal(),
         }
-        Event::Status(snapshot) if live => {
-            eprint!("\r\x1b[K  {}", status_line(snapshot));
-            let _ = std::io::stderr().flush();
-        }
-        Event::Status(_) => {}
-        Event::ConnectionFailed { listen, error } => {
-            if live {
-                eprint!("\r\x1b[K");
+    }
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live::new()
+    }
+}
+
+impl Report for Live {
+    fn progress(&mut self, progress: Progress<'_>) {
+        self.terminal.progress(progress);
+    }
+
+    fn confirm(&mut self, question: &str) -> Option<bool> {
+        self.terminal.confirm(question)
+    }
+
+    fn pick(&mut self, what: &str, choices: &[String]) -> Option<usize> {
+        self.terminal.pick(what, choices)
+    }
+}
+
+impl Watch for Live {
+    fn event(&mut self, event: &Event) {
+        match event {
+            Event::Ready {
+                project,
+                handshake,
+                listeners,
+            } => {
+                for l in listeners {
+                    let via = if l.addresses.is_empty() {
+                        String::new()
+                    } else {
+                        let addresses: Vec<String> = l.addresses.iter().map(ToString::to_string).collect();
+                        format!(" ({})", addresses.join(", "))
+                    };
+                    println!("{} → {}{via} in {project}", l.listen, l.target);
+                }
+                super::step(&format!(
+                    "tunnel up without root (handshake {} ms); Ctrl-C stops",
+                    handshake.as_millis()
+                ));
             }
-            super::fail(&format!("{listen}: {error}"));
+            Event::Status(snapshot) if self.live => {
+                eprint!("\r\x1b[K  {}", status_line(snapshot));
+                let _ = std::io::stderr().flush();
+            }
+            Event::Status(_) => {}
+            Event::ConnectionFailed { listen, error } => {
+                if self.live {
+                    eprint!("\r\x1b[K");
+                }
+                super::fail(&format!("{listen}: {error}"));
+            }
         }
     }
 }

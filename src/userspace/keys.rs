@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg};
 
+use crate::api::ProjectId;
 use crate::store::{KeyPair, Store};
 
 /// Userspace processes that can run at once for one project.
@@ -21,7 +22,7 @@ pub struct LeasedKey {
     _lock: Flock<File>,
 }
 
-pub fn lease(store: &Store, project_id: &str) -> Result<LeasedKey> {
+pub fn lease(store: &Store, project_id: &ProjectId) -> Result<LeasedKey> {
     for slot in 0..POOL {
         let (keys, path) = store.userspace_key(project_id, slot)?;
         let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
@@ -49,11 +50,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::at(dir.path());
 
-        let first = lease(&store, "p1").unwrap();
-        let second = lease(&store, "p1").unwrap();
+        let project: ProjectId = "p1".parse().unwrap();
+        let first = lease(&store, &project).unwrap();
+        let second = lease(&store, &project).unwrap();
         let first_public = first.keys.public_base64();
         drop(first);
-        let again = lease(&store, "p1").unwrap();
+        let again = lease(&store, &project).unwrap();
 
         assert_eq!((second.slot, again.slot), (1, 0));
         assert_ne!(second.keys.public_base64(), first_public);

@@ -23,6 +23,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::report::Report;
 use crate::store::Store;
 use crate::tunnel::core::{Config as SessionConfig, Session, Stats};
 use crate::vpn::{self, ApiSettings};
@@ -73,6 +74,11 @@ pub struct ProxyOptions {
     pub listen: SocketAddr,
 }
 
+/// How `forward` and `proxy` report, beyond what every command reports: their [`Event`]s.
+pub trait Watch: Report {
+    fn event(&mut self, event: &Event);
+}
+
 /// What a running `forward` or `proxy` reports.
 #[derive(Debug, Clone)]
 pub enum Event {
@@ -117,11 +123,11 @@ pub struct Tunnel {
 
 impl Tunnel {
     /// Registers this machine's userspace key with the project and completes a handshake.
-    pub async fn open(api: ApiSettings, options: &TunnelOptions) -> Result<Tunnel> {
+    pub async fn open(api: ApiSettings, options: &TunnelOptions, report: &mut dyn Report) -> Result<Tunnel> {
         let started = Instant::now();
         let store = Store::open()?;
         let client = vpn::client(&store, api)?;
-        let project = vpn::choose_project(&client, options.project.as_deref()).await?;
+        let project = vpn::choose_project(&client, options.project.as_deref(), report).await?;
         let lease = keys::lease(&store, &project.id)?;
         let keys = &lease.keys;
         tracing::debug!(slot = lease.slot, public_key = %keys.public_base64(), "userspace key");
@@ -261,7 +267,7 @@ impl Dialer {
 }
 
 /// Listens on the local ports and forwards every connection until Ctrl-C.
-pub async fn forward(api: ApiSettings, options: ForwardOptions, report: &mut dyn FnMut(&Event)) -> Result<()> {
+pub async fn forward(api: ApiSettings, options: ForwardOptions, report: &mut dyn Watch) -> Result<()> {
     if options.forwards.is_empty() {
         bail!("nothing to forward: give LOCAL:TARGET:PORT, e.g. 2222:api:22");
     }
@@ -270,7 +276,7 @@ pub async fn forward(api: ApiSettings, options: ForwardOptions, report: &mut dyn
     for spec in &options.forwards {
         listeners.push((spec.clone(), bind(SocketAddr::new(options.bind, spec.local)).await?));
     }
-    let mut tunnel = Tunnel::open(api, &options.tunnel).await?;
+    let mut tunnel = Tunnel::open(api, &options.tunnel, report).await?;
     let counters = Arc::new(Counters::default());
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let mut ready = Vec::new();
@@ -291,7 +297,7 @@ pub async fn forward(api: ApiSettings, options: ForwardOptions, report: &mut dyn
         };
         tasks.spawn(forward.serve(listener));
     }
-    report(&Event::Ready {
+    report.event(&Event::Ready {
         project: tunnel.project.clone(),
         handshake: tunnel.handshake,
         listeners: ready,
@@ -349,8 +355,8 @@ impl Forward {
 }
 
 /// Bridges stdin and stdout to one connection, until the remote end closes it.
-pub async fn connect(api: ApiSettings, options: ConnectOptions) -> Result<()> {
-    let tunnel = Tunnel::open(api, &options.tunnel).await?;
+pub async fn connect(api: ApiSettings, options: ConnectOptions, report: &mut dyn Report) -> Result<()> {
+    let tunnel = Tunnel::open(api, &options.tunnel, report).await?;
     let addresses = tunnel.dialer.resolve(&options.host).await?;
     let remote = tunnel
         .dialer()
@@ -409,13 +415,13 @@ fn stdin_chunks() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
 }
 
 /// A SOCKS5 server into the project until Ctrl-C.
-pub async fn proxy(api: ApiSettings, options: ProxyOptions, report: &mut dyn FnMut(&Event)) -> Result<()> {
+pub async fn proxy(api: ApiSettings, options: ProxyOptions, report: &mut dyn Watch) -> Result<()> {
     let listener = bind(options.listen).await?;
-    let mut tunnel = Tunnel::open(api, &options.tunnel).await?;
+    let mut tunnel = Tunnel::open(api, &options.tunnel, report).await?;
     let counters = Arc::new(Counters::default());
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let listen = listener.local_addr()?;
-    report(&Event::Ready {
+    report.event(&Event::Ready {
         project: tunnel.project.clone(),
         handshake: tunnel.handshake,
         listeners: vec![Listener {
@@ -476,7 +482,7 @@ async fn run_until_interrupted(
     tunnel: &mut Tunnel,
     counters: &Counters,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
-    report: &mut dyn FnMut(&Event),
+    report: &mut dyn Watch,
 ) -> Result<()> {
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut status = tokio::time::interval(STATUS_EVERY);
@@ -485,8 +491,8 @@ async fn run_until_interrupted(
             _ = tokio::signal::ctrl_c() => return Ok(()),
             _ = sigterm.recv() => return Ok(()),
             why = tunnel.stopped() => bail!(why),
-            Some(event) = events.recv() => report(&event),
-            _ = status.tick() => report(&Event::Status(counters.snapshot(tunnel.net.stats()))),
+            Some(event) = events.recv() => report.event(&event),
+            _ = status.tick() => report.event(&Event::Status(counters.snapshot(tunnel.net.stats()))),
         }
     }
 }
