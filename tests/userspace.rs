@@ -11,7 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{as_nobody, assert_success, corridor_binary, links, routes, stdout, Client, Lab};
+use common::{assert_success, corridor_binary, links, routes, stdout, Client, Lab};
 
 const NOBODY: u32 = 65534;
 const SSH_PORT: &str = "65437";
@@ -241,6 +241,25 @@ fn silent_gateway_fails_fast_with_a_clear_message() {
 }
 
 #[test]
+fn forward_from_a_container_of_another_project_without_privilege() {
+    let Some(lab) = Lab::up("crtusc2c", 56) else { return };
+    let other = lab.project("other")["containers"][0]["ns"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let user = Nobody::in_ns(&lab, &other);
+    let links_before = links(&other);
+
+    let mut forward = user.start(&["forward", "demo", "2222:node1.db.db.zerops:65437"]);
+    forward.wait_for("127.0.0.1:2222 → node1.db.db.zerops:65437");
+    let ssh = user.ssh_local(2222, "hostname");
+
+    assert_success("ssh from a container of project other", &ssh);
+    assert_eq!(stdout(&ssh), "node1.db.db.zerops");
+    assert_eq!(links(&other), links_before, "no interface was created");
+}
+
+#[test]
 fn forward_and_vpn_up_to_one_project_work_side_by_side() {
     let Some(lab) = Lab::up("crtusvpn", 55) else { return };
     let client = Client::new(&lab);
@@ -287,17 +306,27 @@ fn listening(lab: &Lab, port: u16) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-/// An unprivileged user of the laptop with its own corridor store and the lab's token.
+/// An unprivileged user of the laptop (or of another namespace) with its own corridor store
+/// and the lab's token.
 struct Nobody<'a> {
     lab: &'a Lab,
     dir: tempfile::TempDir,
+    ns: String,
 }
 
 impl<'a> Nobody<'a> {
     fn new(lab: &'a Lab) -> Nobody<'a> {
+        Nobody::in_ns(lab, lab.laptop())
+    }
+
+    fn in_ns(lab: &'a Lab, ns: &str) -> Nobody<'a> {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let user = Nobody { lab, dir };
+        let user = Nobody {
+            lab,
+            dir,
+            ns: ns.to_string(),
+        };
         user.chown(user.dir.path());
         user
     }
@@ -320,12 +349,11 @@ impl<'a> Nobody<'a> {
             .env_remove("CORRIDOR_API")
     }
 
-    /// `corridor --api … ARGS` as nobody in the laptop namespace.
+    /// `corridor --api … ARGS` as nobody in the user's namespace.
     fn corridor(&self, args: &[&str]) -> Command {
-        let mut full = vec!["--api", self.lab.api_url()];
-        full.extend_from_slice(args);
-        let mut command = as_nobody(self.lab, &full);
-        self.with_env(&mut command);
+        let binary = corridor_binary();
+        let mut command = self.nobody_command(&[binary.to_str().unwrap(), "--api", self.lab.api_url()]);
+        command.args(args);
         command
     }
 
@@ -337,11 +365,11 @@ impl<'a> Nobody<'a> {
         Running::spawn(&mut self.corridor(args))
     }
 
-    /// Any program as nobody in the laptop namespace.
+    /// Any program as nobody in the user's namespace.
     fn nobody_command(&self, program: &[&str]) -> Command {
         let mut command = Command::new("ip");
         command
-            .args(["netns", "exec", self.lab.laptop(), "setpriv"])
+            .args(["netns", "exec", &self.ns, "setpriv"])
             .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
             .args(program);
         self.with_env(&mut command);

@@ -29,6 +29,9 @@ const RX_BUF: usize = 65_536;
 /// How long a DNS query waits before it is sent again, and how often.
 const DNS_RETRY: Duration = Duration::from_millis(700);
 const DNS_TRIES: usize = 3;
+/// WireGuard drops a session this long after its handshake (Reject-After-Time); with traffic
+/// or keepalives a new handshake comes well before.
+const SILENT_AFTER: Duration = Duration::from_secs(180);
 
 /// A handle on the running stack; clones share it.
 #[derive(Clone)]
@@ -50,6 +53,8 @@ pub enum DialError {
     Refused(SocketAddr),
     #[error("{0} did not answer within {1:?}")]
     Timeout(SocketAddr, Duration),
+    #[error("{0} did not answer: the tunnel is silent (no handshake with the gateway for {1} s); check the network, or restart to register again")]
+    Silent(SocketAddr, u64),
     #[error(transparent)]
     Stack(#[from] ConnectError),
 }
@@ -123,7 +128,11 @@ impl Net {
             Ok(false) => Err(DialError::Refused(remote)),
             Err(_) => {
                 stream.abort();
-                Err(DialError::Timeout(remote, timeout))
+                let since = self.stats().last_handshake;
+                Err(match since {
+                    Some(age) if age < SILENT_AFTER => DialError::Timeout(remote, timeout),
+                    age => DialError::Silent(remote, age.unwrap_or(SILENT_AFTER).as_secs()),
+                })
             }
         }
     }

@@ -49,7 +49,7 @@ where
         Err(error) => {
             let code = match error {
                 DialError::Refused(_) => CONNECTION_REFUSED,
-                DialError::Timeout(..) => HOST_UNREACHABLE,
+                DialError::Timeout(..) | DialError::Silent(..) => HOST_UNREACHABLE,
                 DialError::Stack(_) => GENERAL_FAILURE,
             };
             reply(client, code).await?;
