@@ -5,7 +5,7 @@
 //! smoltcp wakers and nudge the driver through a `Notify` whenever they change a socket.
 
 use std::future::poll_fn;
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,9 +13,10 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Notify};
 
@@ -23,9 +24,14 @@ use super::dns::{self, Answer};
 use super::stack::{ConnectError, Stack};
 use crate::tunnel::core::Stats;
 
-/// Datagrams read from the gateway before the stack is polled again.
-const RX_BATCH: usize = 64;
+/// Buffers of one recvmmsg, each possibly a GRO train, and recvmmsg calls before the stack is
+/// polled again.
+const RX_BATCH: usize = 8;
+const RX_ROUNDS: usize = 4;
 const RX_BUF: usize = 65_536;
+/// Upper bound of one UDP GSO send (the IP payload limit, less headroom).
+const GSO_BYTES: usize = 64_000;
+const SOCKET_BUFFER: usize = 4 << 20;
 /// How long a DNS query waits before it is sent again, and how often.
 const DNS_RETRY: Duration = Duration::from_millis(700);
 const DNS_TRIES: usize = 3;
@@ -236,7 +242,7 @@ impl Drop for UdpGuard<'_> {
 /// Polls the stack when a datagram arrives, a connection changed a socket, or a deadline of
 /// the stack passes; sends what the stack queued.
 async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<bool>) -> io::Result<()> {
-    let mut buf = vec![0; RX_BUF];
+    let mut gateway = Gateway::new(udp)?;
     let mut out = Vec::new();
     loop {
         let deadline = {
@@ -250,30 +256,115 @@ async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<boo
             connected.send_if_modified(|was| std::mem::replace(was, up) != up);
             stack.poll_timeout(now)
         };
-        for datagram in out.drain(..) {
-            if let Err(error) = udp.send(&datagram).await {
-                // The gateway's port closed or the route went: the session retries on its own.
-                tracing::debug!(%error, "sending to the gateway");
-            }
-        }
+        gateway.send(&mut out).await;
         tokio::select! {
-            ready = udp.readable() => {
+            ready = gateway.udp.readable() => {
                 ready?;
-                let mut stack = shared.lock();
-                let now = Instant::now();
-                for _ in 0..RX_BATCH {
-                    match udp.try_recv(&mut buf) {
-                        Ok(len) => stack.handle_datagram(&buf[..len], now),
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                        Err(error) => {
-                            tracing::debug!(%error, "receiving from the gateway");
-                            break;
-                        }
-                    }
-                }
+                gateway.receive(&shared);
             }
             () = shared.wake.notified() => {}
             () = tokio::time::sleep_until(deadline.into()) => shared.lock().handle_timeout(Instant::now()),
+        }
+    }
+}
+
+/// The UDP socket to the gateway, batched: one sendmsg carries a GSO train of equal-sized
+/// datagrams (what smoltcp's full-MTU segments become), one recvmmsg returns GRO-coalesced ones.
+struct Gateway {
+    udp: UdpSocket,
+    state: UdpSocketState,
+    endpoint: SocketAddr,
+    gso: Vec<u8>,
+    rx: Vec<Vec<u8>>,
+    metas: Vec<RecvMeta>,
+}
+
+impl Gateway {
+    fn new(udp: UdpSocket) -> io::Result<Gateway> {
+        let state = UdpSocketState::new((&udp).into())?;
+        // Bursts of a fast sender must not overflow the default socket buffers.
+        let _ = state.set_recv_buffer_size((&udp).into(), SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size((&udp).into(), SOCKET_BUFFER);
+        Ok(Gateway {
+            endpoint: udp.peer_addr()?,
+            udp,
+            state,
+            gso: Vec::with_capacity(GSO_BYTES + RX_BUF),
+            rx: vec![vec![0; RX_BUF]; RX_BATCH],
+            metas: vec![RecvMeta::default(); RX_BATCH],
+        })
+    }
+
+    /// Sends and empties `datagrams`, runs of equal size together.
+    async fn send(&mut self, datagrams: &mut Vec<Vec<u8>>) {
+        let max_segments = self.state.max_gso_segments().max(1);
+        let mut rest = &datagrams[..];
+        while let Some(first) = rest.first() {
+            let segment = first.len();
+            self.gso.clear();
+            let mut count = 0;
+            for datagram in rest {
+                let fits = count == 0 || (count < max_segments && self.gso.len() + datagram.len() <= GSO_BYTES);
+                if !fits || datagram.len() > segment {
+                    break;
+                }
+                self.gso.extend_from_slice(datagram);
+                count += 1;
+                // Only the last datagram of a train may be shorter.
+                if datagram.len() < segment {
+                    break;
+                }
+            }
+            rest = &rest[count..];
+            let transmit = Transmit {
+                destination: self.endpoint,
+                ecn: None,
+                contents: &self.gso,
+                segment_size: (count > 1).then_some(segment),
+                src_ip: None,
+            };
+            let (udp, state) = (&self.udp, &self.state);
+            if let Err(error) = udp
+                .async_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit))
+                .await
+            {
+                // The gateway's port closed or the route went: the session retries on its own.
+                tracing::debug!(%error, count, "sending to the gateway");
+            }
+        }
+        datagrams.clear();
+    }
+
+    /// Hands what has arrived to the stack, a bounded amount so the rest gets its turn.
+    fn receive(&mut self, shared: &Shared) {
+        let mut stack = shared.lock();
+        let now = Instant::now();
+        for _ in 0..RX_ROUNDS {
+            let received = {
+                let (udp, state, metas) = (&self.udp, &self.state, &mut self.metas);
+                let mut iovs: [IoSliceMut; RX_BATCH] = {
+                    let mut bufs = self.rx.iter_mut();
+                    std::array::from_fn(|_| IoSliceMut::new(bufs.next().expect("RX_BATCH buffers")))
+                };
+                udp.try_io(Interest::READABLE, || state.recv(udp.into(), &mut iovs, metas))
+            };
+            let received = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    tracing::debug!(%error, "receiving from the gateway");
+                    return;
+                }
+            };
+            for (buf, meta) in self.rx.iter().zip(&self.metas).take(received) {
+                if meta.addr != self.endpoint {
+                    tracing::trace!(from = %meta.addr, "datagram from an unknown address dropped");
+                    continue;
+                }
+                for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
+                    stack.handle_datagram(datagram, now);
+                }
+            }
         }
     }
 }
