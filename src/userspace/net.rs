@@ -299,21 +299,11 @@ impl Gateway {
     async fn send(&mut self, datagrams: &mut Vec<Vec<u8>>) {
         let max_segments = self.state.max_gso_segments().max(1);
         let mut rest = &datagrams[..];
-        while let Some(first) = rest.first() {
-            let segment = first.len();
+        while !rest.is_empty() {
+            let (count, segment) = train(rest, max_segments, GSO_BYTES);
             self.gso.clear();
-            let mut count = 0;
-            for datagram in rest {
-                let fits = count == 0 || (count < max_segments && self.gso.len() + datagram.len() <= GSO_BYTES);
-                if !fits || datagram.len() > segment {
-                    break;
-                }
+            for datagram in &rest[..count] {
                 self.gso.extend_from_slice(datagram);
-                count += 1;
-                // Only the last datagram of a train may be shorter.
-                if datagram.len() < segment {
-                    break;
-                }
             }
             rest = &rest[count..];
             let transmit = Transmit {
@@ -367,6 +357,25 @@ impl Gateway {
             }
         }
     }
+}
+
+/// How many datagrams from the start of `datagrams` (not empty) make one GSO send, and their
+/// segment size: equal sizes, of which only the last may be shorter, within the limits.
+fn train(datagrams: &[Vec<u8>], max_segments: usize, max_bytes: usize) -> (usize, usize) {
+    let segment = datagrams[0].len();
+    let (mut count, mut bytes) = (0, 0);
+    for datagram in datagrams {
+        let fits = count == 0 || (count < max_segments && bytes + datagram.len() <= max_bytes);
+        if !fits || datagram.len() > segment {
+            break;
+        }
+        count += 1;
+        bytes += datagram.len();
+        if datagram.len() < segment {
+            break;
+        }
+    }
+    (count, segment)
 }
 
 /// A TCP connection through the tunnel. Dropping it closes it gracefully.
@@ -440,5 +449,23 @@ impl AsyncWrite for TcpStream {
         self.shared.lock().tcp(self.handle).close();
         self.shared.wake.notify_one();
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::train;
+
+    fn sizes(lens: &[usize]) -> Vec<Vec<u8>> {
+        lens.iter().map(|&n| vec![0; n]).collect()
+    }
+
+    #[test]
+    fn trains_are_equal_sizes_ending_at_most_one_shorter() {
+        assert_eq!(train(&sizes(&[100, 100, 60, 100]), 64, 64_000), (3, 100));
+        assert_eq!(train(&sizes(&[60, 100]), 64, 64_000), (1, 60));
+        assert_eq!(train(&sizes(&[100; 10]), 4, 64_000), (4, 100));
+        assert_eq!(train(&sizes(&[100; 10]), 64, 350), (3, 100));
+        assert_eq!(train(&sizes(&[70_000, 100]), 64, 64_000), (1, 70_000));
     }
 }
