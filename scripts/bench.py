@@ -423,11 +423,9 @@ class Onetun(Reference):
     def up(self):
         answer = self.register()
         project, peer = answer["project"], answer["peer"]
-        with open(self.key_file) as f:
-            private = f.read().strip()
         args = [f"127.0.0.1:{FWD_PORT}:{self.lab.target4}:{IPERF_PORT}",
                 "--endpoint-addr", project["ipv4"]["sharedEndpoint"],
-                "--endpoint-public-key", project["publicKey"], "--private-key", private,
+                "--endpoint-public-key", project["publicKey"], "--private-key-file", self.key_file,
                 "--source-peer-ip", peer["ipv4"]["assignedIpAddress"], "--keep-alive", "5"]
         with open(self.log_path, "a") as logf:
             self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.laptop] + self.command + args,
