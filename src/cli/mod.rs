@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::daemon::{Event, Status};
+use crate::daemon::{ConnectionState, Event, Status};
 
 #[derive(Parser)]
 #[command(
@@ -94,8 +94,8 @@ pub struct UpArgs {
     /// Leave the host's DNS alone (same as --dns off).
     #[arg(long)]
     pub skip_dns_setup: bool,
-    /// Persistent keepalive, seconds.
-    #[arg(long, default_value_t = 5)]
+    /// Persistent keepalive, seconds (25 keeps NAT mappings open, as WireGuard recommends).
+    #[arg(long, default_value_t = 25)]
     pub keepalive: u16,
 }
 
@@ -176,11 +176,16 @@ pub fn print_status(statuses: &[Status], json: bool) {
         println!("  addresses   {}", join(&s.addresses));
         println!("  routes      {}", join(&s.networks));
         println!("  endpoint    {}", s.endpoint);
+        println!("  state       {}", state(s));
         println!("  handshake   {handshake}");
         println!("  traffic     rx {} / tx {}", bytes(s.rx_bytes), bytes(s.tx_bytes));
         println!(
-            "  dropped     {} not from the project, {} invalid",
-            s.dropped_not_allowed, s.dropped_invalid
+            "  dropped     {} not from the project, {} invalid, {} malformed, {} too large for the buffer",
+            s.dropped_not_allowed, s.dropped_invalid, s.dropped_malformed, s.dropped_small_buffer
+        );
+        println!(
+            "  recovery    {} reconnects ({} handshakes forced, {} probes), {} sleeps, {} sessions rebuilt",
+            s.reconnects, s.handshakes_forced, s.probes_sent, s.sleeps_detected, s.sessions_rebuilt
         );
         if let Some(dns) = &s.dns {
             let at = dns
@@ -202,6 +207,15 @@ pub fn print_status(statuses: &[Status], json: bool) {
             );
         }
         println!("  uptime      {} s", s.uptime_secs);
+    }
+}
+
+fn state(s: &Status) -> String {
+    match (s.state, s.reconnecting_secs) {
+        (ConnectionState::Connecting, _) => "connecting".into(),
+        (ConnectionState::Connected, _) => "connected".into(),
+        (ConnectionState::Reconnecting, Some(secs)) => format!("reconnecting since {secs:.1} s"),
+        (ConnectionState::Reconnecting, None) => "reconnecting".into(),
     }
 }
 

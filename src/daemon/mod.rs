@@ -17,7 +17,7 @@ use x25519_dalek::{PublicKey, StaticSecret};
 use crate::dns;
 use crate::host::{self, Journal};
 use crate::paths::ConnectionFiles;
-use crate::tunnel::core::{Config as SessionConfig, Session, Stats};
+use crate::tunnel::core::{Config as SessionConfig, LinkState, ProbeRoute, Session, Stats};
 use crate::tunnel::io::{Request, Tunnel};
 use crate::tunnel::{device, probe};
 
@@ -92,6 +92,24 @@ pub struct Status {
     pub tx_packets: u64,
     pub dropped_not_allowed: u64,
     pub dropped_invalid: u64,
+    pub dropped_malformed: u64,
+    pub dropped_small_buffer: u64,
+    pub sessions_rebuilt: u64,
+    pub state: ConnectionState,
+    /// Seconds since the gateway stopped answering, while reconnecting.
+    pub reconnecting_secs: Option<f64>,
+    pub probes_sent: u64,
+    pub reconnects: u64,
+    pub handshakes_forced: u64,
+    pub sleeps_detected: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionState {
+    Connecting,
+    Connected,
+    Reconnecting,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,31 +221,65 @@ async fn serve(
         _ => (None, None),
     };
 
-    let status = |stats: &Stats| Status {
-        project_id: config.project_id.clone(),
-        project_name: config.project_name.clone(),
-        pid: std::process::id(),
-        interface: name.clone(),
-        addresses: config.addresses.clone(),
-        networks: config.networks.clone(),
-        endpoint: endpoint.to_string(),
-        mtu: config.mtu,
-        dns: config.dns.map(|project_dns| DnsStatus {
-            mode: host_dns.as_ref().map_or(dns::Mode::Off, |h| h.mode),
-            responder: responder.as_ref().map(dns::Responder::local_addr),
-            project_dns,
-            stats: responder.as_ref().map(dns::Responder::stats).unwrap_or_default(),
-        }),
-        started_unix,
-        uptime_secs: started.elapsed().as_secs(),
-        connected: stats.last_handshake.is_some(),
-        last_handshake_secs: stats.last_handshake.map(|d| d.as_secs_f64()),
-        rx_bytes: stats.rx_bytes,
-        tx_bytes: stats.tx_bytes,
-        rx_packets: stats.rx_packets,
-        tx_packets: stats.tx_packets,
-        dropped_not_allowed: stats.dropped_not_allowed,
-        dropped_invalid: stats.dropped_invalid,
+    let status = |stats: &Stats| {
+        // Destructured, so a counter added to the core cannot be left out of the status.
+        let &Stats {
+            tx_bytes,
+            rx_bytes,
+            tx_packets,
+            rx_packets,
+            dropped_not_allowed,
+            dropped_invalid,
+            dropped_malformed,
+            dropped_small_buffer,
+            last_handshake,
+            sessions_rebuilt,
+            state,
+            probes_sent,
+            reconnects,
+            handshakes_forced,
+            sleeps_detected,
+        } = stats;
+        let (state, reconnecting_secs) = match state {
+            LinkState::Connecting => (ConnectionState::Connecting, None),
+            LinkState::Connected => (ConnectionState::Connected, None),
+            LinkState::Reconnecting { since } => (ConnectionState::Reconnecting, Some(since.elapsed().as_secs_f64())),
+        };
+        Status {
+            project_id: config.project_id.clone(),
+            project_name: config.project_name.clone(),
+            pid: std::process::id(),
+            interface: name.clone(),
+            addresses: config.addresses.clone(),
+            networks: config.networks.clone(),
+            endpoint: endpoint.to_string(),
+            mtu: config.mtu,
+            dns: config.dns.map(|project_dns| DnsStatus {
+                mode: host_dns.as_ref().map_or(dns::Mode::Off, |h| h.mode),
+                responder: responder.as_ref().map(dns::Responder::local_addr),
+                project_dns,
+                stats: responder.as_ref().map(dns::Responder::stats).unwrap_or_default(),
+            }),
+            started_unix,
+            uptime_secs: started.elapsed().as_secs(),
+            connected: last_handshake.is_some(),
+            last_handshake_secs: last_handshake.map(|d| d.as_secs_f64()),
+            rx_bytes,
+            tx_bytes,
+            rx_packets,
+            tx_packets,
+            dropped_not_allowed,
+            dropped_invalid,
+            dropped_malformed,
+            dropped_small_buffer,
+            sessions_rebuilt,
+            state,
+            reconnecting_secs,
+            probes_sent,
+            reconnects,
+            handshakes_forced,
+            sleeps_detected,
+        }
     };
 
     let listener = control::bind(&files.socket)?;
@@ -342,6 +394,14 @@ fn session_config(config: &DaemonConfig) -> Result<SessionConfig> {
         preshared_key: None,
         persistent_keepalive: Some(config.keepalive_secs),
         allowed_ips: config.networks.clone(),
+        probe: config.probe_targets.iter().find_map(|&target| {
+            let source = config
+                .addresses
+                .iter()
+                .map(IpNet::addr)
+                .find(|a| a.is_ipv4() == target.is_ipv4())?;
+            Some(ProbeRoute { source, target })
+        }),
     })
 }
 
