@@ -28,7 +28,10 @@ fn ssh_works_again_within_seconds_after_the_gateway_restarts() {
     let status = client.status();
     let conn = &status["connections"][0];
     assert_eq!(conn["state"], "connected", "{conn}");
-    assert!(conn["reconnects"].as_u64().unwrap() >= 1, "recovered by a forced handshake: {conn}");
+    assert!(
+        conn["reconnects"].as_u64().unwrap() >= 1,
+        "recovered by a forced handshake: {conn}"
+    );
     assert!(conn["handshakes_forced"].as_u64().unwrap() >= 1, "{conn}");
 }
 
