@@ -3,6 +3,7 @@
 //! status` and `vpn down` talk to it over the control socket.
 
 pub mod control;
+pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,9 +20,11 @@ use crate::dns;
 use crate::host::{self, Journal};
 use crate::paths::ConnectionFiles;
 use crate::platform;
-use crate::tunnel::core::{Config as SessionConfig, LinkState, ProbeRoute, Session, Stats};
+use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
 use crate::tunnel::io::{Request, Tunnel};
 use crate::tunnel::{device, probe};
+
+pub use status::{ConnectionState, TunnelStatus};
 
 /// Everything the daemon needs, handed over on its stdin (the private key never appears in
 /// argv or the environment).
@@ -88,32 +91,8 @@ pub struct Status {
     pub dns: Option<DnsStatus>,
     pub started_unix: u64,
     pub uptime_secs: u64,
-    pub connected: bool,
-    pub last_handshake_secs: Option<f64>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub dropped_not_allowed: u64,
-    pub dropped_invalid: u64,
-    pub dropped_malformed: u64,
-    pub dropped_small_buffer: u64,
-    pub sessions_rebuilt: u64,
-    pub state: ConnectionState,
-    /// Seconds since the gateway stopped answering, while reconnecting.
-    pub reconnecting_secs: Option<f64>,
-    pub probes_sent: u64,
-    pub reconnects: u64,
-    pub handshakes_forced: u64,
-    pub sleeps_detected: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConnectionState {
-    Connecting,
-    Connected,
-    Reconnecting,
+    #[serde(flatten)]
+    pub tunnel: TunnelStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -225,65 +204,24 @@ async fn serve(
         _ => (None, None),
     };
 
-    let status = |stats: &Stats| {
-        // Destructured, so a counter added to the core cannot be left out of the status.
-        let &Stats {
-            tx_bytes,
-            rx_bytes,
-            tx_packets,
-            rx_packets,
-            dropped_not_allowed,
-            dropped_invalid,
-            dropped_malformed,
-            dropped_small_buffer,
-            last_handshake,
-            sessions_rebuilt,
-            state,
-            probes_sent,
-            reconnects,
-            handshakes_forced,
-            sleeps_detected,
-        } = stats;
-        let (state, reconnecting_secs) = match state {
-            LinkState::Connecting => (ConnectionState::Connecting, None),
-            LinkState::Connected => (ConnectionState::Connected, None),
-            LinkState::Reconnecting { since } => (ConnectionState::Reconnecting, Some(since.elapsed().as_secs_f64())),
-        };
-        Status {
-            project_id: config.project_id.clone(),
-            project_name: config.project_name.clone(),
-            pid: std::process::id(),
-            interface: name.clone(),
-            addresses: config.addresses.clone(),
-            networks: config.networks.clone(),
-            endpoint: endpoint.to_string(),
-            mtu: config.mtu,
-            dns: config.dns.map(|project_dns| DnsStatus {
-                mode: host_dns.as_ref().map_or(dns::Mode::Off, |h| h.mode),
-                responder: responder.as_ref().map(dns::Responder::local_addr),
-                project_dns,
-                stats: responder.as_ref().map(dns::Responder::stats).unwrap_or_default(),
-            }),
-            started_unix,
-            uptime_secs: started.elapsed().as_secs(),
-            connected: last_handshake.is_some(),
-            last_handshake_secs: last_handshake.map(|d| d.as_secs_f64()),
-            rx_bytes,
-            tx_bytes,
-            rx_packets,
-            tx_packets,
-            dropped_not_allowed,
-            dropped_invalid,
-            dropped_malformed,
-            dropped_small_buffer,
-            sessions_rebuilt,
-            state,
-            reconnecting_secs,
-            probes_sent,
-            reconnects,
-            handshakes_forced,
-            sleeps_detected,
-        }
+    let status = |stats: &Stats| Status {
+        project_id: config.project_id.clone(),
+        project_name: config.project_name.clone(),
+        pid: std::process::id(),
+        interface: name.clone(),
+        addresses: config.addresses.clone(),
+        networks: config.networks.clone(),
+        endpoint: endpoint.to_string(),
+        mtu: config.mtu,
+        dns: config.dns.map(|project_dns| DnsStatus {
+            mode: host_dns.as_ref().map_or(dns::Mode::Off, |h| h.mode),
+            responder: responder.as_ref().map(dns::Responder::local_addr),
+            project_dns,
+            stats: responder.as_ref().map(dns::Responder::stats).unwrap_or_default(),
+        }),
+        started_unix,
+        uptime_secs: started.elapsed().as_secs(),
+        tunnel: TunnelStatus::from(stats),
     };
 
     let mut control = control::serve(&files.socket)?;
