@@ -94,17 +94,18 @@ def cpu_ticks(pid):
 
 
 def voluntary_switches(pid):
-    """Voluntary context switches of all of a process's threads: each is a wakeup from sleep."""
-    total = 0
+    """Voluntary context switches of each of a process's threads, by thread id: each is a wakeup
+    from sleep. Per thread, because threads come and go (tokio's blocking pool, goroutines' Ms)."""
+    switches = {}
     for task in os.listdir(f"/proc/{pid}/task"):
         try:
             with open(f"/proc/{pid}/task/{task}/status") as f:
                 for line in f:
                     if line.startswith("voluntary_ctxt_switches:"):
-                        total += int(line.split()[1])
+                        switches[task] = int(line.split()[1])
         except OSError:
             pass  # a thread that ended meanwhile
-    return total
+    return switches
 
 
 def rss_mib(pid):
@@ -310,7 +311,8 @@ def idle_wakeups(client, seconds=IDLE_SECONDS):
     time.sleep(2)  # the start-up's own traffic settles
     before = voluntary_switches(client.pid)
     time.sleep(seconds)
-    return (voluntary_switches(client.pid) - before) / seconds
+    after = voluntary_switches(client.pid)
+    return sum(n - before.get(tid, 0) for tid, n in after.items()) / seconds
 
 
 def recovery_after_gateway_restart(lab, limit=60.0):

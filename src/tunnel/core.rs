@@ -232,7 +232,12 @@ impl Session {
             tracing::trace!(len = packet.len(), out = out.len(), "out buffer too small");
             return None;
         }
-        self.recovery.traffic_sent(now);
+        // The kernel's own link-local chatter (router solicitations, MLD) gets no answer from
+        // the peer and must not look like a connection that stopped answering.
+        if self.recovery.unanswered_since.is_none() && self.routes_to_peer(packet) {
+            self.recovery.unanswered_since = Some(now);
+        }
+        self.recovery.last_traffic = Some(now);
         match self.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(datagram) if is_handshake_initiation(datagram) => {
                 let initiation = datagram.to_vec();
@@ -359,6 +364,10 @@ impl Session {
         self.stats.dropped_invalid += 1;
         tracing::trace!(len = datagram.len(), ?error, "dropped invalid datagram");
         FromNetwork::Dropped(DropReason::Invalid)
+    }
+
+    fn routes_to_peer(&self, packet: &[u8]) -> bool {
+        Tunn::dst_address(packet).is_some_and(|dst| self.config.allowed_ips.iter().any(|net| net.contains(&dst)))
     }
 
     /// The peer said something authenticated: whatever waited is answered.
@@ -641,13 +650,6 @@ struct Recovery {
     /// The latest packet from the TUN: recovery acts only while there is traffic to answer.
     last_traffic: Option<Instant>,
     step: Step,
-}
-
-impl Recovery {
-    fn traffic_sent(&mut self, now: Instant) {
-        self.unanswered_since.get_or_insert(now);
-        self.last_traffic = Some(now);
-    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1012,6 +1014,21 @@ mod tests {
         assert_eq!(stats.handshakes_forced, 0);
         assert_eq!(stats.state, LinkState::Connected);
         assert_eq!(stats.rx_packets, 0, "the probe's reply is not delivered to the TUN");
+    }
+
+    #[test]
+    fn traffic_the_peer_cannot_answer_needs_no_probe() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
+        let router_solicitation = ipv6_packet("fe80::2".parse().unwrap(), "ff02::2".parse().unwrap(), b"rs");
+        let sent_at = start + Duration::from_secs(1);
+
+        let received = transmit_at(&mut client, &mut gateway, &router_solicitation, sent_at);
+        let run = drive(&mut client, sent_at, sent_at + Duration::from_secs(10));
+
+        assert!(matches!(received, Received::Dropped(DropReason::NotAllowed(_))));
+        assert!(run.sent.is_empty(), "{:?}", run.sent);
+        assert_eq!(client.stats().probes_sent, 0);
     }
 
     #[test]
