@@ -185,13 +185,15 @@ impl Session {
         let asleep = clock.asleep();
         let slept = self.times.asleep.map(|before| asleep.saturating_sub(before));
         self.times.asleep = Some(asleep);
+        // Before the timers run: after a long sleep they may expire the connection entirely.
+        let had_session = self.times.established.is_some();
         if now.saturating_duration_since(self.times.timers_ran) >= STAMP_RESOLUTION {
             self.run_timers(now);
         }
         if let Some(slept) = slept.filter(|slept| *slept >= SLEEP_JUMP) {
             self.stats.sleeps_detected += 1;
             tracing::info!(slept_secs = slept.as_secs(), "the machine slept; handshaking again");
-            if self.times.established.is_some() {
+            if had_session {
                 self.recovery = Recovery {
                     unanswered_since: Some(now),
                     last_traffic: Some(now),
@@ -207,15 +209,8 @@ impl Session {
     /// before it has traffic (with only a persistent keepalive, the first handshake would wait a
     /// whole keepalive interval).
     pub fn initiate_handshake(&mut self, now: Instant) {
-        match self.tunn.format_handshake_initiation(&mut self.scratch, false) {
-            TunnResult::WriteToNetwork(initiation) => {
-                let initiation = initiation.to_vec();
-                self.push_control(initiation, now);
-            }
-            TunnResult::Done => tracing::debug!("handshake already in progress"),
-            TunnResult::Err(error) => tracing::debug!(?error, "handshake initiation failed"),
-            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
-        }
+        let initiation = to_send(self.tunn.format_handshake_initiation(&mut self.scratch, false));
+        self.send(initiation, "handshake initiation", now);
     }
 
     /// Encrypts an IP packet from the TUN and returns the datagram to send. Without a session,
@@ -397,32 +392,18 @@ impl Session {
     fn flush_queued(&mut self, now: Instant) {
         // boringtun holds at most 256 packets; the bound only guards against a loop.
         for _ in 0..FLUSH_LIMIT {
-            match self.tunn.decapsulate(None, &[], &mut self.scratch) {
-                TunnResult::WriteToNetwork(datagram) => {
-                    let datagram = datagram.to_vec();
-                    self.push_control(datagram, now);
-                }
-                TunnResult::Done => return,
-                TunnResult::Err(error) => {
-                    tracing::debug!(?error, "flushing queued packets failed");
-                    return;
-                }
-                TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => return,
+            match to_send(self.tunn.decapsulate(None, &[], &mut self.scratch)) {
+                Ok(Some(datagram)) => self.push_control(datagram, now),
+                done => return self.send(done, "flushing queued packets", now),
             }
         }
     }
 
     fn run_timers(&mut self, now: Instant) {
         self.times.timers_ran = now;
-        match self.tunn.update_timers(&mut self.scratch) {
-            TunnResult::Done => {}
-            TunnResult::WriteToNetwork(datagram) => {
-                let datagram = datagram.to_vec();
-                self.push_control(datagram, now);
-            }
-            TunnResult::Err(WireGuardError::ConnectionExpired) => self.rebuild(),
-            TunnResult::Err(error) => tracing::debug!(?error, "timer update failed"),
-            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
+        match to_send(self.tunn.update_timers(&mut self.scratch)) {
+            Err(WireGuardError::ConnectionExpired) => self.rebuild(),
+            result => self.send(result, "timer update", now),
         }
     }
 
@@ -460,14 +441,8 @@ impl Session {
     }
 
     fn send_keepalive(&mut self, now: Instant) {
-        match self.tunn.encapsulate(&[], &mut self.scratch) {
-            TunnResult::WriteToNetwork(datagram) => {
-                let datagram = datagram.to_vec();
-                self.push_control(datagram, now);
-            }
-            TunnResult::Err(error) => tracing::debug!(?error, "keepalive failed"),
-            TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
-        }
+        let keepalive = to_send(self.tunn.encapsulate(&[], &mut self.scratch));
+        self.send(keepalive, "keepalive", now);
         // Without a session boringtun queued it behind a handshake: the interval starts anew.
         self.times.traversal = now;
     }
@@ -499,14 +474,8 @@ impl Session {
         };
         self.stats.probes_sent += 1;
         tracing::debug!(target = %route.target, "no answer to recent traffic; probing");
-        match self.tunn.encapsulate(&packet, &mut self.scratch) {
-            TunnResult::WriteToNetwork(datagram) => {
-                let datagram = datagram.to_vec();
-                self.push_control(datagram, now);
-            }
-            TunnResult::Err(error) => tracing::debug!(?error, "probe failed"),
-            TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
-        }
+        let probe = to_send(self.tunn.encapsulate(&packet, &mut self.scratch));
+        self.send(probe, "probe", now);
     }
 
     fn force_handshake(&mut self, now: Instant) {
@@ -523,13 +492,16 @@ impl Session {
             tracing::info!("no answer from the peer; handshaking again");
         }
         self.stats.handshakes_forced += 1;
-        match self.tunn.format_handshake_initiation(&mut self.scratch, true) {
-            TunnResult::WriteToNetwork(initiation) => {
-                let initiation = initiation.to_vec();
-                self.push_control(initiation, now);
-            }
-            TunnResult::Err(error) => tracing::debug!(?error, "forced handshake initiation failed"),
-            TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
+        let initiation = to_send(self.tunn.format_handshake_initiation(&mut self.scratch, true));
+        self.send(initiation, "forced handshake initiation", now);
+    }
+
+    /// Queues what boringtun produced outside the data path, if anything.
+    fn send(&mut self, result: Result<Option<Vec<u8>>, WireGuardError>, what: &str, now: Instant) {
+        match result {
+            Ok(Some(datagram)) => self.push_control(datagram, now),
+            Ok(None) => {}
+            Err(error) => tracing::debug!(?error, what, "boringtun refused"),
         }
     }
 
@@ -720,6 +692,15 @@ fn new_tunn(config: &Config) -> Tunn {
         index,
         None,
     )
+}
+
+/// A datagram boringtun wrote to its scratch buffer, copied out so the session can queue it.
+fn to_send(result: TunnResult<'_>) -> Result<Option<Vec<u8>>, WireGuardError> {
+    match result {
+        TunnResult::WriteToNetwork(datagram) => Ok(Some(datagram.to_vec())),
+        TunnResult::Err(error) => Err(error),
+        TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => Ok(None),
+    }
 }
 
 fn message_type(datagram: &[u8]) -> Option<u32> {
