@@ -9,9 +9,7 @@ mod netns;
 mod plan;
 mod setup;
 
-use std::path::Path;
-
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 
 use plan::Plan;
@@ -22,7 +20,7 @@ struct Args {
     /// Prefix of every namespace, link and file the lab creates (at most 8 letters or digits).
     #[arg(long, env = "CORRIDOR_LAB_PREFIX", default_value = "crl", global = true)]
     prefix: String,
-    /// Address-plan slot (0-31): labs with different slots never share an address.
+    /// Address-plan slot (0-47): labs with different slots never share an address.
     #[arg(long, env = "CORRIDOR_LAB_SLOT", default_value_t = 0, global = true)]
     slot: u8,
     #[command(subcommand)]
@@ -45,7 +43,8 @@ enum Cmd {
         #[arg(default_value = "demo")]
         project: String,
     },
-    /// Make the control-plane API misbehave: ok, slow MS, error500, garbage, ratelimit, expired.
+    /// Make the lab misbehave: ok, slow MS, error500, garbage, ratelimit, expired, no-icmp,
+    /// ipv6-only, no-dns (one at a time; `ok` undoes them all).
     Misbehave { mode: Vec<String> },
     /// Serve the control-plane API (run by `up` inside the underlay namespace).
     #[command(hide = true)]
@@ -57,8 +56,8 @@ fn main() -> Result<()> {
     if args.prefix.is_empty() || args.prefix.len() > 8 || !args.prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
         bail!("--prefix must be 1 to 8 letters or digits");
     }
-    if args.slot > 31 {
-        bail!("--slot must be 0 to 31");
+    if args.slot > 47 {
+        bail!("--slot must be 0 to 47");
     }
     let plan = Plan::new(&args.prefix, args.slot);
     match args.cmd {
@@ -76,14 +75,15 @@ fn main() -> Result<()> {
         }
         Cmd::Status { json } => setup::status(&plan, json),
         Cmd::Misbehave { mode } => {
-            let path = Path::new(&plan.state_dir).join("misbehave");
-            std::fs::write(&path, mode.join(" ") + "\n").with_context(|| format!("writing {}", path.display()))?;
-            Ok(())
+            require_root()?;
+            let text = mode.join(" ");
+            let parsed = api::Mode::parse(&text).map_err(anyhow::Error::msg)?;
+            setup::misbehave(&plan, parsed, &text)
         }
         Cmd::Api => api::serve(
             plan.clone(),
             api::ApiOptions {
-                listen: plan.api_addr,
+                listen: plan.api_addrs(),
                 configure_wg: true,
             },
         ),

@@ -136,6 +136,11 @@ impl Plan {
             .flat_map(|p| p.services.iter().flat_map(move |s| s.running().map(move |c| (p, c))))
     }
 
+    /// The API's addresses: the default region's, then the second region's (the same API).
+    pub fn api_addrs(&self) -> [SocketAddr; 2] {
+        [self.api_addr, SocketAddr::new(self.api_addr.ip(), API_PORT + 1)]
+    }
+
     /// Every namespace the lab creates, in creation order.
     pub fn namespaces(&self) -> Vec<String> {
         let mut all = vec![self.net_ns.clone(), self.laptop_ns.clone()];
@@ -149,10 +154,12 @@ impl Plan {
 
 impl Project {
     fn new(prefix: &str, s: u8, p: u8, name: &str) -> Project {
-        // 198.19.0.0/16: eight /24s per slot, two per project (containers, VPN peers).
-        let base = s.wrapping_mul(8).wrapping_add(p * 2);
-        let v4_net: Ipv4Net = format!("198.19.{base}.0/24").parse().unwrap();
-        let v4_peer_net: Ipv4Net = format!("198.19.{}.0/24", base + 1).parse().unwrap();
+        // Eight /24s per slot, two per project (containers, VPN peers): 198.19.0.0/16 for slots
+        // 0-31, then the upper half of 198.18.0.0/16 (the underlays use its lower /24s).
+        let (second, base) = if s < 32 { (19, s * 8) } else { (18, 128 + (s - 32) * 8) };
+        let base = base + p * 2;
+        let v4_net: Ipv4Net = format!("198.{second}.{base}.0/24").parse().unwrap();
+        let v4_peer_net: Ipv4Net = format!("198.{second}.{}.0/24", base + 1).parse().unwrap();
         // One ULA /48 per project: ::1:0/64 for containers, ::2:0/64 for VPN peers.
         let v6_48 = format!("fdc0:0:{:x}", u16::from(s) * 16 + u16::from(p));
         let v6_net: Ipv6Net = format!("{v6_48}:1::/64").parse().unwrap();
@@ -278,4 +285,25 @@ pub fn short_id(seed: &str) -> String {
         out.push(ALPHABET[(h % ALPHABET.len() as u64) as usize] as char);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_two_slots_share_a_network() {
+        let mut seen = std::collections::HashSet::new();
+        for slot in 0..=47 {
+            let plan = Plan::new("t", slot);
+            let mut nets = vec![plan.underlay.to_string()];
+            for p in &plan.projects {
+                nets.extend([p.v4_net, p.v4_peer_net].map(|n| n.to_string()));
+                nets.extend([p.v6_net, p.v6_peer_net].map(|n| n.to_string()));
+            }
+            for net in nets {
+                assert!(seen.insert(net.clone()), "slot {slot} reuses {net}");
+            }
+        }
+    }
 }
