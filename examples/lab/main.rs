@@ -20,7 +20,7 @@ struct Args {
     /// Prefix of every namespace, link and file the lab creates (at most 8 letters or digits).
     #[arg(long, env = "CORRIDOR_LAB_PREFIX", default_value = "crl", global = true)]
     prefix: String,
-    /// Address-plan slot (0-47): labs with different slots never share an address.
+    /// Address-plan slot (0-127): labs with different slots never share an address.
     #[arg(long, env = "CORRIDOR_LAB_SLOT", default_value_t = 0, global = true)]
     slot: u8,
     #[command(subcommand)]
@@ -56,8 +56,8 @@ fn main() -> Result<()> {
     if args.prefix.is_empty() || args.prefix.len() > 8 || !args.prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
         bail!("--prefix must be 1 to 8 letters or digits");
     }
-    if args.slot > 47 {
-        bail!("--slot must be 0 to 47");
+    if args.slot > 127 {
+        bail!("--slot must be 0 to 127");
     }
     let plan = Plan::new(&args.prefix, args.slot);
     match args.cmd {

@@ -154,12 +154,10 @@ impl Plan {
 
 impl Project {
     fn new(prefix: &str, s: u8, p: u8, name: &str) -> Project {
-        // Eight /24s per slot, two per project (containers, VPN peers): 198.19.0.0/16 for slots
-        // 0-31, then the upper half of 198.18.0.0/16 (the underlays use its lower /24s).
-        let (second, base) = if s < 32 { (19, s * 8) } else { (18, 128 + (s - 32) * 8) };
-        let base = base + p * 2;
-        let v4_net: Ipv4Net = format!("198.{second}.{base}.0/24").parse().unwrap();
-        let v4_peer_net: Ipv4Net = format!("198.{second}.{}.0/24", base + 1).parse().unwrap();
+        // 198.19.0.0/16: two /24s per slot, cut into /26s, two per project (containers, VPN
+        // peers), so that 128 labs fit side by side.
+        let v4_net = v4_quarter(s, p * 2);
+        let v4_peer_net = v4_quarter(s, p * 2 + 1);
         // One ULA /48 per project: ::1:0/64 for containers, ::2:0/64 for VPN peers.
         let v6_48 = format!("fdc0:0:{:x}", u16::from(s) * 16 + u16::from(p));
         let v6_net: Ipv6Net = format!("{v6_48}:1::/64").parse().unwrap();
@@ -229,6 +227,13 @@ impl Project {
     }
 }
 
+/// The `n`th /26 of slot `s`'s two /24s in 198.19.0.0/16.
+fn v4_quarter(s: u8, n: u8) -> Ipv4Net {
+    let third = u16::from(s) * 2 + u16::from(n / 4);
+    let third = u8::try_from(third).expect("slots below 128");
+    Ipv4Net::new(Ipv4Addr::new(198, 19, third, (n % 4) * 64), 26).expect("a /26")
+}
+
 fn service(
     prefix: &str,
     project: &str,
@@ -294,7 +299,7 @@ mod tests {
     #[test]
     fn no_two_slots_share_a_network() {
         let mut seen = std::collections::HashSet::new();
-        for slot in 0..=47 {
+        for slot in 0..=127 {
             let plan = Plan::new("t", slot);
             let mut nets = vec![plan.underlay.to_string()];
             for p in &plan.projects {
