@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::daemon::{Event, Status};
+use crate::daemon::{ConnectionState, Event, Status, TunnelStatus};
 use crate::report::{Progress, Report};
 use crate::vpn::UpOptions;
 
@@ -34,8 +34,9 @@ pub struct Cli {
 pub enum Command {
     /// Store a personal access token (verified with the platform first).
     Login {
-        #[arg(long, env = "CORRIDOR_TOKEN", hide_env_values = true)]
-        token: String,
+        /// The token; default: CORRIDOR_TOKEN, else ZEROPS_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Connect to and disconnect from a project's private network.
     #[command(subcommand)]
@@ -108,8 +109,8 @@ pub struct UpArgs {
     /// Leave the host's DNS alone (same as --dns off).
     #[arg(long)]
     pub skip_dns_setup: bool,
-    /// Persistent keepalive, seconds.
-    #[arg(long, default_value_t = 5)]
+    /// Persistent keepalive, seconds (25 keeps NAT mappings open, as WireGuard recommends).
+    #[arg(long, default_value_t = 25)]
     pub keepalive: u16,
 }
 
@@ -140,14 +141,17 @@ impl Report for Terminal {
         match progress {
             Progress::LoggedIn { name, email } => step(&format!("logged in as {name} ({email})")),
             Progress::KeyRegistered { .. } => step("key registered"),
-            Progress::Connection(Event::Ready { status }) => print_connected(status),
             Progress::Connection(event) => connection_progress(event),
+            Progress::Connected(status) => print_connected(status),
             Progress::Disconnected { project } => step(&format!("disconnected from {project} (host restored)")),
             Progress::NotConnected { project: Some(p) } => println!("not connected to {p}"),
             Progress::NotConnected { project: None } => println!("not connected"),
             Progress::KeyRemoved { project } => {
                 step(&format!("key for {project} removed from the platform and this machine"))
             }
+            Progress::DnsSkipped { reason } => fail(&format!(
+                "dns not set up: {reason}; the tunnel works, names of the project do not resolve (the host's resolver is untouched)"
+            )),
             Progress::Warning(text) => eprintln!("warning: {text}"),
         }
     }
@@ -189,6 +193,17 @@ fn connection_progress(event: &Event) {
         Event::Interface { name } => step(&format!("interface {name} up")),
         Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
         Event::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
+        Event::NoPing {
+            tried,
+            handshake_ms_ago,
+        } => warn(&format!(
+            "no answer to ping from {}; the tunnel is up (handshake {handshake_ms_ago} ms ago)",
+            if tried.is_empty() {
+                "anything (nothing to ping)".to_string()
+            } else {
+                tried.join(", ")
+            }
+        )),
         Event::Dns {
             mode,
             name,
@@ -210,6 +225,10 @@ pub fn step(text: &str) {
     mark_line("\x1b[32m✓\x1b[0m", "✓", text);
 }
 
+pub fn warn(text: &str) {
+    mark_line("\x1b[33m!\x1b[0m", "!", text);
+}
+
 pub fn fail(text: &str) {
     mark_line("\x1b[31m✗\x1b[0m", "✗", text);
 }
@@ -227,7 +246,7 @@ fn mode_name(mode: crate::dns::Mode) -> String {
     clap::ValueEnum::to_possible_value(&mode).map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
 }
 
-pub fn print_connected(status: &Status) {
+fn print_connected(status: &Status) {
     println!(
         "connected to {} ({}) via {}: {}",
         status.project_name,
@@ -252,7 +271,8 @@ pub fn print_status(statuses: &[Status], json: bool) {
         return;
     }
     for s in statuses {
-        let handshake = s
+        let t = &s.tunnel;
+        let handshake = t
             .last_handshake_secs
             .map_or("never".to_string(), |h| format!("{h:.1} s ago"));
         println!("{} ({})", s.project_name, s.project_id);
@@ -260,11 +280,16 @@ pub fn print_status(statuses: &[Status], json: bool) {
         println!("  addresses   {}", join(&s.addresses));
         println!("  routes      {}", join(&s.networks));
         println!("  endpoint    {}", s.endpoint);
+        println!("  state       {}", state(t));
         println!("  handshake   {handshake}");
-        println!("  traffic     rx {} / tx {}", bytes(s.rx_bytes), bytes(s.tx_bytes));
+        println!("  traffic     rx {} / tx {}", bytes(t.rx_bytes), bytes(t.tx_bytes));
         println!(
-            "  dropped     {} not from the project, {} invalid",
-            s.dropped_not_allowed, s.dropped_invalid
+            "  dropped     {} not from the project, {} invalid, {} malformed, {} too large for the buffer",
+            t.dropped_not_allowed, t.dropped_invalid, t.dropped_malformed, t.dropped_small_buffer
+        );
+        println!(
+            "  recovery    {} reconnects ({} handshakes forced, {} probes), {} sleeps, {} sessions rebuilt",
+            t.reconnects, t.handshakes_forced, t.probes_sent, t.sleeps_detected, t.sessions_rebuilt
         );
         if let Some(dns) = &s.dns {
             let at = dns
@@ -286,6 +311,15 @@ pub fn print_status(statuses: &[Status], json: bool) {
             );
         }
         println!("  uptime      {} s", s.uptime_secs);
+    }
+}
+
+fn state(t: &TunnelStatus) -> String {
+    match (t.state, t.reconnecting_secs) {
+        (ConnectionState::Connecting, _) => "connecting".into(),
+        (ConnectionState::Connected, _) => "connected".into(),
+        (ConnectionState::Reconnecting, Some(secs)) => format!("reconnecting since {secs:.1} s"),
+        (ConnectionState::Reconnecting, None) => "reconnecting".into(),
     }
 }
 

@@ -25,7 +25,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::report::Report;
 use crate::store::Store;
-use crate::tunnel::core::{Config as SessionConfig, Session, Stats};
+use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
 use crate::vpn::{self, ApiSettings};
 use net::{DialError, Net};
 use stack::{Stack, StackConfig};
@@ -136,6 +136,7 @@ impl Tunnel {
             .await
             .with_context(|| format!("registering this machine's userspace key with project {}", project.name))?;
         let vpn = item.to_config().context("the platform's VPN answer")?;
+        let dns = item.dns_server().context("the platform's VPN answer")?;
         tracing::debug!(elapsed = ?started.elapsed(), "key registered");
 
         let endpoint = tokio::net::lookup_host(&vpn.endpoint)
@@ -162,6 +163,14 @@ impl Tunnel {
                 preshared_key: None,
                 persistent_keepalive: Some(options.keepalive),
                 allowed_ips: vpn.allowed_networks.clone(),
+                probe: vpn.gateways.iter().find_map(|&target| {
+                    let source = vpn
+                        .addresses
+                        .iter()
+                        .map(|a| a.addr())
+                        .find(|a| a.is_ipv4() == target.is_ipv4())?;
+                    Some(ProbeRoute { source, target })
+                }),
             },
             Instant::now(),
         );
@@ -171,7 +180,7 @@ impl Tunnel {
             seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
         };
         let stack = Stack::new(session, &config, Instant::now());
-        let (net, driver) = Net::start(stack, udp, SocketAddr::new(vpn.dns, 53));
+        let (net, driver) = Net::start(stack, udp, SocketAddr::new(dns, 53));
         let shaking = Instant::now();
         if !net.handshake(options.handshake_timeout).await {
             driver.abort();

@@ -263,7 +263,9 @@ async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<boo
                 gateway.receive(&shared);
             }
             () = shared.wake.notified() => {}
-            () = tokio::time::sleep_until(deadline.into()) => shared.lock().handle_timeout(Instant::now()),
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                shared.lock().handle_timeout(Instant::now());
+            }
         }
     }
 }

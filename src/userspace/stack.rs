@@ -142,13 +142,14 @@ impl Stack {
         self.link.outbound.pop_front()
     }
 
-    /// When [`Stack::handle_timeout`] should next be called.
-    pub fn poll_timeout(&mut self, now: Instant) -> Instant {
-        let session = self.link.session.poll_timeout();
-        match self.iface.poll_delay(smol_time(self.epoch, now), &self.sockets) {
-            Some(delay) => session.min(now + Duration::from_micros(delay.total_micros())),
-            None => session,
-        }
+    /// When [`Stack::handle_timeout`] should next be called; `None`: not until something
+    /// arrives.
+    pub fn poll_timeout(&mut self, now: Instant) -> Option<Instant> {
+        let stack = self
+            .iface
+            .poll_delay(smol_time(self.epoch, now), &self.sockets)
+            .map(|delay| now + Duration::from_micros(delay.total_micros()));
+        [self.link.session.poll_timeout(), stack].into_iter().flatten().min()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -447,6 +448,7 @@ mod tests {
                     preshared_key: None,
                     persistent_keepalive: None,
                     allowed_ips: vec![allowed.parse().unwrap()],
+                    probe: None,
                 },
                 now,
             )
