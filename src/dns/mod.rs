@@ -6,7 +6,12 @@
 //! `plan_host` (reads, changes nothing) → `Responder::start` (with the plan's upstreams) →
 //! `configure_host` (journaled) → … → `Responder::shutdown` → `host::restore`.
 
+mod cache;
+mod core;
 mod responder;
+#[cfg(test)]
+mod tests;
+mod upstream;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -27,6 +32,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+pub use core::ProjectDns;
 pub use responder::Responder;
 /// Removes our NRPT rules; the journal cannot hold them, so the daemon calls this on exit and
 /// before connecting.
@@ -50,8 +56,9 @@ pub struct ResponderConfig {
     /// A local address only (loopback, or the tunnel's own address); queries from other sources
     /// are dropped.
     pub listen: SocketAddr,
-    /// The project's DNS server (`project.ipv4.network.gateway`, port 53), reached through the tunnel.
-    pub project_dns: SocketAddr,
+    /// The projects whose DNS servers (`project.ipv4.network.gateway`, port 53, reached
+    /// through their tunnels) answer names under `zerops.`.
+    pub projects: Vec<ProjectDns>,
     /// Where names outside `zerops.` go, tried in order; empty answers them REFUSED.
     pub upstreams: Vec<SocketAddr>,
     /// How long a query may wait for upstreams in total before it is answered SERVFAIL.
@@ -59,10 +66,17 @@ pub struct ResponderConfig {
 }
 
 impl ResponderConfig {
+    /// One project's names, the others to `upstreams`.
     pub fn new(project_dns: IpAddr, upstreams: Vec<SocketAddr>) -> ResponderConfig {
         ResponderConfig {
             listen: DEFAULT_LISTEN,
-            project_dns: SocketAddr::new(project_dns, 53),
+            projects: vec![ProjectDns {
+                id: String::new(),
+                name: String::new(),
+                dns: SocketAddr::new(project_dns, 53),
+                connected_at: 0,
+                priority: 0,
+            }],
             upstreams,
             upstream_timeout: Duration::from_secs(2),
         }
@@ -119,4 +133,16 @@ pub fn plan_host(mode: Mode, listen: SocketAddr) -> Result<HostDns> {
 /// made, so `host::restore` undoes it. `interface` is the tunnel interface.
 pub fn configure_host(plan: &HostDns, responder: SocketAddr, interface: &str, journal: &mut Journal) -> Result<()> {
     platform::apply(plan, responder, interface, journal)
+}
+
+/// The host's own nameservers, for what the responder must not answer itself: the original
+/// ones when corridor's rewrite is in place, never the responder.
+pub fn host_nameservers() -> Vec<SocketAddr> {
+    platform::host_nameservers(DEFAULT_LISTEN.ip())
+}
+
+/// `host:port` or `ip:port` to an address without the system resolver, which may point at a
+/// responder that is not running (a crashed connection's leftover rewrite).
+pub async fn resolve_endpoint(endpoint: &str) -> Result<SocketAddr> {
+    upstream::resolve_endpoint(endpoint, &host_nameservers()).await
 }
