@@ -33,6 +33,8 @@ pub struct UpOptions {
     pub timeout_secs: u64,
     pub dns: dns::Mode,
     pub keepalive_secs: u16,
+    /// Bare names go to the highest priority connection first (`--dns-priority`).
+    pub dns_priority: i32,
 }
 
 /// Connects; returns the connection's status once it carries traffic (with `foreground`, once
@@ -41,6 +43,9 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     // Cheap checks first: nothing is registered for a machine that cannot build the tunnel.
     host::preflight(false)?;
     clean_up_crashed(report).await;
+    if let Err(e) = dns::service::repair().await {
+        report.progress(Progress::Warning(format!("{e:#}")));
+    }
     let store = Store::open()?;
     let client = client(&store, api)?;
     let project = choose_project(&client, options.project.as_deref(), report).await?;
@@ -74,6 +79,7 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
         networks: vpn.allowed_networks.clone(),
         dns: Some(vpn.dns),
         dns_mode: options.dns,
+        dns_priority: options.dns_priority,
         probe_targets,
     };
 
@@ -107,6 +113,8 @@ pub async fn down(project: Option<&str>, report: &mut dyn Report) -> Result<Vec<
     if done.is_empty() {
         report.progress(Progress::NotConnected { project });
     }
+    // A DNS service that died with no connection left still holds the resolver.
+    dns::service::repair().await?;
     Ok(done)
 }
 
@@ -269,7 +277,9 @@ async fn down_one(id: &ProjectId, files: &ConnectionFiles) -> Result<()> {
     for path in [&files.socket, &files.state] {
         let _ = std::fs::remove_file(path);
     }
-    Ok(())
+    // A daemon killed before it could unregister leaves its names with the DNS service.
+    dns::service::forget(id.as_str()).await
+
 }
 
 /// Connections whose daemon is gone (killed, crashed, rebooted) are undone quietly.

@@ -21,7 +21,7 @@ pub struct ProjectDns {
     pub name: String,
     /// The project's DNS server, reached through that project's tunnel.
     pub dns: SocketAddr,
-    /// Unix seconds; the most recent connection answers bare names first.
+    /// Unix milliseconds; the most recent connection answers bare names first.
     pub connected_at: u64,
     /// `vpn up --dns-priority N`: higher answers bare names first, before recency.
     pub priority: i32,

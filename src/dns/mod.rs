@@ -9,6 +9,7 @@
 mod cache;
 mod core;
 mod responder;
+pub mod service;
 #[cfg(test)]
 mod tests;
 mod upstream;
