@@ -279,7 +279,6 @@ async fn down_one(id: &ProjectId, files: &ConnectionFiles) -> Result<()> {
     }
     // A daemon killed before it could unregister leaves its names with the DNS service.
     dns::service::forget(id.as_str()).await
-
 }
 
 /// Connections whose daemon is gone (killed, crashed, rebooted) are undone quietly.

@@ -39,7 +39,10 @@ fn two_projects_names_side_by_side_and_each_leaves_alone() {
     let tcp = dig(&lab, &["+tcp", DEMO_NAME]);
     assert!(tcp.contains("status: NOERROR") && tcp.contains("ANSWER: 1"), "{tcp}");
     let dnssec = dig(&lab, &["+dnssec", OTHER_NAME]);
-    assert!(dnssec.contains("status: NOERROR") && dnssec.contains("flags: do;"), "{dnssec}");
+    assert!(
+        dnssec.contains("status: NOERROR") && dnssec.contains("flags: do;"),
+        "{dnssec}"
+    );
 
     let large = lab.status["isp_large_answer"]["name"].as_str().unwrap();
     let records = lab.status["isp_large_answer"]["txt_records"].as_u64().unwrap();
@@ -85,7 +88,10 @@ fn two_projects_names_side_by_side_and_each_leaves_alone() {
 
     assert_success("vpn down", &client.run(&["vpn", "down"]));
     assert_eq!(resolv_conf(&lab), before, "resolv.conf restored byte for byte");
-    assert!(!lab.run_in(lab.laptop(), &["getent", "hosts", DEMO_NAME]).status.success());
+    assert!(!lab
+        .run_in(lab.laptop(), &["getent", "hosts", DEMO_NAME])
+        .status
+        .success());
 
     // The responder's own process killed: the next `vpn down` replays its journal.
     assert_success("vpn up demo again", &client.run(&["vpn", "up", "demo"]));

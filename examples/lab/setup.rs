@@ -467,7 +467,9 @@ fn start_isp_resolver(plan: &Plan) -> Result<()> {
             .map(|(name, addr)| format!("--address=/{name}/{addr}")),
     );
     // A name whose answer does not fit in 512 bytes, for truncation and DNS over TCP.
-    args.extend((0..LARGE_ANSWER_RECORDS).map(|i| format!("--txt-record={LARGE_ANSWER_NAME},large-answer-record-{i:02}")));
+    args.extend(
+        (0..LARGE_ANSWER_RECORDS).map(|i| format!("--txt-record={LARGE_ANSWER_NAME},large-answer-record-{i:02}")),
+    );
     dnsmasq(plan, &plan.net_ns, "isp-dns", &args)
 }
 

@@ -1,10 +1,11 @@
-//! Names inside the tunnel (DESIGN §5): an embedded responder on a loopback address that forwards
-//! `zerops.` to the project's DNS, and the host resolver integration that points the system at it.
+//! Names inside the tunnel (DESIGN §5): one responder per host on a loopback address, forwarding
+//! `zerops.` to the connected projects' DNS servers and everything else to the host's original
+//! upstreams, and the host resolver integration that points the system at it.
 //!
-//! The daemon's order, so that the host never points at a responder that is not yet running and
-//! the original upstreams are read before the rewrite hides them:
-//! `plan_host` (reads, changes nothing) → `Responder::start` (with the plan's upstreams) →
-//! `configure_host` (journaled) → … → `Responder::shutdown` → `host::restore`.
+//! The responder runs in its own process (`service`), whose order keeps the host from pointing
+//! at a responder that is not yet running and reads the original upstreams before the rewrite
+//! hides them: `plan_host` (reads, changes nothing) → `Responder::start` (with the plan's
+//! upstreams) → `configure_host` (journaled) → … → `Responder::shutdown` → `host::restore`.
 
 mod cache;
 mod core;
@@ -64,24 +65,6 @@ pub struct ResponderConfig {
     pub upstreams: Vec<SocketAddr>,
     /// How long a query may wait for upstreams in total before it is answered SERVFAIL.
     pub upstream_timeout: Duration,
-}
-
-impl ResponderConfig {
-    /// One project's names, the others to `upstreams`.
-    pub fn new(project_dns: IpAddr, upstreams: Vec<SocketAddr>) -> ResponderConfig {
-        ResponderConfig {
-            listen: DEFAULT_LISTEN,
-            projects: vec![ProjectDns {
-                id: String::new(),
-                name: String::new(),
-                dns: SocketAddr::new(project_dns, 53),
-                connected_at: 0,
-                priority: 0,
-            }],
-            upstreams,
-            upstream_timeout: Duration::from_secs(2),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

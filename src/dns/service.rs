@@ -198,7 +198,10 @@ async fn spawn(mode: Mode) -> Result<ServiceStatus> {
             if let Some(pid) = Pid::new(child.id()) {
                 let _ = platform::signal_stop(pid, Stop::Gracefully);
             }
-            bail!("the DNS service did not start in time; its log is {}", files.log.display());
+            bail!(
+                "the DNS service did not start in time; its log is {}",
+                files.log.display()
+            );
         }
     };
     // It runs on after this; reap it in the background so it never lingers as a zombie.
@@ -385,7 +388,10 @@ async fn read_request(stream: ipc::Stream, asks: mpsc::Sender<Ask>) {
     let (read, mut write) = tokio::io::split(stream);
     let mut line = String::new();
     let mut read = tokio::io::BufReader::new(read);
-    if !matches!(tokio::time::timeout(TIMEOUT, read.read_line(&mut line)).await, Ok(Ok(_))) {
+    if !matches!(
+        tokio::time::timeout(TIMEOUT, read.read_line(&mut line)).await,
+        Ok(Ok(_))
+    ) {
         return;
     }
     let answer = match serde_json::from_str::<Request>(line.trim()) {
