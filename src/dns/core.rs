@@ -118,25 +118,21 @@ impl Core {
         let route = if self.zone.zone_of(&question.query.name) {
             // `api.zerops.` is what the search domain makes of a bare `api`.
             let bare = question.query.name.num_labels() <= self.zone.num_labels() + 1;
-            Route::Projects {
+            Some(Route::Projects {
                 servers: self.projects.iter().map(|p| p.dns).collect(),
                 in_order: bare,
-            }
-        } else if self.has_upstreams {
-            Route::Upstream
+            })
+            .filter(|_| !self.projects.is_empty())
         } else {
-            Route::Projects {
-                servers: Vec::new(),
-                in_order: false,
-            }
+            self.has_upstreams.then_some(Route::Upstream)
         };
         match route {
-            Route::Projects { servers, .. } if servers.is_empty() => {
+            Some(route) => Decision::Forward(route),
+            None => {
                 tracing::trace!(name = %question.query.name, "dns: refused, no server for it");
                 self.stats.answered += 1;
                 Decision::Answer(empty_answer(question, ResponseCode::Refused))
             }
-            route => Decision::Forward(route),
         }
     }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
-use hickory_proto::op::{DnsRequest, DnsRequestOptions, Message, MessageType, OpCode, ResponseCode};
+use hickory_proto::op::{DnsRequest, DnsRequestOptions, Message, MessageType, OpCode};
 use hickory_resolver::config::{NameServerConfig, ResolverConfig, ResolverOpts, ServerOrderingStrategy};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer};
@@ -101,10 +101,6 @@ fn answer_from_error(question: &Question, error: NetError) -> Result<Message, St
         NetError::Timeout => Err("no answer in time".into()),
         other => Err(other.to_string()),
     }
-    .map(|mut m| {
-        m.metadata.recursion_available = m.metadata.response_code != ResponseCode::Refused;
-        m
-    })
 }
 
 /// The host's nameservers in resolv.conf `content`, read by hickory's parser; `skip` (our own
