@@ -36,6 +36,14 @@ api.zerops A
 api.zerops AAAA
 db.zerops A
 """
+# Names asked once each (more than a 10 s run can send), so no answer comes from corridor's
+# cache: every query through its responder is forwarded through the tunnel to dnsmasq.
+FORWARDED_NAMES = 400_000
+
+
+def forwarded_queries():
+    return "".join(f"n{i}.bench.zerops A\n" for i in range(FORWARDED_NAMES))
+
 
 # (key, label, unit, format) in table order.
 METRICS = [
@@ -59,6 +67,8 @@ METRICS = [
     ("dns_direct_lat_ms", "DNS dnsmasq direct, p99 latency", "ms", "{:.2f}"),
     ("dns_corridor_qps", "DNS corridor responder (cached names)", "q/s", "{:.0f}"),
     ("dns_corridor_lat_ms", "DNS corridor responder, p99 latency", "ms", "{:.2f}"),
+    ("dns_forwarded_qps", "DNS corridor responder (names forwarded through the tunnel)", "q/s", "{:.0f}"),
+    ("dns_forwarded_lat_ms", "DNS corridor responder forwarded, p99 latency", "ms", "{:.2f}"),
 ]
 
 STARTED = []  # every Popen this script started, killed at exit
@@ -325,7 +335,7 @@ def dnsperf(lab, server, port, seconds, qfile, ns=None):
     return float(qps.group(1)), p99 * 1000.0, int(lost.group(1)) if lost else None
 
 
-def one_round(lab, client, args, qfile):
+def one_round(lab, client, args, qfile, ffile):
     """Up, measure, down. Returns the round's values; errors end the round, not the benchmark."""
     r = {}
     if lab.extra_links():
@@ -334,6 +344,9 @@ def one_round(lab, client, args, qfile):
         t0 = time.monotonic()
         client.up()
         r["up_to_ping_ms"] = wait_first_ping(lab, t0)
+        if args.dns_only:
+            r.update(measure_dns(lab, client, args, qfile, ffile))
+            return r
         r["ssh_first_ms"] = timed_ssh(lab)
         r["ssh_warm_ms"] = statistics.median(timed_ssh(lab) for _ in range(3))
         r["rtt_p50"], r["rtt_p99"], r["rtt_lost"] = ping_rtts(lab, "-6", lab.target)
@@ -346,16 +359,26 @@ def one_round(lab, client, args, qfile):
             r[f"client_cpu_{key}"] = res["client_cpu_s_per_gb"]
             r[f"gw_cpu_{key}"] = res["gw_cpu_s_per_gb"]
         r["rss_mib"] = rss_mib(client.pid)
-        dns_secs = min(10, args.duration)
-        r["dns_qps"], r["dns_lat_ms"], r["dns_lost"] = dnsperf(lab, lab.dns, 53, dns_secs, qfile)
-        r["dns_direct_qps"], r["dns_direct_lat_ms"], r["dns_direct_lost"] = dnsperf(
-            lab, lab.dns, 53, dns_secs, qfile, ns=lab.gw_ns)
-        responder = client.responder()
-        if responder:
-            r["dns_corridor_qps"], r["dns_corridor_lat_ms"], r["dns_corridor_lost"] = dnsperf(
-                lab, responder[0], responder[1], dns_secs, qfile)
+        r.update(measure_dns(lab, client, args, qfile, ffile))
     finally:
         teardown(lab, client)
+    return r
+
+
+def measure_dns(lab, client, args, qfile, ffile):
+    """dnsmasq through the tunnel and in its own namespace, then corridor's responder on cached
+    names and on names it must forward through the tunnel."""
+    r = {}
+    dns_secs = min(10, args.duration)
+    r["dns_qps"], r["dns_lat_ms"], r["dns_lost"] = dnsperf(lab, lab.dns, 53, dns_secs, qfile)
+    r["dns_direct_qps"], r["dns_direct_lat_ms"], r["dns_direct_lost"] = dnsperf(
+        lab, lab.dns, 53, dns_secs, qfile, ns=lab.gw_ns)
+    responder = client.responder()
+    if responder:
+        r["dns_corridor_qps"], r["dns_corridor_lat_ms"], r["dns_corridor_lost"] = dnsperf(
+            lab, responder[0], responder[1], dns_secs, qfile)
+        r["dns_forwarded_qps"], r["dns_forwarded_lat_ms"], r["dns_forwarded_lost"] = dnsperf(
+            lab, responder[0], responder[1], dns_secs, ffile)
     return r
 
 
@@ -399,10 +422,10 @@ def version(args):
         return None
 
 
-def render(names, medians, available, ratio):
+def render(names, medians, available, ratio, metrics):
     header = ["metric", "unit"] + names + ["corridor / wireguard-go"]
     rows = []
-    for key, label, unit, fmt in METRICS:
+    for key, label, unit, fmt in metrics:
         row = [label, unit]
         for n in names:
             v = medians[n].get(key)
@@ -428,6 +451,8 @@ def main():
                     help="boringtun-cli binary ('' or missing: reported as unavailable)")
     ap.add_argument("--prefix", default="crbench")
     ap.add_argument("--slot", type=int, default=20)
+    ap.add_argument("--dns-only", action="store_true",
+                    help="corridor only, DNS rows only (no throughput, no other clients)")
     args = ap.parse_args()
     if args.rounds < 1 or args.duration < 1:
         ap.error("--rounds and --duration must be at least 1")
@@ -448,12 +473,17 @@ def main():
     qfile = os.path.join(work, "queries.txt")
     with open(qfile, "w") as f:
         f.write(DNS_QUERIES)
+    ffile = os.path.join(work, "forwarded.txt")
+    with open(ffile, "w") as f:
+        f.write(forwarded_queries())
     wg_go = shutil.which("wireguard-go")
     clients = [Corridor(lab, os.path.abspath(args.corridor), work)]
     available = {"corridor": True, "wireguard-go": bool(wg_go), "boringtun-cli": False}
     clients.append(Reference("wireguard-go", lab, [wg_go or "wireguard-go", "-f"], "crbench-wg", work))
+    if args.dns_only:
+        clients, available["wireguard-go"] = clients[:1], False
     bt = args.boringtun
-    if bt and os.access(bt, os.X_OK):
+    if bt and os.access(bt, os.X_OK) and not args.dns_only:
         available["boringtun-cli"] = True
         clients.append(Reference("boringtun-cli", lab,
                                  [os.path.abspath(bt), "--foreground", "--disable-drop-privileges"],
@@ -475,7 +505,7 @@ def main():
                     continue
                 log(f"round {i + 1}/{args.rounds}: {client.name}")
                 try:
-                    r = one_round(lab, client, args, qfile)
+                    r = one_round(lab, client, args, qfile, ffile)
                     rounds[client.name].append(r)
                 except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
                     log(f"round {i + 1}: {client.name} failed: {e}")
@@ -507,7 +537,7 @@ def main():
     commit = version(["git", "-C", ROOT, "describe", "--always", "--dirty"])
     results = {
         "machine": m,
-        "config": {"rounds": args.rounds, "duration_s": args.duration, "dns_duration_s": min(10, args.duration),
+        "config": {"rounds": args.rounds, "duration_s": args.duration, "dns_only": args.dns_only, "dns_duration_s": min(10, args.duration),
                    "lab_prefix": args.prefix, "lab_slot": args.slot, "target": lab.target,
                    "underlay_target": lab.gw_underlay, "dnsmasq": lab.dns},
         "versions": {"corridor": commit, "wireguard-go": version(["wireguard-go", "--version"]),
@@ -526,7 +556,8 @@ def main():
     print(f"medians of {args.rounds} round(s), iperf3 -t {args.duration}, corridor {commit}; "
           f"rounds ok: " + ", ".join(f"{n} {len(rounds[n])}" for n in names if available[n]))
     print()
-    print(render(names, medians, available, ratio))
+    metrics = [m for m in METRICS if m[0].startswith("dns_")] if args.dns_only else METRICS
+    print(render(names, medians, available, ratio, metrics))
     for n in names:
         for e in errors[n]:
             print(f"{n} {e}")

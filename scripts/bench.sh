@@ -3,7 +3,8 @@
 # in the lab's laptop namespace against the same wireguard-go gateway. Installs what it needs,
 # builds release, brings up its own lab (prefix crbench, slot 20) and removes it at exit; the
 # measuring is scripts/bench.py. Options (passed on): --rounds N (3), --duration S (10),
-# --json PATH (target/bench/results.json); --no-build uses the binaries already in target/release.
+# --json PATH (target/bench/results.json), --dns-only (corridor's DNS rows alone); --no-build uses
+# the binaries already in target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,11 +15,16 @@ TOOLS=target/bench-tools
 BORINGTUN=$TOOLS/bin/boringtun-cli
 
 build=1
+dns_only=0
 pass=()
 for arg in "$@"; do
     case $arg in
         -h | --help) exec python3 scripts/bench.py --help ;;
         --no-build) build=0 ;;
+        --dns-only)
+            dns_only=1
+            pass+=("$arg")
+            ;;
         *) pass+=("$arg") ;;
     esac
 done
@@ -37,7 +43,7 @@ if ((${#missing[@]})); then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-if [[ ! -x $BORINGTUN ]]; then
+if [[ ! -x $BORINGTUN ]] && ((!dns_only)); then
     echo "==> installing boringtun-cli from crates.io into $TOOLS"
     if ! cargo install boringtun-cli --locked --root "$TOOLS"; then
         echo "==> boringtun-cli could not be installed: it is reported as unavailable" >&2
