@@ -8,7 +8,10 @@ use corridor::vpn;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
+    init_logging(
+        cli.verbose,
+        matches!(cli.command, Command::Daemon { .. } | Command::DnsService { .. }),
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -21,6 +24,9 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     if let Command::Daemon { project } = &cli.command {
         return vpn::daemon_main(project);
+    }
+    if let Command::DnsService { mode } = cli.command {
+        return corridor::dns::service::main(mode);
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let api = vpn::ApiSettings {
@@ -49,7 +55,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Vpn(Vpn::Clear { project, project_id }) => {
                 vpn::clear(api, project_id.or(project).as_deref(), &mut term).await
             }
-            Command::Daemon { .. } => unreachable!("handled above"),
+            Command::Daemon { .. } | Command::DnsService { .. } => unreachable!("handled above"),
         }
     })
 }
