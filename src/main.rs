@@ -25,6 +25,8 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let api = vpn::ApiSettings {
         base: cli.api.clone(),
+        region: cli.region.clone(),
+        region_url: Some(cli.region_url.clone()),
         timeout: Duration::from_secs(cli.api_timeout),
     };
     let mut term = Terminal;
@@ -38,6 +40,10 @@ fn run(cli: Cli) -> Result<()> {
                     )
                 })?;
                 vpn::login(api, token, &mut term).await
+            }
+            Command::Regions { json } => {
+                cli::regions::print(&vpn::regions(&api).await?, json);
+                Ok(())
             }
             Command::Vpn(Vpn::Up(args)) => {
                 let status = vpn::up(api, args.into(), &mut term).await?;

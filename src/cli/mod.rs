@@ -1,5 +1,7 @@
 //! Command-line definitions and the rendering of results, text and JSON.
 
+pub mod regions;
+
 use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
@@ -15,9 +17,16 @@ use crate::vpn::UpOptions;
     about = "Put this machine inside a project's private network"
 )]
 pub struct Cli {
-    /// Platform API address, e.g. https://api.app-prg1.zerops.io
+    /// Platform API address, e.g. https://api.app-prg1.zerops.io (overrides the region).
     #[arg(long, global = true, env = "CORRIDOR_API")]
     pub api: Option<String>,
+    /// Region from the platform's region list (default: the default region, or the one chosen
+    /// at login).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Where the region list is.
+    #[arg(long, global = true, env = "CORRIDOR_REGION_URL", default_value = crate::api::region::DEFAULT_REGION_URL, hide_default_value = true)]
+    pub region_url: String,
     /// Seconds an API request may take.
     #[arg(long, global = true, env = "CORRIDOR_API_TIMEOUT", default_value_t = 15, hide = true)]
     pub api_timeout: u64,
@@ -39,6 +48,11 @@ pub enum Command {
     /// Connect to and disconnect from a project's private network.
     #[command(subcommand)]
     Vpn(Vpn),
+    /// List the platform's regions (`login --region NAME` picks one).
+    Regions {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
     #[command(hide = true)]
     Daemon {
@@ -131,7 +145,15 @@ pub struct Terminal;
 impl Report for Terminal {
     fn progress(&mut self, progress: Progress<'_>) {
         match progress {
-            Progress::LoggedIn { name, email } => step(&format!("logged in as {name} ({email})")),
+            Progress::LoggedIn {
+                name,
+                email,
+                region,
+                api,
+            } => step(&format!(
+                "logged in as {name} ({email}) at {api}{}",
+                region.map_or(String::new(), |r| format!(" (region {r})"))
+            )),
             Progress::KeyRegistered { .. } => step("key registered"),
             Progress::Connection(Event::Ready { status }) => print_connected(status),
             Progress::Connection(event) => connection_progress(event),
