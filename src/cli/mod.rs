@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::daemon::{Event, Status};
+use crate::daemon::{ConnectionState, Event, Status, TunnelStatus};
 use crate::report::{Progress, Report};
 use crate::vpn::UpOptions;
 
@@ -115,8 +115,8 @@ pub struct UpArgs {
     /// Leave the host's DNS alone (same as --dns off).
     #[arg(long)]
     pub skip_dns_setup: bool,
-    /// Persistent keepalive, seconds.
-    #[arg(long, default_value_t = 5)]
+    /// Persistent keepalive, seconds (25 keeps NAT mappings open, as WireGuard recommends).
+    #[arg(long, default_value_t = 25)]
     pub keepalive: u16,
 }
 
@@ -155,8 +155,8 @@ impl Report for Terminal {
                 region.map_or(String::new(), |r| format!(" (region {r})"))
             )),
             Progress::KeyRegistered { .. } => step("key registered"),
-            Progress::Connection(Event::Ready { status }) => print_connected(status),
             Progress::Connection(event) => connection_progress(event),
+            Progress::Connected(status) => print_connected(status),
             Progress::Disconnected { project } => step(&format!("disconnected from {project} (host restored)")),
             Progress::NotConnected { project: Some(p) } => println!("not connected to {p}"),
             Progress::NotConnected { project: None } => println!("not connected"),
@@ -164,7 +164,7 @@ impl Report for Terminal {
                 step(&format!("key for {project} removed from the platform and this machine"))
             }
             Progress::DnsSkipped { reason } => fail(&format!(
-                "dns not set up: {reason}; the tunnel works, names of the project do not resolve (the host's resolver is untouched)"
+                "dns not set up: {reason}; the project's names will not resolve, the host's resolver stays as it is"
             )),
             Progress::Warning(text) => eprintln!("warning: {text}"),
         }
@@ -260,7 +260,7 @@ fn mode_name(mode: crate::dns::Mode) -> String {
     clap::ValueEnum::to_possible_value(&mode).map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
 }
 
-pub fn print_connected(status: &Status) {
+fn print_connected(status: &Status) {
     println!(
         "connected to {} ({}) via {}: {}",
         status.project_name,
@@ -285,7 +285,8 @@ pub fn print_status(statuses: &[Status], json: bool) {
         return;
     }
     for s in statuses {
-        let handshake = s
+        let t = &s.tunnel;
+        let handshake = t
             .last_handshake_secs
             .map_or("never".to_string(), |h| format!("{h:.1} s ago"));
         println!("{} ({})", s.project_name, s.project_id);
@@ -293,11 +294,16 @@ pub fn print_status(statuses: &[Status], json: bool) {
         println!("  addresses   {}", join(&s.addresses));
         println!("  routes      {}", join(&s.networks));
         println!("  endpoint    {}", s.endpoint);
+        println!("  state       {}", state(t));
         println!("  handshake   {handshake}");
-        println!("  traffic     rx {} / tx {}", bytes(s.rx_bytes), bytes(s.tx_bytes));
+        println!("  traffic     rx {} / tx {}", bytes(t.rx_bytes), bytes(t.tx_bytes));
         println!(
-            "  dropped     {} not from the project, {} invalid",
-            s.dropped_not_allowed, s.dropped_invalid
+            "  dropped     {} not from the project, {} invalid, {} malformed, {} too large for the buffer",
+            t.dropped_not_allowed, t.dropped_invalid, t.dropped_malformed, t.dropped_small_buffer
+        );
+        println!(
+            "  recovery    {} reconnects ({} handshakes forced, {} probes), {} sleeps, {} sessions rebuilt",
+            t.reconnects, t.handshakes_forced, t.probes_sent, t.sleeps_detected, t.sessions_rebuilt
         );
         if let Some(dns) = &s.dns {
             let at = dns
@@ -319,6 +325,15 @@ pub fn print_status(statuses: &[Status], json: bool) {
             );
         }
         println!("  uptime      {} s", s.uptime_secs);
+    }
+}
+
+fn state(t: &TunnelStatus) -> String {
+    match (t.state, t.reconnecting_secs) {
+        (ConnectionState::Connecting, _) => "connecting".into(),
+        (ConnectionState::Connected, _) => "connected".into(),
+        (ConnectionState::Reconnecting, Some(secs)) => format!("reconnecting since {secs:.1} s"),
+        (ConnectionState::Reconnecting, None) => "reconnecting".into(),
     }
 }
 
