@@ -210,13 +210,15 @@ fn connection_progress(event: &Event) {
         Event::NoPing {
             tried,
             handshake_ms_ago,
+        } if tried.is_empty() => warn(&format!(
+            "nothing to ping: the platform sent no gateway address; the tunnel is up (handshake {handshake_ms_ago} ms ago)"
+        )),
+        Event::NoPing {
+            tried,
+            handshake_ms_ago,
         } => warn(&format!(
             "no answer to ping from {}; the tunnel is up (handshake {handshake_ms_ago} ms ago)",
-            if tried.is_empty() {
-                "anything (nothing to ping)".to_string()
-            } else {
-                tried.join(", ")
-            }
+            tried.join(", ")
         )),
         Event::Dns {
             mode,
