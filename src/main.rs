@@ -31,6 +31,8 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let api = vpn::ApiSettings {
         base: cli.api.clone(),
+        region: cli.region.clone(),
+        region_url: Some(cli.region_url.clone()),
         timeout: Duration::from_secs(cli.api_timeout),
     };
     let mut term = Terminal;
@@ -44,6 +46,10 @@ fn run(cli: Cli) -> Result<()> {
                     )
                 })?;
                 vpn::login(api, token, &mut term).await
+            }
+            Command::Regions { json } => {
+                cli::regions::print(&vpn::regions(&api).await?, json);
+                Ok(())
             }
             Command::Vpn(Vpn::Up(args)) => vpn::up(api, args.into(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Down { project }) => vpn::down(project.as_deref(), &mut term).await.map(drop),

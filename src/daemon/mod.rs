@@ -189,12 +189,19 @@ async fn serve(
         signal = shutdown.recv() => bail!("stopped by {signal} before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
     };
+    // When the (first) handshake completed, not when readiness was decided.
+    let first_handshake = match &readiness {
+        Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
+        Readiness::Answered { .. } => since(handshake_age(&req_tx).await.unwrap_or_default()),
+    };
     events(&Event::Handshake {
-        millis: started.elapsed().as_millis() as u64,
+        millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
     });
     events(&match readiness {
         Readiness::Answered { target, millis } => Event::Probe { target, millis },
-        Readiness::HandshakeOnly { tried, handshake_age } => Event::NoPing {
+        Readiness::HandshakeOnly {
+            tried, handshake_age, ..
+        } => Event::NoPing {
             tried,
             handshake_ms_ago: handshake_age.as_millis() as u64,
         },
@@ -295,7 +302,9 @@ enum Readiness {
     /// endpoint): the tunnel is up. The platform does not promise that its gateways answer ping.
     HandshakeOnly {
         tried: Vec<String>,
+        /// Since the last handshake (sessions may have been renewed since the first).
         handshake_age: Duration,
+        first_handshake: Instant,
     },
 }
 
@@ -330,7 +339,7 @@ async fn wait_until_ready(
         let Some(handshake_age) = handshake_age(requests).await else {
             continue;
         };
-        let seen = *handshake_seen.get_or_insert_with(Instant::now);
+        let first_handshake = *handshake_seen.get_or_insert_with(|| since(handshake_age));
         if let (false, Some(dns)) = (looked_up_probe_name, config.dns) {
             looked_up_probe_name = true;
             let found = lookup_through_tunnel(dns, DNS_PROBE_NAME).await;
@@ -339,12 +348,21 @@ async fn wait_until_ready(
             targets.extend(found.into_iter().filter(|a| !config.probe_targets.contains(a)));
             continue;
         }
-        if seen.elapsed() >= PING_GRACE {
-            return Ok(Readiness::HandshakeOnly { tried, handshake_age });
+        if targets.is_empty() || first_handshake.elapsed() >= PING_GRACE {
+            return Ok(Readiness::HandshakeOnly {
+                tried,
+                handshake_age,
+                first_handshake,
+            });
         }
     }
     if let Some(handshake_age) = handshake_age(requests).await {
-        return Ok(Readiness::HandshakeOnly { tried, handshake_age });
+        let first_handshake = handshake_seen.unwrap_or_else(|| since(handshake_age));
+        return Ok(Readiness::HandshakeOnly {
+            tried,
+            handshake_age,
+            first_handshake,
+        });
     }
     bail!(
         "no answer through the tunnel within {}s, not even a handshake: the endpoint {} is \
@@ -505,4 +523,10 @@ fn join_error(r: Result<Result<()>, tokio::task::JoinError>) -> String {
         Ok(Err(e)) => format!("{e:#}"),
         Err(e) => e.to_string(),
     }
+}
+
+/// The instant `age` ago (now, if the clock cannot go back that far).
+fn since(age: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(age).unwrap_or(now)
 }
