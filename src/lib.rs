@@ -14,4 +14,5 @@ pub mod platform;
 pub mod report;
 pub mod store;
 pub mod tunnel;
+pub mod userspace;
 pub mod vpn;

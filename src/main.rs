@@ -61,6 +61,14 @@ fn run(cli: Cli) -> Result<()> {
             Command::Vpn(Vpn::Clear { project, project_id }) => {
                 vpn::clear(api, project_id.or(project).as_deref(), &mut term).await
             }
+            Command::Forward(args) => {
+                let options = args.options().map_err(anyhow::Error::msg)?;
+                corridor::userspace::forward(api, options, &mut cli::userspace::Live::new()).await
+            }
+            Command::Connect(args) => corridor::userspace::connect(api, args.options(), &mut term).await,
+            Command::Proxy(args) => {
+                corridor::userspace::proxy(api, args.options(), &mut cli::userspace::Live::new()).await
+            }
             Command::Daemon { .. } | Command::DnsService { .. } => unreachable!("handled above"),
         }
     })

@@ -10,6 +10,8 @@ use crate::daemon::{ConnectionState, Event, Status, TunnelStatus};
 use crate::report::{Progress, Report};
 use crate::vpn::UpOptions;
 
+pub mod userspace;
+
 #[derive(Parser)]
 #[command(
     name = "corridor",
@@ -53,6 +55,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Forward local ports to containers, without root: [PROJECT] LOCAL:TARGET:PORT...
+    Forward(userspace::ForwardArgs),
+    /// Connect stdin and stdout to HOST PORT in the project, without root (ssh ProxyCommand).
+    Connect(userspace::ConnectArgs),
+    /// A SOCKS5 proxy into the project, without root; names resolve in the project.
+    Proxy(userspace::ProxyArgs),
     /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
     #[command(hide = true)]
     Daemon {
@@ -358,7 +366,7 @@ fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     match n {
         0..1_000 => format!("{n} B"),
         1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),
