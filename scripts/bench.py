@@ -423,15 +423,17 @@ def version(args):
 
 
 def render(names, medians, available, ratio, metrics):
-    header = ["metric", "unit"] + names + ["corridor / wireguard-go"]
+    """The table; without `ratio` (corridor alone), no ratio column."""
+    header = ["metric", "unit"] + names + (["corridor / wireguard-go"] if ratio else [])
     rows = []
     for key, label, unit, fmt in metrics:
         row = [label, unit]
         for n in names:
             v = medians[n].get(key)
             row.append("unavailable" if not available[n] else ("n/a" if v is None else fmt.format(v)))
-        rv = ratio.get(key)
-        row.append("n/a" if rv is None else f"{rv:.2f}")
+        if ratio:
+            rv = ratio.get(key)
+            row.append("n/a" if rv is None else f"{rv:.2f}")
         rows.append(row)
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
@@ -556,8 +558,10 @@ def main():
     print(f"medians of {args.rounds} round(s), iperf3 -t {args.duration}, corridor {commit}; "
           f"rounds ok: " + ", ".join(f"{n} {len(rounds[n])}" for n in names if available[n]))
     print()
-    metrics = [m for m in METRICS if m[0].startswith("dns_")] if args.dns_only else METRICS
-    print(render(names, medians, available, ratio, metrics))
+    if args.dns_only:
+        print(render(["corridor"], medians, available, {}, [m for m in METRICS if m[0].startswith("dns_")]))
+    else:
+        print(render(names, medians, available, ratio, METRICS))
     for n in names:
         for e in errors[n]:
             print(f"{n} {e}")

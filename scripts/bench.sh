@@ -8,8 +8,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PREFIX=crbench
-SLOT=20
+# Another lab's prefix and slot, for a run beside other labs on the same machine.
+PREFIX=${BENCH_PREFIX:-crbench}
+SLOT=${BENCH_SLOT:-20}
 LAB=target/release/examples/lab
 TOOLS=target/bench-tools
 BORINGTUN=$TOOLS/bin/boringtun-cli
