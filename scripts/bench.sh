@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # The benchmark (as root): corridor against the wireguard-go client and boringtun-cli, in turn,
 # in the lab's laptop namespace against the same wireguard-go gateway. Installs what it needs,
-# builds release, brings up its own lab (prefix crbench, slot 20) and removes it at exit; the
-# measuring is scripts/bench.py. Options (passed on): --rounds N (3), --duration S (10),
-# --json PATH (target/bench/results.json), --dns-only (corridor's DNS rows alone); --no-build uses
-# the binaries already in target/release.
+# builds release, brings up its own lab (prefix crbench, slot 20; BENCH_PREFIX and BENCH_SLOT
+# move it) and removes it at exit; the measuring is scripts/bench.py. Options (passed on):
+# --rounds N (3), --duration S (10), --json PATH (target/bench/results.json), --only reliability
+# (idle wakeups and recovery after a gateway restart), --only dns (corridor's DNS rows alone);
+# --no-build uses the binaries already in target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Another lab's prefix and slot, for a run beside other labs on the same machine.
 PREFIX=${BENCH_PREFIX:-crbench}
 SLOT=${BENCH_SLOT:-20}
 LAB=target/release/examples/lab
@@ -18,16 +18,15 @@ BORINGTUN=$TOOLS/bin/boringtun-cli
 build=1
 dns_only=0
 pass=()
+prev=
 for arg in "$@"; do
     case $arg in
         -h | --help) exec python3 scripts/bench.py --help ;;
         --no-build) build=0 ;;
-        --dns-only)
-            dns_only=1
-            pass+=("$arg")
-            ;;
         *) pass+=("$arg") ;;
     esac
+    [[ $prev == --only && $arg == dns ]] && dns_only=1
+    prev=$arg
 done
 if [[ $(id -u) != 0 ]]; then
     echo "the benchmark builds network namespaces: run as root (sudo $0)" >&2

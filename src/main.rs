@@ -31,17 +31,27 @@ fn run(cli: Cli) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let api = vpn::ApiSettings {
         base: cli.api.clone(),
+        region: cli.region.clone(),
+        region_url: Some(cli.region_url.clone()),
         timeout: Duration::from_secs(cli.api_timeout),
     };
     let mut term = Terminal;
     runtime.block_on(async move {
         match cli.command {
-            Command::Login { token } => vpn::login(api, token, &mut term).await,
-            Command::Vpn(Vpn::Up(args)) => {
-                let status = vpn::up(api, args.into(), &mut term).await?;
-                cli::print_connected(&status);
+            Command::Login { token } => {
+                let token = token.or_else(corridor::store::token_from_env).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no token: pass --token (a personal access token from the platform), \
+                         or set CORRIDOR_TOKEN or ZEROPS_TOKEN"
+                    )
+                })?;
+                vpn::login(api, token, &mut term).await
+            }
+            Command::Regions { json } => {
+                cli::regions::print(&vpn::regions(&api).await?, json);
                 Ok(())
             }
+            Command::Vpn(Vpn::Up(args)) => vpn::up(api, args.into(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Down { project }) => vpn::down(project.as_deref(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Status { json }) => {
                 let statuses = vpn::status(&mut term).await?;

@@ -1,7 +1,7 @@
 //! How commands talk to the person (or script) running them, without knowing how it is shown:
 //! commands take `&mut dyn Report`, and `cli` renders text or JSON and asks on a terminal.
 
-use crate::daemon::Event;
+use crate::daemon::{Event, Status};
 
 /// What a command reports while it works.
 #[derive(Debug)]
@@ -9,12 +9,17 @@ pub enum Progress<'a> {
     LoggedIn {
         name: &'a str,
         email: &'a str,
+        /// The region the API address came from; `None` for `--api`.
+        region: Option<&'a str>,
+        api: &'a str,
     },
     KeyRegistered {
         project: &'a str,
     },
     /// A starting daemon's progress.
     Connection(&'a Event),
+    /// The connection carries traffic.
+    Connected(&'a Status),
     Disconnected {
         project: &'a str,
     },
@@ -23,6 +28,10 @@ pub enum Progress<'a> {
     },
     KeyRemoved {
         project: &'a str,
+    },
+    /// DNS was not set up because the platform's answer lacks what it needs.
+    DnsSkipped {
+        reason: &'a str,
     },
     /// Something the user should know that stops nothing.
     Warning(String),

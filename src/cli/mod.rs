@@ -1,10 +1,12 @@
 //! Command-line definitions and the rendering of results, text and JSON.
 
+pub mod regions;
+
 use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::daemon::{Event, Status};
+use crate::daemon::{ConnectionState, Event, Status, TunnelStatus};
 use crate::report::{Progress, Report};
 use crate::vpn::UpOptions;
 
@@ -15,9 +17,16 @@ use crate::vpn::UpOptions;
     about = "Put this machine inside a project's private network"
 )]
 pub struct Cli {
-    /// Platform API address, e.g. https://api.app-prg1.zerops.io
+    /// Platform API address, e.g. https://api.app-prg1.zerops.io (overrides the region).
     #[arg(long, global = true, env = "CORRIDOR_API")]
     pub api: Option<String>,
+    /// Region from the platform's region list (default: the default region, or the one chosen
+    /// at login).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Where the region list is.
+    #[arg(long, global = true, env = "CORRIDOR_REGION_URL", default_value = crate::api::region::DEFAULT_REGION_URL, hide_default_value = true)]
+    pub region_url: String,
     /// Seconds an API request may take.
     #[arg(long, global = true, env = "CORRIDOR_API_TIMEOUT", default_value_t = 15, hide = true)]
     pub api_timeout: u64,
@@ -32,12 +41,18 @@ pub struct Cli {
 pub enum Command {
     /// Store a personal access token (verified with the platform first).
     Login {
-        #[arg(long, env = "CORRIDOR_TOKEN", hide_env_values = true)]
-        token: String,
+        /// The token; default: CORRIDOR_TOKEN, else ZEROPS_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Connect to and disconnect from a project's private network.
     #[command(subcommand)]
     Vpn(Vpn),
+    /// List the platform's regions (`login --region NAME` picks one).
+    Regions {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
     #[command(hide = true)]
     Daemon {
@@ -107,8 +122,8 @@ pub struct UpArgs {
     /// Leave the host's DNS alone (same as --dns off).
     #[arg(long)]
     pub skip_dns_setup: bool,
-    /// Persistent keepalive, seconds.
-    #[arg(long, default_value_t = 5)]
+    /// Persistent keepalive, seconds (25 keeps NAT mappings open, as WireGuard recommends).
+    #[arg(long, default_value_t = 25)]
     pub keepalive: u16,
     /// With several connections, bare names (`ssh api`) go to the highest priority first, then
     /// to the most recent connection.
@@ -142,16 +157,27 @@ pub struct Terminal;
 impl Report for Terminal {
     fn progress(&mut self, progress: Progress<'_>) {
         match progress {
-            Progress::LoggedIn { name, email } => step(&format!("logged in as {name} ({email})")),
+            Progress::LoggedIn {
+                name,
+                email,
+                region,
+                api,
+            } => step(&format!(
+                "logged in as {name} ({email}) at {api}{}",
+                region.map_or(String::new(), |r| format!(" (region {r})"))
+            )),
             Progress::KeyRegistered { .. } => step("key registered"),
-            Progress::Connection(Event::Ready { status }) => print_connected(status),
             Progress::Connection(event) => connection_progress(event),
+            Progress::Connected(status) => print_connected(status),
             Progress::Disconnected { project } => step(&format!("disconnected from {project} (host restored)")),
             Progress::NotConnected { project: Some(p) } => println!("not connected to {p}"),
             Progress::NotConnected { project: None } => println!("not connected"),
             Progress::KeyRemoved { project } => {
                 step(&format!("key for {project} removed from the platform and this machine"))
             }
+            Progress::DnsSkipped { reason } => fail(&format!(
+                "dns not set up: {reason}; the project's names will not resolve, the host's resolver stays as it is"
+            )),
             Progress::Warning(text) => eprintln!("warning: {text}"),
         }
     }
@@ -193,6 +219,19 @@ fn connection_progress(event: &Event) {
         Event::Interface { name } => step(&format!("interface {name} up")),
         Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
         Event::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
+        Event::NoPing {
+            tried,
+            handshake_ms_ago,
+        } if tried.is_empty() => warn(&format!(
+            "nothing to ping: the platform sent no gateway address; the tunnel is up (handshake {handshake_ms_ago} ms ago)"
+        )),
+        Event::NoPing {
+            tried,
+            handshake_ms_ago,
+        } => warn(&format!(
+            "no answer to ping from {}; the tunnel is up (handshake {handshake_ms_ago} ms ago)",
+            tried.join(", ")
+        )),
         Event::Dns {
             mode,
             name,
@@ -214,6 +253,10 @@ pub fn step(text: &str) {
     mark_line("\x1b[32m✓\x1b[0m", "✓", text);
 }
 
+pub fn warn(text: &str) {
+    mark_line("\x1b[33m!\x1b[0m", "!", text);
+}
+
 pub fn fail(text: &str) {
     mark_line("\x1b[31m✗\x1b[0m", "✗", text);
 }
@@ -231,7 +274,7 @@ fn mode_name(mode: crate::dns::Mode) -> String {
     clap::ValueEnum::to_possible_value(&mode).map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
 }
 
-pub fn print_connected(status: &Status) {
+fn print_connected(status: &Status) {
     println!(
         "connected to {} ({}) via {}: {}",
         status.project_name,
@@ -256,7 +299,8 @@ pub fn print_status(statuses: &[Status], json: bool) {
         return;
     }
     for s in statuses {
-        let handshake = s
+        let t = &s.tunnel;
+        let handshake = t
             .last_handshake_secs
             .map_or("never".to_string(), |h| format!("{h:.1} s ago"));
         println!("{} ({})", s.project_name, s.project_id);
@@ -264,11 +308,16 @@ pub fn print_status(statuses: &[Status], json: bool) {
         println!("  addresses   {}", join(&s.addresses));
         println!("  routes      {}", join(&s.networks));
         println!("  endpoint    {}", s.endpoint);
+        println!("  state       {}", state(t));
         println!("  handshake   {handshake}");
-        println!("  traffic     rx {} / tx {}", bytes(s.rx_bytes), bytes(s.tx_bytes));
+        println!("  traffic     rx {} / tx {}", bytes(t.rx_bytes), bytes(t.tx_bytes));
         println!(
-            "  dropped     {} not from the project, {} invalid",
-            s.dropped_not_allowed, s.dropped_invalid
+            "  dropped     {} not from the project, {} invalid, {} malformed, {} too large for the buffer",
+            t.dropped_not_allowed, t.dropped_invalid, t.dropped_malformed, t.dropped_small_buffer
+        );
+        println!(
+            "  recovery    {} reconnects ({} handshakes forced, {} probes), {} sleeps, {} sessions rebuilt",
+            t.reconnects, t.handshakes_forced, t.probes_sent, t.sleeps_detected, t.sessions_rebuilt
         );
         if let Some(dns) = &s.dns {
             let at = dns
@@ -293,6 +342,15 @@ pub fn print_status(statuses: &[Status], json: bool) {
             }
         }
         println!("  uptime      {} s", s.uptime_secs);
+    }
+}
+
+fn state(t: &TunnelStatus) -> String {
+    match (t.state, t.reconnecting_secs) {
+        (ConnectionState::Connecting, _) => "connecting".into(),
+        (ConnectionState::Connected, _) => "connected".into(),
+        (ConnectionState::Reconnecting, Some(secs)) => format!("reconnecting since {secs:.1} s"),
+        (ConnectionState::Reconnecting, None) => "reconnecting".into(),
     }
 }
 

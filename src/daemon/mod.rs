@@ -3,6 +3,7 @@
 //! status` and `vpn down` talk to it over the control socket.
 
 pub mod control;
+pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,9 +20,11 @@ use crate::dns;
 use crate::host::{self, Journal};
 use crate::paths::ConnectionFiles;
 use crate::platform;
-use crate::tunnel::core::{Config as SessionConfig, Session, Stats};
+use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
 use crate::tunnel::io::{Request, Tunnel};
 use crate::tunnel::{device, probe};
+
+pub use status::{ConnectionState, TunnelStatus};
 
 /// Everything the daemon needs, handed over on its stdin (the private key never appears in
 /// argv or the environment).
@@ -45,7 +48,7 @@ pub struct DaemonConfig {
     /// Bare names go to the highest priority connection first.
     #[serde(default)]
     pub dns_priority: i32,
-    /// Addresses answering ICMP echo inside the project (its gateways), tried in order.
+    /// Addresses inside the project (its gateways) to ping, tried in order; they need not answer.
     pub probe_targets: Vec<IpAddr>,
 }
 
@@ -62,6 +65,11 @@ pub enum Event {
     Probe {
         target: IpAddr,
         millis: u64,
+    },
+    /// Nothing answered ping, but the handshake is fresh: the tunnel is up all the same.
+    NoPing {
+        tried: Vec<String>,
+        handshake_ms_ago: u64,
     },
     /// The system resolver answered (or not) a project name through the responder.
     Dns {
@@ -91,14 +99,8 @@ pub struct Status {
     pub dns: Option<DnsStatus>,
     pub started_unix: u64,
     pub uptime_secs: u64,
-    pub connected: bool,
-    pub last_handshake_secs: Option<f64>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub dropped_not_allowed: u64,
-    pub dropped_invalid: u64,
+    #[serde(flatten)]
+    pub tunnel: TunnelStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -179,20 +181,30 @@ async fn serve(
         answer.await.ok()
     };
 
-    // Ready means: handshake done and a packet made the round trip through the tunnel.
+    // Ready means: handshake done, and a ping answered through the tunnel if anything answers.
     let timeout = Duration::from_secs(config.handshake_timeout_secs);
-    let ready = probe_until_answered(config, &req_tx, started + timeout);
-    let (target, probe_ms) = tokio::select! {
+    let ready = wait_until_ready(config, &req_tx, started + timeout);
+    let readiness = tokio::select! {
         r = ready => r?,
         signal = shutdown.recv() => bail!("stopped by {signal} before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
     };
+    // When the (first) handshake completed, not when readiness was decided.
+    let first_handshake = match &readiness {
+        Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
+        Readiness::Answered { .. } => since(handshake_age(&req_tx).await.unwrap_or_default()),
+    };
     events(&Event::Handshake {
-        millis: started.elapsed().as_millis() as u64,
+        millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
     });
-    events(&Event::Probe {
-        target,
-        millis: probe_ms,
+    events(&match readiness {
+        Readiness::Answered { target, millis } => Event::Probe { target, millis },
+        Readiness::HandshakeOnly {
+            tried, handshake_age, ..
+        } => Event::NoPing {
+            tried,
+            handshake_ms_ago: handshake_age.as_millis() as u64,
+        },
     });
 
     // Names are reported separately from the tunnel: a resolver we cannot configure (no
@@ -242,14 +254,7 @@ async fn serve(
         }),
         started_unix,
         uptime_secs: started.elapsed().as_secs(),
-        connected: stats.last_handshake.is_some(),
-        last_handshake_secs: stats.last_handshake.map(|d| d.as_secs_f64()),
-        rx_bytes: stats.rx_bytes,
-        tx_bytes: stats.tx_bytes,
-        rx_packets: stats.rx_packets,
-        tx_packets: stats.tx_packets,
-        dropped_not_allowed: stats.dropped_not_allowed,
-        dropped_invalid: stats.dropped_invalid,
+        tunnel: TunnelStatus::from(stats),
     };
 
     let mut control = control::serve(&files.socket)?;
@@ -289,53 +294,166 @@ async fn serve(
     Ok(())
 }
 
-/// Sends echo requests to the project's gateways until one answers or `deadline` passes. Each
-/// lost request is retried: the first usually waits for the handshake.
-async fn probe_until_answered(
+/// How the tunnel proved itself ready.
+enum Readiness {
+    /// A probe target answered an ICMP echo through the tunnel.
+    Answered { target: IpAddr, millis: u64 },
+    /// Nothing answered ping, but the handshake completed (its answer came back through the
+    /// endpoint): the tunnel is up. The platform does not promise that its gateways answer ping.
+    HandshakeOnly {
+        tried: Vec<String>,
+        /// Since the last handshake (sessions may have been renewed since the first).
+        handshake_age: Duration,
+        first_handshake: Instant,
+    },
+}
+
+/// How long pings keep trying once the handshake has completed.
+const PING_GRACE: Duration = Duration::from_secs(2);
+
+/// Pings the project's gateways, then (once the handshake is done) `logger.core.zerops` as the
+/// platform's CLI does, until one answers; a completed handshake with no answer within
+/// [`PING_GRACE`] is ready too. Fails only when no handshake completes before `deadline`.
+async fn wait_until_ready(
     config: &DaemonConfig,
     requests: &mpsc::Sender<Request>,
     deadline: Instant,
-) -> Result<(IpAddr, u64)> {
+) -> Result<Readiness> {
     let id = (std::process::id() & 0xffff) as u16;
     let mut seq = 0u16;
+    let mut targets = config.probe_targets.clone();
+    let mut tried: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    let mut handshake_seen: Option<Instant> = None;
+    let mut looked_up_probe_name = false;
     while Instant::now() < deadline {
-        for &target in &config.probe_targets {
-            let Some(src) = config
-                .addresses
-                .iter()
-                .map(IpNet::addr)
-                .find(|a| a.is_ipv4() == target.is_ipv4())
-            else {
-                continue;
-            };
+        for target in targets.clone() {
             seq = seq.wrapping_add(1);
-            let Some(packet) = probe::echo_request(src, target, id, seq) else {
-                continue;
-            };
-            let (answered, reply) = oneshot::channel();
-            let sent = Instant::now();
-            requests
-                .send(Request::Probe { packet, id, answered })
-                .await
-                .context("the tunnel stopped")?;
-            let wait = Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now()));
-            if let Ok(Ok(())) = tokio::time::timeout(wait, reply).await {
-                return Ok((target, sent.elapsed().as_millis() as u64));
+            if let Some(millis) = ping(config, requests, target, id, seq, deadline).await? {
+                return Ok(Readiness::Answered { target, millis });
             }
         }
+        if targets.is_empty() {
+            // Nothing to ping: only the handshake can be waited for.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let Some(handshake_age) = handshake_age(requests).await else {
+            continue;
+        };
+        let first_handshake = *handshake_seen.get_or_insert_with(|| since(handshake_age));
+        if let (false, Some(dns)) = (looked_up_probe_name, config.dns) {
+            looked_up_probe_name = true;
+            let found = lookup_through_tunnel(dns, DNS_PROBE_NAME).await;
+            tracing::debug!(?found, "probe name looked up");
+            tried.push(DNS_PROBE_NAME.to_string());
+            targets.extend(found.into_iter().filter(|a| !config.probe_targets.contains(a)));
+            continue;
+        }
+        if targets.is_empty() || first_handshake.elapsed() >= PING_GRACE {
+            return Ok(Readiness::HandshakeOnly {
+                tried,
+                handshake_age,
+                first_handshake,
+            });
+        }
+    }
+    if let Some(handshake_age) = handshake_age(requests).await {
+        let first_handshake = handshake_seen.unwrap_or_else(|| since(handshake_age));
+        return Ok(Readiness::HandshakeOnly {
+            tried,
+            handshake_age,
+            first_handshake,
+        });
     }
     bail!(
-        "no answer through the tunnel from {} within {}s: the endpoint {} is unreachable, \
-         drops UDP, or does not know this key",
-        config
-            .probe_targets
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
+        "no answer through the tunnel within {}s, not even a handshake: the endpoint {} is \
+         unreachable, drops UDP, or does not know this key",
         config.handshake_timeout_secs,
         config.endpoint
     )
+}
+
+/// One echo request to `target` through the tunnel; the round trip in ms if it is answered
+/// within half a second.
+async fn ping(
+    config: &DaemonConfig,
+    requests: &mpsc::Sender<Request>,
+    target: IpAddr,
+    id: u16,
+    seq: u16,
+    deadline: Instant,
+) -> Result<Option<u64>> {
+    let Some(src) = config
+        .addresses
+        .iter()
+        .map(IpNet::addr)
+        .find(|a| a.is_ipv4() == target.is_ipv4())
+    else {
+        return Ok(None);
+    };
+    let Some(packet) = probe::echo_request(src, target, id, seq) else {
+        return Ok(None);
+    };
+    let (answered, reply) = oneshot::channel();
+    let sent = Instant::now();
+    requests
+        .send(Request::Probe { packet, id, answered })
+        .await
+        .context("the tunnel stopped")?;
+    let wait = Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now()));
+    Ok(match tokio::time::timeout(wait, reply).await {
+        Ok(Ok(())) => Some(sent.elapsed().as_millis() as u64),
+        _ => None,
+    })
+}
+
+/// How long ago the last handshake completed; `None` before the first.
+async fn handshake_age(requests: &mpsc::Sender<Request>) -> Option<Duration> {
+    let (reply, answer) = oneshot::channel();
+    requests.send(Request::Stats { reply }).await.ok()?;
+    answer.await.ok()?.last_handshake
+}
+
+/// `name`'s addresses (A and AAAA) from the project's DNS server, asked directly: its address
+/// is routed into the tunnel. Empty when it does not answer within a second.
+async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let Ok(name) = Name::from_ascii(format!("{name}.")) else {
+        return Vec::new();
+    };
+    let bind: SocketAddr = if dns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .expect("a valid address");
+    let Ok(socket) = tokio::net::UdpSocket::bind(bind).await else {
+        return Vec::new();
+    };
+    if socket.connect((dns, 53)).await.is_err() {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for (n, rtype) in [RecordType::AAAA, RecordType::A].into_iter().enumerate() {
+        let mut query = Message::query();
+        query.metadata.id = rand_core::OsRng.next_u32() as u16 ^ n as u16;
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(name.clone(), rtype));
+        let Ok(bytes) = query.to_vec() else { continue };
+        if socket.send(&bytes).await.is_err() {
+            continue;
+        }
+        let mut buf = [0u8; 1500];
+        let Ok(Ok(len)) = tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await else {
+            continue;
+        };
+        let Ok(answer) = Message::from_vec(&buf[..len]) else {
+            continue;
+        };
+        found.extend(answer.answers.iter().filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        }));
+    }
+    found
 }
 
 /// Registers the project with the host's DNS service (starting it if this is the first
@@ -388,6 +506,14 @@ fn session_config(config: &DaemonConfig) -> SessionConfig {
         preshared_key: None,
         persistent_keepalive: Some(config.keepalive_secs),
         allowed_ips: config.networks.clone(),
+        probe: config.probe_targets.iter().find_map(|&target| {
+            let source = config
+                .addresses
+                .iter()
+                .map(IpNet::addr)
+                .find(|a| a.is_ipv4() == target.is_ipv4())?;
+            Some(ProbeRoute { source, target })
+        }),
     }
 }
 
@@ -397,4 +523,10 @@ fn join_error(r: Result<Result<()>, tokio::task::JoinError>) -> String {
         Ok(Err(e)) => format!("{e:#}"),
         Err(e) => e.to_string(),
     }
+}
+
+/// The instant `age` ago (now, if the clock cannot go back that far).
+fn since(age: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(age).unwrap_or(now)
 }
