@@ -8,7 +8,10 @@ use corridor::vpn;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
+    init_logging(
+        cli.verbose,
+        matches!(cli.command, Command::Daemon { .. } | Command::DnsService { .. }),
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -22,9 +25,14 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Daemon { project } = &cli.command {
         return vpn::daemon_main(project);
     }
+    if let Command::DnsService { mode } = cli.command {
+        return corridor::dns::service::main(mode);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let api = vpn::ApiSettings {
         base: cli.api.clone(),
+        region: cli.region.clone(),
+        region_url: Some(cli.region_url.clone()),
         timeout: Duration::from_secs(cli.api_timeout),
     };
     let mut term = Terminal;
@@ -38,6 +46,10 @@ fn run(cli: Cli) -> Result<()> {
                     )
                 })?;
                 vpn::login(api, token, &mut term).await
+            }
+            Command::Regions { json } => {
+                cli::regions::print(&vpn::regions(&api).await?, json);
+                Ok(())
             }
             Command::Vpn(Vpn::Up(args)) => vpn::up(api, args.into(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Down { project }) => vpn::down(project.as_deref(), &mut term).await.map(drop),
@@ -57,7 +69,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Proxy(args) => {
                 corridor::userspace::proxy(api, args.options(), &mut cli::userspace::Live::new()).await
             }
-            Command::Daemon { .. } => unreachable!("handled above"),
+            Command::Daemon { .. } | Command::DnsService { .. } => unreachable!("handled above"),
         }
     })
 }

@@ -126,7 +126,7 @@ impl Tunnel {
     pub async fn open(api: ApiSettings, options: &TunnelOptions, report: &mut dyn Report) -> Result<Tunnel> {
         let started = Instant::now();
         let store = Store::open()?;
-        let client = vpn::client(&store, api)?;
+        let client = vpn::client(&store, api).await?;
         let project = vpn::choose_project(&client, options.project.as_deref(), report).await?;
         let lease = keys::lease(&store, &project.id)?;
         let keys = &lease.keys;
