@@ -174,6 +174,9 @@ impl Stack {
         socket.set_keep_alive(Some(TCP_KEEPALIVE.into()));
         // Interactive traffic (ssh) must not wait for an ACK to send its next keystroke.
         socket.set_nagle_enabled(false);
+        // Without congestion control a full window goes out in one burst, which the gateway's
+        // queues drop, and recovery by retransmission timeout stalls the upload.
+        socket.set_congestion_control(tcp::CongestionControl::Cubic);
         let port = self.free_port().ok_or(ConnectError::NoPort)?;
         socket
             .connect(self.iface.context(), remote, port)
