@@ -3,6 +3,7 @@
 //! The binary (`src/main.rs`) only parses and dispatches; everything it uses lives here so that
 //! tests drive the same code.
 
+pub mod access;
 pub mod api;
 pub mod cli;
 pub mod daemon;

@@ -34,6 +34,10 @@ fn run(cli: Cli) -> Result<()> {
             Command::Vpn(Vpn::Down { project }) => vpn::down(project).await,
             Command::Vpn(Vpn::Status { json }) => vpn::status(json).await,
             Command::Vpn(Vpn::Clear { project, project_id }) => vpn::clear(api, project_id.or(project)).await,
+            Command::Ls(args) => cli::access::ls(api, args).await,
+            Command::Ssh(args) => cli::access::ssh(api, args).await,
+            Command::SshConfig(args) => cli::access::ssh_config(api, args).await,
+            Command::Export(export) => cli::access::export(api, export).await,
             Command::Daemon => unreachable!("handled above"),
         }
     })

@@ -327,7 +327,7 @@ pub fn client_with_token(store: &Store, settings: ApiSettings, token: String) ->
 
 /// A project by id or name; without one, or with several matches, a picker on a terminal and a
 /// clear error elsewhere.
-async fn choose_project(client: &Client, wanted: Option<&str>) -> Result<Project> {
+pub async fn choose_project(client: &Client, wanted: Option<&str>) -> Result<Project> {
     let candidates = match wanted {
         Some(wanted) => client.find_projects(wanted).await.context("looking up the project")?,
         None => all_projects(client).await?,
@@ -364,7 +364,7 @@ async fn choose_project(client: &Client, wanted: Option<&str>) -> Result<Project
         .context("no such project number")
 }
 
-async fn all_projects(client: &Client) -> Result<Vec<Project>> {
+pub async fn all_projects(client: &Client) -> Result<Vec<Project>> {
     let user = client.user_info().await.context("asking the platform who you are")?;
     let mut projects = Vec::new();
     for membership in user.client_user_list.iter().filter(|m| m.is_active()) {

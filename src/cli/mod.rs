@@ -1,5 +1,7 @@
 //! Command-line definitions and the rendering of results, text and JSON.
 
+pub mod access;
+
 use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
@@ -36,6 +38,15 @@ pub enum Command {
     /// Connect to and disconnect from a project's private network.
     #[command(subcommand)]
     Vpn(Vpn),
+    /// List a project's services and containers, with the names that reach them.
+    Ls(access::LsArgs),
+    /// Open a shell (or run a command) in a container over the tunnel.
+    Ssh(access::SshArgs),
+    /// Write an OpenSSH configuration for a project's containers (`ssh api` with no flags).
+    SshConfig(access::SshConfigArgs),
+    /// Write saved sessions for PuTTY and WinSCP.
+    #[command(subcommand)]
+    Export(access::Export),
     /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
     #[command(hide = true)]
     Daemon,
