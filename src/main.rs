@@ -1,14 +1,14 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
-use corridor::cli::{self, Cli, Command, Vpn};
-use corridor::{store::Store, vpn};
+use corridor::cli::{self, Cli, Command, Terminal, Vpn};
+use corridor::vpn;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Daemon));
+    init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -19,44 +19,39 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    if let Command::Daemon = cli.command {
-        return vpn::daemon_main();
+    if let Command::Daemon { project } = &cli.command {
+        return vpn::daemon_main(project);
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let api = vpn::ApiSettings {
         base: cli.api.clone(),
         timeout: Duration::from_secs(cli.api_timeout),
     };
+    let mut term = Terminal;
     runtime.block_on(async move {
         match cli.command {
-            Command::Login { token } => login(api, token).await,
-            Command::Vpn(Vpn::Up(args)) => vpn::up(api, args).await,
-            Command::Vpn(Vpn::Down { project }) => vpn::down(project).await,
-            Command::Vpn(Vpn::Status { json }) => vpn::status(json).await,
-            Command::Vpn(Vpn::Clear { project, project_id }) => vpn::clear(api, project_id.or(project)).await,
-            Command::Ls(args) => cli::access::ls(api, args).await,
-            Command::Ssh(args) => cli::access::ssh(api, args).await,
-            Command::SshConfig(args) => cli::access::ssh_config(api, args).await,
-            Command::Export(export) => cli::access::export(api, export).await,
-            Command::Daemon => unreachable!("handled above"),
+            Command::Login { token } => vpn::login(api, token, &mut term).await,
+            Command::Vpn(Vpn::Up(args)) => {
+                let status = vpn::up(api, args.into(), &mut term).await?;
+                cli::print_connected(&status);
+                Ok(())
+            }
+            Command::Vpn(Vpn::Down { project }) => vpn::down(project.as_deref(), &mut term).await.map(drop),
+            Command::Vpn(Vpn::Status { json }) => {
+                let statuses = vpn::status(&mut term).await?;
+                cli::print_status(&statuses, json);
+                Ok(())
+            }
+            Command::Vpn(Vpn::Clear { project, project_id }) => {
+                vpn::clear(api, project_id.or(project).as_deref(), &mut term).await
+            }
+            Command::Ls(args) => cli::access::ls(api, args, &mut term).await,
+            Command::Ssh(args) => cli::access::ssh(api, args, &mut term).await,
+            Command::SshConfig(args) => cli::access::ssh_config(api, args, &mut term).await,
+            Command::Export(export) => cli::access::export(api, export, &mut term).await,
+            Command::Daemon { .. } => unreachable!("handled above"),
         }
     })
-}
-
-async fn login(api: vpn::ApiSettings, token: String) -> Result<()> {
-    let store = Store::open()?;
-    let api_base = api.base.clone();
-    let client = vpn::client_with_token(&store, api, token.clone())?;
-    let user = client
-        .user_info()
-        .await
-        .context("checking the token with the platform")?;
-    store.save_token(&token)?;
-    if let Some(base) = api_base {
-        store.save_api_base(&base)?;
-    }
-    cli::step(&format!("logged in as {} ({})", user.full_name, user.email));
-    Ok(())
 }
 
 fn init_logging(verbose: u8, daemon: bool) {

@@ -4,15 +4,18 @@
 
 use std::path::{Path, PathBuf};
 
-/// `CORRIDOR_RUNTIME_DIR`, else `/run/corridor` (for root, and for everyone once a root daemon
-/// made it, so `corridor vpn status` without sudo finds connections made with it), else
-/// `$XDG_RUNTIME_DIR/corridor`.
+use crate::api::ProjectId;
+use crate::platform;
+
+/// `CORRIDOR_RUNTIME_DIR`, else the system's runtime dir (for root, and for everyone once a root
+/// daemon made it, so `corridor vpn status` without sudo finds connections made with it), else
+/// the user's runtime dir.
 pub fn runtime_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CORRIDOR_RUNTIME_DIR") {
         return PathBuf::from(dir);
     }
-    let system = PathBuf::from("/run/corridor");
-    if nix::unistd::geteuid().is_root() || system.is_dir() {
+    let system = platform::system_runtime_dir();
+    if platform::is_elevated() || system.is_dir() {
         return system;
     }
     directories::BaseDirs::new()
@@ -21,13 +24,13 @@ pub fn runtime_dir() -> PathBuf {
         .join("corridor")
 }
 
-/// `CORRIDOR_STATE_DIR`, else `/var/lib/corridor` for root, else the user's state dir.
+/// `CORRIDOR_STATE_DIR`, else the system's state dir when elevated, else the user's.
 pub fn state_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CORRIDOR_STATE_DIR") {
         return PathBuf::from(dir);
     }
-    if nix::unistd::geteuid().is_root() {
-        return PathBuf::from("/var/lib/corridor");
+    if platform::is_elevated() {
+        return platform::system_state_dir();
     }
     directories::ProjectDirs::from("", "", "corridor")
         .map(|d| d.state_dir().unwrap_or(d.data_local_dir()).to_path_buf())
@@ -44,7 +47,7 @@ pub struct ConnectionFiles {
 }
 
 impl ConnectionFiles {
-    pub fn for_project(project_id: &str) -> ConnectionFiles {
+    pub fn for_project(project_id: &ProjectId) -> ConnectionFiles {
         let run = runtime_dir();
         ConnectionFiles {
             socket: run.join(format!("{project_id}.sock")),
@@ -54,24 +57,45 @@ impl ConnectionFiles {
         }
     }
 
-    /// Every connection with files here, running or crashed (also before a reboot).
-    pub fn all() -> Vec<(String, ConnectionFiles)> {
-        let mut ids: Vec<String> = [runtime_dir(), state_dir()]
+    /// Every connection with files here, running or crashed (also before a reboot). Files whose
+    /// names are no project id are not ours and are left alone.
+    pub fn all() -> Vec<(ProjectId, ConnectionFiles)> {
+        let mut ids: Vec<ProjectId> = [runtime_dir(), state_dir()]
             .iter()
             .filter_map(|dir| std::fs::read_dir(dir).ok())
             .flatten()
             .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                [".json", ".journal"]
-                    .iter()
-                    .find_map(|ext| name.strip_suffix(ext).map(str::to_string))
-            })
+            .filter_map(|e| project_of(&e.file_name().to_string_lossy()))
             .collect();
         ids.sort();
         ids.dedup();
         ids.into_iter()
-            .map(|id| (id.clone(), ConnectionFiles::for_project(&id)))
+            .map(|id| {
+                let files = ConnectionFiles::for_project(&id);
+                (id, files)
+            })
             .collect()
+    }
+}
+
+fn project_of(file_name: &str) -> Option<ProjectId> {
+    [".json", ".journal"]
+        .iter()
+        .find_map(|ext| file_name.strip_suffix(ext))
+        .and_then(|id| ProjectId::parse(id).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_files_named_by_a_project_id_are_connections() {
+        assert_eq!(project_of("abc_1.json").unwrap().as_str(), "abc_1");
+        assert_eq!(project_of("abc_1.journal").unwrap().as_str(), "abc_1");
+        assert_eq!(project_of("abc.resolv.conf.orig"), None);
+        assert_eq!(project_of("..journal"), None);
+        assert_eq!(project_of("a b.json"), None);
+        assert_eq!(project_of("abc.log"), None);
     }
 }

@@ -2,16 +2,15 @@
 //! project, kept in the invoking user's config dir (also under sudo) in files only they can read.
 
 use std::ffi::OsString;
-use std::fs::{self, DirBuilder, OpenOptions};
+use std::fs;
 use std::io::{self, Write as _};
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine as _;
-use nix::unistd::{Gid, Uid, User};
 use x25519_dalek::{PublicKey, StaticSecret};
+
+use crate::api::ProjectId;
+use crate::platform::{self, Invoker};
 
 /// Overrides the store's directory.
 pub const CONFIG_DIR_ENV: &str = "CORRIDOR_CONFIG_DIR";
@@ -22,7 +21,7 @@ pub const TOKEN_ENV: &str = "CORRIDOR_TOKEN";
 pub struct Store {
     dir: PathBuf,
     /// Who gets what we create: the user who ran sudo; `None` leaves it to the current user.
-    owner: Option<Owner>,
+    owner: Option<Invoker>,
 }
 
 /// A WireGuard (x25519) key pair. Its `Debug` shows only the public half.
@@ -37,7 +36,7 @@ impl Store {
     /// through `SUDO_USER` when running as root under sudo.
     pub fn open() -> Result<Store> {
         let env = |name: &str| std::env::var_os(name);
-        let (dir, owner) = locate(&env, nix::unistd::geteuid().is_root())?;
+        let (dir, owner) = locate(&env, platform::is_elevated())?;
         tracing::debug!(dir = %dir.display(), sudo = owner.is_some(), "store");
         Ok(Store { dir, owner })
     }
@@ -110,16 +109,16 @@ impl Store {
     }
 
     /// The project's key pair, generated and saved on first use, the same one afterwards.
-    pub fn project_key(&self, project_id: &str) -> Result<KeyPair> {
-        let path = self.key_path(project_id)?;
+    pub fn project_key(&self, project_id: &ProjectId) -> Result<KeyPair> {
+        let path = self.key_path(project_id);
         if let Some(pair) = read_key(&path)? {
             return Ok(pair);
         }
         self.ensure_dir(&self.keys_dir())?;
         let pair = KeyPair::generate();
-        let text = format!("{}\n", BASE64.encode(pair.secret.as_bytes()));
+        let text = format!("{}\n", crate::keys::encode(pair.secret.as_bytes()));
         if self.write_private(&path, text.as_bytes(), Replace::No)? {
-            tracing::info!(project_id, public_key = %pair.public_base64(), "new key pair");
+            tracing::info!(%project_id, public_key = %pair.public_base64(), "new key pair");
             return Ok(pair);
         }
         // Another corridor saved a key first; using theirs keeps one key per project.
@@ -127,8 +126,8 @@ impl Store {
     }
 
     /// Returns whether there was a key.
-    pub fn remove_project_key(&self, project_id: &str) -> Result<bool> {
-        remove_optional(&self.key_path(project_id)?)
+    pub fn remove_project_key(&self, project_id: &ProjectId) -> Result<bool> {
+        remove_optional(&self.key_path(project_id))
     }
 }
 
@@ -144,7 +143,7 @@ impl KeyPair {
 
     /// The 44-character base64 form the platform takes.
     pub fn public_base64(&self) -> String {
-        BASE64.encode(self.public.as_bytes())
+        crate::keys::encode(self.public.as_bytes())
     }
 }
 
@@ -157,12 +156,6 @@ impl std::fmt::Debug for KeyPair {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Owner {
-    uid: Uid,
-    gid: Gid,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Replace {
     Yes,
@@ -172,38 +165,28 @@ enum Replace {
 
 /// The store's directory and who should own it, from the environment (`env`) and whether we
 /// run as root.
-fn locate(env: &dyn Fn(&str) -> Option<OsString>, euid_is_root: bool) -> Result<(PathBuf, Option<Owner>)> {
-    let invoker = if euid_is_root { sudo_invoker(env) } else { None };
-    let owner = invoker.as_ref().map(|(_, owner)| *owner);
+fn locate(env: &dyn Fn(&str) -> Option<OsString>, euid_is_root: bool) -> Result<(PathBuf, Option<Invoker>)> {
+    let owner = if euid_is_root {
+        platform::sudo_invoker(env)
+    } else {
+        None
+    };
 
     if let Some(dir) = env(CONFIG_DIR_ENV).filter(|d| !d.is_empty()) {
         return Ok((PathBuf::from(dir), owner));
     }
-    if let Some((name, _)) = invoker.filter(|_| cfg!(target_os = "linux")) {
+    if let Some(name) = owner
+        .as_ref()
+        .and_then(|o| o.name.as_deref())
+        .filter(|_| cfg!(target_os = "linux"))
+    {
         // Under sudo, HOME and XDG_* may be root's or gone; the passwd entry is not.
-        let user = User::from_name(&name)
-            .with_context(|| format!("cannot look up the sudo user {name:?}"))?
-            .with_context(|| format!("the sudo user {name:?} does not exist"))?;
-        return Ok((user.dir.join(".config").join("corridor"), owner));
+        let home = platform::home_of(name).with_context(|| format!("cannot look up the sudo user {name:?}"))?;
+        return Ok((home.join(".config").join("corridor"), owner));
     }
     let dirs = directories::ProjectDirs::from("", "", "corridor")
         .context("cannot find the home directory for the config dir")?;
     Ok((dirs.config_dir().to_path_buf(), owner))
-}
-
-/// The user who ran sudo, when SUDO_USER, SUDO_UID and SUDO_GID are all present and valid.
-fn sudo_invoker(env: &dyn Fn(&str) -> Option<OsString>) -> Option<(String, Owner)> {
-    let var = |name| env(name)?.into_string().ok().filter(|s| !s.is_empty());
-    let name = var("SUDO_USER")?;
-    let uid = var("SUDO_UID")?.parse().ok()?;
-    let gid = var("SUDO_GID")?.parse().ok()?;
-    Some((
-        name,
-        Owner {
-            uid: Uid::from_raw(uid),
-            gid: Gid::from_raw(gid),
-        },
-    ))
 }
 
 impl Store {
@@ -219,17 +202,8 @@ impl Store {
         self.dir.join("keys")
     }
 
-    fn key_path(&self, project_id: &str) -> Result<PathBuf> {
-        let safe = !project_id.is_empty()
-            && project_id.len() <= 128
-            && !project_id.starts_with('.')
-            && project_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !safe {
-            bail!("{project_id:?} is not a valid project id");
-        }
-        Ok(self.keys_dir().join(format!("{project_id}.key")))
+    fn key_path(&self, project_id: &ProjectId) -> PathBuf {
+        self.keys_dir().join(format!("{project_id}.key"))
     }
 
     /// Creates `dir` and any missing parents with mode 0700, one at a time so that each one we
@@ -241,7 +215,7 @@ impl Store {
             .take_while(|p| !p.exists())
             .collect();
         for path in missing.into_iter().rev() {
-            match DirBuilder::new().mode(0o700).create(path) {
+            match platform::create_private_dir(path) {
                 Ok(()) => self.chown(path)?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
                 Err(e) => return Err(e).with_context(|| format!("cannot create {}", path.display())),
@@ -274,18 +248,17 @@ impl Store {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}
         }
-        let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        let mut file = platform::create_private_file(path)?;
         file.write_all(contents)?;
         file.sync_all()?;
         self.chown(path).map_err(io::Error::other)
     }
 
     fn chown(&self, path: &Path) -> Result<()> {
-        let Some(owner) = self.owner else {
+        let Some(owner) = &self.owner else {
             return Ok(());
         };
-        nix::unistd::chown(path, Some(owner.uid), Some(owner.gid))
-            .with_context(|| format!("cannot hand {} to the sudo user", path.display()))
+        platform::hand_over(path, owner).with_context(|| format!("cannot hand {} to the sudo user", path.display()))
     }
 }
 
@@ -293,17 +266,13 @@ fn read_key(path: &Path) -> Result<Option<KeyPair>> {
     let Some(text) = read_optional(path)? else {
         return Ok(None);
     };
-    let bytes: [u8; 32] = BASE64
-        .decode(text.trim())
-        .ok()
-        .and_then(|bytes| bytes.try_into().ok())
-        .with_context(|| {
-            format!(
-                "the key file {} is corrupted (expected a base64 32-byte key); \
+    let bytes = crate::keys::decode(&text).with_context(|| {
+        format!(
+            "the key file {} is corrupted (expected a base64 32-byte key); \
                  delete it and connect again to register a new key",
-                path.display()
-            )
-        })?;
+            path.display()
+        )
+    })?;
     Ok(Some(KeyPair::from_secret(StaticSecret::from(bytes))))
 }
 
@@ -329,6 +298,8 @@ fn remove_optional(path: &Path) -> Result<bool> {
 
 #[cfg(test)]
 mod tests {
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine as _;
     use std::os::unix::fs::PermissionsExt as _;
     use std::sync::{Mutex, MutexGuard};
 
@@ -445,8 +416,8 @@ mod tests {
     fn project_key_is_generated_once_and_reused() {
         let (_tmp, store) = store();
 
-        let first = store.project_key("proj1").unwrap();
-        let second = store.project_key("proj1").unwrap();
+        let first = store.project_key(&id("proj1")).unwrap();
+        let second = store.project_key(&id("proj1")).unwrap();
 
         assert_eq!(first.public, second.public);
         assert_eq!(first.secret.to_bytes(), second.secret.to_bytes());
@@ -465,8 +436,8 @@ mod tests {
     fn projects_get_different_keys() {
         let (_tmp, store) = store();
 
-        let a = store.project_key("a").unwrap();
-        let b = store.project_key("b").unwrap();
+        let a = store.project_key(&id("a")).unwrap();
+        let b = store.project_key(&id("b")).unwrap();
 
         assert_ne!(a.public, b.public);
     }
@@ -474,11 +445,11 @@ mod tests {
     #[test]
     fn corrupted_key_file_is_a_clear_error() {
         let (_tmp, store) = store();
-        store.project_key("proj1").unwrap();
+        store.project_key(&id("proj1")).unwrap();
         let path = store.dir().join("keys/proj1.key");
         fs::write(&path, "garbage").unwrap();
 
-        let err = store.project_key("proj1").unwrap_err();
+        let err = store.project_key(&id("proj1")).unwrap_err();
 
         let text = format!("{err:#}");
         assert!(text.contains("corrupted"), "{text}");
@@ -489,24 +460,13 @@ mod tests {
     #[test]
     fn removed_key_is_replaced_by_a_new_one() {
         let (_tmp, store) = store();
-        let old = store.project_key("proj1").unwrap();
+        let old = store.project_key(&id("proj1")).unwrap();
 
-        assert!(store.remove_project_key("proj1").unwrap());
-        assert!(!store.remove_project_key("proj1").unwrap());
-        let new = store.project_key("proj1").unwrap();
+        assert!(store.remove_project_key(&id("proj1")).unwrap());
+        assert!(!store.remove_project_key(&id("proj1")).unwrap());
+        let new = store.project_key(&id("proj1")).unwrap();
 
         assert_ne!(old.public, new.public);
-    }
-
-    #[test]
-    fn unsafe_project_ids_are_refused() {
-        let (_tmp, store) = store();
-
-        for id in ["", "..", "../x", "a/b", ".hidden", "a\\b", "a b"] {
-            assert!(store.project_key(id).is_err(), "{id:?}");
-            assert!(store.remove_project_key(id).is_err(), "{id:?}");
-        }
-        assert!(!store.dir().join("keys").exists());
     }
 
     #[test]
@@ -533,16 +493,17 @@ mod tests {
     #[test]
     fn under_sudo_the_invoking_users_config_dir_is_used() {
         let env = fake_env(&[("SUDO_USER", "root"), ("SUDO_UID", "0"), ("SUDO_GID", "0")]);
-        let home = User::from_name("root").unwrap().unwrap().dir;
+        let home = platform::home_of("root").unwrap();
 
         let (dir, owner) = locate(&env, true).unwrap();
 
         assert_eq!(dir, home.join(".config/corridor"));
         assert_eq!(
             owner,
-            Some(Owner {
-                uid: Uid::from_raw(0),
-                gid: Gid::from_raw(0)
+            Some(Invoker {
+                name: Some("root".into()),
+                uid: 0,
+                gid: 0
             })
         );
     }
@@ -562,7 +523,7 @@ mod tests {
 
     #[test]
     fn incomplete_sudo_variables_are_ignored() {
-        let env = fake_env(&[("SUDO_USER", "root"), (CONFIG_DIR_ENV, "/x")]);
+        let env = fake_env(&[("SUDO_USER", "root"), ("SUDO_UID", "0"), (CONFIG_DIR_ENV, "/x")]);
 
         assert_eq!(locate(&env, true).unwrap().1, None);
     }
@@ -573,6 +534,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::at(tmp.path().join("config/corridor"));
         (tmp, store)
+    }
+
+    fn id(text: &str) -> ProjectId {
+        ProjectId::parse(text).unwrap()
     }
 
     fn mode(path: &Path) -> u32 {

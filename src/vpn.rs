@@ -1,32 +1,52 @@
-//! `vpn up`, `vpn down`, `vpn status`, `vpn clear`: the CLI side of a connection. It talks to
-//! the platform and to daemons; it never holds a tunnel itself (except with --foreground).
+//! `vpn up`, `vpn down`, `vpn status`, `vpn clear`: the command side of a connection. It talks
+//! to the platform and to daemons; it never holds a tunnel itself (except with --foreground).
+//! It reports through [`Report`] and returns data; rendering is the CLI's.
 
-use std::io::{BufRead, BufReader, IsTerminal, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::IpAddr;
-use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use base64::Engine as _;
 
-use crate::api::{self, types::Project, Client};
-use crate::cli::{self, UpArgs};
+use crate::api::{self, types::Project, Client, ProjectId};
 use crate::daemon::{self, control, DaemonConfig, Event, Status};
+use crate::dns;
 use crate::host;
 use crate::paths::ConnectionFiles;
+use crate::platform::{self, Pid, Stop};
+use crate::report::{Progress, Report};
 use crate::store::Store;
 
-pub async fn up(api: ApiSettings, args: UpArgs) -> Result<()> {
+/// What `vpn up` is asked to do.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// Project name or id; `None` asks.
+    pub project: Option<String>,
+    pub mtu: u16,
+    /// Replace a running connection to the same project without asking.
+    pub auto_disconnect: bool,
+    /// Serve in this process until stopped, instead of in a background daemon.
+    pub foreground: bool,
+    pub interface: Option<String>,
+    /// Seconds to wait for the tunnel to carry traffic.
+    pub timeout_secs: u64,
+    pub dns: dns::Mode,
+    pub keepalive_secs: u16,
+}
+
+/// Connects; returns the connection's status once it carries traffic (with `foreground`, once
+/// it has been stopped again).
+pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -> Result<Status> {
     // Cheap checks first: nothing is registered for a machine that cannot build the tunnel.
     host::preflight(false)?;
-    clean_up_crashed().await;
+    clean_up_crashed(report).await;
     let store = Store::open()?;
     let client = client(&store, api)?;
-    let project = choose_project(&client, args.project_id.as_deref().or(args.project.as_deref())).await?;
+    let project = choose_project(&client, options.project.as_deref(), report).await?;
     let files = ConnectionFiles::for_project(&project.id);
     if let Ok(running) = control::request(&files.socket, control::Command::Status).await {
-        replace_or_refuse(&running, args.auto_disconnect)?;
+        replace_or_refuse(&running, options.auto_disconnect, report)?;
         down_one(&project.id, &files).await?;
     }
 
@@ -35,7 +55,7 @@ pub async fn up(api: ApiSettings, args: UpArgs) -> Result<()> {
         .register_vpn_key(&project.id, &keys.public_base64())
         .await
         .with_context(|| format!("registering this machine's key with project {}", project.name))?;
-    cli::step("key registered");
+    report.progress(Progress::KeyRegistered { project: &project.name });
     let vpn = item.to_config().context("the platform's VPN answer")?;
     host::preflight(vpn.addresses.iter().any(|a| a.addr().is_ipv6()))?;
     let mut probe_targets: Vec<IpAddr> = item.project.ipv6.network.gateway.parse().into_iter().collect();
@@ -43,80 +63,74 @@ pub async fn up(api: ApiSettings, args: UpArgs) -> Result<()> {
     let config = DaemonConfig {
         project_id: project.id.clone(),
         project_name: project.name.clone(),
-        interface: args.interface.clone(),
-        mtu: args.mtu,
-        keepalive_secs: args.keepalive,
-        handshake_timeout_secs: args.timeout,
-        private_key: base64::engine::general_purpose::STANDARD.encode(keys.secret.to_bytes()),
-        server_public_key: base64::engine::general_purpose::STANDARD.encode(vpn.server_public_key),
+        interface: options.interface.clone(),
+        mtu: options.mtu,
+        keepalive_secs: options.keepalive_secs,
+        handshake_timeout_secs: options.timeout_secs,
+        private_key: keys.secret.clone(),
+        server_public_key: x25519_dalek::PublicKey::from(vpn.server_public_key),
         endpoint: vpn.endpoint.clone(),
         addresses: vpn.addresses.clone(),
         networks: vpn.allowed_networks.clone(),
         dns: Some(vpn.dns),
-        dns_mode: if args.skip_dns_setup {
-            crate::dns::Mode::Off
-        } else {
-            args.dns
-        },
+        dns_mode: options.dns,
         probe_targets,
     };
 
-    if args.foreground {
-        let mut ready = |event: &Event| match event {
-            Event::Ready { status } => cli::print_connected(status),
-            Event::Failed { .. } => {}
-            other => cli::progress(other),
+    if options.foreground {
+        let mut ready = None;
+        let mut events = |event: &Event| {
+            if let Event::Ready { status } = event {
+                ready = Some((**status).clone());
+            }
+            report.progress(Progress::Connection(event));
         };
-        return daemon::run(config, files, &mut ready).await;
+        daemon::run(config, files, &mut events).await?;
+        return ready.context("stopped before the tunnel was ready");
     }
-    let status = spawn_daemon(&config, &files, Duration::from_secs(args.timeout + 10))?;
-    cli::print_connected(&status);
-    Ok(())
+    spawn_daemon(&config, &files, Duration::from_secs(options.timeout_secs + 10), report)
 }
 
-pub async fn down(project: Option<String>) -> Result<()> {
-    let mut found = false;
+/// Disconnects `project` (name or id), or every connection; returns the projects disconnected.
+pub async fn down(project: Option<&str>, report: &mut dyn Report) -> Result<Vec<String>> {
+    let mut done = Vec::new();
     for (id, files) in ConnectionFiles::all() {
         let name = saved_status(&files).map(|s| s.project_name);
-        if project
-            .as_deref()
-            .is_some_and(|p| p != id && Some(p) != name.as_deref())
-        {
+        if project.is_some_and(|p| p != id.as_str() && Some(p) != name.as_deref()) {
             continue;
         }
-        found = true;
         down_one(&id, &files).await?;
-        cli::step(&format!("disconnected from {} (host restored)", name.unwrap_or(id)));
+        let name = name.unwrap_or_else(|| id.to_string());
+        report.progress(Progress::Disconnected { project: &name });
+        done.push(name);
     }
-    if !found {
-        match project {
-            Some(p) => println!("not connected to {p}"),
-            None => println!("not connected"),
-        }
+    if done.is_empty() {
+        report.progress(Progress::NotConnected { project });
     }
-    Ok(())
+    Ok(done)
 }
 
-pub async fn status(json: bool) -> Result<()> {
-    clean_up_crashed().await;
+/// The status of every connection this user may see.
+pub async fn status(report: &mut dyn Report) -> Result<Vec<Status>> {
+    clean_up_crashed(report).await;
     let mut statuses = Vec::new();
     for (id, files) in ConnectionFiles::all() {
         match control::request(&files.socket, control::Command::Status).await {
             Ok(status) => statuses.push(status),
-            Err(e) if !daemon_gone(&files, &e) => eprintln!(
+            Err(e) if !daemon_gone(&id, &files, &e) => report.progress(Progress::Warning(format!(
                 "connection {id} is up, but its control socket is not yours: `sudo corridor vpn status` shows it"
-            ),
+            ))),
             Err(_) => {}
         }
     }
-    cli::print_status(&statuses, json);
-    Ok(())
+    Ok(statuses)
 }
 
-pub async fn clear(api: ApiSettings, project: Option<String>) -> Result<()> {
+/// Removes this machine's key for a project, from the platform and from this machine.
+pub async fn clear(api: ApiSettings, project: Option<&str>, report: &mut dyn Report) -> Result<()> {
     let store = Store::open()?;
     let client = client(&store, api)?;
-    let project = choose_project(&client, project.as_deref()).await?;
+    let project = choose_project(&client, project, report).await?;
     let files = ConnectionFiles::for_project(&project.id);
     if control::request(&files.socket, control::Command::Status).await.is_ok() {
         bail!("connected to {}: run `corridor vpn down` first", project.name);
@@ -127,19 +141,23 @@ pub async fn clear(api: ApiSettings, project: Option<String>) -> Result<()> {
         other => other.context("removing the key from the platform")?,
     }
     store.remove_project_key(&project.id)?;
-    cli::step(&format!(
-        "key for {} removed from the platform and this machine",
-        project.name
-    ));
+    report.progress(Progress::KeyRemoved { project: &project.name });
     Ok(())
 }
 
 /// Runs the daemon: reads the configuration from stdin, reports progress on stdout as JSON
-/// lines until it is ready (or failed), then keeps running in the background.
-pub fn daemon_main() -> Result<()> {
+/// lines until it is ready (or failed), then keeps running in the background. `project` is the
+/// id it was started for (in its command line, so that it can be recognised).
+pub fn daemon_main(project: &str) -> Result<()> {
     let mut input = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
     let config: DaemonConfig = serde_json::from_str(&input).context("reading the daemon configuration")?;
+    if config.project_id != *project {
+        bail!(
+            "started for project {project} with the configuration of {}",
+            config.project_id
+        );
+    }
     let files = ConnectionFiles::for_project(&config.project_id);
     // One thread: the data path is one task that owns the session, and the responder's work is
     // small beside it; cross-thread wakeups would cost more than they give on a laptop's cores.
@@ -154,25 +172,34 @@ pub fn daemon_main() -> Result<()> {
     runtime.block_on(daemon::run(config, files, &mut report))
 }
 
+/// Variables the daemon must not inherit: it needs no token, and a token in a long-lived
+/// process's environment is readable for its whole life.
+const NOT_FOR_THE_DAEMON: [&str; 2] = [crate::store::TOKEN_ENV, "ZEROPS_TOKEN"];
+
 /// Starts the daemon in its own session and follows its progress until it is ready.
-fn spawn_daemon(config: &DaemonConfig, files: &ConnectionFiles, timeout: Duration) -> Result<Status> {
+fn spawn_daemon(
+    config: &DaemonConfig,
+    files: &ConnectionFiles,
+    timeout: Duration,
+    report: &mut dyn Report,
+) -> Result<Status> {
     if let Some(dir) = files.log.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let log = std::fs::File::create(&files.log).with_context(|| format!("creating {}", files.log.display()))?;
     let mut command = Command::new(std::env::current_exe().context("locating the corridor binary")?);
     command
-        .arg("daemon")
+        .args(["daemon", "--project", config.project_id.as_str()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log);
+    for name in NOT_FOR_THE_DAEMON {
+        command.env_remove(name);
+    }
     if std::env::var_os("RUST_LOG").is_none() {
         command.env("RUST_LOG", "corridor=info");
     }
-    // SAFETY: setsid is async-signal-safe; the daemon must not die with this terminal.
-    unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-    }
+    platform::detach(&mut command);
     let mut child = command.spawn().context("starting the corridor daemon")?;
     let mut stdin = child.stdin.take().context("daemon stdin")?;
     stdin.write_all(&serde_json::to_vec(config)?)?;
@@ -198,7 +225,7 @@ fn spawn_daemon(config: &DaemonConfig, files: &ConnectionFiles, timeout: Duratio
                 let _ = child.wait();
                 bail!("{error}\n(daemon log: {})", files.log.display());
             }
-            Ok(event) => cli::progress(&event),
+            Ok(event) => report.progress(Progress::Connection(&event)),
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
                 let status = child.wait()?;
                 bail!(
@@ -207,11 +234,10 @@ fn spawn_daemon(config: &DaemonConfig, files: &ConnectionFiles, timeout: Duratio
                 );
             }
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                // It undoes its own host changes on SIGTERM.
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(child.id() as i32),
-                    nix::sys::signal::Signal::SIGTERM,
-                );
+                // It undoes its own host changes when asked to stop.
+                if let Some(pid) = Pid::new(child.id()) {
+                    let _ = platform::signal_stop(pid, Stop::Gracefully);
+                }
                 let _ = child.wait();
                 bail!(
                     "the tunnel was not ready within {}s; the daemon log is {}",
@@ -225,16 +251,18 @@ fn spawn_daemon(config: &DaemonConfig, files: &ConnectionFiles, timeout: Duratio
 
 /// Stops one connection: asks its daemon, waits for it, then replays whatever journal is left
 /// (all of it, if the daemon had crashed).
-async fn down_one(id: &str, files: &ConnectionFiles) -> Result<()> {
+async fn down_one(id: &ProjectId, files: &ConnectionFiles) -> Result<()> {
     if let Ok(status) = control::request(&files.socket, control::Command::Down).await {
-        let pid = nix::unistd::Pid::from_raw(status.pid as i32);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if nix::sys::signal::kill(pid, None).is_ok() {
-            tracing::warn!(%pid, "daemon did not stop in time; killing it");
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        // The pid comes from a socket: signal it only if it is this project's daemon.
+        if let Some(pid) = Pid::new(status.pid).filter(|&pid| platform::process_is_daemon_of(pid, id.as_str())) {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while platform::process_alive(pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if platform::process_alive(pid) {
+                tracing::warn!(pid = pid.get(), "daemon did not stop in time; killing it");
+                let _ = platform::signal_stop(pid, Stop::Now);
+            }
         }
     }
     host::restore(&files.journal).with_context(|| format!("restoring the host after connection {id}"))?;
@@ -245,55 +273,48 @@ async fn down_one(id: &str, files: &ConnectionFiles) -> Result<()> {
 }
 
 /// Connections whose daemon is gone (killed, crashed, rebooted) are undone quietly.
-async fn clean_up_crashed() {
+async fn clean_up_crashed(report: &mut dyn Report) {
     for (id, files) in ConnectionFiles::all() {
         let Err(e) = control::request(&files.socket, control::Command::Status).await else {
             continue;
         };
-        if daemon_gone(&files, &e) {
+        if daemon_gone(&id, &files, &e) {
             match down_one(&id, &files).await {
                 Ok(()) => tracing::info!(project = %id, "cleaned up after a connection that had stopped"),
-                Err(e) => eprintln!("warning: {e:#}"),
+                Err(e) => report.progress(Progress::Warning(format!("{e:#}"))),
             }
         }
     }
 }
 
 /// A daemon that does not answer is gone unless its socket only refused us (another user's
-/// connection) or the pid it recorded still runs: only then may its journal be replayed.
-fn daemon_gone(files: &ConnectionFiles, error: &anyhow::Error) -> bool {
+/// connection) or the pid it recorded is still this project's daemon: only then may its
+/// journal be replayed.
+fn daemon_gone(id: &ProjectId, files: &ConnectionFiles, error: &anyhow::Error) -> bool {
     let refused_us = error
         .chain()
         .filter_map(|e| e.downcast_ref::<std::io::Error>())
         .any(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
-    let pid_runs = saved_status(files).is_some_and(|s| {
-        let pid = nix::unistd::Pid::from_raw(s.pid as i32);
-        matches!(
-            nix::sys::signal::kill(pid, None),
-            Ok(()) | Err(nix::errno::Errno::EPERM)
-        )
-    });
-    !refused_us && !pid_runs
+    let daemon_runs = saved_status(files)
+        .and_then(|s| Pid::new(s.pid))
+        .is_some_and(|pid| platform::process_alive(pid) && platform::process_is_daemon_of(pid, id.as_str()));
+    !refused_us && !daemon_runs
 }
 
 fn saved_status(files: &ConnectionFiles) -> Option<Status> {
     serde_json::from_slice(&std::fs::read(&files.state).ok()?).ok()
 }
 
-fn replace_or_refuse(running: &Status, auto_disconnect: bool) -> Result<()> {
+fn replace_or_refuse(running: &Status, auto_disconnect: bool, report: &mut dyn Report) -> Result<()> {
     if auto_disconnect {
         return Ok(());
     }
-    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        eprint!(
-            "already connected to {}; disconnect and reconnect? [y/N] ",
-            running.project_name
-        );
-        let mut answer = String::new();
-        std::io::stdin().read_line(&mut answer)?;
-        if answer.trim().eq_ignore_ascii_case("y") {
-            return Ok(());
-        }
+    let question = format!(
+        "already connected to {}; disconnect and reconnect?",
+        running.project_name
+    );
+    if report.confirm(&question) == Some(true) {
+        return Ok(());
     }
     bail!(
         "already connected to {} on {}: run `corridor vpn down` first, or pass --auto-disconnect",
@@ -325,9 +346,29 @@ pub fn client_with_token(store: &Store, settings: ApiSettings, token: String) ->
     Ok(Client::new(&base, Some(token))?.with_timeouts(connect, settings.timeout)?)
 }
 
+/// Checks the token with the platform and stores it (and the API address, if one was given).
+pub async fn login(api: ApiSettings, token: String, report: &mut dyn Report) -> Result<()> {
+    let store = Store::open()?;
+    let api_base = api.base.clone();
+    let client = client_with_token(&store, api, token.clone())?;
+    let user = client
+        .user_info()
+        .await
+        .context("checking the token with the platform")?;
+    store.save_token(&token)?;
+    if let Some(base) = api_base {
+        store.save_api_base(&base)?;
+    }
+    report.progress(Progress::LoggedIn {
+        name: &user.full_name,
+        email: &user.email,
+    });
+    Ok(())
+}
+
 /// A project by id or name; without one, or with several matches, a picker on a terminal and a
 /// clear error elsewhere.
-pub async fn choose_project(client: &Client, wanted: Option<&str>) -> Result<Project> {
+pub async fn choose_project(client: &Client, wanted: Option<&str>, report: &mut dyn Report) -> Result<Project> {
     let candidates = match wanted {
         Some(wanted) => client.find_projects(wanted).await.context("looking up the project")?,
         None => all_projects(client).await?,
@@ -345,23 +386,13 @@ pub async fn choose_project(client: &Client, wanted: Option<&str>) -> Result<Pro
         _ => {}
     }
     let listing: Vec<String> = candidates.iter().map(|p| format!("{} ({})", p.name, p.id)).collect();
-    if !std::io::stdin().is_terminal() {
+    let Some(n) = report.pick("project", &listing) else {
         bail!(
             "several projects match; name one by id with -P:\n  {}",
             listing.join("\n  ")
         );
-    }
-    for (i, line) in listing.iter().enumerate() {
-        eprintln!("  {}) {line}", i + 1);
-    }
-    eprint!("project number: ");
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    let n: usize = answer.trim().parse().context("not a number")?;
-    candidates
-        .into_iter()
-        .nth(n.wrapping_sub(1))
-        .context("no such project number")
+    };
+    candidates.into_iter().nth(n).context("no such project number")
 }
 
 pub async fn all_projects(client: &Client) -> Result<Vec<Project>> {

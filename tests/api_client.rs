@@ -70,7 +70,7 @@ async fn user_info_is_parsed_leniently() {
 async fn project_is_fetched_by_id() {
     let server = serve(|_| ok(project_json("p1", "c1", "myproject"))).await;
 
-    let project = client(&server).project("p1").await.unwrap();
+    let project = client(&server).project(&pid("p1")).await.unwrap();
 
     assert_eq!(server.only_request().path, "/api/rest/public/project/p1");
     assert_eq!(project.name, "myproject");
@@ -161,7 +161,7 @@ async fn search_services_sends_project_and_client_terms() {
     })
     .await;
 
-    let services = client(&server).search_services("p1", "c1").await.unwrap();
+    let services = client(&server).search_services(&pid("p1"), "c1").await.unwrap();
 
     let seen = server.only_request();
     assert_eq!(seen.path, "/api/rest/public/service-stack/search");
@@ -214,7 +214,7 @@ async fn search_containers_sends_client_and_service_terms() {
 async fn register_vpn_key_posts_the_key_and_parses_the_item() {
     let server = serve(|_| ok(vpn_item_json())).await;
 
-    let item = client(&server).register_vpn_key("p1", KEY).await.unwrap();
+    let item = client(&server).register_vpn_key(&pid("p1"), KEY).await.unwrap();
 
     let seen = server.only_request();
     assert_eq!(seen.method, Method::POST);
@@ -231,7 +231,7 @@ async fn register_vpn_key_posts_the_key_and_parses_the_item() {
 async fn delete_vpn_key_sends_delete_with_the_key() {
     let server = serve(|_| ok(json!({"success": true}))).await;
 
-    client(&server).delete_vpn_key("p1", KEY).await.unwrap();
+    client(&server).delete_vpn_key(&pid("p1"), KEY).await.unwrap();
 
     let seen = server.only_request();
     assert_eq!(seen.method, Method::DELETE);
@@ -243,7 +243,7 @@ async fn delete_vpn_key_sends_delete_with_the_key() {
 async fn delete_vpn_key_without_success_is_an_error() {
     let server = serve(|_| ok(json!({"success": false}))).await;
 
-    let err = client(&server).delete_vpn_key("p1", KEY).await.unwrap_err();
+    let err = client(&server).delete_vpn_key(&pid("p1"), KEY).await.unwrap_err();
 
     assert!(matches!(err, ApiError::Unparsable { status: 200, .. }), "{err:?}");
 }
@@ -256,7 +256,7 @@ async fn list_vpn_keys_parses_project_and_peers() {
     })
     .await;
 
-    let list = client(&server).list_vpn_keys("p1").await.unwrap();
+    let list = client(&server).list_vpn_keys(&pid("p1")).await.unwrap();
 
     assert_eq!(server.only_request().path, "/api/rest/public/project/p1/vpn/list");
     assert_eq!(list.peers.len(), 2);
@@ -267,7 +267,7 @@ async fn list_vpn_keys_parses_project_and_peers() {
 async fn vpn_key_path_is_the_key_text_in_padded_base64url() {
     let server = serve(|_| ok(vpn_item_json())).await;
 
-    let item = client(&server).vpn_key("p1", KEY).await.unwrap();
+    let item = client(&server).vpn_key(&pid("p1"), KEY).await.unwrap();
 
     assert_eq!(
         server.only_request().path,
@@ -286,7 +286,7 @@ async fn error_body_becomes_a_platform_error() {
     })
     .await;
 
-    let err = client(&server).project("p1").await.unwrap_err();
+    let err = client(&server).project(&pid("p1")).await.unwrap_err();
 
     let ApiError::Platform {
         status,
@@ -332,7 +332,7 @@ async fn not_found_is_recognised() {
     })
     .await;
 
-    let err = client(&server).project("nope").await.unwrap_err();
+    let err = client(&server).project(&pid("nope")).await.unwrap_err();
 
     assert!(err.is_not_found());
     assert!(!err.is_transient());
@@ -359,7 +359,7 @@ async fn garbage_error_body_becomes_unparsable_with_a_shortened_body() {
 async fn garbage_success_body_becomes_unparsable() {
     let server = serve(|_| (200, "this is not json".to_owned())).await;
 
-    let err = client(&server).project("p1").await.unwrap_err();
+    let err = client(&server).project(&pid("p1")).await.unwrap_err();
 
     assert!(
         matches!(err, ApiError::Unparsable { status: 200, ref body } if body == "this is not json"),
@@ -639,4 +639,8 @@ fn vpn_item_json() -> Value {
 
 fn ids(projects: &[corridor::api::Project]) -> Vec<&str> {
     projects.iter().map(|p| p.id.as_str()).collect()
+}
+
+fn pid(id: &str) -> corridor::api::ProjectId {
+    corridor::api::ProjectId::parse(id).unwrap()
 }

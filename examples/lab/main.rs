@@ -1,6 +1,7 @@
 //! The lab: a simulated platform project in network namespaces on this machine.
 //!
-//! `cargo run --example lab -- up | down | status [--json] | misbehave MODE` (as root).
+//! `cargo run --example lab -- up | down | status [--json] | misbehave MODE | gateway-restart [PROJECT]`
+//! (as root).
 //! The demo, the end-to-end tests and the benchmark all drive this one binary.
 
 mod api;
@@ -39,6 +40,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Restart a project's WireGuard gateway: same key, port and peers, every session lost.
+    GatewayRestart {
+        #[arg(default_value = "demo")]
+        project: String,
+    },
     /// Make the control-plane API misbehave: ok, slow MS, error500, garbage, ratelimit, expired.
     Misbehave { mode: Vec<String> },
     /// Serve the control-plane API (run by `up` inside the underlay namespace).
@@ -63,6 +69,10 @@ fn main() -> Result<()> {
         Cmd::Down => {
             require_root()?;
             setup::down(&plan)
+        }
+        Cmd::GatewayRestart { project } => {
+            require_root()?;
+            setup::restart_gateway(&plan, &project)
         }
         Cmd::Status { json } => setup::status(&plan, json),
         Cmd::Misbehave { mode } => {

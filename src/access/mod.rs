@@ -15,9 +15,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::api::{self, Client};
+use crate::api::{self, Client, ProjectId};
 use crate::daemon::{control, Status};
 use crate::paths::ConnectionFiles;
+use crate::report::Report;
 
 /// The port sshd listens on in every container of the platform.
 pub const SSH_PORT: u16 = 65437;
@@ -37,7 +38,7 @@ pub struct Inventory {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectRef {
-    pub id: String,
+    pub id: ProjectId,
     pub name: String,
 }
 
@@ -84,7 +85,7 @@ pub enum Found {
 
 /// The project a command means: the one named, else the only one connected, else a choice
 /// (a picker on a terminal, the list in an error elsewhere).
-pub async fn project(client: &Client, wanted: Option<&str>) -> Result<api::Project> {
+pub async fn project(client: &Client, wanted: Option<&str>, report: &mut dyn Report) -> Result<api::Project> {
     if wanted.is_none() {
         if let [only] = connections().await.as_slice() {
             return client
@@ -93,16 +94,21 @@ pub async fn project(client: &Client, wanted: Option<&str>) -> Result<api::Proje
                 .with_context(|| format!("looking up the connected project {}", only.project_name));
         }
     }
-    crate::vpn::choose_project(client, wanted).await
+    crate::vpn::choose_project(client, wanted, report).await
 }
 
 /// The projects that hold `target` (any target, without one), as described at [`Found`].
-pub async fn find(client: &Client, project_wanted: Option<&str>, target: Option<&str>) -> Result<Found> {
+pub async fn find(
+    client: &Client,
+    project_wanted: Option<&str>,
+    target: Option<&str>,
+    report: &mut dyn Report,
+) -> Result<Found> {
     if project_wanted.is_some() {
-        let project = project(client, project_wanted).await?;
+        let project = project(client, project_wanted, report).await?;
         return Ok(Found::One(inventory(client, &project).await?));
     }
-    let connected: Vec<String> = connections().await.into_iter().map(|s| s.project_id).collect();
+    let connected: Vec<ProjectId> = connections().await.into_iter().map(|s| s.project_id).collect();
     let mut searched = Vec::new();
     for id in &connected {
         let project = client.project(id).await.context("looking up a connected project")?;
@@ -149,7 +155,7 @@ pub async fn inventory(client: &Client, project: &api::Project) -> Result<Invent
 }
 
 /// The running connection to a project, if this machine has one (asks its daemon).
-pub async fn connection(project_id: &str) -> Option<Status> {
+pub async fn connection(project_id: &ProjectId) -> Option<Status> {
     let files = ConnectionFiles::for_project(project_id);
     control::request(&files.socket, control::Command::Status).await.ok()
 }
@@ -312,12 +318,7 @@ mod tests {
 
     #[test]
     fn build_orders_services_by_name_and_containers_by_number() {
-        let project = api::Project {
-            id: "p1".into(),
-            client_id: "c1".into(),
-            name: "demo".into(),
-            status: "ACTIVE".into(),
-        };
+        let project = project();
         let inventory = build(
             &project,
             vec![
@@ -360,11 +361,7 @@ mod tests {
 
     #[test]
     fn aliases_name_services_instances_and_containers() {
-        let project = api::Project {
-            id: "p1".into(),
-            name: "demo".into(),
-            ..Default::default()
-        };
+        let project = project();
         let inventory = build(
             &project,
             vec![(
@@ -390,6 +387,15 @@ mod tests {
                 (n14.clone(), n14),
             ]
         );
+    }
+
+    pub(crate) fn project() -> api::Project {
+        api::Project {
+            id: ProjectId::parse("p1").unwrap(),
+            client_id: "c1".into(),
+            name: "demo".into(),
+            status: "ACTIVE".into(),
+        }
     }
 
     pub(crate) fn service(id: &str, name: &str) -> api::Service {

@@ -183,8 +183,7 @@ fn write_file(path: &Path, content: &[u8]) -> Result<()> {
 mod tests {
     use super::*;
     use crate::access::build;
-    use crate::access::tests::{container, service};
-    use crate::api;
+    use crate::access::tests::{container, project, service};
 
     const LINE: &str = "Include \"/home/dev/.config/corridor/ssh/*.conf\"";
 
@@ -223,13 +222,8 @@ mod tests {
 
     #[test]
     fn render_names_every_alias_and_shares_the_settings() {
-        let project = api::Project {
-            id: "p1".into(),
-            name: "demo".into(),
-            ..Default::default()
-        };
         let inventory = build(
-            &project,
+            &project(),
             vec![
                 (
                     service("s1", "api"),

@@ -197,7 +197,7 @@ fn list(choices: &[Choice]) -> String {
 mod tests {
     use super::*;
     use crate::access::build;
-    use crate::access::tests::{container, service};
+    use crate::access::tests::{container, project, service};
     use crate::api;
 
     const N13: &str = "node-id-13.runtime.api.zerops";
@@ -350,12 +350,6 @@ mod tests {
     }
 
     fn inventory(services: Vec<(api::Service, Vec<api::Container>)>) -> Inventory {
-        let project = api::Project {
-            id: "p1".into(),
-            client_id: "c1".into(),
-            name: "demo".into(),
-            status: "ACTIVE".into(),
-        };
-        build(&project, services, true)
+        build(&project(), services, true)
     }
 }

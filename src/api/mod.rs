@@ -3,6 +3,7 @@
 //! Every failure is an [`ApiError`] that callers match on; none of them, and no log line,
 //! carries the token.
 
+mod project_id;
 pub mod types;
 mod vpn_config;
 
@@ -14,6 +15,7 @@ use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+pub use project_id::{InvalidProjectId, ProjectId};
 pub use types::{
     ClientUser, Container, Project, ProjectVpnItem, Region, Service, ServiceTypeInfo, UserInfo, VpnKeyList, VpnNetwork,
     VpnPeer, VpnPeerNet, VpnProject, VpnProjectNet,
@@ -108,13 +110,13 @@ impl Client {
             .await
     }
 
-    pub async fn project(&self, id: &str) -> Result<Project, ApiError> {
-        self.get(&["project", id]).await
+    pub async fn project(&self, id: &ProjectId) -> Result<Project, ApiError> {
+        self.get(&["project", id.as_str()]).await
     }
 
-    pub async fn search_services(&self, project_id: &str, client_id: &str) -> Result<Vec<Service>, ApiError> {
+    pub async fn search_services(&self, project_id: &ProjectId, client_id: &str) -> Result<Vec<Service>, ApiError> {
         let terms = vec![
-            SearchTerm::eq("projectId", project_id),
+            SearchTerm::eq("projectId", project_id.as_str()),
             SearchTerm::eq("clientId", client_id),
         ];
         self.search("service-stack", terms).await
@@ -130,22 +132,32 @@ impl Client {
 
     /// Registers this machine's public key (44-character base64) with the project. Registering
     /// a key again returns the same assignment.
-    pub async fn register_vpn_key(&self, project_id: &str, public_key: &str) -> Result<ProjectVpnItem, ApiError> {
+    pub async fn register_vpn_key(&self, project_id: &ProjectId, public_key: &str) -> Result<ProjectVpnItem, ApiError> {
         let body = VpnKeyRequest {
             public_key: public_key.to_owned(),
             instance_id: None,
         };
-        self.call(Method::POST, &["project", project_id, "vpn"], Some(&body), true)
-            .await
+        self.call(
+            Method::POST,
+            &["project", project_id.as_str(), "vpn"],
+            Some(&body),
+            true,
+        )
+        .await
     }
 
-    pub async fn delete_vpn_key(&self, project_id: &str, public_key: &str) -> Result<(), ApiError> {
+    pub async fn delete_vpn_key(&self, project_id: &ProjectId, public_key: &str) -> Result<(), ApiError> {
         let body = VpnKeyRequest {
             public_key: public_key.to_owned(),
             instance_id: None,
         };
         let answer: Success = self
-            .call(Method::DELETE, &["project", project_id, "vpn"], Some(&body), true)
+            .call(
+                Method::DELETE,
+                &["project", project_id.as_str(), "vpn"],
+                Some(&body),
+                true,
+            )
             .await?;
         if !answer.success {
             return Err(ApiError::Unparsable {
@@ -156,15 +168,15 @@ impl Client {
         Ok(())
     }
 
-    pub async fn list_vpn_keys(&self, project_id: &str) -> Result<VpnKeyList, ApiError> {
-        self.get(&["project", project_id, "vpn", "list"]).await
+    pub async fn list_vpn_keys(&self, project_id: &ProjectId) -> Result<VpnKeyList, ApiError> {
+        self.get(&["project", project_id.as_str(), "vpn", "list"]).await
     }
 
-    pub async fn vpn_key(&self, project_id: &str, public_key: &str) -> Result<ProjectVpnItem, ApiError> {
+    pub async fn vpn_key(&self, project_id: &ProjectId, public_key: &str) -> Result<ProjectVpnItem, ApiError> {
         // The key's base64 text contains `/` and `+`, so the platform wants the text itself
         // encoded again, URL-safe and padded.
         let encoded = base64::engine::general_purpose::URL_SAFE.encode(public_key.as_bytes());
-        self.get(&["project", project_id, "vpn", &encoded]).await
+        self.get(&["project", project_id.as_str(), "vpn", &encoded]).await
     }
 
     /// Projects whose id or name is `name_or_id`, across every client the user is an active
@@ -179,7 +191,7 @@ impl Client {
 
         let exact: Vec<Project> = projects
             .iter()
-            .filter(|p| p.id == name_or_id || p.name == name_or_id)
+            .filter(|p| p.id.as_str() == name_or_id || p.name == name_or_id)
             .cloned()
             .collect();
         if !exact.is_empty() {

@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 
+use super::ProjectId;
+
 /// `GET /region/zcli`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -57,10 +59,10 @@ impl ClientUser {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Project {
-    pub id: String,
+    pub id: ProjectId,
     #[serde(default, deserialize_with = "nullable")]
     pub client_id: String,
     #[serde(default, deserialize_with = "nullable")]

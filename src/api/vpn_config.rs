@@ -139,10 +139,7 @@ impl Family {
 }
 
 fn decode_key(text: &str) -> Result<[u8; 32], VpnConfigError> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|_| VpnConfigError::InvalidServerKey)?;
-    bytes.try_into().map_err(|_| VpnConfigError::InvalidServerKey)
+    crate::keys::decode(text).ok_or(VpnConfigError::InvalidServerKey)
 }
 
 /// `Ok(None)` for an empty value: the platform sends `""` for what it did not assign.

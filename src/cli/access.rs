@@ -1,6 +1,6 @@
 //! `ls`, `ssh`, `ssh-config` and `export`: their arguments, and the text and JSON they print.
 
-use std::io::{IsTerminal, Write as _};
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -10,6 +10,7 @@ use clap::{Args, Subcommand};
 use crate::access::export::{self, Session};
 use crate::access::target::{self, Choice, Instance, TargetError};
 use crate::access::{self, ssh, ssh_config, Found, Inventory};
+use crate::report::Report;
 use crate::store::Store;
 use crate::vpn::{self, ApiSettings};
 
@@ -73,8 +74,8 @@ pub enum Export {
     },
 }
 
-pub async fn ls(api: ApiSettings, args: LsArgs) -> Result<()> {
-    let inventory = project_inventory(api, args.project_id.or(args.project).as_deref()).await?;
+pub async fn ls(api: ApiSettings, args: LsArgs, report: &mut dyn Report) -> Result<()> {
+    let inventory = project_inventory(api, args.project_id.or(args.project).as_deref(), report).await?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&inventory)?);
     } else {
@@ -83,11 +84,11 @@ pub async fn ls(api: ApiSettings, args: LsArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn ssh(api: ApiSettings, args: SshArgs) -> Result<()> {
+pub async fn ssh(api: ApiSettings, args: SshArgs, report: &mut dyn Report) -> Result<()> {
     let api_base = api.base.clone();
     let store = Store::open()?;
     let client = vpn::client(&store, api)?;
-    let inventory = match access::find(&client, args.project.as_deref(), args.target.as_deref()).await? {
+    let inventory = match access::find(&client, args.project.as_deref(), args.target.as_deref(), report).await? {
         Found::One(inventory) => inventory,
         Found::Several(several) => bail!(
             "{} in several projects ({}): name one with --project",
@@ -106,7 +107,7 @@ pub async fn ssh(api: ApiSettings, args: SshArgs) -> Result<()> {
             }
         ),
     };
-    let choice = pick(&inventory, args.target.as_deref(), args.instance)?;
+    let choice = pick(&inventory, args.target.as_deref(), args.instance, report)?;
     if !inventory.connected {
         let up = format!("sudo corridor vpn up {}", inventory.project.name);
         if !args.connect {
@@ -126,7 +127,7 @@ pub async fn ssh(api: ApiSettings, args: SshArgs) -> Result<()> {
     exec(&invocation)
 }
 
-pub async fn ssh_config(api: ApiSettings, args: SshConfigArgs) -> Result<()> {
+pub async fn ssh_config(api: ApiSettings, args: SshConfigArgs, report: &mut dyn Report) -> Result<()> {
     let store = Store::open()?;
     let line = ssh_config::include_line(store.dir());
     let user_config = user_ssh_config()?;
@@ -140,7 +141,7 @@ pub async fn ssh_config(api: ApiSettings, args: SshConfigArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let inventory = project_inventory(api, args.project.as_deref()).await?;
+    let inventory = project_inventory(api, args.project.as_deref(), report).await?;
     let path = ssh_config::project_file(store.dir(), &inventory.project.name);
     ssh_config::write(&path, &ssh_config::render(&inventory, &ssh::known_hosts(store.dir())))?;
     super::step(&format!(
@@ -167,10 +168,10 @@ pub async fn ssh_config(api: ApiSettings, args: SshConfigArgs) -> Result<()> {
     Ok(())
 }
 
-pub async fn export(api: ApiSettings, export: Export) -> Result<()> {
+pub async fn export(api: ApiSettings, export: Export, report: &mut dyn Report) -> Result<()> {
     match export {
         Export::Putty { project, reg } => {
-            let inventory = project_inventory(api, project.as_deref()).await?;
+            let inventory = project_inventory(api, project.as_deref(), report).await?;
             let sessions = export::sessions(&inventory);
             if cfg!(unix) {
                 let dir = putty_dir()?;
@@ -197,7 +198,7 @@ pub async fn export(api: ApiSettings, export: Export) -> Result<()> {
             }
         }
         Export::Winscp { project, output } => {
-            let inventory = project_inventory(api, project.as_deref()).await?;
+            let inventory = project_inventory(api, project.as_deref(), report).await?;
             let ini = export::winscp_ini(&export::sessions(&inventory));
             match output {
                 Some(path) => {
@@ -262,31 +263,29 @@ pub fn print_inventory(inventory: &Inventory) {
     }
 }
 
-async fn project_inventory(api: ApiSettings, wanted: Option<&str>) -> Result<Inventory> {
+async fn project_inventory(api: ApiSettings, wanted: Option<&str>, report: &mut dyn Report) -> Result<Inventory> {
     let store = Store::open()?;
     let client = vpn::client(&store, api)?;
-    let project = access::project(&client, wanted).await?;
+    let project = access::project(&client, wanted, report).await?;
     access::inventory(&client, &project).await
 }
 
-/// The target's container; several candidates → a numbered choice on a terminal.
-fn pick(inventory: &Inventory, target: Option<&str>, instance: Option<Instance>) -> Result<Choice> {
+/// The target's container; several candidates → a choice on a terminal, the list elsewhere.
+fn pick(
+    inventory: &Inventory,
+    target: Option<&str>,
+    instance: Option<Instance>,
+    report: &mut dyn Report,
+) -> Result<Choice> {
     match target::resolve(inventory, target, instance) {
-        Ok(choice) => Ok(choice),
-        Err(TargetError::Ambiguous { choices }) if std::io::stdin().is_terminal() => {
-            for (i, choice) in choices.iter().enumerate() {
-                eprintln!("  {}) {choice}", i + 1);
+        Err(TargetError::Ambiguous { choices }) => {
+            let listing: Vec<String> = choices.iter().map(ToString::to_string).collect();
+            match report.pick("container", &listing) {
+                Some(n) => Ok(choices[n].clone()),
+                None => Err(TargetError::Ambiguous { choices }.into()),
             }
-            eprint!("container number: ");
-            let mut answer = String::new();
-            std::io::stdin().read_line(&mut answer)?;
-            let n: usize = answer.trim().parse().context("not a number")?;
-            choices
-                .into_iter()
-                .nth(n.wrapping_sub(1))
-                .context("no such container number")
         }
-        Err(e) => Err(e.into()),
+        other => Ok(other?),
     }
 }
 
@@ -294,7 +293,7 @@ fn pick(inventory: &Inventory, target: Option<&str>, instance: Option<Instance>)
 /// started with, and prints its own progress.
 fn connect(inventory: &Inventory, api_base: Option<&str>) -> Result<()> {
     let mut command = Command::new(std::env::current_exe().context("locating the corridor binary")?);
-    command.args(["vpn", "up", &inventory.project.id]);
+    command.args(["vpn", "up", inventory.project.id.as_str()]);
     if let Some(base) = api_base {
         command.env("CORRIDOR_API", base);
     }

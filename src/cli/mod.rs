@@ -7,6 +7,8 @@ use std::io::IsTerminal;
 use clap::{Args, Parser, Subcommand};
 
 use crate::daemon::{Event, Status};
+use crate::report::{Progress, Report};
+use crate::vpn::UpOptions;
 
 #[derive(Parser)]
 #[command(
@@ -49,7 +51,11 @@ pub enum Command {
     Export(access::Export),
     /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
     #[command(hide = true)]
-    Daemon,
+    Daemon {
+        /// The project id it serves (also in its configuration): names the process.
+        #[arg(long)]
+        project: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -110,8 +116,78 @@ pub struct UpArgs {
     pub keepalive: u16,
 }
 
+impl From<UpArgs> for UpOptions {
+    fn from(args: UpArgs) -> UpOptions {
+        UpOptions {
+            project: args.project_id.or(args.project),
+            mtu: args.mtu,
+            auto_disconnect: args.auto_disconnect,
+            foreground: args.foreground,
+            interface: args.interface,
+            timeout_secs: args.timeout,
+            dns: if args.skip_dns_setup {
+                crate::dns::Mode::Off
+            } else {
+                args.dns
+            },
+            keepalive_secs: args.keepalive,
+        }
+    }
+}
+
+/// Progress on stderr, questions on the terminal (none without one).
+pub struct Terminal;
+
+impl Report for Terminal {
+    fn progress(&mut self, progress: Progress<'_>) {
+        match progress {
+            Progress::LoggedIn { name, email } => step(&format!("logged in as {name} ({email})")),
+            Progress::KeyRegistered { .. } => step("key registered"),
+            Progress::Connection(Event::Ready { status }) => print_connected(status),
+            Progress::Connection(event) => connection_progress(event),
+            Progress::Disconnected { project } => step(&format!("disconnected from {project} (host restored)")),
+            Progress::NotConnected { project: Some(p) } => println!("not connected to {p}"),
+            Progress::NotConnected { project: None } => println!("not connected"),
+            Progress::KeyRemoved { project } => {
+                step(&format!("key for {project} removed from the platform and this machine"))
+            }
+            Progress::Warning(text) => eprintln!("warning: {text}"),
+        }
+    }
+
+    fn confirm(&mut self, question: &str) -> Option<bool> {
+        if !interactive() {
+            return None;
+        }
+        eprint!("{question} [y/N] ");
+        Some(read_answer()?.eq_ignore_ascii_case("y"))
+    }
+
+    fn pick(&mut self, what: &str, choices: &[String]) -> Option<usize> {
+        if !interactive() {
+            return None;
+        }
+        for (i, line) in choices.iter().enumerate() {
+            eprintln!("  {}) {line}", i + 1);
+        }
+        eprint!("{what} number: ");
+        let n: usize = read_answer()?.parse().ok()?;
+        (1..=choices.len()).contains(&n).then(|| n - 1)
+    }
+}
+
+fn interactive() -> bool {
+    std::io::stdin().is_terminal() && std::io::stderr().is_terminal()
+}
+
+fn read_answer() -> Option<String> {
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).ok()?;
+    Some(answer.trim().to_string())
+}
+
 /// Progress lines while connecting, on stderr.
-pub fn progress(event: &Event) {
+fn connection_progress(event: &Event) {
     match event {
         Event::Interface { name } => step(&format!("interface {name} up")),
         Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),

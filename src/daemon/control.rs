@@ -1,16 +1,19 @@
-//! The control socket: one JSON request line, one JSON answer line (the daemon's status).
-//! Mode 0600: only the user who started the connection (root under sudo) may talk to it.
+//! The control channel: one JSON request line, one JSON answer line (the daemon's status).
+//! Only the user who started the connection (root, or the user behind sudo) may open it.
+//!
+//! Clients are served by tasks of their own, so a client that connects and says nothing never
+//! holds up the daemon's loop (and with it SIGTERM); the loop only answers [`Ask`]s.
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::{mpsc, oneshot};
 
 use super::Status;
+use crate::platform::{self, ipc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,51 +22,79 @@ pub enum Command {
     Down,
 }
 
+/// A client's command, passed to the daemon's loop with the way back for its status.
+pub struct Ask {
+    pub command: Command,
+    pub reply: oneshot::Sender<Status>,
+}
+
 const TIMEOUT: Duration = Duration::from_secs(3);
 
-pub fn bind(path: &Path) -> Result<UnixListener> {
-    let _ = std::fs::remove_file(path);
-    let listener =
-        UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    // Under sudo the connection belongs to the user who asked for it: their `corridor vpn
-    // status` and `vpn down` work without sudo.
-    if let Some((uid, gid)) = sudo_ids() {
-        std::os::unix::fs::chown(path, Some(uid), Some(gid))
-            .with_context(|| format!("handing {} to the sudo user", path.display()))?;
-    }
-    Ok(listener)
+/// The listening side; stops listening when dropped.
+pub struct Server {
+    asks: mpsc::Receiver<Ask>,
+    task: tokio::task::JoinHandle<()>,
 }
 
-fn sudo_ids() -> Option<(u32, u32)> {
-    if !nix::unistd::geteuid().is_root() {
-        return None;
+impl Server {
+    /// The next command of a client.
+    pub async fn next(&mut self) -> Option<Ask> {
+        self.asks.recv().await
     }
-    let id = |name| std::env::var(name).ok()?.parse().ok();
-    Some((id("SUDO_UID")?, id("SUDO_GID")?))
 }
 
-/// Answers one client with `status`; returns what it asked for. A client that sends nothing
-/// sensible within the timeout gets nothing and changes nothing.
-pub async fn answer(stream: UnixStream, status: Status) -> Option<Command> {
-    let (read, mut write) = stream.into_split();
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Listens at `path` and passes every well-formed command on through [`Server::next`].
+pub fn serve(path: &Path) -> Result<Server> {
+    let invoker = platform::invoker();
+    let listener = ipc::bind(path, invoker.as_ref())?;
+    let (sender, asks) = mpsc::channel(8);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok(stream) = listener.accept().await else {
+                // Out of descriptors, say: let the clients that hold them finish.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            tokio::spawn(answer(stream, sender.clone()));
+        }
+    });
+    Ok(Server { asks, task })
+}
+
+/// Reads one command, asks the loop, writes its status. A client that sends nothing sensible
+/// within the timeout gets nothing and changes nothing.
+async fn answer(stream: ipc::Stream, asks: mpsc::Sender<Ask>) {
+    let (read, mut write) = tokio::io::split(stream);
     let mut line = String::new();
-    tokio::time::timeout(TIMEOUT, BufReader::new(read).read_line(&mut line))
-        .await
-        .ok()?
-        .ok()?;
-    let command: Command = serde_json::from_str(line.trim()).ok()?;
-    let mut answer = serde_json::to_vec(&status).ok()?;
+    let Ok(Ok(_)) = tokio::time::timeout(TIMEOUT, BufReader::new(read).read_line(&mut line)).await else {
+        return;
+    };
+    let Ok(command) = serde_json::from_str::<Command>(line.trim()) else {
+        return;
+    };
+    let (reply, status) = oneshot::channel();
+    if asks.send(Ask { command, reply }).await.is_err() {
+        return;
+    }
+    let Ok(status) = status.await else { return };
+    let Ok(mut answer) = serde_json::to_vec(&status) else {
+        return;
+    };
     answer.push(b'\n');
     let _ = tokio::time::timeout(TIMEOUT, write.write_all(&answer)).await;
-    Some(command)
 }
 
 /// Sends `command` to the daemon behind `path` and returns its status.
 pub async fn request(path: &Path, command: Command) -> Result<Status> {
     let exchange = async {
-        let stream = UnixStream::connect(path).await?;
-        let (read, mut write) = stream.into_split();
+        let stream = ipc::connect(path).await?;
+        let (read, mut write) = tokio::io::split(stream);
         let mut line = serde_json::to_vec(&command)?;
         line.push(b'\n');
         write.write_all(&line).await?;

@@ -8,15 +8,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
-use base64::Engine as _;
 use ipnet::IpNet;
+use rand_core::RngCore as _;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use x25519_dalek::{PublicKey, StaticSecret};
 
+use crate::api::ProjectId;
 use crate::dns;
 use crate::host::{self, Journal};
 use crate::paths::ConnectionFiles;
+use crate::platform;
 use crate::tunnel::core::{Config as SessionConfig, Session, Stats};
 use crate::tunnel::io::{Request, Tunnel};
 use crate::tunnel::{device, probe};
@@ -25,14 +27,16 @@ use crate::tunnel::{device, probe};
 /// argv or the environment).
 #[derive(Clone, Serialize, Deserialize)]
 pub struct DaemonConfig {
-    pub project_id: String,
+    pub project_id: ProjectId,
     pub project_name: String,
     pub interface: Option<String>,
     pub mtu: u16,
     pub keepalive_secs: u16,
     pub handshake_timeout_secs: u64,
-    pub private_key: String,
-    pub server_public_key: String,
+    #[serde(with = "crate::keys::secret")]
+    pub private_key: StaticSecret,
+    #[serde(with = "crate::keys::public")]
+    pub server_public_key: PublicKey,
     pub endpoint: String,
     pub addresses: Vec<IpNet>,
     pub networks: Vec<IpNet>,
@@ -73,7 +77,7 @@ pub enum Event {
 /// What `vpn status` shows.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Status {
-    pub project_id: String,
+    pub project_id: ProjectId,
     pub project_name: String,
     pub pid: u32,
     pub interface: String,
@@ -135,16 +139,17 @@ async fn serve(
     events: &mut dyn FnMut(&Event),
 ) -> Result<()> {
     // From the first change on, a signal must lead to the cleanup, never to a plain exit.
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut shutdown = platform::Shutdown::new().context("setting up the stop signals")?;
     let started = Instant::now();
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
     let name = config.interface.clone().unwrap_or_else(device::free_name);
+    let tag = format!("corridor:{}:{:016x}", config.project_id, rand_core::OsRng.next_u64());
     let device_config = device::DeviceConfig {
         name: &name,
+        tag: &tag,
         mtu: config.mtu,
         addresses: &config.addresses,
         routes: &config.networks,
@@ -157,7 +162,7 @@ async fn serve(
     let udp = tokio::net::UdpSocket::bind(bind)
         .await
         .context("binding the WireGuard UDP socket")?;
-    let session = Session::new(session_config(config)?, Instant::now());
+    let session = Session::new(session_config(config), Instant::now());
     let (req_tx, req_rx) = mpsc::channel(8);
     let tunnel = Tunnel::new(dev, udp, endpoint, session, config.mtu)?;
     let mut io = tokio::spawn(tunnel.run(req_rx));
@@ -172,8 +177,7 @@ async fn serve(
     let ready = probe_until_answered(config, &req_tx, started + timeout);
     let (target, probe_ms) = tokio::select! {
         r = ready => r?,
-        _ = sigterm.recv() => bail!("stopped by SIGTERM before the tunnel was ready"),
-        _ = sigint.recv() => bail!("interrupted before the tunnel was ready"),
+        signal = shutdown.recv() => bail!("stopped by {signal} before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
     };
     events(&Event::Handshake {
@@ -230,7 +234,7 @@ async fn serve(
         dropped_invalid: stats.dropped_invalid,
     };
 
-    let listener = control::bind(&files.socket)?;
+    let mut control = control::serve(&files.socket)?;
     let ready = status(&stats().await.unwrap_or_default());
     std::fs::write(&files.state, serde_json::to_vec(&ready)?)?;
     events(&Event::Ready {
@@ -241,12 +245,13 @@ async fn serve(
     loop {
         tokio::select! {
             r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
-            _ = sigterm.recv() => break,
-            _ = sigint.recv() => break,
-            conn = listener.accept() => {
-                let Ok((stream, _)) = conn else { continue };
-                let current = status(&stats().await.unwrap_or_default());
-                if control::answer(stream, current).await == Some(control::Command::Down) {
+            signal = shutdown.recv() => {
+                tracing::info!(signal, "stop signal");
+                break;
+            }
+            Some(ask) = control.next() => {
+                let _ = ask.reply.send(status(&stats().await.unwrap_or_default()));
+                if ask.command == control::Command::Down {
                     break;
                 }
             }
@@ -335,21 +340,14 @@ async fn system_lookup(name: &str) -> Result<IpAddr, String> {
     }
 }
 
-fn session_config(config: &DaemonConfig) -> Result<SessionConfig> {
-    Ok(SessionConfig {
-        private_key: StaticSecret::from(decode_key(&config.private_key).context("the private key")?),
-        peer_public_key: PublicKey::from(decode_key(&config.server_public_key).context("the server key")?),
+fn session_config(config: &DaemonConfig) -> SessionConfig {
+    SessionConfig {
+        private_key: config.private_key.clone(),
+        peer_public_key: config.server_public_key,
         preshared_key: None,
         persistent_keepalive: Some(config.keepalive_secs),
         allowed_ips: config.networks.clone(),
-    })
-}
-
-fn decode_key(b64: &str) -> Result<[u8; 32]> {
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(b64.trim())
-        .context("not base64")?;
-    bytes.try_into().map_err(|_| anyhow::anyhow!("not 32 bytes"))
+    }
 }
 
 async fn resolve(endpoint: &str) -> Result<SocketAddr> {

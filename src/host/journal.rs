@@ -1,9 +1,8 @@
 //! An append-only journal of host changes: one JSON line each, written and synced *before*
 //! the change is made, so a crash at any point leaves a journal that covers every change.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -13,8 +12,13 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Change {
-    /// A network interface we created.
-    Interface { name: String },
+    /// A network interface we created, with the tag we gave it: after a reboot the same name may
+    /// belong to another connection, and only an interface that still carries our tag is ours.
+    Interface {
+        name: String,
+        #[serde(default)]
+        tag: Option<String>,
+    },
     /// A route we added.
     Route { destination: IpNet, interface: String },
     /// A file we rewrote; `backup` holds its original bytes. It is restored only while it still
@@ -38,11 +42,7 @@ impl Journal {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .mode(0o600)
-            .open(path)
+        let file = crate::platform::create_private_file(path)
             .with_context(|| format!("creating the host-change journal {}", path.display()))?;
         Ok(Journal {
             path: path.to_path_buf(),
@@ -95,6 +95,8 @@ pub fn remove(path: &Path) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use std::fs::OpenOptions;
+
     use super::*;
 
     #[test]
@@ -105,6 +107,7 @@ mod tests {
         journal
             .record(Change::Interface {
                 name: "corridor0".into(),
+                tag: None,
             })
             .unwrap();
         let route = Change::Route {
@@ -122,7 +125,8 @@ mod tests {
             changes,
             vec![
                 Change::Interface {
-                    name: "corridor0".into()
+                    name: "corridor0".into(),
+                    tag: None,
                 },
                 route
             ]

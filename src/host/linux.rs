@@ -37,6 +37,17 @@ pub fn preflight(need_ipv6: bool) -> Result<()> {
     Ok(())
 }
 
+/// Marks an interface as one connection's (`ip link … alias`), see [`Change::Interface`].
+pub fn tag_interface(name: &str, tag: &str) -> Result<()> {
+    ip(&["link", "set", "dev", name, "alias", tag])
+}
+
+/// The tag an existing interface carries; `None` when there is no such interface.
+pub fn interface_tag(name: &str) -> Option<String> {
+    let alias = fs::read_to_string(Path::new("/sys/class/net").join(name).join("ifalias")).ok()?;
+    Some(alias.trim_end_matches('\n').to_string())
+}
+
 pub fn add_route(destination: IpNet, interface: &str) -> Result<()> {
     ip(&["route", "replace", &destination.to_string(), "dev", interface])
 }
@@ -44,14 +55,14 @@ pub fn add_route(destination: IpNet, interface: &str) -> Result<()> {
 /// Undoes one change; a change that is already gone is undone.
 pub fn undo(change: &Change) -> Result<()> {
     match change {
-        Change::Interface { name } => {
-            if Path::new("/sys/class/net").join(name).exists() {
+        Change::Interface { name, .. } => {
+            if interface_tag(name).is_some() {
                 ip(&["link", "del", name])?;
             }
             Ok(())
         }
         Change::Route { destination, interface } => {
-            if Path::new("/sys/class/net").join(interface).exists() {
+            if interface_tag(interface).is_some() {
                 let _ = ip(&["route", "del", &destination.to_string(), "dev", interface]);
             }
             Ok(())
@@ -76,7 +87,7 @@ pub fn undo(change: &Change) -> Result<()> {
 /// The command a user runs to undo a change by hand.
 pub fn manual_fix(change: &Change) -> String {
     match change {
-        Change::Interface { name } => format!("interface {name}: sudo ip link del {name}"),
+        Change::Interface { name, .. } => format!("interface {name}: sudo ip link del {name}"),
         Change::Route { destination, interface } => {
             format!("route {destination}: sudo ip route del {destination} dev {interface}")
         }

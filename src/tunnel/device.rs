@@ -9,6 +9,8 @@ use crate::host::{self, Change, Journal};
 
 pub struct DeviceConfig<'a> {
     pub name: &'a str,
+    /// Marks the interface as this connection's (see `host::Change::Interface`).
+    pub tag: &'a str,
     pub mtu: u16,
     /// The peer's own addresses (/32 and /128).
     pub addresses: &'a [IpNet],
@@ -20,6 +22,7 @@ pub struct DeviceConfig<'a> {
 pub fn create(config: &DeviceConfig, journal: &mut Journal) -> Result<AsyncDevice> {
     journal.record(Change::Interface {
         name: config.name.to_string(),
+        tag: Some(config.tag.to_string()),
     })?;
     // CORRIDOR_NO_OFFLOAD=1 takes the path of a kernel that refuses offload (tests use it).
     let try_offload = std::env::var_os("CORRIDOR_NO_OFFLOAD").is_none_or(|v| v != "1");
@@ -36,6 +39,7 @@ pub fn create(config: &DeviceConfig, journal: &mut Journal) -> Result<AsyncDevic
             build(config, false).with_context(|| format!("creating the tunnel interface {}", config.name))?
         }
     };
+    host::tag_interface(config.name, config.tag).with_context(|| format!("tagging {}", config.name))?;
     for route in config.routes {
         journal.record(Change::Route {
             destination: *route,
@@ -61,6 +65,6 @@ fn build(config: &DeviceConfig, offload: bool) -> std::io::Result<AsyncDevice> {
 pub fn free_name() -> String {
     (0..)
         .map(|n| format!("corridor{n}"))
-        .find(|name| !std::path::Path::new("/sys/class/net").join(name).exists())
+        .find(|name| host::interface_tag(name).is_none())
         .expect("some interface name is free")
 }

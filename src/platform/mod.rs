@@ -1,0 +1,91 @@
+//! What differs between operating systems for corridor's own processes: privilege, where files
+//! live, private files, the daemon's start and its stop signals, other processes' liveness, and
+//! the control channel. Changes to the host (interfaces, routes, the resolver) are per OS too,
+//! in `host` and `dns`; the rest of the code never names an OS.
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as os;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as os;
+
+pub use os::{
+    create_private_dir, create_private_file, detach, hand_over, home_of, ipc, is_elevated, process_alive,
+    process_is_daemon_of, signal_stop, sudo_invoker, system_runtime_dir, system_state_dir, Shutdown,
+};
+
+/// The user behind this elevated run, if any.
+pub fn invoker() -> Option<Invoker> {
+    if !is_elevated() {
+        return None;
+    }
+    sudo_invoker(&|name| std::env::var_os(name))
+}
+
+/// The user who asked for a privileged run (`sudo` on Unix): what corridor creates for them is
+/// theirs, so their unprivileged `corridor vpn status` and `down` work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invoker {
+    /// Absent when only the ids are known.
+    pub name: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A process id that may be signalled: never 0 or 1 (on Unix, `kill(0, …)` reaches the whole
+/// process group and pid 1 is init), never beyond what the OS can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pid(u32);
+
+impl Pid {
+    pub fn new(pid: u32) -> Option<Pid> {
+        (pid > 1 && pid <= i32::MAX as u32).then_some(Pid(pid))
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// How hard to stop a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Ask it to shut down cleanly (SIGTERM).
+    Gracefully,
+    /// End it now (SIGKILL).
+    Now,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pids_that_must_never_be_signalled_are_refused() {
+        assert_eq!(Pid::new(0), None);
+        assert_eq!(Pid::new(1), None);
+        assert_eq!(Pid::new(u32::MAX), None);
+        assert_eq!(Pid::new(4242).map(Pid::get), Some(4242));
+    }
+
+    #[test]
+    fn a_process_that_is_no_corridor_daemon_is_not_taken_for_one() {
+        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = Pid::new(other.id()).unwrap();
+
+        let alive = process_alive(pid);
+        let daemon = process_is_daemon_of(pid, "30");
+        other.kill().unwrap();
+        other.wait().unwrap();
+
+        assert!(alive);
+        assert!(
+            !daemon,
+            "sleep is no corridor daemon, even with the id in its arguments"
+        );
+        assert!(!process_alive(pid) || !process_is_daemon_of(pid, "30"));
+    }
+}

@@ -1,0 +1,201 @@
+//! Linux and macOS.
+
+use std::ffi::OsString;
+use std::fs::{DirBuilder, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::{Gid, Uid, User};
+use tokio::signal::unix::{signal, Signal as Stream, SignalKind};
+
+use super::{Invoker, Pid, Stop};
+
+pub fn is_elevated() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Connections made by root live here, for everyone to find.
+pub fn system_runtime_dir() -> PathBuf {
+    PathBuf::from("/run/corridor")
+}
+
+/// Kept across a reboot, so a change made before a power cut is still undone.
+pub fn system_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/corridor")
+}
+
+/// The user behind `sudo`, when SUDO_UID and SUDO_GID are valid in `env` (and SUDO_USER names
+/// them).
+pub fn sudo_invoker(env: &dyn Fn(&str) -> Option<OsString>) -> Option<Invoker> {
+    let var = |name| env(name)?.into_string().ok().filter(|s| !s.is_empty());
+    Some(Invoker {
+        name: var("SUDO_USER"),
+        uid: var("SUDO_UID")?.parse().ok()?,
+        gid: var("SUDO_GID")?.parse().ok()?,
+    })
+}
+
+/// A user's home from the user database (under sudo, HOME may be root's or gone).
+pub fn home_of(name: &str) -> io::Result<PathBuf> {
+    match User::from_name(name).map_err(io::Error::from)? {
+        Some(user) => Ok(user.dir),
+        None => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("the user {name:?} does not exist"),
+        )),
+    }
+}
+
+/// Gives `path` to `invoker`.
+pub fn hand_over(path: &Path, invoker: &Invoker) -> io::Result<()> {
+    nix::unistd::chown(path, Some(Uid::from_raw(invoker.uid)), Some(Gid::from_raw(invoker.gid)))
+        .map_err(io::Error::from)
+}
+
+/// One directory, readable only by its owner.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new().mode(0o700).create(path)
+}
+
+/// A new file (never an existing one) that only its owner may read.
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create_new(true).mode(0o600).open(path)
+}
+
+/// The daemon must not die with the terminal that started it.
+pub fn detach(command: &mut Command) {
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(io::Error::from));
+    }
+}
+
+/// Whether `pid` runs (also when it is another user's and we may not signal it).
+pub fn process_alive(pid: Pid) -> bool {
+    matches!(kill(nix_pid(pid), None), Ok(()) | Err(nix::errno::Errno::EPERM))
+}
+
+/// Whether `pid` is a corridor process serving `project`: a status file or a control socket
+/// names a pid, and after a crash and a reboot that pid may belong to anyone.
+pub fn process_is_daemon_of(pid: Pid, project: &str) -> bool {
+    let Some(args) = command_line(pid) else {
+        return false;
+    };
+    let ours = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "corridor".into());
+    let is_corridor = args
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|n| n.to_string_lossy() == ours);
+    is_corridor && args.iter().any(|a| a == project || a == "--foreground")
+}
+
+/// Sends `pid` a stop signal; a process already gone is stopped.
+pub fn signal_stop(pid: Pid, how: Stop) -> io::Result<()> {
+    let signal = match how {
+        Stop::Gracefully => Signal::SIGTERM,
+        Stop::Now => Signal::SIGKILL,
+    };
+    match kill(nix_pid(pid), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// SIGTERM and SIGINT, set up before the first host change so that a signal always leads to
+/// the cleanup.
+pub struct Shutdown {
+    term: Stream,
+    int: Stream,
+}
+
+impl Shutdown {
+    pub fn new() -> io::Result<Shutdown> {
+        Ok(Shutdown {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next stop signal; returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
+    }
+}
+
+fn nix_pid(pid: Pid) -> nix::unistd::Pid {
+    nix::unistd::Pid::from_raw(pid.get() as i32)
+}
+
+#[cfg(target_os = "linux")]
+fn command_line(pid: Pid) -> Option<Vec<String>> {
+    let raw = std::fs::read(format!("/proc/{}/cmdline", pid.get())).ok()?;
+    Some(
+        raw.split(|&b| b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect(),
+    )
+}
+
+#[cfg(not(target_os = "linux"))]
+fn command_line(pid: Pid) -> Option<Vec<String>> {
+    let out = Command::new("ps")
+        .args(["-o", "args=", "-p", &pid.get().to_string()])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let args: Vec<String> = text.split_whitespace().map(str::to_string).collect();
+    (!args.is_empty()).then_some(args)
+}
+
+/// The control channel: a Unix socket only its owner may open.
+pub mod ipc {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::path::Path;
+
+    use anyhow::{Context, Result};
+    use tokio::net::{UnixListener, UnixStream};
+
+    use crate::platform::Invoker;
+
+    pub type Stream = UnixStream;
+
+    pub struct Listener(UnixListener);
+
+    /// Listens at `path` (mode 0600); under sudo the socket is handed to `owner`.
+    pub fn bind(path: &Path, owner: Option<&Invoker>) -> Result<Listener> {
+        let _ = std::fs::remove_file(path);
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding the control socket {}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        if let Some(owner) = owner {
+            super::hand_over(path, owner).with_context(|| format!("handing {} to the sudo user", path.display()))?;
+        }
+        Ok(Listener(listener))
+    }
+
+    impl Listener {
+        pub async fn accept(&self) -> std::io::Result<Stream> {
+            self.0.accept().await.map(|(stream, _)| stream)
+        }
+    }
+
+    pub async fn connect(path: &Path) -> std::io::Result<Stream> {
+        UnixStream::connect(path).await
+    }
+
+    /// Removes what `bind` left.
+    pub fn remove(path: &Path) {
+        let _ = std::fs::remove_file(path);
+    }
+}

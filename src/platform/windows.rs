@@ -1,0 +1,1 @@
+//! Windows. Filled in by the Windows port (elevation, named pipe, detached process).

@@ -1,0 +1,39 @@
+//! How commands talk to the person (or script) running them, without knowing how it is shown:
+//! commands take `&mut dyn Report`, and `cli` renders text or JSON and asks on a terminal.
+
+use crate::daemon::Event;
+
+/// What a command reports while it works.
+#[derive(Debug)]
+pub enum Progress<'a> {
+    LoggedIn {
+        name: &'a str,
+        email: &'a str,
+    },
+    KeyRegistered {
+        project: &'a str,
+    },
+    /// A starting daemon's progress.
+    Connection(&'a Event),
+    Disconnected {
+        project: &'a str,
+    },
+    NotConnected {
+        project: Option<&'a str>,
+    },
+    KeyRemoved {
+        project: &'a str,
+    },
+    /// Something the user should know that stops nothing.
+    Warning(String),
+}
+
+pub trait Report {
+    fn progress(&mut self, progress: Progress<'_>);
+
+    /// Asks a yes/no question; `None` when nobody can answer (no terminal).
+    fn confirm(&mut self, question: &str) -> Option<bool>;
+
+    /// Asks to pick one of `choices` (shown numbered); `None` when nobody can answer.
+    fn pick(&mut self, what: &str, choices: &[String]) -> Option<usize>;
+}
