@@ -293,7 +293,10 @@ fn pick(
 /// started with, and prints its own progress.
 fn connect(inventory: &Inventory, api_base: Option<&str>) -> Result<()> {
     let mut command = Command::new(std::env::current_exe().context("locating the corridor binary")?);
-    command.args(["vpn", "up", inventory.project.id.as_str()]);
+    // Its report goes to stderr: stdout is the remote command's.
+    command
+        .args(["vpn", "up", inventory.project.id.as_str()])
+        .stdout(std::io::stderr());
     if let Some(base) = api_base {
         command.env("CORRIDOR_API", base);
     }
