@@ -8,6 +8,7 @@ pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod dns;
+pub mod doctor;
 pub mod host;
 pub mod keys;
 pub mod paths;

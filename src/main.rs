@@ -22,6 +22,14 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Daemon { project } = &cli.command {
         return vpn::daemon_main(project);
     }
+    match cli.command {
+        Command::Completions { shell } => {
+            cli::docs::completions(shell, &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::ManPage => return cli::docs::man_page(&mut std::io::stdout()),
+        _ => {}
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let api = vpn::ApiSettings {
         base: cli.api.clone(),
@@ -49,7 +57,8 @@ fn run(cli: Cli) -> Result<()> {
             Command::Ssh(args) => cli::access::ssh(api, args, &mut term).await,
             Command::SshConfig(args) => cli::access::ssh_config(api, args, &mut term).await,
             Command::Export(export) => cli::access::export(api, export, &mut term).await,
-            Command::Daemon { .. } => unreachable!("handled above"),
+            Command::Doctor(args) => cli::doctor::doctor(api, args).await,
+            Command::Daemon { .. } | Command::Completions { .. } | Command::ManPage => unreachable!("handled above"),
         }
     })
 }

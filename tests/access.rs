@@ -259,6 +259,78 @@ fn exported_putty_sessions_load_in_plink_and_psftp_and_match_the_documented_form
     );
 }
 
+#[test]
+fn doctor_passes_on_a_healthy_connection_and_names_an_expired_token_and_disabled_ipv6() {
+    let Some(lab) = Lab::up("cracdoc", 64) else { return };
+    let client = Client::new(&lab);
+    assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
+
+    let healthy = doctor(&client);
+    assert!(healthy.0, "healthy: {:#}", healthy.1);
+    let names: Vec<&str> = healthy.1["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for expected in [
+        "privileges",
+        "tun",
+        "ipv6",
+        "resolver",
+        "api",
+        "token",
+        "clock",
+        "handshake (demo)",
+        "dns responder (demo)",
+        "dns system (demo)",
+    ] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    let text = client.run(&["doctor"]);
+    assert_success("doctor", &text);
+    assert!(stdout(&text).lines().all(|l| l.starts_with('✓')), "{}", stdout(&text));
+
+    assert_success("misbehave", &lab.lab(&["misbehave", "expired"]));
+    let expired = doctor(&client);
+    assert!(!expired.0, "an expired token fails doctor");
+    assert_eq!(failed(&expired.1), ["token"], "{:#}", expired.1);
+    let text = stdout(&client.run(&["doctor"]));
+    let line = text.lines().find(|l| l.contains("token")).unwrap();
+    assert!(line.starts_with('✗') && line.contains("corridor login"), "{line}");
+    assert_success("misbehave ok", &lab.lab(&["misbehave", "ok"]));
+
+    assert_success("vpn down", &client.run(&["vpn", "down"]));
+    let sysctl = |value: &str| {
+        lab.run_in(
+            lab.laptop(),
+            &["sysctl", "-qw", &format!("net.ipv6.conf.all.disable_ipv6={value}")],
+        )
+    };
+    assert_success("disable IPv6 in the laptop", &sysctl("1"));
+    let no_ipv6 = doctor(&client);
+    assert_success("enable IPv6 again", &sysctl("0"));
+    assert_eq!(failed(&no_ipv6.1), ["ipv6"], "{:#}", no_ipv6.1);
+}
+
+/// `doctor --json`: whether it exited 0, and its report.
+fn doctor(client: &Client) -> (bool, Value) {
+    let out = client.run(&["doctor", "--json"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("doctor --json parses");
+    assert_eq!(report["ok"].as_bool().unwrap(), out.status.success());
+    (out.status.success(), report)
+}
+
+fn failed(report: &Value) -> Vec<&str> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
+}
+
 /// A temporary home directory bound over root's in a private mount namespace, in the laptop.
 struct Home<'a> {
     client: &'a Client<'a>,

@@ -1,6 +1,8 @@
 //! Command-line definitions and the rendering of results, text and JSON.
 
 pub mod access;
+pub mod docs;
+pub mod doctor;
 
 use std::io::IsTerminal;
 
@@ -49,6 +51,13 @@ pub enum Command {
     /// Write saved sessions for PuTTY and WinSCP.
     #[command(subcommand)]
     Export(access::Export),
+    /// Check what a connection needs: privileges, TUN, IPv6, resolver, API, token, clock, tunnel, DNS.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions { shell: docs::Shell },
+    /// Print the man page, corridor(1), in roff.
+    #[command(hide = true)]
+    ManPage,
     /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
     #[command(hide = true)]
     Daemon {
