@@ -22,7 +22,7 @@ struct Args {
     /// Prefix of every namespace, link and file the lab creates (at most 8 letters or digits).
     #[arg(long, env = "CORRIDOR_LAB_PREFIX", default_value = "crl", global = true)]
     prefix: String,
-    /// Address-plan slot (0-31): labs with different slots never share an address.
+    /// Address-plan slot (0-127): labs with different slots never share an address.
     #[arg(long, env = "CORRIDOR_LAB_SLOT", default_value_t = 0, global = true)]
     slot: u8,
     #[command(subcommand)]
@@ -57,8 +57,8 @@ fn main() -> Result<()> {
     if args.prefix.is_empty() || args.prefix.len() > 8 || !args.prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
         bail!("--prefix must be 1 to 8 letters or digits");
     }
-    if args.slot > 31 {
-        bail!("--slot must be 0 to 31");
+    if args.slot > 127 {
+        bail!("--slot must be 0 to 127");
     }
     let plan = Plan::new(&args.prefix, args.slot);
     match args.cmd {

@@ -149,10 +149,10 @@ impl Plan {
 
 impl Project {
     fn new(prefix: &str, s: u8, p: u8, name: &str) -> Project {
-        // 198.19.0.0/16: eight /24s per slot, two per project (containers, VPN peers).
-        let base = s.wrapping_mul(8).wrapping_add(p * 2);
-        let v4_net: Ipv4Net = format!("198.19.{base}.0/24").parse().unwrap();
-        let v4_peer_net: Ipv4Net = format!("198.19.{}.0/24", base + 1).parse().unwrap();
+        // 198.19.0.0/16: two /24s per slot, cut into /26s, two per project (containers, VPN
+        // peers), so that 128 labs fit side by side.
+        let v4_net = v4_quarter(s, p * 2);
+        let v4_peer_net = v4_quarter(s, p * 2 + 1);
         // One ULA /48 per project: ::1:0/64 for containers, ::2:0/64 for VPN peers.
         let v6_48 = format!("fdc0:0:{:x}", u16::from(s) * 16 + u16::from(p));
         let v6_net: Ipv6Net = format!("{v6_48}:1::/64").parse().unwrap();
@@ -220,6 +220,13 @@ impl Project {
         }
         project
     }
+}
+
+/// The `n`th /26 of slot `s`'s two /24s in 198.19.0.0/16.
+fn v4_quarter(s: u8, n: u8) -> Ipv4Net {
+    let third = u16::from(s) * 2 + u16::from(n / 4);
+    let third = u8::try_from(third).expect("slots below 128");
+    Ipv4Net::new(Ipv4Addr::new(198, 19, third, (n % 4) * 64), 26).expect("a /26")
 }
 
 fn service(

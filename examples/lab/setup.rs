@@ -293,19 +293,44 @@ fn start_wireguard(plan: &Plan, p: &Project) -> Result<()> {
     address_wireguard(p)
 }
 
-/// A started wireguard-go: its socket, then the listen port.
+/// A started wireguard-go, answering on its socket. Under load, one sometimes fails to listen
+/// on its socket and exits with an error; a second start then succeeds.
 fn spawn_wireguard(plan: &Plan, p: &Project) -> Result<()> {
     let log = state(plan, &format!("{}.log", p.wg_if));
-    spawn(
-        &p.gw_ns,
-        &["wireguard-go", "-f", &p.wg_if],
-        &[("LOG_LEVEL", "error")],
-        &log,
-    )?;
-    let sock = wg_socket(p);
-    wait_for(&format!("wireguard-go socket {sock}"), READY_TIMEOUT, || {
-        Path::new(&sock).exists()
-    })
+    for attempt in 1.. {
+        let _ = fs::remove_file(&log);
+        spawn(
+            &p.gw_ns,
+            &["wireguard-go", "-f", &p.wg_if],
+            &[("LOG_LEVEL", "error")],
+            &log,
+        )?;
+        // The socket's file appears at bind(), a moment before it accepts: only an answered `wg
+        // show` proves that `wg set` will reach it (else wg falls back to the kernel and fails).
+        let failed = || fs::read_to_string(&log).is_ok_and(|l| l.contains("ERROR"));
+        wait_for(&format!("wireguard-go on {}", p.wg_if), READY_TIMEOUT, || {
+            failed() || run("wg", &["show", &p.wg_if]).is_ok()
+        })?;
+        if !failed() {
+            return Ok(());
+        }
+        let said = fs::read_to_string(&log).unwrap_or_default();
+        let said = said
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        anyhow::ensure!(attempt < 3, "wireguard-go on {} exited: {said}", p.wg_if);
+        eprintln!(
+            "lab {}: wireguard-go on {} exited ({said}); starting it again",
+            plan.prefix, p.wg_if
+        );
+        wait_for("the failed wireguard-go to exit", READY_TIMEOUT, || {
+            wireguard_pids(p).is_empty()
+        })?;
+        let _ = fs::remove_file(wg_socket(p));
+    }
+    unreachable!("the loop returns")
 }
 
 fn wg_socket(p: &Project) -> String {
