@@ -210,7 +210,7 @@ fn api_checks(facts: &Facts) -> Vec<Check> {
 fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
     let s = &c.status;
     let name = |what: &str| format!("{what} ({})", s.project_name);
-    let mut checks = vec![match s.last_handshake_secs {
+    let mut checks = vec![match s.tunnel.last_handshake_secs {
         Some(age) if age <= HANDSHAKE_STALE_SECS => {
             check(&name("handshake"), true, format!("{age:.0} s ago with {}", s.endpoint), String::new())
         }
