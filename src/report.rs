@@ -26,6 +26,10 @@ pub enum Progress<'a> {
     KeyRemoved {
         project: &'a str,
     },
+    /// DNS was not set up because the platform's answer lacks what it needs.
+    DnsSkipped {
+        reason: &'a str,
+    },
     /// Something the user should know that stops nothing.
     Warning(String),
 }

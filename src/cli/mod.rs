@@ -36,8 +36,9 @@ pub struct Cli {
 pub enum Command {
     /// Store a personal access token (verified with the platform first).
     Login {
-        #[arg(long, env = "CORRIDOR_TOKEN", hide_env_values = true)]
-        token: String,
+        /// The token; default: CORRIDOR_TOKEN, else ZEROPS_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Connect to and disconnect from a project's private network.
     #[command(subcommand)]
@@ -160,6 +161,9 @@ impl Report for Terminal {
             Progress::KeyRemoved { project } => {
                 step(&format!("key for {project} removed from the platform and this machine"))
             }
+            Progress::DnsSkipped { reason } => fail(&format!(
+                "dns not set up: {reason}; the tunnel works, names of the project do not resolve (the host's resolver is untouched)"
+            )),
             Progress::Warning(text) => eprintln!("warning: {text}"),
         }
     }
@@ -201,6 +205,17 @@ fn connection_progress(event: &Event) {
         Event::Interface { name } => step(&format!("interface {name} up")),
         Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
         Event::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
+        Event::NoPing {
+            tried,
+            handshake_ms_ago,
+        } => warn(&format!(
+            "no answer to ping from {}; the tunnel is up (handshake {handshake_ms_ago} ms ago)",
+            if tried.is_empty() {
+                "anything (nothing to ping)".to_string()
+            } else {
+                tried.join(", ")
+            }
+        )),
         Event::Dns {
             mode,
             name,
@@ -220,6 +235,10 @@ fn connection_progress(event: &Event) {
 
 pub fn step(text: &str) {
     mark_line("\x1b[32m✓\x1b[0m", "✓", text);
+}
+
+pub fn warn(text: &str) {
+    mark_line("\x1b[33m!\x1b[0m", "!", text);
 }
 
 pub fn fail(text: &str) {
