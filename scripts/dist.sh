@@ -2,16 +2,21 @@
 # Release artifacts, one function per target: `scripts/dist.sh [TARGET…]` (default: deb).
 #   docs   man page and shell completions, generated from the binary, into packaging/
 #   deb    Debian package (cargo-deb, metadata in Cargo.toml) into target/debian/
-# A release build is made first unless --no-build is given (then target/release/corridor is used).
+# A release build is made first unless --no-build is given (then the binary already built is
+# used). PROFILE=dev packages the debug build instead: a quick check of the packaging only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TOOLS=target/dist-tools
-BIN=target/release/corridor
+PROFILE=${PROFILE:-release}
+case $PROFILE in
+    dev) BIN=target/debug/corridor ;;
+    *) BIN=target/$PROFILE/corridor ;;
+esac
 
 build() {
-    echo "==> building corridor (release)"
-    cargo build --release --locked --bin corridor
+    echo "==> building corridor ($PROFILE)"
+    cargo build --profile "$PROFILE" --locked --bin corridor
 }
 
 docs() {
@@ -31,7 +36,7 @@ deb() {
         cargo install cargo-deb --locked --root "$TOOLS"
     fi
     echo "==> Debian package"
-    PATH=$PWD/$TOOLS/bin:$PATH cargo deb --no-build --no-strip
+    PATH=$PWD/$TOOLS/bin:$PATH cargo deb --no-build --profile "$PROFILE"
 }
 
 build=1
