@@ -260,7 +260,7 @@ fn exported_putty_sessions_load_in_plink_and_psftp_and_match_the_documented_form
 }
 
 #[test]
-fn doctor_passes_on_a_healthy_connection_and_names_an_expired_token_and_disabled_ipv6() {
+fn doctor_passes_when_healthy_and_names_an_expired_token_a_blocked_endpoint_and_no_ipv6() {
     let Some(lab) = Lab::up("cracdoc", 64) else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
@@ -300,6 +300,22 @@ fn doctor_passes_on_a_healthy_connection_and_names_an_expired_token_and_disabled
     assert!(line.starts_with('✗') && line.contains("corridor login"), "{line}");
     assert_success("misbehave ok", &lab.lab(&["misbehave", "ok"]));
 
+    let gw = lab.project("demo")["gateway_ns"].as_str().unwrap().to_string();
+    let block = "add table inet crablock; add chain inet crablock in { type filter hook input priority 0; udp dport 51820 drop; }";
+    assert_success("blocking the endpoint", &lab.run_in(&gw, &["nft", block]));
+    assert!(reconnecting(&lab, &client), "the blocked endpoint is noticed");
+    let blocked = doctor(&client);
+    assert!(!blocked.0);
+    let handshake = blocked.1["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "handshake (demo)")
+        .unwrap();
+    assert_eq!(handshake["ok"], false, "{blocked:?}");
+    assert!(handshake["fix"].as_str().unwrap().contains("blocked"), "{handshake}");
+    assert_success("unblocking", &lab.run_in(&gw, &["nft", "delete table inet crablock"]));
+
     assert_success("vpn down", &client.run(&["vpn", "down"]));
     let sysctl = |value: &str| {
         lab.run_in(
@@ -311,6 +327,19 @@ fn doctor_passes_on_a_healthy_connection_and_names_an_expired_token_and_disabled
     let no_ipv6 = doctor(&client);
     assert_success("enable IPv6 again", &sysctl("0"));
     assert_eq!(failed(&no_ipv6.1), ["ipv6"], "{:#}", no_ipv6.1);
+}
+
+/// Sends traffic into the tunnel until the connection reports that the gateway stopped
+/// answering (the core notices within seconds of unanswered traffic); bounded.
+fn reconnecting(lab: &Lab, client: &Client) -> bool {
+    let target = lab.container(N13)["ipv6"].as_str().unwrap().to_string();
+    for _ in 0..20 {
+        let _ = lab.run_in(lab.laptop(), &["ping", "-c", "2", "-i", "0.2", "-W", "1", &target]);
+        if client.status()["connections"][0]["state"] == "reconnecting" {
+            return true;
+        }
+    }
+    false
 }
 
 /// `doctor --json`: whether it exited 0, and its report.

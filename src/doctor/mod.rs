@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::access;
 use crate::api::{ApiError, Client};
-use crate::daemon::{Status, DNS_PROBE_NAME};
+use crate::daemon::{ConnectionState, Status, DNS_PROBE_NAME};
 use crate::dns::{self, Mode};
 
 /// One line of the report.
@@ -210,21 +210,39 @@ fn api_checks(facts: &Facts) -> Vec<Check> {
 fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
     let s = &c.status;
     let name = |what: &str| format!("{what} ({})", s.project_name);
-    let mut checks = vec![match s.tunnel.last_handshake_secs {
-        Some(age) if age <= HANDSHAKE_STALE_SECS => {
-            check(&name("handshake"), true, format!("{age:.0} s ago with {}", s.endpoint), String::new())
-        }
-        age => check(
+    let t = &s.tunnel;
+    let fix = format!(
+        "UDP to {} is blocked or the gateway is down: check firewalls, then `sudo corridor vpn up {} --auto-disconnect`",
+        s.endpoint, s.project_name
+    );
+    let mut checks = vec![match (t.state, t.last_handshake_secs) {
+        (ConnectionState::Connected, Some(age)) if age <= HANDSHAKE_STALE_SECS => check(
+            &name("handshake"),
+            true,
+            format!("{age:.0} s ago with {}", s.endpoint),
+            String::new(),
+        ),
+        (ConnectionState::Reconnecting, _) => check(
             &name("handshake"),
             false,
-            match age {
-                Some(age) => format!("{age:.0} s ago: {} no longer answers", s.endpoint),
-                None => format!("never: {} does not answer", s.endpoint),
-            },
             format!(
-                "UDP to {} is blocked or the gateway is down: check firewalls, then `sudo corridor vpn up {} --auto-disconnect`",
-                s.endpoint, s.project_name
+                "{} has not answered for {:.0} s; reconnecting",
+                s.endpoint,
+                t.reconnecting_secs.unwrap_or_default()
             ),
+            fix,
+        ),
+        (_, Some(age)) => check(
+            &name("handshake"),
+            false,
+            format!("{age:.0} s ago: {} no longer answers", s.endpoint),
+            fix,
+        ),
+        (_, None) => check(
+            &name("handshake"),
+            false,
+            format!("never: {} does not answer", s.endpoint),
+            fix,
         ),
     }];
     if let Some(answer) = &c.responder {
