@@ -4,7 +4,6 @@
 
 use std::fs;
 use std::io::ErrorKind;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -74,11 +73,7 @@ pub fn include_line(config_dir: &Path) -> String {
 /// Writes a project's configuration (0600 under a 0700 dir: it names the project's hosts).
 pub fn write(path: &Path, content: &str) -> Result<()> {
     if let Some(dir) = path.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        create_dirs(dir)?;
     }
     write_file(path, content.as_bytes())
 }
@@ -112,11 +107,7 @@ pub fn install(ssh_config: &Path, line: &str) -> Result<Change> {
         return Ok(Change::Unchanged);
     };
     if let Some(dir) = ssh_config.parent() {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
+        create_dirs(dir)?;
     }
     if let Some(original) = &original {
         backup(ssh_config, original)?;
@@ -168,15 +159,26 @@ fn backup(path: &Path, content: &str) -> Result<()> {
 /// (dotfile managers) stays a symlink, and owner and mode stay as they were.
 fn write_file(path: &Path, content: &[u8]) -> Result<()> {
     use std::io::Write as _;
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(content)
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Directories only their owner may read (`~/.ssh` must not be open to others).
+fn create_dirs(dir: &Path) -> Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))
 }
 
 #[cfg(test)]

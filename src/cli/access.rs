@@ -324,8 +324,7 @@ fn exec(invocation: &ssh::Invocation) -> Result<()> {
 }
 
 fn user_ssh_config() -> Result<PathBuf> {
-    let home = directories::BaseDirs::new().context("no home directory (HOME is not set)")?;
-    Ok(home.home_dir().join(".ssh").join("config"))
+    Ok(user_home()?.join(".ssh").join("config"))
 }
 
 /// `$PUTTYDIR`, else `~/.putty`: where PuTTY's Unix tools keep sessions.
@@ -333,8 +332,17 @@ fn putty_dir() -> Result<PathBuf> {
     if let Some(dir) = std::env::var_os("PUTTYDIR") {
         return Ok(PathBuf::from(dir));
     }
+    Ok(user_home()?.join(".putty"))
+}
+
+/// The home of the user running corridor. Under sudo the files written there would belong to
+/// root, and OpenSSH refuses a config it does not own: such runs are refused.
+fn user_home() -> Result<PathBuf> {
+    if crate::platform::invoker().is_some() {
+        bail!("this writes files in your home directory: run it without sudo");
+    }
     let home = directories::BaseDirs::new().context("no home directory (HOME is not set)")?;
-    Ok(home.home_dir().join(".putty"))
+    Ok(home.home_dir().to_path_buf())
 }
 
 fn write_new(path: &Path, content: &[u8]) -> Result<()> {
