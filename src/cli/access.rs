@@ -119,9 +119,7 @@ pub async fn ssh(api: ApiSettings, args: SshArgs, report: &mut dyn Report) -> Re
         connect(&inventory, api_base.as_deref())?;
     }
     let known_hosts = ssh::known_hosts(store.dir());
-    if let Some(dir) = known_hosts.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
+    prepare_known_hosts(&known_hosts)?;
     let invocation = ssh::command(&choice.name, &known_hosts, &args.ssh_args);
     tracing::debug!(program = %invocation.program, args = ?invocation.args, "running ssh");
     exec(&invocation)
@@ -287,6 +285,23 @@ fn pick(
         }
         other => Ok(other?),
     }
+}
+
+/// Creates the known-hosts file; under sudo it is handed to the user whose config dir holds it,
+/// so their own `corridor ssh` can still add host keys to it.
+fn prepare_known_hosts(path: &Path) -> Result<()> {
+    let dir = path.parent().context("known-hosts path without a directory")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    if !path.exists() {
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    }
+    if let Some(invoker) = crate::platform::invoker() {
+        for p in [dir, path] {
+            crate::platform::hand_over(p, &invoker)
+                .with_context(|| format!("handing {} to the sudo user", p.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs `corridor vpn up <project>` as its own process: it needs the privileges this one was
