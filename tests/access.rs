@@ -105,7 +105,7 @@ fn ls_shows_services_containers_stopped_and_empty_projects_then_addresses_once_c
 }
 
 #[test]
-fn ssh_reaches_a_service_instance_a_container_and_lists_choices_without_a_terminal() {
+fn ssh_reaches_a_service_instance_a_container_picks_on_a_terminal_and_lists_choices_without_one() {
     let Some(lab) = Lab::up("cracssh", 61) else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
@@ -123,6 +123,10 @@ fn ssh_reaches_a_service_instance_a_container_and_lists_choices_without_a_termin
     let err = String::from_utf8_lossy(&several.stderr);
     assert!(err.contains(N13) && err.contains(N14), "{err}");
     assert!(!err.contains(N15), "a stopped container is no choice: {err}");
+
+    let picked = pick_on_a_terminal(&client, &["ssh", "api", "--", "hostname"], "2");
+    assert!(picked.contains(&format!("2) {N14}")), "the choices are shown: {picked}");
+    assert!(picked.trim_end().ends_with(N14), "the second one is reached: {picked}");
 
     let stopped = client.run(&["ssh", "api", "--instance", "3", "--", "hostname"]);
     assert!(!stopped.status.success());
@@ -327,6 +331,59 @@ fn doctor_passes_when_healthy_and_names_an_expired_token_a_blocked_endpoint_and_
     let no_ipv6 = doctor(&client);
     assert_success("enable IPv6 again", &sysctl("0"));
     assert_eq!(failed(&no_ipv6.1), ["ipv6"], "{:#}", no_ipv6.1);
+}
+
+/// Runs `corridor ARGS` on a pseudo-terminal (util-linux `script`), answers the picker with
+/// `answer` once it asks, and returns everything the terminal showed.
+fn pick_on_a_terminal(client: &Client, args: &[&str], answer: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    use std::process::Stdio;
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    let command = client.command(args);
+    let words: Vec<String> = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|w| format!("'{}'", w.to_str().unwrap().replace('\'', r"'\''")))
+        .collect();
+    let mut child = Command::new("script")
+        .args(["-qec", &words.join(" "), "/dev/null"])
+        .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+        .env_remove("SUDO_USER")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    let mut answered = false;
+    while let Ok(chunk) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        seen.extend(chunk);
+        if !answered && String::from_utf8_lossy(&seen).contains("container number: ") {
+            stdin.write_all(format!("{answer}\n").as_bytes()).unwrap();
+            answered = true;
+        }
+    }
+    drop(stdin);
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        answered,
+        "no picker on the terminal: {}",
+        String::from_utf8_lossy(&seen)
+    );
+    String::from_utf8_lossy(&seen).replace('\r', "")
 }
 
 /// Sends traffic into the tunnel until the connection reports that the gateway stopped
