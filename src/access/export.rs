@@ -83,9 +83,7 @@ pub fn winscp_ini(sessions: &[Session]) -> String {
 /// PuTTY on Windows: `%XX` for space, `\`, `*`, `?`, `%`, control and non-ASCII bytes, and a
 /// leading `.`.
 pub fn putty_registry_key(name: &str) -> String {
-    escape(name.as_bytes(), |i, b| {
-        matches!(b, b' ' | b'\\' | b'*' | b'?' | b'%') || !(b' '..=b'~').contains(&b) || (b == b'.' && i == 0)
-    })
+    escape(name.as_bytes(), registry_escapes)
 }
 
 /// PuTTY on Unix: `%XX` for every byte but letters, digits and `+ - . @ _`.
@@ -97,14 +95,12 @@ pub fn putty_file_name(name: &str) -> String {
 
 /// WinSCP: the registry escaping, of the UTF-8 bytes behind a byte-order mark when not ASCII.
 pub fn winscp_munge(text: &str) -> String {
-    if text.is_ascii() {
-        return putty_registry_key(text);
+    let mut bytes = Vec::with_capacity(text.len() + 3);
+    if !text.is_ascii() {
+        bytes.extend_from_slice(&[0xEF, 0xBB, 0xBF]);
     }
-    let mut bytes = vec![0xEF, 0xBB, 0xBF];
     bytes.extend_from_slice(text.as_bytes());
-    escape(&bytes, |i, b| {
-        matches!(b, b' ' | b'\\' | b'*' | b'?' | b'%') || !(b' '..=b'~').contains(&b) || (b == b'.' && i == 0)
-    })
+    escape(&bytes, registry_escapes)
 }
 
 /// What regedit reads: UTF-16LE with a byte-order mark.
@@ -112,6 +108,11 @@ pub fn utf16_with_bom(text: &str) -> Vec<u8> {
     let mut bytes = vec![0xFF, 0xFE];
     bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
     bytes
+}
+
+/// Whether PuTTY's `escape_registry_key` escapes byte `b` at position `i`.
+fn registry_escapes(i: usize, b: u8) -> bool {
+    matches!(b, b' ' | b'\\' | b'*' | b'?' | b'%') || !(b' '..=b'~').contains(&b) || (b == b'.' && i == 0)
 }
 
 fn escape(bytes: &[u8], needs: impl Fn(usize, u8) -> bool) -> String {

@@ -4,6 +4,7 @@
 //!
 //! Listing needs only the platform API; reaching a container needs a connection (`vpn up`).
 
+mod commands;
 pub mod export;
 pub mod ssh;
 pub mod ssh_config;
@@ -19,6 +20,11 @@ use crate::api::{self, Client, ProjectId};
 use crate::daemon::{control, Status};
 use crate::paths::ConnectionFiles;
 use crate::report::Report;
+
+pub use commands::{
+    export_putty, export_winscp, list, ssh_command, ssh_config, IncludeAction, PuttyExport, SshConfigOutcome,
+    SshOptions,
+};
 
 /// The port sshd listens on in every container of the platform.
 pub const SSH_PORT: u16 = 65437;

@@ -4,8 +4,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 
 use crate::doctor::{self, Check};
-use crate::store::Store;
-use crate::vpn::{self, ApiSettings};
+use crate::vpn::ApiSettings;
 
 #[derive(Args)]
 pub struct DoctorArgs {
@@ -14,11 +13,7 @@ pub struct DoctorArgs {
 }
 
 pub async fn doctor(api: ApiSettings, args: DoctorArgs) -> Result<()> {
-    let store = Store::open()?;
-    let token = store.token()?;
-    let logged_in = token.is_some();
-    let client = vpn::client_with_token(&store, api, token.unwrap_or_default())?;
-    let checks = doctor::evaluate(&doctor::gather(&client, logged_in).await);
+    let checks = doctor::run(api).await?;
     let failed = checks.iter().filter(|c| !c.ok).count();
     if args.json {
         println!("{}", serde_json::json!({ "ok": failed == 0, "checks": checks }));

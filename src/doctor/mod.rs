@@ -1,17 +1,20 @@
 //! `corridor doctor`: what a connection needs, checked one thing at a time, each with its fix.
 //!
-//! [`gather`] asks the machine, the platform and the running daemons (the only part with IO);
-//! [`evaluate`] turns those facts into checks and is a pure function.
+//! [`run`] = [`gather`], which asks the machine, the platform and the running daemons (the only
+//! part with IO), then [`evaluate`], a pure function from those facts to checks.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, SystemTime};
 
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::access;
 use crate::api::{ApiError, Client};
 use crate::daemon::{ConnectionState, Status, DNS_PROBE_NAME};
 use crate::dns::{self, Mode};
+use crate::store::Store;
+use crate::vpn::{self, ApiSettings};
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -60,6 +63,15 @@ pub struct ConnectionFacts {
 pub const HANDSHAKE_STALE_SECS: f64 = 180.0;
 /// More skew than this breaks TLS to the platform and makes logs hard to line up.
 pub const CLOCK_SKEW_LIMIT_SECS: f64 = 60.0;
+
+/// Every check, in order; the caller decides what a failed one means for the exit status.
+pub async fn run(api: ApiSettings) -> Result<Vec<Check>> {
+    let store = Store::open()?;
+    let token = store.token()?;
+    let logged_in = token.is_some();
+    let client = vpn::client_with_token(&store, api, token.unwrap_or_default())?;
+    Ok(evaluate(&gather(&client, logged_in).await))
+}
 
 /// `logged_in`: whether a token was stored (else the token check says so, and nothing is sent).
 pub async fn gather(client: &Client, logged_in: bool) -> Facts {
