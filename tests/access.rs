@@ -264,7 +264,7 @@ fn exported_putty_sessions_load_in_plink_and_psftp_and_match_the_documented_form
 }
 
 #[test]
-fn doctor_passes_when_healthy_and_names_an_expired_token_a_blocked_endpoint_and_no_ipv6() {
+fn doctor_passes_when_healthy_and_names_a_narrow_path_an_expired_token_a_blocked_endpoint_and_no_ipv6() {
     let Some(lab) = Lab::up("cracdoc", 64) else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
@@ -286,6 +286,7 @@ fn doctor_passes_when_healthy_and_names_an_expired_token_a_blocked_endpoint_and_
         "token",
         "clock",
         "handshake (demo)",
+        "path mtu (demo)",
         "dns responder (demo)",
         "dns system (demo)",
     ] {
@@ -294,6 +295,19 @@ fn doctor_passes_when_healthy_and_names_an_expired_token_a_blocked_endpoint_and_
     let text = client.run(&["doctor"]);
     assert_success("doctor", &text);
     assert!(stdout(&text).lines().all(|l| l.starts_with('✓')), "{}", stdout(&text));
+
+    let underlay_mtu = |mtu: &str| lab.run_in(lab.laptop(), &["ip", "link", "set", "underlay", "mtu", mtu]);
+    assert_success("a narrow underlay", &underlay_mtu("1400"));
+    let narrow = doctor(&client);
+    assert_success("the underlay as before", &underlay_mtu("1500"));
+    assert_eq!(failed(&narrow.1), ["path mtu (demo)"], "{:#}", narrow.1);
+    let mtu_line = narrow.1["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["ok"] == false)
+        .unwrap();
+    assert!(mtu_line["fix"].as_str().unwrap().contains("--mtu 1280"), "{mtu_line}");
 
     assert_success("misbehave", &lab.lab(&["misbehave", "expired"]));
     let expired = doctor(&client);

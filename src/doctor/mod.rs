@@ -56,7 +56,22 @@ pub struct ConnectionFacts {
     pub responder: Option<Result<IpAddr, String>>,
     /// The system resolver's answer for the same name.
     pub system: Result<IpAddr, String>,
+    /// Full-size packets through the tunnel (`None`: not measured, no target or no `ping`).
+    pub path_mtu: Option<MtuProbe>,
 }
+
+/// Pings with "don't fragment" through the tunnel to the project's DNS server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtuProbe {
+    pub target: IpAddr,
+    pub mtu: u16,
+    pub full_size: bool,
+    /// Whether packets of the IPv6 minimum MTU pass (asked only when full-size ones do not).
+    pub minimum: bool,
+}
+
+/// IPv6's minimum link MTU: every path carries packets of this size.
+pub const MINIMUM_MTU: u16 = 1280;
 
 /// A handshake older than this means the session is gone (WireGuard rekeys every 2 minutes
 /// while traffic flows, and keepalives keep it flowing).
@@ -99,10 +114,15 @@ pub async fn gather(client: &Client, logged_in: bool) -> Facts {
             None => None,
         };
         let system = ask_system().await;
+        let path_mtu = match status.dns.as_ref().map(|d| d.project_dns) {
+            Some(target) => probe_mtu(target, status.mtu).await,
+            None => None,
+        };
         facts.connections.push(ConnectionFacts {
             status,
             responder,
             system,
+            path_mtu,
         });
     }
     facts
@@ -257,6 +277,9 @@ fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
             fix,
         ),
     }];
+    if let Some(probe) = &c.path_mtu {
+        checks.push(mtu_check(&name("path mtu"), probe, &s.project_name));
+    }
     if let Some(answer) = &c.responder {
         checks.push(dns_check(
             &name("dns responder"),
@@ -270,6 +293,34 @@ fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
         "the system resolver does not ask corridor: reconnect with `--dns resolv-conf` (see `corridor vpn status`)",
     ));
     checks
+}
+
+fn mtu_check(name: &str, p: &MtuProbe, project: &str) -> Check {
+    match (p.full_size, p.minimum) {
+        (true, _) => check(
+            name,
+            true,
+            format!("{}-byte packets reach {}", p.mtu, p.target),
+            String::new(),
+        ),
+        (false, true) => check(
+            name,
+            false,
+            format!(
+                "{}-byte packets to {} are lost, {MINIMUM_MTU}-byte ones pass",
+                p.mtu, p.target
+            ),
+            format!(
+                "reconnect with a smaller MTU: `sudo corridor vpn up {project} --auto-disconnect --mtu {MINIMUM_MTU}`"
+            ),
+        ),
+        (false, false) => check(
+            name,
+            true,
+            format!("not measured: {} does not answer ping", p.target),
+            String::new(),
+        ),
+    }
 }
 
 fn dns_check(name: &str, answer: &Result<IpAddr, String>, fix: &str) -> Check {
@@ -365,6 +416,48 @@ async fn ask_responder(addr: SocketAddr) -> Result<IpAddr, String> {
         .unwrap_or_else(|_| Err(format!("no answer from {addr} in {} s", NET_TIMEOUT.as_secs())))
 }
 
+/// `None` when `ping` cannot be run at all.
+async fn probe_mtu(target: IpAddr, mtu: u16) -> Option<MtuProbe> {
+    let full_size = ping_unfragmented(target, mtu).await?;
+    let minimum = full_size || ping_unfragmented(target, MINIMUM_MTU).await?;
+    Some(MtuProbe {
+        target,
+        mtu,
+        full_size,
+        minimum,
+    })
+}
+
+/// One echo of exactly `packet` bytes (IP header included) that may not be fragmented.
+async fn ping_unfragmented(target: IpAddr, packet: u16) -> Option<bool> {
+    let (family, headers) = if target.is_ipv4() { ("-4", 28) } else { ("-6", 48) };
+    let size = packet.saturating_sub(headers).to_string();
+    let out = tokio::process::Command::new("ping")
+        .args([
+            family,
+            "-M",
+            "do",
+            "-s",
+            &size,
+            "-c",
+            "1",
+            "-W",
+            "2",
+            "-q",
+            &target.to_string(),
+        ])
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(NET_TIMEOUT, out).await {
+        Ok(Ok(out)) => Some(out.status.success()),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "cannot run ping; the path MTU is not measured");
+            None
+        }
+        Err(_) => Some(false),
+    }
+}
+
 async fn ask_system() -> Result<IpAddr, String> {
     match tokio::time::timeout(NET_TIMEOUT, tokio::net::lookup_host((DNS_PROBE_NAME, 0))).await {
         Ok(Ok(mut addrs)) => addrs.next().map(|a| a.ip()).ok_or_else(|| "no address".to_string()),
@@ -433,6 +526,21 @@ mod tests {
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].name, "api");
         assert!(!evaluate(&facts).iter().any(|c| c.name == "token"));
+    }
+
+    #[test]
+    fn the_path_mtu_line_fails_only_when_small_packets_pass_and_large_ones_do_not() {
+        let probe = |full_size, minimum| MtuProbe {
+            target: "198.19.0.1".parse().unwrap(),
+            mtu: 1420,
+            full_size,
+            minimum,
+        };
+        assert!(mtu_check("path mtu", &probe(true, true), "demo").ok);
+        let narrow = mtu_check("path mtu", &probe(false, true), "demo");
+        assert!(!narrow.ok && narrow.fix.unwrap().contains("vpn up demo --auto-disconnect --mtu 1280"));
+        let silent = mtu_check("path mtu", &probe(false, false), "demo");
+        assert!(silent.ok && silent.detail.contains("not measured"), "{silent:?}");
     }
 
     fn failures(facts: &Facts) -> Vec<Check> {
