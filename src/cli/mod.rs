@@ -52,7 +52,7 @@ pub enum Command {
     /// Write saved sessions for PuTTY and WinSCP.
     #[command(subcommand)]
     Export(access::Export),
-    /// Check what a connection needs: privileges, TUN, IPv6, resolver, API, token, clock, tunnel, DNS.
+    /// Check what a connection needs: privileges, TUN, IPv6, resolver, API, token, clock, tunnel, MTU, DNS.
     Doctor(doctor::DoctorArgs),
     /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
     Completions { shell: docs::Shell },
