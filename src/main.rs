@@ -8,7 +8,10 @@ use corridor::vpn;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
+    init_logging(
+        cli.verbose,
+        matches!(cli.command, Command::Daemon { .. } | Command::DnsService { .. }),
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -23,6 +26,7 @@ fn run(cli: Cli) -> Result<()> {
         return vpn::daemon_main(project);
     }
     match cli.command {
+        Command::DnsService { mode } => return corridor::dns::service::main(mode),
         Command::Completions { shell } => {
             cli::docs::completions(shell, &mut std::io::stdout());
             return Ok(());
@@ -62,7 +66,9 @@ fn run(cli: Cli) -> Result<()> {
             Command::SshConfig(args) => cli::access::ssh_config(api, args, &mut term).await,
             Command::Export(export) => cli::access::export(api, export, &mut term).await,
             Command::Doctor(args) => cli::doctor::doctor(api, args).await,
-            Command::Daemon { .. } | Command::Completions { .. } | Command::ManPage => unreachable!("handled above"),
+            Command::Daemon { .. } | Command::DnsService { .. } | Command::Completions { .. } | Command::ManPage => {
+                unreachable!("handled above")
+            }
         }
     })
 }

@@ -32,6 +32,8 @@ pub struct UpOptions {
     pub timeout_secs: u64,
     pub dns: dns::Mode,
     pub keepalive_secs: u16,
+    /// Bare names go to the highest priority connection first (`--dns-priority`).
+    pub dns_priority: i32,
 }
 
 /// Connects; reports the connection once it carries traffic and returns its status then (with
@@ -40,6 +42,9 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     // Cheap checks first: nothing is registered for a machine that cannot build the tunnel.
     host::preflight(false)?;
     clean_up_crashed(report).await;
+    if let Err(e) = dns::service::repair().await {
+        report.progress(Progress::Warning(format!("{e:#}")));
+    }
     let store = Store::open()?;
     let client = client(&store, api)?;
     let project = choose_project(&client, options.project.as_deref(), report).await?;
@@ -79,6 +84,7 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
         networks: vpn.allowed_networks.clone(),
         dns,
         dns_mode: options.dns,
+        dns_priority: options.dns_priority,
         probe_targets: vpn.gateways.clone(),
     };
     let dns_skipped = |report: &mut dyn Report| {
@@ -121,6 +127,8 @@ pub async fn down(project: Option<&str>, report: &mut dyn Report) -> Result<Vec<
     if done.is_empty() {
         report.progress(Progress::NotConnected { project });
     }
+    // A DNS service that died with no connection left still holds the resolver.
+    dns::service::repair().await?;
     Ok(done)
 }
 
@@ -286,7 +294,8 @@ async fn down_one(id: &ProjectId, files: &ConnectionFiles) -> Result<()> {
     for path in [&files.socket, &files.state] {
         let _ = std::fs::remove_file(path);
     }
-    Ok(())
+    // A daemon killed before it could unregister leaves its names with the DNS service.
+    dns::service::forget(id.as_str()).await
 }
 
 /// Connections whose daemon is gone (killed, crashed, rebooted) are undone quietly.

@@ -66,6 +66,13 @@ pub enum Command {
         #[arg(long)]
         project: String,
     },
+    /// Run the host-wide DNS responder (started by the first connection that needs names).
+    #[command(hide = true, name = "dns-service")]
+    DnsService {
+        /// How the host's resolver is pointed at it.
+        #[arg(long, value_enum)]
+        mode: crate::dns::Mode,
+    },
 }
 
 #[derive(Subcommand)]
@@ -124,6 +131,10 @@ pub struct UpArgs {
     /// Persistent keepalive, seconds (25 keeps NAT mappings open, as WireGuard recommends).
     #[arg(long, default_value_t = 25)]
     pub keepalive: u16,
+    /// With several connections, bare names (`ssh api`) go to the highest priority first, then
+    /// to the most recent connection.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub dns_priority: i32,
 }
 
 impl From<UpArgs> for UpOptions {
@@ -141,6 +152,7 @@ impl From<UpArgs> for UpOptions {
                 args.dns
             },
             keepalive_secs: args.keepalive,
+            dns_priority: args.dns_priority,
         }
     }
 }
@@ -321,6 +333,9 @@ pub fn print_status(statuses: &[Status], json: bool) {
                 "  queries     {} answered, {} failed, {} from cache{last}",
                 dns.stats.answered, dns.stats.failures, dns.stats.cache_hits
             );
+            if !dns.served.is_empty() {
+                println!("  names of    {} (bare names in this order)", dns.served.join(", "));
+            }
         }
         println!("  uptime      {} s", s.uptime_secs);
     }

@@ -45,6 +45,9 @@ pub struct DaemonConfig {
     pub networks: Vec<IpNet>,
     pub dns: Option<IpAddr>,
     pub dns_mode: dns::Mode,
+    /// Bare names go to the highest priority connection first.
+    #[serde(default)]
+    pub dns_priority: i32,
     /// Addresses inside the project (its gateways) to ping, tried in order; they need not answer.
     pub probe_targets: Vec<IpAddr>,
 }
@@ -105,6 +108,10 @@ pub struct DnsStatus {
     pub mode: dns::Mode,
     pub responder: Option<SocketAddr>,
     pub project_dns: IpAddr,
+    /// The projects the host's responder serves, in the order bare names are asked.
+    #[serde(default)]
+    pub served: Vec<String>,
+    /// The responder's counters, for every project it serves.
     #[serde(flatten)]
     pub stats: dns::DnsStats,
 }
@@ -159,7 +166,7 @@ async fn serve(
     let dev = device::create(&device_config, journal)?;
     events(&Event::Interface { name: name.clone() });
 
-    let endpoint = resolve(&config.endpoint).await?;
+    let endpoint = dns::resolve_endpoint(&config.endpoint).await?;
     let bind: SocketAddr = if endpoint.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
     let udp = tokio::net::UdpSocket::bind(bind)
         .await
@@ -195,11 +202,11 @@ async fn serve(
 
     // Names are reported separately from the tunnel: a resolver we cannot configure (no
     // privilege over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
-    let (responder, host_dns) = match (config.dns, config.dns_mode) {
+    let names = match (config.dns, config.dns_mode) {
         (Some(project_dns), mode) if mode != dns::Mode::Off => {
-            let names = set_up_names(project_dns, mode, &name, journal).await;
+            let names = set_up_names(config, project_dns, &name, journal).await;
             let (mode, answer) = match &names {
-                Ok((_, plan)) => (plan.mode, system_lookup(DNS_PROBE_NAME).await),
+                Ok(service) => (service.mode, system_lookup(DNS_PROBE_NAME).await),
                 Err(e) => (mode, Err(format!("{e:#}"))),
             };
             events(&Event::Dns {
@@ -207,12 +214,19 @@ async fn serve(
                 name: DNS_PROBE_NAME.into(),
                 answer,
             });
-            names.map_or((None, None), |(responder, plan)| (Some(responder), Some(plan)))
+            names.ok()
         }
-        _ => (None, None),
+        _ => None,
+    };
+    // The responder is another process: its status is asked afresh each time.
+    let service_status = || async {
+        match &names {
+            Some(_) => dns::service::request(&dns::service::Request::Status).await.ok(),
+            None => None,
+        }
     };
 
-    let status = |stats: &Stats| Status {
+    let status = |stats: &Stats, service: Option<dns::service::ServiceStatus>| Status {
         project_id: config.project_id.clone(),
         project_name: config.project_name.clone(),
         pid: std::process::id(),
@@ -222,10 +236,14 @@ async fn serve(
         endpoint: endpoint.to_string(),
         mtu: config.mtu,
         dns: config.dns.map(|project_dns| DnsStatus {
-            mode: host_dns.as_ref().map_or(dns::Mode::Off, |h| h.mode),
-            responder: responder.as_ref().map(dns::Responder::local_addr),
+            mode: names.as_ref().map_or(dns::Mode::Off, |s| s.mode),
+            responder: service.as_ref().map(|s| s.listen),
             project_dns,
-            stats: responder.as_ref().map(dns::Responder::stats).unwrap_or_default(),
+            served: service
+                .as_ref()
+                .map(|s| s.projects.iter().map(|p| p.project.name.clone()).collect())
+                .unwrap_or_default(),
+            stats: service.map(|s| s.stats).unwrap_or_default(),
         }),
         started_unix,
         uptime_secs: started.elapsed().as_secs(),
@@ -233,7 +251,7 @@ async fn serve(
     };
 
     let mut control = control::serve(&files.socket)?;
-    let ready = status(&stats().await.unwrap_or_default());
+    let ready = status(&stats().await.unwrap_or_default(), service_status().await);
     std::fs::write(&files.state, serde_json::to_vec(&ready)?)?;
     events(&Event::Ready {
         status: Box::new(ready),
@@ -248,7 +266,7 @@ async fn serve(
                 break;
             }
             Some(ask) = control.next() => {
-                let _ = ask.reply.send(status(&stats().await.unwrap_or_default()));
+                let _ = ask.reply.send(status(&stats().await.unwrap_or_default(), service_status().await));
                 if ask.command == control::Command::Down {
                     break;
                 }
@@ -258,8 +276,13 @@ async fn serve(
     tracing::info!(project = %config.project_name, "disconnecting");
     drop(req_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), io).await;
-    if let Some(responder) = responder {
-        responder.shutdown().await;
+    if names.is_some() {
+        let gone = dns::service::Request::Unregister {
+            id: config.project_id.to_string(),
+        };
+        if let Err(e) = dns::service::request(&gone).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not take the project's names off the DNS service");
+        }
     }
     Ok(())
 }
@@ -415,19 +438,37 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
     found
 }
 
-/// Starts the responder and points the host's resolver at it.
+/// Registers the project with the host's DNS service (starting it if this is the first
+/// connection that needs names); in resolved mode, points this connection's link at it.
 async fn set_up_names(
+    config: &DaemonConfig,
     project_dns: IpAddr,
-    mode: dns::Mode,
     interface: &str,
     journal: &mut Journal,
-) -> Result<(dns::Responder, dns::HostDns)> {
-    let plan = dns::plan_host(mode, dns::DEFAULT_LISTEN)?;
-    let responder = dns::Responder::start(dns::ResponderConfig::new(project_dns, plan.upstreams.clone()))
-        .await
-        .context("starting the DNS responder")?;
-    dns::configure_host(&plan, responder.local_addr(), interface, journal)?;
-    Ok((responder, plan))
+) -> Result<dns::service::ServiceStatus> {
+    let service = dns::service::ensure_running(config.dns_mode).await?;
+    let registration = dns::service::Registration {
+        project: dns::ProjectDns {
+            id: config.project_id.to_string(),
+            name: config.project_name.clone(),
+            dns: SocketAddr::new(project_dns, 53),
+            connected_at: dns::service::now_millis(),
+            priority: config.dns_priority,
+        },
+        daemon_pid: std::process::id(),
+    };
+    let service = match dns::service::request(&dns::service::Request::Register { project: registration }).await {
+        Ok(registered) => registered,
+        Err(e) => return Err(e).context(format!("registering with the DNS service (pid {})", service.pid)),
+    };
+    if service.mode == dns::Mode::Resolved {
+        let plan = dns::HostDns {
+            mode: dns::Mode::Resolved,
+            upstreams: Vec::new(),
+        };
+        dns::configure_host(&plan, service.listen, interface, journal)?;
+    }
+    Ok(service)
 }
 
 /// A lookup through the system resolver (getaddrinfo), as any program on the host makes it.
@@ -456,14 +497,6 @@ fn session_config(config: &DaemonConfig) -> SessionConfig {
             Some(ProbeRoute { source, target })
         }),
     }
-}
-
-async fn resolve(endpoint: &str) -> Result<SocketAddr> {
-    tokio::net::lookup_host(endpoint)
-        .await
-        .with_context(|| format!("resolving the endpoint {endpoint}"))?
-        .next()
-        .with_context(|| format!("the endpoint {endpoint} has no address"))
 }
 
 fn join_error(r: Result<Result<()>, tokio::task::JoinError>) -> String {
