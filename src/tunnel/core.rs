@@ -452,6 +452,9 @@ impl Session {
     fn recovery_due(&self) -> Option<Instant> {
         let r = &self.recovery;
         let due = match r.step {
+            // A lone last packet (the final ACK of a connection) is never answered: probe only
+            // when the sender tried again, as TCP does after 200 ms at the earliest.
+            Step::Waiting if r.last_traffic? < r.unanswered_since? + SENT_AGAIN => return None,
             Step::Waiting => r.unanswered_since? + PROBE_AFTER,
             Step::Probed { at } => at + PROBE_TIMEOUT,
             Step::Forced { at, attempts } => at + retry_interval(attempts),
@@ -648,6 +651,8 @@ fn retry_interval(attempts: u32) -> Duration {
 }
 
 const FAST_RETRIES: u32 = 10;
+/// Traffic this long after the first unanswered packet shows the sender still waits.
+const SENT_AGAIN: Duration = Duration::from_millis(200);
 /// Recovery steps stop this long after the last packet from the TUN: nobody waits any more.
 const TRAFFIC_WINDOW: Duration = Duration::from_secs(15);
 /// Growth of the time asleep beyond this between two readings means a suspend.
@@ -986,6 +991,7 @@ mod tests {
         let up = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"one way");
         let sent_at = start + Duration::from_secs(1);
         transmit_at(&mut client, &mut gateway, &up, sent_at);
+        transmit_at(&mut client, &mut gateway, &up, sent_at + Duration::from_millis(500));
 
         let outcome = exchange(&mut client, &mut gateway, sent_at, Duration::from_secs(5), |_| false);
 
@@ -998,16 +1004,41 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_last_packet_needs_no_probe() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
+        let final_ack = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"ack");
+        let sent_at = start + Duration::from_secs(1);
+
+        transmit_at(&mut client, &mut gateway, &final_ack, sent_at);
+        let run = drive(&mut client, sent_at, sent_at + Duration::from_secs(10));
+
+        assert!(run.sent.is_empty(), "{:?}", run.sent);
+        assert_eq!(client.stats().probes_sent, 0);
+    }
+
+    #[test]
     fn traffic_the_peer_cannot_answer_needs_no_probe() {
         let start = Instant::now();
         let (mut client, mut gateway) = connected_pair_at(Some(25), start);
         let router_solicitation = ipv6_packet("fe80::2".parse().unwrap(), "ff02::2".parse().unwrap(), b"rs");
         let sent_at = start + Duration::from_secs(1);
 
-        let received = transmit_at(&mut client, &mut gateway, &router_solicitation, sent_at);
+        let received: Vec<_> = (0..3)
+            .map(|n| {
+                transmit_at(
+                    &mut client,
+                    &mut gateway,
+                    &router_solicitation,
+                    sent_at + Duration::from_secs(n),
+                )
+            })
+            .collect();
         let run = drive(&mut client, sent_at, sent_at + Duration::from_secs(10));
 
-        assert!(matches!(received, Received::Dropped(DropReason::NotAllowed(_))));
+        assert!(received
+            .iter()
+            .all(|r| matches!(r, Received::Dropped(DropReason::NotAllowed(_)))));
         assert!(run.sent.is_empty(), "{:?}", run.sent);
         assert_eq!(client.stats().probes_sent, 0);
     }
@@ -1024,12 +1055,19 @@ mod tests {
         let sent_at = start + Duration::from_secs(30);
 
         let lost = transmit_at(&mut client, &mut restarted, &packet, sent_at);
+        let retransmitted = transmit_at(
+            &mut client,
+            &mut restarted,
+            &packet,
+            sent_at + Duration::from_millis(200),
+        );
         let outcome = exchange(&mut client, &mut restarted, sent_at, Duration::from_secs(10), |o| {
             o.reconnected_at.is_some()
         });
         let after = transmit_at(&mut client, &mut restarted, &packet, outcome.at);
 
         assert_eq!(lost, Received::Dropped(DropReason::Invalid));
+        assert_eq!(retransmitted, Received::Dropped(DropReason::Invalid));
         let recovered_in = outcome.reconnected_at.expect("never reconnected") - sent_at;
         assert!(
             recovered_in <= PROBE_AFTER + PROBE_TIMEOUT + Duration::from_millis(100),
@@ -1056,6 +1094,7 @@ mod tests {
         let sent_at = start + Duration::from_secs(1);
         let mut out = vec![0; BUF];
         client.handle_tun_packet(&packet, &mut out, sent_at);
+        client.handle_tun_packet(&packet, &mut out, sent_at + Duration::from_secs(1));
 
         let run = drive(&mut client, sent_at, sent_at + Duration::from_secs(100));
 
