@@ -30,12 +30,16 @@ fn run(cli: Cli) -> Result<()> {
     let mut term = Terminal;
     runtime.block_on(async move {
         match cli.command {
-            Command::Login { token } => vpn::login(api, token, &mut term).await,
-            Command::Vpn(Vpn::Up(args)) => {
-                let status = vpn::up(api, args.into(), &mut term).await?;
-                cli::print_connected(&status);
-                Ok(())
+            Command::Login { token } => {
+                let token = token.or_else(corridor::store::token_from_env).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no token: pass --token (a personal access token from the platform), \
+                         or set CORRIDOR_TOKEN or ZEROPS_TOKEN"
+                    )
+                })?;
+                vpn::login(api, token, &mut term).await
             }
+            Command::Vpn(Vpn::Up(args)) => vpn::up(api, args.into(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Down { project }) => vpn::down(project.as_deref(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Status { json }) => {
                 let statuses = vpn::status(&mut term).await?;

@@ -16,6 +16,18 @@ use crate::platform::{self, Invoker};
 pub const CONFIG_DIR_ENV: &str = "CORRIDOR_CONFIG_DIR";
 /// A token here wins over the stored one.
 pub const TOKEN_ENV: &str = "CORRIDOR_TOKEN";
+/// The platform's own CLI's variable, accepted too (after [`TOKEN_ENV`]), so nobody moving from
+/// it needs a new one.
+pub const ZEROPS_TOKEN_ENV: &str = "ZEROPS_TOKEN";
+
+/// The token from the environment: `CORRIDOR_TOKEN`, else `ZEROPS_TOKEN` (empty ones ignored).
+pub fn token_from_env() -> Option<String> {
+    [TOKEN_ENV, ZEROPS_TOKEN_ENV]
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .map(|t| t.trim().to_owned())
+        .find(|t| !t.is_empty())
+}
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -63,10 +75,10 @@ impl Store {
         Ok(())
     }
 
-    /// `CORRIDOR_TOKEN` if set and not empty, else the stored token.
+    /// `CORRIDOR_TOKEN`, else `ZEROPS_TOKEN` (if set and not empty), else the stored token.
     pub fn token(&self) -> Result<Option<String>> {
-        if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty()) {
-            return Ok(Some(token.trim().to_owned()));
+        if let Some(token) = token_from_env() {
+            return Ok(Some(token));
         }
         let Some(text) = read_optional(&self.token_path())? else {
             return Ok(None);
@@ -343,6 +355,22 @@ mod tests {
     }
 
     #[test]
+    fn zerops_token_is_used_after_corridor_token() {
+        let _env = env_lock(None);
+        let (_tmp, store) = store();
+        store.save_token("from-file").unwrap();
+        std::env::set_var(ZEROPS_TOKEN_ENV, "from-zerops");
+
+        let zerops = store.token().unwrap();
+        std::env::set_var(TOKEN_ENV, "from-corridor");
+        let both = store.token().unwrap();
+        std::env::remove_var(ZEROPS_TOKEN_ENV);
+
+        assert_eq!(zerops.as_deref(), Some("from-zerops"));
+        assert_eq!(both.as_deref(), Some("from-corridor"));
+    }
+
+    #[test]
     fn empty_token_env_is_ignored() {
         let _env = env_lock(Some(""));
         let (_tmp, store) = store();
@@ -551,9 +579,11 @@ mod tests {
 
     static ENV: Mutex<()> = Mutex::new(());
 
-    /// Serialises the tests that read `CORRIDOR_TOKEN`, with it set to `value` meanwhile.
+    /// Serialises the tests that read `CORRIDOR_TOKEN`, with it set to `value` meanwhile (and
+    /// `ZEROPS_TOKEN` unset).
     fn env_lock(value: Option<&str>) -> MutexGuard<'static, ()> {
         let guard = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::remove_var(ZEROPS_TOKEN_ENV);
         match value {
             Some(value) => std::env::set_var(TOKEN_ENV, value),
             None => std::env::remove_var(TOKEN_ENV),

@@ -3,7 +3,6 @@
 //! It reports through [`Report`] and returns data; rendering is the CLI's.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -35,8 +34,8 @@ pub struct UpOptions {
     pub keepalive_secs: u16,
 }
 
-/// Connects; returns the connection's status once it carries traffic (with `foreground`, once
-/// it has been stopped again).
+/// Connects; reports the connection once it carries traffic and returns its status then (with
+/// `foreground`, once it has been stopped again).
 pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -> Result<Status> {
     // Cheap checks first: nothing is registered for a machine that cannot build the tunnel.
     host::preflight(false)?;
@@ -58,8 +57,14 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     report.progress(Progress::KeyRegistered { project: &project.name });
     let vpn = item.to_config().context("the platform's VPN answer")?;
     host::preflight(vpn.addresses.iter().any(|a| a.addr().is_ipv6()))?;
-    let mut probe_targets: Vec<IpAddr> = item.project.ipv6.network.gateway.parse().into_iter().collect();
-    probe_targets.push(vpn.dns);
+    // The DNS address is read only to set DNS up: an answer without one still connects.
+    let (dns, dns_missing) = match options.dns {
+        dns::Mode::Off => (None, None),
+        _ => match item.dns_server() {
+            Ok(addr) => (Some(addr), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
     let config = DaemonConfig {
         project_id: project.id.clone(),
         project_name: project.name.clone(),
@@ -72,23 +77,32 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
         endpoint: vpn.endpoint.clone(),
         addresses: vpn.addresses.clone(),
         networks: vpn.allowed_networks.clone(),
-        dns: Some(vpn.dns),
+        dns,
         dns_mode: options.dns,
-        probe_targets,
+        probe_targets: vpn.gateways.clone(),
+    };
+    let dns_skipped = |report: &mut dyn Report| {
+        if let Some(reason) = &dns_missing {
+            report.progress(Progress::DnsSkipped { reason });
+        }
     };
 
     if options.foreground {
+        dns_skipped(report);
         let mut ready = None;
-        let mut events = |event: &Event| {
-            if let Event::Ready { status } = event {
+        let mut events = |event: &Event| match event {
+            Event::Ready { status } => {
+                report.progress(Progress::Connected(status));
                 ready = Some((**status).clone());
             }
-            report.progress(Progress::Connection(event));
+            other => report.progress(Progress::Connection(other)),
         };
         daemon::run(config, files, &mut events).await?;
         return ready.context("stopped before the tunnel was ready");
     }
-    spawn_daemon(&config, &files, Duration::from_secs(options.timeout_secs + 10), report)
+    let status = spawn_daemon(&config, &files, Duration::from_secs(options.timeout_secs + 10), report)?;
+    dns_skipped(report);
+    Ok(status)
 }
 
 /// Disconnects `project` (name or id), or every connection; returns the projects disconnected.
@@ -174,7 +188,7 @@ pub fn daemon_main(project: &str) -> Result<()> {
 
 /// Variables the daemon must not inherit: it needs no token, and a token in a long-lived
 /// process's environment is readable for its whole life.
-const NOT_FOR_THE_DAEMON: [&str; 2] = [crate::store::TOKEN_ENV, "ZEROPS_TOKEN"];
+const NOT_FOR_THE_DAEMON: [&str; 2] = [crate::store::TOKEN_ENV, crate::store::ZEROPS_TOKEN_ENV];
 
 /// Starts the daemon in its own session and follows its progress until it is ready.
 fn spawn_daemon(
@@ -220,7 +234,10 @@ fn spawn_daemon(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Event::Ready { status }) => return Ok(*status),
+            Ok(Event::Ready { status }) => {
+                report.progress(Progress::Connected(&status));
+                return Ok(*status);
+            }
             Ok(Event::Failed { error }) => {
                 let _ = child.wait();
                 bail!("{error}\n(daemon log: {})", files.log.display());
@@ -332,7 +349,7 @@ pub struct ApiSettings {
 pub fn client(store: &Store, settings: ApiSettings) -> Result<Client> {
     let token = store.token()?.context(
         "not logged in: run `corridor login --token <token>` (a personal access token from the platform), \
-         or set CORRIDOR_TOKEN",
+         or set CORRIDOR_TOKEN (or ZEROPS_TOKEN)",
     )?;
     client_with_token(store, settings, token)
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use crate::api::Mode;
 use crate::netns::{self, in_ns, ip, run, spawn, wait_for};
 use crate::plan::{Plan, Project, ACTIVE, SSH_PORT, WG_PORT};
 
@@ -105,6 +106,11 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
         "slot": plan.slot,
         "laptop_ns": plan.laptop_ns,
         "api_url": api_url(plan),
+        "region_url": format!("{}/api/rest/public/region/zcli", api_url(plan)),
+        "regions": [
+            {"name": "prg1", "isDefault": true, "address": format!("http://{}", plan.api_addrs()[0])},
+            {"name": crate::api::SECOND_REGION, "isDefault": false, "address": format!("http://{}", plan.api_addrs()[1])},
+        ],
         "token": plan.token,
         "isp_dns": plan.router_addr,
         "isp_names": plan.isp_names.iter().map(|(n, a)| json!({"name": n, "ipv4": a})).collect::<Vec<_>>(),
@@ -293,19 +299,44 @@ fn start_wireguard(plan: &Plan, p: &Project) -> Result<()> {
     address_wireguard(p)
 }
 
-/// A started wireguard-go: its socket, then the listen port.
+/// A started wireguard-go, answering on its socket. Under load, one sometimes fails to listen
+/// on its socket and exits with an error; a second start then succeeds.
 fn spawn_wireguard(plan: &Plan, p: &Project) -> Result<()> {
     let log = state(plan, &format!("{}.log", p.wg_if));
-    spawn(
-        &p.gw_ns,
-        &["wireguard-go", "-f", &p.wg_if],
-        &[("LOG_LEVEL", "error")],
-        &log,
-    )?;
-    let sock = wg_socket(p);
-    wait_for(&format!("wireguard-go socket {sock}"), READY_TIMEOUT, || {
-        Path::new(&sock).exists()
-    })
+    for attempt in 1.. {
+        let _ = fs::remove_file(&log);
+        spawn(
+            &p.gw_ns,
+            &["wireguard-go", "-f", &p.wg_if],
+            &[("LOG_LEVEL", "error")],
+            &log,
+        )?;
+        // The socket's file appears at bind(), a moment before it accepts: only an answered `wg
+        // show` proves that `wg set` will reach it (else wg falls back to the kernel and fails).
+        let failed = || fs::read_to_string(&log).is_ok_and(|l| l.contains("ERROR"));
+        wait_for(&format!("wireguard-go on {}", p.wg_if), READY_TIMEOUT, || {
+            failed() || run("wg", &["show", &p.wg_if]).is_ok()
+        })?;
+        if !failed() {
+            return Ok(());
+        }
+        let said = fs::read_to_string(&log).unwrap_or_default();
+        let said = said
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        anyhow::ensure!(attempt < 3, "wireguard-go on {} exited: {said}", p.wg_if);
+        eprintln!(
+            "lab {}: wireguard-go on {} exited ({said}); starting it again",
+            plan.prefix, p.wg_if
+        );
+        wait_for("the failed wireguard-go to exit", READY_TIMEOUT, || {
+            wireguard_pids(p).is_empty()
+        })?;
+        let _ = fs::remove_file(wg_socket(p));
+    }
+    unreachable!("the loop returns")
 }
 
 fn wg_socket(p: &Project) -> String {
@@ -388,6 +419,39 @@ pub fn restart_gateway(plan: &Plan, project: &str) -> Result<()> {
     );
     Ok(())
 }
+
+/// Sets the lab's misbehaviour: the API reads `mode` from the state dir on every request; `no-icmp`
+/// also makes every project gateway drop ICMP and ICMPv6 echo requests (to itself and to the
+/// containers behind it). Any other mode removes that rule again.
+pub fn misbehave(plan: &Plan, mode: Mode, text: &str) -> Result<()> {
+    anyhow::ensure!(is_up(plan), "lab {} is not up (`lab up` first)", plan.prefix);
+    for p in &plan.projects {
+        // Declaring then deleting the table removes it whether or not it exists.
+        let mut rules = format!("table inet {NO_ICMP} {{}}\ndelete table inet {NO_ICMP}\n");
+        if mode == Mode::NoIcmp {
+            rules.push_str(&format!(
+                "table inet {NO_ICMP} {{\n\
+                 \x20 chain input {{ type filter hook input priority 0; icmp type echo-request drop; icmpv6 type echo-request drop; }}\n\
+                 \x20 chain forward {{ type filter hook forward priority 0; icmp type echo-request drop; icmpv6 type echo-request drop; }}\n\
+                 }}\n"
+            ));
+        }
+        let file = state(plan, &format!("{}-icmp.nft", p.name));
+        fs::write(&file, rules)?;
+        in_ns(&p.gw_ns, &["nft", "-f", &file.to_string_lossy()])?;
+    }
+    let path = state(plan, "misbehave");
+    fs::write(&path, format!("{text}\n")).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "lab {}: misbehave {}",
+        plan.prefix,
+        if text.is_empty() { "ok" } else { text }
+    );
+    Ok(())
+}
+
+/// The nftables table `no-icmp` adds in each gateway namespace.
+const NO_ICMP: &str = "lab_no_icmp";
 
 /// `wg show IF dump` without what a restart changes: per line the interface's public key and
 /// port, then each peer's public key and allowed IPs.
@@ -571,9 +635,11 @@ fn start_api(plan: &Plan) -> Result<()> {
 }
 
 fn wait_ready(plan: &Plan) -> Result<()> {
-    wait_for("the control-plane API", READY_TIMEOUT, || {
-        netns::listening(&plan.net_ns, false, plan.api_addr.port())
-    })?;
+    for addr in plan.api_addrs() {
+        wait_for(&format!("the control-plane API on {addr}"), READY_TIMEOUT, || {
+            netns::listening(&plan.net_ns, false, addr.port())
+        })?;
+    }
     wait_for("the ISP resolver", READY_TIMEOUT, || {
         netns::listening(&plan.net_ns, true, 53)
     })?;

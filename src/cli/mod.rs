@@ -32,8 +32,9 @@ pub struct Cli {
 pub enum Command {
     /// Store a personal access token (verified with the platform first).
     Login {
-        #[arg(long, env = "CORRIDOR_TOKEN", hide_env_values = true)]
-        token: String,
+        /// The token; default: CORRIDOR_TOKEN, else ZEROPS_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Connect to and disconnect from a project's private network.
     #[command(subcommand)]
@@ -132,14 +133,17 @@ impl Report for Terminal {
         match progress {
             Progress::LoggedIn { name, email } => step(&format!("logged in as {name} ({email})")),
             Progress::KeyRegistered { .. } => step("key registered"),
-            Progress::Connection(Event::Ready { status }) => print_connected(status),
             Progress::Connection(event) => connection_progress(event),
+            Progress::Connected(status) => print_connected(status),
             Progress::Disconnected { project } => step(&format!("disconnected from {project} (host restored)")),
             Progress::NotConnected { project: Some(p) } => println!("not connected to {p}"),
             Progress::NotConnected { project: None } => println!("not connected"),
             Progress::KeyRemoved { project } => {
                 step(&format!("key for {project} removed from the platform and this machine"))
             }
+            Progress::DnsSkipped { reason } => fail(&format!(
+                "dns not set up: {reason}; the tunnel works, names of the project do not resolve (the host's resolver is untouched)"
+            )),
             Progress::Warning(text) => eprintln!("warning: {text}"),
         }
     }
@@ -181,6 +185,17 @@ fn connection_progress(event: &Event) {
         Event::Interface { name } => step(&format!("interface {name} up")),
         Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
         Event::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
+        Event::NoPing {
+            tried,
+            handshake_ms_ago,
+        } => warn(&format!(
+            "no answer to ping from {}; the tunnel is up (handshake {handshake_ms_ago} ms ago)",
+            if tried.is_empty() {
+                "anything (nothing to ping)".to_string()
+            } else {
+                tried.join(", ")
+            }
+        )),
         Event::Dns {
             mode,
             name,
@@ -202,6 +217,10 @@ pub fn step(text: &str) {
     mark_line("\x1b[32m✓\x1b[0m", "✓", text);
 }
 
+pub fn warn(text: &str) {
+    mark_line("\x1b[33m!\x1b[0m", "!", text);
+}
+
 pub fn fail(text: &str) {
     mark_line("\x1b[31m✗\x1b[0m", "✗", text);
 }
@@ -219,7 +238,7 @@ fn mode_name(mode: crate::dns::Mode) -> String {
     clap::ValueEnum::to_possible_value(&mode).map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
 }
 
-pub fn print_connected(status: &Status) {
+fn print_connected(status: &Status) {
     println!(
         "connected to {} ({}) via {}: {}",
         status.project_name,

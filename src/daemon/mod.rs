@@ -45,7 +45,7 @@ pub struct DaemonConfig {
     pub networks: Vec<IpNet>,
     pub dns: Option<IpAddr>,
     pub dns_mode: dns::Mode,
-    /// Addresses answering ICMP echo inside the project (its gateways), tried in order.
+    /// Addresses inside the project (its gateways) to ping, tried in order; they need not answer.
     pub probe_targets: Vec<IpAddr>,
 }
 
@@ -62,6 +62,11 @@ pub enum Event {
     Probe {
         target: IpAddr,
         millis: u64,
+    },
+    /// Nothing answered ping, but the handshake is fresh: the tunnel is up all the same.
+    NoPing {
+        tried: Vec<String>,
+        handshake_ms_ago: u64,
     },
     /// The system resolver answered (or not) a project name through the responder.
     Dns {
@@ -169,10 +174,10 @@ async fn serve(
         answer.await.ok()
     };
 
-    // Ready means: handshake done and a packet made the round trip through the tunnel.
+    // Ready means: handshake done, and a ping answered through the tunnel if anything answers.
     let timeout = Duration::from_secs(config.handshake_timeout_secs);
-    let ready = probe_until_answered(config, &req_tx, started + timeout);
-    let (target, probe_ms) = tokio::select! {
+    let ready = wait_until_ready(config, &req_tx, started + timeout);
+    let readiness = tokio::select! {
         r = ready => r?,
         signal = shutdown.recv() => bail!("stopped by {signal} before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
@@ -180,9 +185,12 @@ async fn serve(
     events(&Event::Handshake {
         millis: started.elapsed().as_millis() as u64,
     });
-    events(&Event::Probe {
-        target,
-        millis: probe_ms,
+    events(&match readiness {
+        Readiness::Answered { target, millis } => Event::Probe { target, millis },
+        Readiness::HandshakeOnly { tried, handshake_age } => Event::NoPing {
+            tried,
+            handshake_ms_ago: handshake_age.as_millis() as u64,
+        },
     });
 
     // Names are reported separately from the tunnel: a resolver we cannot configure (no
@@ -256,53 +264,155 @@ async fn serve(
     Ok(())
 }
 
-/// Sends echo requests to the project's gateways until one answers or `deadline` passes. Each
-/// lost request is retried: the first usually waits for the handshake.
-async fn probe_until_answered(
+/// How the tunnel proved itself ready.
+enum Readiness {
+    /// A probe target answered an ICMP echo through the tunnel.
+    Answered { target: IpAddr, millis: u64 },
+    /// Nothing answered ping, but the handshake completed (its answer came back through the
+    /// endpoint): the tunnel is up. The platform does not promise that its gateways answer ping.
+    HandshakeOnly {
+        tried: Vec<String>,
+        handshake_age: Duration,
+    },
+}
+
+/// How long pings keep trying once the handshake has completed.
+const PING_GRACE: Duration = Duration::from_secs(2);
+
+/// Pings the project's gateways, then (once the handshake is done) `logger.core.zerops` as the
+/// platform's CLI does, until one answers; a completed handshake with no answer within
+/// [`PING_GRACE`] is ready too. Fails only when no handshake completes before `deadline`.
+async fn wait_until_ready(
     config: &DaemonConfig,
     requests: &mpsc::Sender<Request>,
     deadline: Instant,
-) -> Result<(IpAddr, u64)> {
+) -> Result<Readiness> {
     let id = (std::process::id() & 0xffff) as u16;
     let mut seq = 0u16;
+    let mut targets = config.probe_targets.clone();
+    let mut tried: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    let mut handshake_seen: Option<Instant> = None;
+    let mut looked_up_probe_name = false;
     while Instant::now() < deadline {
-        for &target in &config.probe_targets {
-            let Some(src) = config
-                .addresses
-                .iter()
-                .map(IpNet::addr)
-                .find(|a| a.is_ipv4() == target.is_ipv4())
-            else {
-                continue;
-            };
+        for target in targets.clone() {
             seq = seq.wrapping_add(1);
-            let Some(packet) = probe::echo_request(src, target, id, seq) else {
-                continue;
-            };
-            let (answered, reply) = oneshot::channel();
-            let sent = Instant::now();
-            requests
-                .send(Request::Probe { packet, id, answered })
-                .await
-                .context("the tunnel stopped")?;
-            let wait = Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now()));
-            if let Ok(Ok(())) = tokio::time::timeout(wait, reply).await {
-                return Ok((target, sent.elapsed().as_millis() as u64));
+            if let Some(millis) = ping(config, requests, target, id, seq, deadline).await? {
+                return Ok(Readiness::Answered { target, millis });
             }
         }
+        if targets.is_empty() {
+            // Nothing to ping: only the handshake can be waited for.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let Some(handshake_age) = handshake_age(requests).await else {
+            continue;
+        };
+        let seen = *handshake_seen.get_or_insert_with(Instant::now);
+        if let (false, Some(dns)) = (looked_up_probe_name, config.dns) {
+            looked_up_probe_name = true;
+            let found = lookup_through_tunnel(dns, DNS_PROBE_NAME).await;
+            tracing::debug!(?found, "probe name looked up");
+            tried.push(DNS_PROBE_NAME.to_string());
+            targets.extend(found.into_iter().filter(|a| !config.probe_targets.contains(a)));
+            continue;
+        }
+        if seen.elapsed() >= PING_GRACE {
+            return Ok(Readiness::HandshakeOnly { tried, handshake_age });
+        }
+    }
+    if let Some(handshake_age) = handshake_age(requests).await {
+        return Ok(Readiness::HandshakeOnly { tried, handshake_age });
     }
     bail!(
-        "no answer through the tunnel from {} within {}s: the endpoint {} is unreachable, \
-         drops UDP, or does not know this key",
-        config
-            .probe_targets
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
+        "no answer through the tunnel within {}s, not even a handshake: the endpoint {} is \
+         unreachable, drops UDP, or does not know this key",
         config.handshake_timeout_secs,
         config.endpoint
     )
+}
+
+/// One echo request to `target` through the tunnel; the round trip in ms if it is answered
+/// within half a second.
+async fn ping(
+    config: &DaemonConfig,
+    requests: &mpsc::Sender<Request>,
+    target: IpAddr,
+    id: u16,
+    seq: u16,
+    deadline: Instant,
+) -> Result<Option<u64>> {
+    let Some(src) = config
+        .addresses
+        .iter()
+        .map(IpNet::addr)
+        .find(|a| a.is_ipv4() == target.is_ipv4())
+    else {
+        return Ok(None);
+    };
+    let Some(packet) = probe::echo_request(src, target, id, seq) else {
+        return Ok(None);
+    };
+    let (answered, reply) = oneshot::channel();
+    let sent = Instant::now();
+    requests
+        .send(Request::Probe { packet, id, answered })
+        .await
+        .context("the tunnel stopped")?;
+    let wait = Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now()));
+    Ok(match tokio::time::timeout(wait, reply).await {
+        Ok(Ok(())) => Some(sent.elapsed().as_millis() as u64),
+        _ => None,
+    })
+}
+
+/// How long ago the last handshake completed; `None` before the first.
+async fn handshake_age(requests: &mpsc::Sender<Request>) -> Option<Duration> {
+    let (reply, answer) = oneshot::channel();
+    requests.send(Request::Stats { reply }).await.ok()?;
+    answer.await.ok()?.last_handshake
+}
+
+/// `name`'s addresses (A and AAAA) from the project's DNS server, asked directly: its address
+/// is routed into the tunnel. Empty when it does not answer within a second.
+async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let Ok(name) = Name::from_ascii(format!("{name}.")) else {
+        return Vec::new();
+    };
+    let bind: SocketAddr = if dns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .expect("a valid address");
+    let Ok(socket) = tokio::net::UdpSocket::bind(bind).await else {
+        return Vec::new();
+    };
+    if socket.connect((dns, 53)).await.is_err() {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for (n, rtype) in [RecordType::AAAA, RecordType::A].into_iter().enumerate() {
+        let mut query = Message::query();
+        query.metadata.id = rand_core::OsRng.next_u32() as u16 ^ n as u16;
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(name.clone(), rtype));
+        let Ok(bytes) = query.to_vec() else { continue };
+        if socket.send(&bytes).await.is_err() {
+            continue;
+        }
+        let mut buf = [0u8; 1500];
+        let Ok(Ok(len)) = tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await else {
+            continue;
+        };
+        let Ok(answer) = Message::from_vec(&buf[..len]) else {
+            continue;
+        };
+        found.extend(answer.answers.iter().filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        }));
+    }
+    found
 }
 
 /// Starts the responder and points the host's resolver at it.
