@@ -319,6 +319,12 @@ impl Session {
             .min()
     }
 
+    /// Where unanswered traffic is probed: an address that answered ICMP echo through the
+    /// tunnel; `None` when none does, and a handshake is the probe.
+    pub fn set_probe(&mut self, probe: Option<ProbeRoute>) {
+        self.config.probe = probe;
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             last_handshake: self.tunn.time_since_last_handshake(),
