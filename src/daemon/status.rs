@@ -19,6 +19,7 @@ pub struct TunnelStatus {
     pub dropped_invalid: u64,
     pub dropped_malformed: u64,
     pub dropped_small_buffer: u64,
+    pub dropped_no_route: u64,
     pub sessions_rebuilt: u64,
     pub probes_sent: u64,
     pub reconnects: u64,
@@ -46,6 +47,7 @@ impl From<&Stats> for TunnelStatus {
             dropped_invalid,
             dropped_malformed,
             dropped_small_buffer,
+            dropped_no_route,
             last_handshake,
             sessions_rebuilt,
             state,
@@ -72,6 +74,7 @@ impl From<&Stats> for TunnelStatus {
             dropped_invalid,
             dropped_malformed,
             dropped_small_buffer,
+            dropped_no_route,
             sessions_rebuilt,
             probes_sent,
             reconnects,
@@ -107,6 +110,7 @@ mod tests {
             reconnects: 13,
             handshakes_forced: 14,
             sleeps_detected: 15,
+            dropped_no_route: 16,
         };
 
         let json = serde_json::to_value(TunnelStatus::from(&stats)).unwrap();
@@ -118,7 +122,7 @@ mod tests {
             .filter_map(|v| v.as_f64())
             .map(|v| v as u64)
             .collect();
-        for expected in 1..=15 {
+        for expected in 1..=16 {
             assert!(numbers.contains(&expected), "{expected} missing from {json}");
         }
         assert_eq!(json["state"], "reconnecting");
