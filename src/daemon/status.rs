@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::tunnel::core::{LinkState, Stats};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Fields a daemon of an older version does not send read as zero.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TunnelStatus {
     pub connected: bool,
     pub last_handshake_secs: Option<f64>,
@@ -27,9 +29,10 @@ pub struct TunnelStatus {
     pub sleeps_detected: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionState {
+    #[default]
     Connecting,
     Connected,
     Reconnecting,
