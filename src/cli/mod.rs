@@ -339,8 +339,8 @@ pub fn print_status(statuses: &[Status], json: bool) {
         println!("  handshake   {handshake}");
         println!("  traffic     rx {} / tx {}", bytes(t.rx_bytes), bytes(t.tx_bytes));
         println!(
-            "  dropped     {} not from the project, {} invalid, {} malformed, {} too large for the buffer",
-            t.dropped_not_allowed, t.dropped_invalid, t.dropped_malformed, t.dropped_small_buffer
+            "  dropped     {} not from the project, {} not to it, {} invalid, {} malformed, {} too large",
+            t.dropped_not_allowed, t.dropped_no_route, t.dropped_invalid, t.dropped_malformed, t.dropped_small_buffer
         );
         println!(
             "  recovery    {} reconnects ({} handshakes forced, {} probes), {} sleeps, {} sessions rebuilt",
