@@ -9,6 +9,9 @@ pub enum Progress<'a> {
     LoggedIn {
         name: &'a str,
         email: &'a str,
+        /// The region the API address came from; `None` for `--api`.
+        region: Option<&'a str>,
+        api: &'a str,
     },
     KeyRegistered {
         project: &'a str,

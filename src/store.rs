@@ -94,12 +94,34 @@ impl Store {
 
     /// Remembers the API address, for when neither `--api` nor `CORRIDOR_API` is given.
     pub fn save_api_base(&self, base: &str) -> Result<()> {
+        self.update_config(|config| {
+            config.insert("api".to_owned(), base.trim().into());
+        })
+    }
+
+    /// Remembers the region the API address came from (`None`: it came from `--api`).
+    pub fn save_region(&self, name: Option<&str>) -> Result<()> {
+        self.update_config(|config| match name {
+            Some(name) => {
+                config.insert("region".to_owned(), name.into());
+            }
+            None => {
+                config.remove("region");
+            }
+        })
+    }
+
+    pub fn region(&self) -> Result<Option<String>> {
+        self.config_text("region")
+    }
+
+    fn update_config(&self, change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Result<()> {
         let path = self.config_path();
         let mut config = match read_optional(&path)? {
             Some(text) => parse_config(&path, &text)?,
             None => serde_json::Map::new(),
         };
-        config.insert("api".to_owned(), base.trim().into());
+        change(&mut config);
         let text = serde_json::to_string_pretty(&config)? + "\n";
         self.ensure_dir(&self.dir)?;
         self.write_private(&path, text.as_bytes(), Replace::Yes)?;
@@ -107,13 +129,17 @@ impl Store {
     }
 
     pub fn api_base(&self) -> Result<Option<String>> {
+        self.config_text("api")
+    }
+
+    fn config_text(&self, key: &str) -> Result<Option<String>> {
         let path = self.config_path();
         let Some(text) = read_optional(&path)? else {
             return Ok(None);
         };
         let config = parse_config(&path, &text)?;
         Ok(config
-            .get("api")
+            .get(key)
             .and_then(|v| v.as_str())
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -122,19 +148,34 @@ impl Store {
 
     /// The project's key pair, generated and saved on first use, the same one afterwards.
     pub fn project_key(&self, project_id: &ProjectId) -> Result<KeyPair> {
-        let path = self.key_path(project_id);
-        if let Some(pair) = read_key(&path)? {
+        self.key_at(&self.key_path(project_id), project_id)
+    }
+
+    /// A key pair of the userspace mode (`forward`, `connect`, `proxy`) for a project, and its
+    /// file: peers of their own, so they run beside a `vpn up` connection to the same project.
+    /// Each running process needs its own (a WireGuard peer has one endpoint), hence `slot`.
+    pub fn userspace_key(&self, project_id: &ProjectId, slot: usize) -> Result<(KeyPair, PathBuf)> {
+        let name = match slot {
+            0 => format!("{project_id}.userspace.key"),
+            n => format!("{project_id}.userspace-{n}.key"),
+        };
+        let path = self.keys_dir().join(name);
+        Ok((self.key_at(&path, project_id)?, path))
+    }
+
+    fn key_at(&self, path: &Path, project_id: &ProjectId) -> Result<KeyPair> {
+        if let Some(pair) = read_key(path)? {
             return Ok(pair);
         }
         self.ensure_dir(&self.keys_dir())?;
         let pair = KeyPair::generate();
         let text = format!("{}\n", crate::keys::encode(pair.secret.as_bytes()));
-        if self.write_private(&path, text.as_bytes(), Replace::No)? {
+        if self.write_private(path, text.as_bytes(), Replace::No)? {
             tracing::info!(%project_id, public_key = %pair.public_base64(), "new key pair");
             return Ok(pair);
         }
         // Another corridor saved a key first; using theirs keeps one key per project.
-        read_key(&path)?.with_context(|| format!("key file {} vanished", path.display()))
+        read_key(path)?.with_context(|| format!("key file {} vanished", path.display()))
     }
 
     /// Returns whether there was a key.
@@ -422,6 +463,11 @@ mod tests {
         store.save_api_base("http://198.18.0.1:8080").unwrap();
 
         assert_eq!(store.api_base().unwrap().as_deref(), Some("http://198.18.0.1:8080"));
+        store.save_region(Some("lab2")).unwrap();
+        assert_eq!(store.region().unwrap().as_deref(), Some("lab2"));
+        assert_eq!(store.api_base().unwrap().as_deref(), Some("http://198.18.0.1:8080"));
+        store.save_region(None).unwrap();
+        assert_eq!(store.region().unwrap(), None);
         let text = fs::read_to_string(store.dir().join("config.json")).unwrap();
         assert!(text.contains("\"other\": 1"), "{text}");
     }

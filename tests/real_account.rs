@@ -172,3 +172,79 @@ fn zerops_token_connects_without_login() {
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
+
+#[test]
+fn login_and_vpn_up_find_the_api_in_the_region_list() {
+    let Some(lab) = Lab::up("crrregn", 35) else { return };
+    let client = Client {
+        lab: &lab,
+        dir: tempfile::tempdir().unwrap(),
+        ns: lab.laptop().to_string(),
+    };
+    let address = |name: &str| {
+        lab.status["regions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap()["address"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let stored = || -> Value {
+        serde_json::from_slice(&std::fs::read(client.dir.path().join("config/config.json")).unwrap()).unwrap()
+    };
+
+    let listed = without_api(&client, &["regions", "--json"]);
+    assert_success("regions", &listed);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed["regions"], lab.status["regions"]);
+
+    let login = without_api(&client, &["login", "--token", lab.token()]);
+    assert_success("login with the default region", &login);
+    assert!(stderr(&login).contains("(region prg1)"), "{}", stderr(&login));
+    assert_eq!(stored()["api"], address("prg1"));
+    assert_eq!(stored()["region"], "prg1");
+
+    let login = without_api(&client, &["login", "--token", lab.token(), "--region", "lab2"]);
+    assert_success("login --region lab2", &login);
+    assert_eq!(stored()["api"], address("lab2"));
+    assert_eq!(stored()["region"], "lab2");
+    let up = without_api(&client, &["vpn", "up", "demo"]);
+    assert_success("vpn up at the stored region", &up);
+    assert_success("ssh", &lab.ssh(N13, "true"));
+
+    let unknown = without_api(&client, &["login", "--token", lab.token(), "--region", "mars"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no region named \"mars\"; the regions are: prg1 (default), lab2"),
+        "{}",
+        stderr(&unknown)
+    );
+    assert_eq!(stored()["region"], "lab2", "a failed login changes nothing");
+
+    let explicit = client.run(&["login", "--token", lab.token(), "--region", "mars"]);
+    assert_success("--api overrides the region", &explicit);
+    assert_eq!(stored()["api"], lab.api_url());
+    assert_eq!(stored()["region"], Value::Null);
+}
+
+/// `corridor ARGS` in the laptop without `--api`, the region list at the lab's.
+fn without_api(client: &Client, args: &[&str]) -> Output {
+    let dir = client.dir.path();
+    std::process::Command::new("ip")
+        .args(["netns", "exec", &client.ns])
+        .arg(common::corridor_binary())
+        .args(args)
+        .env("CORRIDOR_REGION_URL", client.lab.status["region_url"].as_str().unwrap())
+        .env("CORRIDOR_CONFIG_DIR", dir.join("config"))
+        .env("CORRIDOR_RUNTIME_DIR", dir.join("run"))
+        .env("CORRIDOR_STATE_DIR", dir.join("state"))
+        .env_remove("CORRIDOR_API")
+        .env_remove("CORRIDOR_TOKEN")
+        .env_remove("ZEROPS_TOKEN")
+        .env_remove("SUDO_USER")
+        .output()
+        .unwrap()
+}

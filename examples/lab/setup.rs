@@ -114,6 +114,7 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
         "token": plan.token,
         "isp_dns": plan.router_addr,
         "isp_names": plan.isp_names.iter().map(|(n, a)| json!({"name": n, "ipv4": a})).collect::<Vec<_>>(),
+        "isp_large_answer": {"name": LARGE_ANSWER_NAME, "txt_records": LARGE_ANSWER_RECORDS},
         "ssh_port": SSH_PORT,
         "ssh_host_key": host_key_fingerprint(plan).ok(),
         "state_dir": plan.state_dir,
@@ -517,6 +518,10 @@ fn start_project_dns(plan: &Plan, p: &Project) -> Result<()> {
     )
 }
 
+/// A TXT name on the ISP resolver with `LARGE_ANSWER_RECORDS` records (about 1.4 kB).
+pub const LARGE_ANSWER_NAME: &str = "large.isp.test";
+pub const LARGE_ANSWER_RECORDS: usize = 40;
+
 /// The "ISP" resolver on the underlay router: the laptop's normal DNS.
 fn start_isp_resolver(plan: &Plan) -> Result<()> {
     let mut args = vec![format!("--listen-address={}", plan.router_addr), "--local=/#/".into()];
@@ -524,6 +529,10 @@ fn start_isp_resolver(plan: &Plan) -> Result<()> {
         plan.isp_names
             .iter()
             .map(|(name, addr)| format!("--address=/{name}/{addr}")),
+    );
+    // A name whose answer does not fit in 512 bytes, for truncation and DNS over TCP.
+    args.extend(
+        (0..LARGE_ANSWER_RECORDS).map(|i| format!("--txt-record={LARGE_ANSWER_NAME},large-answer-record-{i:02}")),
     );
     dnsmasq(plan, &plan.net_ns, "isp-dns", &args)
 }

@@ -4,6 +4,7 @@
 //! carries the token.
 
 mod project_id;
+pub mod region;
 pub mod types;
 mod vpn_config;
 

@@ -1,5 +1,10 @@
 //! Command-line definitions and the rendering of results, text and JSON.
 
+pub mod access;
+pub mod docs;
+pub mod doctor;
+pub mod regions;
+
 use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
@@ -8,6 +13,8 @@ use crate::daemon::{ConnectionState, Event, Status, TunnelStatus};
 use crate::report::{Progress, Report};
 use crate::vpn::UpOptions;
 
+pub mod userspace;
+
 #[derive(Parser)]
 #[command(
     name = "corridor",
@@ -15,9 +22,16 @@ use crate::vpn::UpOptions;
     about = "Put this machine inside a project's private network"
 )]
 pub struct Cli {
-    /// Platform API address, e.g. https://api.app-prg1.zerops.io
+    /// Platform API address, e.g. https://api.app-prg1.zerops.io (overrides the region).
     #[arg(long, global = true, env = "CORRIDOR_API")]
     pub api: Option<String>,
+    /// Region from the platform's region list (default: the default region, or the one chosen
+    /// at login).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Where the region list is.
+    #[arg(long, global = true, env = "CORRIDOR_REGION_URL", default_value = crate::api::region::DEFAULT_REGION_URL, hide_default_value = true)]
+    pub region_url: String,
     /// Seconds an API request may take.
     #[arg(long, global = true, env = "CORRIDOR_API_TIMEOUT", default_value_t = 15, hide = true)]
     pub api_timeout: u64,
@@ -39,12 +53,46 @@ pub enum Command {
     /// Connect to and disconnect from a project's private network.
     #[command(subcommand)]
     Vpn(Vpn),
+    /// List the platform's regions (`login --region NAME` picks one).
+    Regions {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forward local ports to containers, without root: [PROJECT] LOCAL:TARGET:PORT...
+    Forward(userspace::ForwardArgs),
+    /// Connect stdin and stdout to HOST PORT in the project, without root (ssh ProxyCommand).
+    Connect(userspace::ConnectArgs),
+    /// A SOCKS5 proxy into the project, without root; names resolve in the project.
+    Proxy(userspace::ProxyArgs),
+    /// List a project's services and containers, with the names that reach them.
+    Ls(access::LsArgs),
+    /// Open a shell (or run a command) in a container over the tunnel.
+    Ssh(access::SshArgs),
+    /// Write an OpenSSH configuration for a project's containers (`ssh api` with no flags).
+    SshConfig(access::SshConfigArgs),
+    /// Write saved sessions for PuTTY and WinSCP.
+    #[command(subcommand)]
+    Export(access::Export),
+    /// Check what a connection needs: privileges, TUN, IPv6, resolver, API, token, clock, tunnel, MTU, DNS.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions { shell: docs::Shell },
+    /// Print the man page, corridor(1), in roff.
+    #[command(hide = true)]
+    ManPage,
     /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
     #[command(hide = true)]
     Daemon {
         /// The project id it serves (also in its configuration): names the process.
         #[arg(long)]
         project: String,
+    },
+    /// Run the host-wide DNS responder (started by the first connection that needs names).
+    #[command(hide = true, name = "dns-service")]
+    DnsService {
+        /// How the host's resolver is pointed at it.
+        #[arg(long, value_enum)]
+        mode: crate::dns::Mode,
     },
 }
 
@@ -104,6 +152,10 @@ pub struct UpArgs {
     /// Persistent keepalive, seconds (25 keeps NAT mappings open, as WireGuard recommends).
     #[arg(long, default_value_t = 25)]
     pub keepalive: u16,
+    /// With several connections, bare names (`ssh api`) go to the highest priority first, then
+    /// to the most recent connection.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub dns_priority: i32,
 }
 
 impl From<UpArgs> for UpOptions {
@@ -121,6 +173,7 @@ impl From<UpArgs> for UpOptions {
                 args.dns
             },
             keepalive_secs: args.keepalive,
+            dns_priority: args.dns_priority,
         }
     }
 }
@@ -131,7 +184,15 @@ pub struct Terminal;
 impl Report for Terminal {
     fn progress(&mut self, progress: Progress<'_>) {
         match progress {
-            Progress::LoggedIn { name, email } => step(&format!("logged in as {name} ({email})")),
+            Progress::LoggedIn {
+                name,
+                email,
+                region,
+                api,
+            } => step(&format!(
+                "logged in as {name} ({email}) at {api}{}",
+                region.map_or(String::new(), |r| format!(" (region {r})"))
+            )),
             Progress::KeyRegistered { .. } => step("key registered"),
             Progress::Connection(event) => connection_progress(event),
             Progress::Connected(status) => print_connected(status),
@@ -142,7 +203,7 @@ impl Report for Terminal {
                 step(&format!("key for {project} removed from the platform and this machine"))
             }
             Progress::DnsSkipped { reason } => fail(&format!(
-                "dns not set up: {reason}; the tunnel works, names of the project do not resolve (the host's resolver is untouched)"
+                "dns not set up: {reason}; the project's names will not resolve, the host's resolver stays as it is"
             )),
             Progress::Warning(text) => eprintln!("warning: {text}"),
         }
@@ -188,13 +249,15 @@ fn connection_progress(event: &Event) {
         Event::NoPing {
             tried,
             handshake_ms_ago,
+        } if tried.is_empty() => warn(&format!(
+            "nothing to ping: the platform sent no gateway address; the tunnel is up (handshake {handshake_ms_ago} ms ago)"
+        )),
+        Event::NoPing {
+            tried,
+            handshake_ms_ago,
         } => warn(&format!(
             "no answer to ping from {}; the tunnel is up (handshake {handshake_ms_ago} ms ago)",
-            if tried.is_empty() {
-                "anything (nothing to ping)".to_string()
-            } else {
-                tried.join(", ")
-            }
+            tried.join(", ")
         )),
         Event::Dns {
             mode,
@@ -301,6 +364,9 @@ pub fn print_status(statuses: &[Status], json: bool) {
                 "  queries     {} answered, {} failed, {} from cache{last}",
                 dns.stats.answered, dns.stats.failures, dns.stats.cache_hits
             );
+            if !dns.served.is_empty() {
+                println!("  names of    {} (bare names in this order)", dns.served.join(", "));
+            }
         }
         println!("  uptime      {} s", s.uptime_secs);
     }
@@ -319,7 +385,7 @@ fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     match n {
         0..1_000 => format!("{n} B"),
         1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),

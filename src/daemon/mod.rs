@@ -45,6 +45,9 @@ pub struct DaemonConfig {
     pub networks: Vec<IpNet>,
     pub dns: Option<IpAddr>,
     pub dns_mode: dns::Mode,
+    /// Bare names go to the highest priority connection first.
+    #[serde(default)]
+    pub dns_priority: i32,
     /// Addresses inside the project (its gateways) to ping, tried in order; they need not answer.
     pub probe_targets: Vec<IpAddr>,
 }
@@ -105,6 +108,10 @@ pub struct DnsStatus {
     pub mode: dns::Mode,
     pub responder: Option<SocketAddr>,
     pub project_dns: IpAddr,
+    /// The projects the host's responder serves, in the order bare names are asked.
+    #[serde(default)]
+    pub served: Vec<String>,
+    /// The responder's counters, for every project it serves.
     #[serde(flatten)]
     pub stats: dns::DnsStats,
 }
@@ -159,7 +166,7 @@ async fn serve(
     let dev = device::create(&device_config, journal)?;
     events(&Event::Interface { name: name.clone() });
 
-    let endpoint = resolve(&config.endpoint).await?;
+    let endpoint = dns::resolve_endpoint(&config.endpoint).await?;
     let bind: SocketAddr = if endpoint.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
     let udp = tokio::net::UdpSocket::bind(bind)
         .await
@@ -182,8 +189,13 @@ async fn serve(
         signal = shutdown.recv() => bail!("stopped by {signal} before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
     };
+    // When the (first) handshake completed, not when readiness was decided.
+    let first_handshake = match &readiness {
+        Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
+        Readiness::Answered { .. } => since(handshake_age(&req_tx).await.unwrap_or_default()),
+    };
     events(&Event::Handshake {
-        millis: started.elapsed().as_millis() as u64,
+        millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
     });
     let liveness = match &readiness {
         Readiness::Answered { target, .. } => probe_route(config, *target),
@@ -192,7 +204,9 @@ async fn serve(
     let _ = req_tx.send(Request::LivenessProbe { route: liveness }).await;
     events(&match readiness {
         Readiness::Answered { target, millis } => Event::Probe { target, millis },
-        Readiness::HandshakeOnly { tried, handshake_age } => Event::NoPing {
+        Readiness::HandshakeOnly {
+            tried, handshake_age, ..
+        } => Event::NoPing {
             tried,
             handshake_ms_ago: handshake_age.as_millis() as u64,
         },
@@ -200,11 +214,11 @@ async fn serve(
 
     // Names are reported separately from the tunnel: a resolver we cannot configure (no
     // privilege over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
-    let (responder, host_dns) = match (config.dns, config.dns_mode) {
+    let names = match (config.dns, config.dns_mode) {
         (Some(project_dns), mode) if mode != dns::Mode::Off => {
-            let names = set_up_names(project_dns, mode, &name, journal).await;
+            let names = set_up_names(config, project_dns, &name, journal).await;
             let (mode, answer) = match &names {
-                Ok((_, plan)) => (plan.mode, system_lookup(DNS_PROBE_NAME).await),
+                Ok(service) => (service.mode, system_lookup(DNS_PROBE_NAME).await),
                 Err(e) => (mode, Err(format!("{e:#}"))),
             };
             events(&Event::Dns {
@@ -212,12 +226,19 @@ async fn serve(
                 name: DNS_PROBE_NAME.into(),
                 answer,
             });
-            names.map_or((None, None), |(responder, plan)| (Some(responder), Some(plan)))
+            names.ok()
         }
-        _ => (None, None),
+        _ => None,
+    };
+    // The responder is another process: its status is asked afresh each time.
+    let service_status = || async {
+        match &names {
+            Some(_) => dns::service::request(&dns::service::Request::Status).await.ok(),
+            None => None,
+        }
     };
 
-    let status = |stats: &Stats| Status {
+    let status = |stats: &Stats, service: Option<dns::service::ServiceStatus>| Status {
         project_id: config.project_id.clone(),
         project_name: config.project_name.clone(),
         pid: std::process::id(),
@@ -227,10 +248,14 @@ async fn serve(
         endpoint: endpoint.to_string(),
         mtu: config.mtu,
         dns: config.dns.map(|project_dns| DnsStatus {
-            mode: host_dns.as_ref().map_or(dns::Mode::Off, |h| h.mode),
-            responder: responder.as_ref().map(dns::Responder::local_addr),
+            mode: names.as_ref().map_or(dns::Mode::Off, |s| s.mode),
+            responder: service.as_ref().map(|s| s.listen),
             project_dns,
-            stats: responder.as_ref().map(dns::Responder::stats).unwrap_or_default(),
+            served: service
+                .as_ref()
+                .map(|s| s.projects.iter().map(|p| p.project.name.clone()).collect())
+                .unwrap_or_default(),
+            stats: service.map(|s| s.stats).unwrap_or_default(),
         }),
         started_unix,
         uptime_secs: started.elapsed().as_secs(),
@@ -238,7 +263,7 @@ async fn serve(
     };
 
     let mut control = control::serve(&files.socket)?;
-    let ready = status(&stats().await.unwrap_or_default());
+    let ready = status(&stats().await.unwrap_or_default(), service_status().await);
     std::fs::write(&files.state, serde_json::to_vec(&ready)?)?;
     events(&Event::Ready {
         status: Box::new(ready),
@@ -253,7 +278,7 @@ async fn serve(
                 break;
             }
             Some(ask) = control.next() => {
-                let _ = ask.reply.send(status(&stats().await.unwrap_or_default()));
+                let _ = ask.reply.send(status(&stats().await.unwrap_or_default(), service_status().await));
                 if ask.command == control::Command::Down {
                     break;
                 }
@@ -263,8 +288,13 @@ async fn serve(
     tracing::info!(project = %config.project_name, "disconnecting");
     drop(req_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), io).await;
-    if let Some(responder) = responder {
-        responder.shutdown().await;
+    if names.is_some() {
+        let gone = dns::service::Request::Unregister {
+            id: config.project_id.to_string(),
+        };
+        if let Err(e) = dns::service::request(&gone).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not take the project's names off the DNS service");
+        }
     }
     Ok(())
 }
@@ -277,7 +307,9 @@ enum Readiness {
     /// endpoint): the tunnel is up. The platform does not promise that its gateways answer ping.
     HandshakeOnly {
         tried: Vec<String>,
+        /// Since the last handshake (sessions may have been renewed since the first).
         handshake_age: Duration,
+        first_handshake: Instant,
     },
 }
 
@@ -312,7 +344,7 @@ async fn wait_until_ready(
         let Some(handshake_age) = handshake_age(requests).await else {
             continue;
         };
-        let seen = *handshake_seen.get_or_insert_with(Instant::now);
+        let first_handshake = *handshake_seen.get_or_insert_with(|| since(handshake_age));
         if let (false, Some(dns)) = (looked_up_probe_name, config.dns) {
             looked_up_probe_name = true;
             let found = lookup_through_tunnel(dns, DNS_PROBE_NAME).await;
@@ -321,12 +353,21 @@ async fn wait_until_ready(
             targets.extend(found.into_iter().filter(|a| !config.probe_targets.contains(a)));
             continue;
         }
-        if seen.elapsed() >= PING_GRACE {
-            return Ok(Readiness::HandshakeOnly { tried, handshake_age });
+        if targets.is_empty() || first_handshake.elapsed() >= PING_GRACE {
+            return Ok(Readiness::HandshakeOnly {
+                tried,
+                handshake_age,
+                first_handshake,
+            });
         }
     }
     if let Some(handshake_age) = handshake_age(requests).await {
-        return Ok(Readiness::HandshakeOnly { tried, handshake_age });
+        let first_handshake = handshake_seen.unwrap_or_else(|| since(handshake_age));
+        return Ok(Readiness::HandshakeOnly {
+            tried,
+            handshake_age,
+            first_handshake,
+        });
     }
     bail!(
         "no answer through the tunnel within {}s, not even a handshake: the endpoint {} is \
@@ -420,19 +461,37 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
     found
 }
 
-/// Starts the responder and points the host's resolver at it.
+/// Registers the project with the host's DNS service (starting it if this is the first
+/// connection that needs names); in resolved mode, points this connection's link at it.
 async fn set_up_names(
+    config: &DaemonConfig,
     project_dns: IpAddr,
-    mode: dns::Mode,
     interface: &str,
     journal: &mut Journal,
-) -> Result<(dns::Responder, dns::HostDns)> {
-    let plan = dns::plan_host(mode, dns::DEFAULT_LISTEN)?;
-    let responder = dns::Responder::start(dns::ResponderConfig::new(project_dns, plan.upstreams.clone()))
-        .await
-        .context("starting the DNS responder")?;
-    dns::configure_host(&plan, responder.local_addr(), interface, journal)?;
-    Ok((responder, plan))
+) -> Result<dns::service::ServiceStatus> {
+    let service = dns::service::ensure_running(config.dns_mode).await?;
+    let registration = dns::service::Registration {
+        project: dns::ProjectDns {
+            id: config.project_id.to_string(),
+            name: config.project_name.clone(),
+            dns: SocketAddr::new(project_dns, 53),
+            connected_at: dns::service::now_millis(),
+            priority: config.dns_priority,
+        },
+        daemon_pid: std::process::id(),
+    };
+    let service = match dns::service::request(&dns::service::Request::Register { project: registration }).await {
+        Ok(registered) => registered,
+        Err(e) => return Err(e).context(format!("registering with the DNS service (pid {})", service.pid)),
+    };
+    if service.mode == dns::Mode::Resolved {
+        let plan = dns::HostDns {
+            mode: dns::Mode::Resolved,
+            upstreams: Vec::new(),
+        };
+        dns::configure_host(&plan, service.listen, interface, journal)?;
+    }
+    Ok(service)
 }
 
 /// A lookup through the system resolver (getaddrinfo), as any program on the host makes it.
@@ -467,18 +526,16 @@ fn probe_route(config: &DaemonConfig, target: IpAddr) -> Option<ProbeRoute> {
     Some(ProbeRoute { source, target })
 }
 
-async fn resolve(endpoint: &str) -> Result<SocketAddr> {
-    tokio::net::lookup_host(endpoint)
-        .await
-        .with_context(|| format!("resolving the endpoint {endpoint}"))?
-        .next()
-        .with_context(|| format!("the endpoint {endpoint} has no address"))
-}
-
 fn join_error(r: Result<Result<()>, tokio::task::JoinError>) -> String {
     match r {
         Ok(Ok(())) => "closed".into(),
         Ok(Err(e)) => format!("{e:#}"),
         Err(e) => e.to_string(),
     }
+}
+
+/// The instant `age` ago (now, if the clock cannot go back that far).
+fn since(age: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(age).unwrap_or(now)
 }

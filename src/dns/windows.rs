@@ -52,3 +52,17 @@ fn powershell(script: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The system's nameservers as hickory reads them, without `ours`.
+pub fn host_nameservers(ours: std::net::IpAddr) -> Vec<std::net::SocketAddr> {
+    hickory_resolver::system_conf::read_system_conf()
+        .map(|(config, _)| {
+            config
+                .name_servers()
+                .iter()
+                .filter(|ns| ns.ip != ours)
+                .map(|ns| std::net::SocketAddr::new(ns.ip, 53))
+                .collect()
+        })
+        .unwrap_or_default()
+}
