@@ -240,8 +240,7 @@ impl Session {
             );
             return None;
         }
-        self.recovery.unanswered_since.get_or_insert(now);
-        self.recovery.last_traffic = Some(now);
+        self.recovery.traffic_sent(now);
         match self.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(datagram) if is_handshake_initiation(datagram) => {
                 let initiation = datagram.to_vec();
@@ -642,6 +641,20 @@ struct Recovery {
     step: Step,
 }
 
+impl Recovery {
+    fn traffic_sent(&mut self, now: Instant) {
+        let quiet = self.last_traffic.map(|last| now.saturating_duration_since(last));
+        match (self.unanswered_since, self.step, quiet) {
+            (None, ..) => self.unanswered_since = Some(now),
+            // After a pause the earlier unanswered packet was a connection's final ACK, not a
+            // sender still waiting (TCP's first retransmissions come sooner): start afresh.
+            (Some(_), Step::Waiting, Some(quiet)) if quiet > NEW_EPISODE_AFTER => self.unanswered_since = Some(now),
+            (Some(_), ..) => {}
+        }
+        self.last_traffic = Some(now);
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Step {
     #[default]
@@ -668,6 +681,8 @@ fn retry_interval(attempts: u32) -> Duration {
 const FAST_RETRIES: u32 = 10;
 /// Traffic this long after the first unanswered packet shows the sender still waits.
 const SENT_AGAIN: Duration = Duration::from_millis(200);
+/// A pause in traffic this long ends what waited before it.
+const NEW_EPISODE_AFTER: Duration = Duration::from_secs(2);
 /// Recovery steps stop this long after the last packet from the TUN: nobody waits any more.
 const TRAFFIC_WINDOW: Duration = Duration::from_secs(15);
 /// Growth of the time asleep beyond this between two readings means a suspend.
@@ -1019,6 +1034,35 @@ mod tests {
     }
 
     #[test]
+    fn a_new_connection_after_a_lone_last_packet_needs_no_probe() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
+        let final_ack = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"ack");
+        let syn = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"syn");
+        let syn_ack = ipv4_packet(GATEWAY_V4, CLIENT_V4, b"syn-ack");
+        let closed_at = start + Duration::from_secs(1);
+        let opened_at = closed_at + Duration::from_secs(3);
+
+        transmit_at(&mut client, &mut gateway, &final_ack, closed_at);
+        transmit_at(&mut client, &mut gateway, &syn, opened_at);
+        let before_answer = client.poll_timeout();
+        transmit_at(
+            &mut gateway,
+            &mut client,
+            &syn_ack,
+            opened_at + Duration::from_millis(10),
+        );
+        let run = drive(&mut client, opened_at, opened_at + Duration::from_secs(10));
+
+        assert!(
+            before_answer.is_some_and(|due| due > opened_at),
+            "no probe at once: {before_answer:?}"
+        );
+        assert!(run.sent.is_empty(), "{:?}", run.sent);
+        assert_eq!(client.stats().probes_sent, 0);
+    }
+
+    #[test]
     fn a_lone_last_packet_needs_no_probe() {
         let start = Instant::now();
         let (mut client, mut gateway) = connected_pair_at(Some(25), start);
@@ -1067,12 +1111,8 @@ mod tests {
         let sent_at = start + Duration::from_secs(30);
 
         let lost = transmit_at(&mut client, &mut restarted, &packet, sent_at);
-        let retransmitted = transmit_at(
-            &mut client,
-            &mut restarted,
-            &packet,
-            sent_at + Duration::from_millis(200),
-        );
+        // As TCP retransmits a SYN: a second later.
+        let retransmitted = transmit_at(&mut client, &mut restarted, &packet, sent_at + Duration::from_secs(1));
         let outcome = exchange(&mut client, &mut restarted, sent_at, Duration::from_secs(10), |o| {
             o.reconnected_at.is_some()
         });
