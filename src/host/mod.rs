@@ -9,6 +9,7 @@ use linux as platform;
 
 pub use journal::{Change, Journal};
 pub use platform::{add_route, interface_tag, preflight, run_tool, tag_interface, undo};
+pub use platform::{has_net_admin, ipv6_disabled};
 
 use std::path::Path;
 

@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 use tun_rs::{AsyncDevice, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
 use super::clock::SystemClock;
-use super::core::{out_buf_len, FromNetwork, Session, Stats};
+use super::core::{out_buf_len, FromNetwork, ProbeRoute, Session, Stats};
 use super::probe;
 
 /// Where packets start in the TUN write buffers: room for the virtio header in front.
@@ -47,6 +47,8 @@ pub enum Request {
     },
     /// The session's counters as of now.
     Stats { reply: oneshot::Sender<Stats> },
+    /// Where the session probes traffic that goes unanswered (see [`Session::set_probe`]).
+    LivenessProbe { route: Option<ProbeRoute> },
 }
 
 /// One peer's data path: the TUN, the UDP socket, the session, and buffers allocated once.
@@ -148,6 +150,7 @@ impl Tunnel {
                         Request::Stats { reply } => {
                             let _ = reply.send(self.session.stats());
                         }
+                        Request::LivenessProbe { route } => self.session.set_probe(route),
                     }
                 }
             }
