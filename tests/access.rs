@@ -209,6 +209,33 @@ fn ssh_config_install_gives_plain_ssh_scp_rsync_and_uninstall_restores_the_file(
 }
 
 #[test]
+fn ssh_config_with_proxy_reaches_containers_with_no_tunnel_at_all() {
+    let Some(lab) = Lab::up("cracprox", 65) else { return };
+    let client = Client::new(&lab);
+    let home = Home::new(&client);
+    let links_before = common::links(lab.laptop());
+
+    assert_success(
+        "ssh-config --proxy --install",
+        &home.corridor(&["ssh-config", "demo", "--proxy", "--install"]),
+    );
+    let ssh = home.run(&["ssh", "-o", "BatchMode=yes", "api-2", "hostname"]);
+    let db = home.run(&["ssh", "-o", "BatchMode=yes", "node1.db.db.zerops", "hostname"]);
+
+    assert_success("ssh api-2 through corridor connect", &ssh);
+    assert_eq!(stdout(&ssh), N14);
+    assert_success("ssh node1.db.db.zerops through corridor connect", &db);
+    assert_eq!(stdout(&db), "node1.db.db.zerops");
+    assert_eq!(
+        common::links(lab.laptop()),
+        links_before,
+        "no interface: no tunnel was used"
+    );
+    assert_eq!(client.status()["connections"].as_array().unwrap().len(), 0);
+    assert_success("ssh-config --uninstall", &home.corridor(&["ssh-config", "--uninstall"]));
+}
+
+#[test]
 fn exported_putty_sessions_load_in_plink_and_psftp_and_match_the_documented_formats() {
     let Some(lab) = Lab::up("cracpty", 63) else { return };
     let client = Client::new(&lab);

@@ -105,6 +105,7 @@ pub async fn ssh_config(
     api: ApiSettings,
     project: Option<&str>,
     action: IncludeAction,
+    proxy: bool,
     report: &mut dyn Report,
 ) -> Result<SshConfigOutcome> {
     let store = Store::open()?;
@@ -122,7 +123,15 @@ pub async fn ssh_config(
     }
     let inventory = list(api, project, report).await?;
     let path = ssh_config::project_file(store.dir(), &inventory.project.name);
-    ssh_config::write(&path, &ssh_config::render(&inventory, &ssh::known_hosts(store.dir())))?;
+    let proxy = match proxy {
+        true => {
+            let corridor = std::env::current_exe().context("locating the corridor binary")?;
+            Some(ssh_config::proxy_command(&corridor, inventory.project.id.as_str()))
+        }
+        false => None,
+    };
+    let text = ssh_config::render(&inventory, &ssh::known_hosts(store.dir()), proxy.as_deref());
+    ssh_config::write(&path, &text)?;
     outcome.written = Some((path, inventory.aliases().len()));
     if action == IncludeAction::Install {
         outcome.include = Some(ssh_config::install(&outcome.user_config, &outcome.include_line)?);

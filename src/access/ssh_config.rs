@@ -21,14 +21,20 @@ pub enum Change {
 }
 
 /// The configuration of one project: aliases (see [`Inventory::aliases`]) with their
-/// `HostName`, then the settings every one of them shares.
-pub fn render(inventory: &Inventory, known_hosts: &Path) -> String {
+/// `HostName`, then the settings every one of them shares. With `proxy` (a `ProxyCommand`, see
+/// [`proxy_command`]) every host is reached through corridor's userspace mode instead of the
+/// tunnel, so no `vpn up` and no privilege are needed.
+pub fn render(inventory: &Inventory, known_hosts: &Path, proxy: Option<&str>) -> String {
     let aliases = inventory.aliases();
+    let how = match proxy {
+        Some(_) => "through `corridor connect` (no `vpn up` needed)".to_string(),
+        None => format!("while `corridor vpn up {}` is connected", inventory.project.name),
+    };
     let mut out = format!(
         "# corridor: project {} ({}). Written by `corridor ssh-config {}`; run it again after\n\
          # containers change. A service name reaches its first running container, <service>-N its\n\
-         # N-th; names resolve while `corridor vpn up {}` is connected.\n",
-        inventory.project.name, inventory.project.id, inventory.project.name, inventory.project.name
+         # N-th; names resolve {how}.\n",
+        inventory.project.name, inventory.project.id, inventory.project.name
     );
     for alias in aliases.iter().filter(|a| a.alias != a.host) {
         out.push_str(&format!("\nHost {}\n    HostName {}\n", alias.alias, alias.host));
@@ -43,7 +49,15 @@ pub fn render(inventory: &Inventory, known_hosts: &Path) -> String {
         patterns.join(" "),
         quote(&known_hosts.display().to_string())
     ));
+    if let Some(proxy) = proxy {
+        out.push_str(&format!("    ProxyCommand {proxy}\n"));
+    }
     out
+}
+
+/// `corridor connect` for `project` as an OpenSSH `ProxyCommand` (`%h` is the `HostName`).
+pub fn proxy_command(corridor: &Path, project: &str) -> String {
+    format!("{} connect -P {project} %h %p", quote(&corridor.display().to_string()))
 }
 
 /// Where the configuration of a project goes: one file per project, all matched by the one
@@ -223,6 +237,29 @@ mod tests {
     }
 
     #[test]
+    fn with_a_proxy_every_host_goes_through_corridor_connect() {
+        let inventory = build(
+            &project(),
+            vec![(
+                service("s1", "api"),
+                vec![container("c1", 13, Some("node-id-13.runtime.api.zerops"), "ACTIVE")],
+            )],
+            false,
+        );
+        let proxy = proxy_command(Path::new("/opt/my tools/corridor"), "p1");
+
+        let text = render(&inventory, Path::new("/k/known_hosts"), Some(&proxy));
+
+        assert_eq!(proxy, "\"/opt/my tools/corridor\" connect -P p1 %h %p");
+        let shared = text.split("\nHost ").last().unwrap();
+        assert!(
+            shared.ends_with("    StrictHostKeyChecking accept-new\n    ProxyCommand \"/opt/my tools/corridor\" connect -P p1 %h %p\n"),
+            "{text}"
+        );
+        assert!(text.contains("no `vpn up` needed"), "{text}");
+    }
+
+    #[test]
     fn render_names_every_alias_and_shares_the_settings() {
         let inventory = build(
             &project(),
@@ -241,7 +278,7 @@ mod tests {
             ],
             true,
         );
-        let text = render(&inventory, Path::new("/k/known_hosts"));
+        let text = render(&inventory, Path::new("/k/known_hosts"), None);
         let blocks: Vec<&str> = text.split("\nHost ").skip(1).collect();
         assert_eq!(
             blocks[..5],

@@ -52,6 +52,9 @@ pub struct SshConfigArgs {
     /// Remove that `Include` line from ~/.ssh/config again.
     #[arg(long)]
     pub uninstall: bool,
+    /// Reach the containers through `corridor connect` (no `vpn up`, no root) instead of the tunnel.
+    #[arg(long, conflicts_with = "uninstall")]
+    pub proxy: bool,
 }
 
 #[derive(Subcommand)]
@@ -103,7 +106,7 @@ pub async fn ssh_config(api: ApiSettings, args: SshConfigArgs, report: &mut dyn 
         (_, true) => IncludeAction::Uninstall,
         _ => IncludeAction::None,
     };
-    let done = access::ssh_config(api, args.project.as_deref(), action, report).await?;
+    let done = access::ssh_config(api, args.project.as_deref(), action, args.proxy, report).await?;
     let user_config = done.user_config.display();
     if let Some((path, hosts)) = &done.written {
         super::step(&format!("{hosts} host names in {}", path.display()));
