@@ -308,6 +308,7 @@ fn doctor_passes_when_healthy_and_names_a_narrow_path_an_expired_token_a_blocked
         "privileges",
         "tun",
         "ipv6",
+        "modes",
         "resolver",
         "api",
         "token",

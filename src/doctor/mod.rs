@@ -128,6 +128,22 @@ pub async fn gather(client: &Client, logged_in: bool) -> Facts {
     facts
 }
 
+/// Which ways in this machine allows: the tunnel needs privilege, TUN and IPv6; the userspace
+/// mode needs only the API and UDP, so it is always there.
+fn modes(facts: &Facts) -> Check {
+    let tunnel = match (facts.net_admin && facts.tun, facts.ipv6) {
+        (true, true) => "tunnel (`vpn up`) possible",
+        (true, false) => "tunnel (`vpn up`) not possible without IPv6",
+        (false, _) => "tunnel (`vpn up`) not possible here without privilege",
+    };
+    check(
+        "modes",
+        true,
+        format!("{tunnel}; userspace (`forward`, `connect`, `proxy`, `ssh-config --proxy`) possible, no root needed"),
+        String::new(),
+    )
+}
+
 pub fn evaluate(facts: &Facts) -> Vec<Check> {
     let exe = std::env::current_exe()
         .map(|p| p.display().to_string())
@@ -166,6 +182,7 @@ pub fn evaluate(facts: &Facts) -> Vec<Check> {
             "`sudo sysctl -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0`".into(),
         ),
     ];
+    checks.push(modes(facts));
     checks.push(match &facts.resolver {
         Ok(Resolver::InUse(mode)) => check(
             "resolver",
@@ -477,8 +494,38 @@ mod tests {
         let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(
             names,
-            ["privileges", "tun", "ipv6", "resolver", "api", "token", "clock"]
+            [
+                "privileges",
+                "tun",
+                "ipv6",
+                "modes",
+                "resolver",
+                "api",
+                "token",
+                "clock"
+            ]
         );
+    }
+
+    #[test]
+    fn the_modes_line_says_what_works_without_privilege() {
+        let mut facts = healthy();
+        let with = evaluate(&facts);
+        facts.net_admin = false;
+        let without = evaluate(&facts);
+
+        let modes = |checks: &[Check]| checks.iter().find(|c| c.name == "modes").unwrap().detail.clone();
+        assert!(
+            modes(&with).starts_with("tunnel (`vpn up`) possible;"),
+            "{}",
+            modes(&with)
+        );
+        assert!(
+            modes(&without).contains("not possible here without privilege"),
+            "{}",
+            modes(&without)
+        );
+        assert!(modes(&without).contains("userspace (`forward`, `connect`, `proxy`, `ssh-config --proxy`) possible"));
     }
 
     #[test]
