@@ -11,6 +11,10 @@ use anyhow::{bail, Context, Result};
 use super::{HostDns, Mode};
 use crate::host::{Change, Journal};
 
+/// A resolv.conf nameserver is always on port 53, and 127.0.0.153 stays clear of
+/// systemd-resolved's 127.0.0.53 and 127.0.0.54.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 153)), 53);
+
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// The first line of a rewritten resolv.conf; finding it anywhere else means a rewrite was never
 /// restored.
@@ -34,6 +38,7 @@ pub fn apply(plan: &HostDns, responder: SocketAddr, interface: &str, journal: &m
         Mode::Resolved => configure_resolved(responder, interface),
         Mode::ResolvConf => rewrite_resolv_conf(Path::new(RESOLV_CONF), responder, journal),
         Mode::Auto => bail!("the DNS mode must be decided (plan_host) before it is applied"),
+        Mode::Scoped => bail!("--dns scoped is for macOS and Windows; on Linux use --dns auto"),
     }
 }
 
@@ -48,6 +53,7 @@ fn plan_at(resolv_conf: &Path, mode: Mode, listen: SocketAddr, resolved_running:
     let mode = match mode {
         Mode::Auto if resolved_running && through_resolved => Mode::Resolved,
         Mode::Auto => Mode::ResolvConf,
+        Mode::Scoped => bail!("--dns scoped is for macOS and Windows; on Linux use --dns auto"),
         chosen => chosen,
     };
     if mode != Mode::ResolvConf {

@@ -50,6 +50,14 @@ pub fn home_of(name: &str) -> io::Result<PathBuf> {
     }
 }
 
+/// corridor's config dir in the home `home`, as `directories` places it for its owner.
+pub fn config_dir_in(home: &Path) -> PathBuf {
+    #[cfg(target_os = "macos")]
+    return home.join("Library/Application Support/corridor");
+    #[cfg(not(target_os = "macos"))]
+    return home.join(".config/corridor");
+}
+
 /// Gives `path` to `invoker`.
 pub fn hand_over(path: &Path, invoker: &Invoker) -> io::Result<()> {
     nix::unistd::chown(path, Some(Uid::from_raw(invoker.uid)), Some(Gid::from_raw(invoker.gid)))

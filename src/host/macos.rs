@@ -1,0 +1,74 @@
+//! macOS host glue: root, routes on the utun, and undoing journaled changes.
+//!
+//! A utun interface cannot carry a tag, and it never outlives the process that opened it (nor
+//! do its routes): one that exists when our daemon is gone belongs to someone else.
+
+use std::ffi::CString;
+
+use anyhow::{bail, Result};
+
+use super::plan::{self, Os};
+use super::Change;
+
+pub const OS: Os = Os::MacOs;
+/// The kernel names tunnel interfaces `utunN`; no other name can be asked for.
+pub const INTERFACE_PREFIX: &str = "utun";
+
+/// Checks what the tunnel needs before anything is changed, with errors that say what to do.
+pub fn preflight(_need_ipv6: bool) -> Result<()> {
+    if !crate::platform::is_elevated() {
+        bail!(
+            "corridor needs root on macOS to create the utun interface, its routes and \
+             /etc/resolver/zerops: run it with sudo (`sudo corridor vpn up …`)"
+        );
+    }
+    Ok(())
+}
+
+/// A utun has no field for a tag; see the module's note.
+pub fn tag_interface(_name: &str, _tag: &str) -> Result<()> {
+    Ok(())
+}
+
+/// `Some("")` for an existing interface (it carries no tag), `None` when there is none.
+pub fn interface_tag(name: &str) -> Option<String> {
+    let name = CString::new(name).ok()?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then(String::new)
+}
+
+/// Undoes one change; a change that is already gone is undone.
+pub fn undo(change: &Change) -> Result<()> {
+    match change {
+        // Gone with the process that held it.
+        Change::Interface { .. } => Ok(()),
+        Change::Route { destination, interface } => {
+            if interface_tag(interface).is_some() {
+                let _ = super::run(&plan::delete_route(OS, *destination, interface));
+            }
+            Ok(())
+        }
+        Change::File { path, backup, marker } => super::restore_file(path, backup, marker.as_deref()),
+        Change::CreatedFile { path, marker } => super::remove_created_file(path, marker),
+        Change::RegistryKey { key } => bail!("the registry key {key} is a Windows change; undo it on Windows"),
+    }
+}
+
+/// The command a user runs to undo a change by hand.
+pub fn manual_fix(change: &Change) -> String {
+    match change {
+        Change::Interface { name, .. } => format!("interface {name}: gone with its process"),
+        Change::Route { destination, interface } => {
+            format!(
+                "route {destination}: sudo {}",
+                plan::delete_route(OS, *destination, interface)
+            )
+        }
+        Change::File { path, backup, .. } => {
+            format!("{}: sudo cp {} {}", path.display(), backup.display(), path.display())
+        }
+        Change::CreatedFile { path, .. } => format!("{}: sudo rm {}", path.display(), path.display()),
+        Change::RegistryKey { key } => format!("registry key HKLM\\{key}: a Windows change"),
+    }
+}

@@ -1,0 +1,191 @@
+//! What each platform runs to make and to undo a host change, as data from pure functions: every
+//! platform's plan compiles and is unit-tested on any host (DESIGN §3a); only carrying it out
+//! (`host::<os>`) needs the real OS.
+
+use std::fmt;
+
+use ipnet::IpNet;
+
+/// The platforms corridor changes hosts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Os {
+    Linux,
+    MacOs,
+    Windows,
+}
+
+/// One run of a system tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Run {
+    pub program: &'static str,
+    pub args: Vec<String>,
+}
+
+impl fmt::Display for Run {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.program)?;
+        for arg in &self.args {
+            if arg.contains(' ') {
+                write!(f, " \"{arg}\"")?;
+            } else {
+                write!(f, " {arg}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Routes `destination` into the tunnel interface.
+pub fn add_route(os: Os, destination: IpNet, interface: &str) -> Run {
+    match os {
+        Os::Linux => run("ip", ["route", "replace", &destination.to_string(), "dev", interface]),
+        Os::MacOs => run(
+            "route",
+            [
+                "-n",
+                "add",
+                inet(destination),
+                &destination.to_string(),
+                "-interface",
+                interface,
+            ],
+        ),
+        // `store=active`: the route is gone after a reboot, as the adapter is.
+        Os::Windows => run(
+            "netsh",
+            [
+                "interface",
+                netsh_family(destination),
+                "add",
+                "route",
+                &format!("prefix={destination}"),
+                &format!("interface={interface}"),
+                "store=active",
+            ],
+        ),
+    }
+}
+
+/// Undoes [`add_route`].
+pub fn delete_route(os: Os, destination: IpNet, interface: &str) -> Run {
+    match os {
+        Os::Linux => run("ip", ["route", "del", &destination.to_string(), "dev", interface]),
+        Os::MacOs => run(
+            "route",
+            [
+                "-n",
+                "delete",
+                inet(destination),
+                &destination.to_string(),
+                "-interface",
+                interface,
+            ],
+        ),
+        Os::Windows => run(
+            "netsh",
+            [
+                "interface",
+                netsh_family(destination),
+                "delete",
+                "route",
+                &format!("prefix={destination}"),
+                &format!("interface={interface}"),
+            ],
+        ),
+    }
+}
+
+/// Removes a tunnel interface by hand. macOS and Windows remove theirs with the process that
+/// holds it, so there is nothing to run.
+pub fn delete_interface(os: Os, name: &str) -> Option<Run> {
+    match os {
+        Os::Linux => Some(run("ip", ["link", "del", name])),
+        Os::MacOs | Os::Windows => None,
+    }
+}
+
+fn inet(destination: IpNet) -> &'static str {
+    match destination {
+        IpNet::V4(_) => "-inet",
+        IpNet::V6(_) => "-inet6",
+    }
+}
+
+fn netsh_family(destination: IpNet) -> &'static str {
+    match destination {
+        IpNet::V4(_) => "ipv4",
+        IpNet::V6(_) => "ipv6",
+    }
+}
+
+fn run<const N: usize>(program: &'static str, args: [&str; N]) -> Run {
+    Run {
+        program,
+        args: args.iter().map(|a| a.to_string()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(text: &str) -> IpNet {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn linux_routes_go_through_ip() {
+        let add = add_route(Os::Linux, net("fd00:1::/64"), "corridor0");
+        let del = delete_route(Os::Linux, net("fd00:1::/64"), "corridor0");
+
+        assert_eq!(add.to_string(), "ip route replace fd00:1::/64 dev corridor0");
+        assert_eq!(del.to_string(), "ip route del fd00:1::/64 dev corridor0");
+        assert_eq!(
+            delete_interface(Os::Linux, "corridor0").unwrap().to_string(),
+            "ip link del corridor0"
+        );
+    }
+
+    #[test]
+    fn macos_routes_name_the_family_and_the_utun() {
+        let v6 = add_route(Os::MacOs, net("fd00:1::/64"), "utun5");
+        let v4 = add_route(Os::MacOs, net("10.7.0.0/16"), "utun5");
+        let undo = delete_route(Os::MacOs, net("fd00:1::/64"), "utun5");
+
+        assert_eq!(v6.to_string(), "route -n add -inet6 fd00:1::/64 -interface utun5");
+        assert_eq!(v4.to_string(), "route -n add -inet 10.7.0.0/16 -interface utun5");
+        assert_eq!(undo.to_string(), "route -n delete -inet6 fd00:1::/64 -interface utun5");
+        assert_eq!(
+            delete_interface(Os::MacOs, "utun5"),
+            None,
+            "a utun dies with its process"
+        );
+    }
+
+    #[test]
+    fn windows_routes_are_active_only_and_on_the_adapter() {
+        let v6 = add_route(Os::Windows, net("fd00:1::/64"), "corridor0");
+        let v4 = add_route(Os::Windows, net("10.7.0.0/16"), "corridor0");
+        let undo = delete_route(Os::Windows, net("10.7.0.0/16"), "corridor0");
+
+        assert_eq!(
+            v6.args,
+            [
+                "interface",
+                "ipv6",
+                "add",
+                "route",
+                "prefix=fd00:1::/64",
+                "interface=corridor0",
+                "store=active"
+            ]
+        );
+        assert_eq!(v4.program, "netsh");
+        assert_eq!(v4.args[1], "ipv4");
+        assert_eq!(
+            undo.to_string(),
+            "netsh interface ipv4 delete route prefix=10.7.0.0/16 interface=corridor0"
+        );
+        assert_eq!(delete_interface(Os::Windows, "corridor0"), None);
+    }
+}
