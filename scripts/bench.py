@@ -59,7 +59,14 @@ METRICS = [
     ("dns_direct_lat_ms", "DNS dnsmasq direct, p99 latency", "ms", "{:.2f}"),
     ("dns_corridor_qps", "DNS corridor responder (cached names)", "q/s", "{:.0f}"),
     ("dns_corridor_lat_ms", "DNS corridor responder, p99 latency", "ms", "{:.2f}"),
+    ("idle_wakeups", "idle wakeups per second (20 s)", "1/s", "{:.2f}"),
+    ("recovery_ms", "ssh works again after a gateway restart", "ms", "{:.0f}"),
 ]
+# The rows `--only reliability` measures (each round: up, idle, gateway restart, down).
+RELIABILITY = ("idle_wakeups", "recovery_ms")
+IDLE_SECONDS = 20
+# Both clients send a persistent keepalive this often (corridor's default).
+KEEPALIVE = "25"
 
 STARTED = []  # every Popen this script started, killed at exit
 
@@ -84,6 +91,21 @@ def cpu_ticks(pid):
         fields = f.read().rsplit(")", 1)[1].split()
     # utime and stime: fields 14 and 15 of stat, 12 and 13 after the comm field.
     return int(fields[11]) + int(fields[12])
+
+
+def voluntary_switches(pid):
+    """Voluntary context switches of each of a process's threads, by thread id: each is a wakeup
+    from sleep. Per thread, because threads come and go (tokio's blocking pool, goroutines' Ms)."""
+    switches = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        switches[task] = int(line.split()[1])
+        except OSError:
+            pass  # a thread that ended meanwhile
+    return switches
 
 
 def rss_mib(pid):
@@ -111,7 +133,8 @@ def percentile(values, p):
 
 class Lab:
     def __init__(self, args):
-        out = run([args.lab, "--prefix", args.prefix, "--slot", str(args.slot), "status", "--json"])
+        self.command = [args.lab, "--prefix", args.prefix, "--slot", str(args.slot)]
+        out = run(self.command + ["status", "--json"])
         self.status = json.loads(out.stdout)
         if not self.status.get("up"):
             raise RuntimeError(f"lab {args.prefix} is not up")
@@ -134,6 +157,10 @@ class Lab:
             except OSError:
                 pass
         raise RuntimeError(f"no wireguard-go in {self.gw_ns}")
+
+    def restart_gateway(self):
+        """Restarts demo's wireguard-go with the same key, port and peers: every session is lost."""
+        run(self.command + ["gateway-restart", "demo"], timeout=60)
 
     def in_laptop(self, args, **kw):
         return run(args, ns=self.laptop, **kw)
@@ -239,7 +266,7 @@ class Reference:
                     (project["ipv4"], project["ipv6"], peer["ipv4"], peer["ipv6"])]
         run(["wg", "set", self.ifname, "private-key", self.key_file, "peer", project["publicKey"],
              "allowed-ips", ",".join(networks), "endpoint", project["ipv4"]["sharedEndpoint"],
-             "persistent-keepalive", "5"])
+             "persistent-keepalive", KEEPALIVE])
         ns = self.lab.laptop
         run(["ip", "-n", ns, "addr", "add", peer["ipv4"]["assignedIpAddress"] + "/32", "dev", self.ifname])
         run(["ip", "-n", ns, "addr", "add", peer["ipv6"]["assignedIpAddress"] + "/128", "dev", self.ifname,
@@ -277,6 +304,36 @@ def timed_ssh(lab):
     t0 = time.monotonic()
     lab.in_laptop(["ssh", "-p", "65437"] + SSH_OPTS + [f"root@{lab.target}", "true"], timeout=30)
     return (time.monotonic() - t0) * 1000.0
+
+
+def idle_wakeups(client, seconds=IDLE_SECONDS):
+    """Wakeups per second of an idle, connected client."""
+    time.sleep(2)  # the start-up's own traffic settles
+    before = voluntary_switches(client.pid)
+    time.sleep(seconds)
+    after = voluntary_switches(client.pid)
+    return sum(n - before.get(tid, 0) for tid, n in after.items()) / seconds
+
+
+def recovery_after_gateway_restart(lab, limit=60.0):
+    """ms from the restart's end to the first `ssh … true` that works again, tried every 100 ms."""
+    timed_ssh(lab)  # the tunnel carries ssh before the restart
+    lab.restart_gateway()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit:
+        out = lab.in_laptop(["ssh", "-p", "65437"] + SSH_OPTS + ["-o", "ConnectTimeout=5",
+                                                                 f"root@{lab.target}", "true"],
+                            check=False, timeout=30)
+        if out.returncode == 0:
+            return (time.monotonic() - t0) * 1000.0
+        time.sleep(0.1)
+    raise RuntimeError(f"ssh did not work again within {limit:.0f} s of the gateway restart")
+
+
+def reliability(lab, client, r):
+    """The reliability rows, on a client that is up; the gateway restart goes last."""
+    r["idle_wakeups"] = idle_wakeups(client)
+    r["recovery_ms"] = recovery_after_gateway_restart(lab)
 
 
 def ping_rtts(lab, family, target, count=200):
@@ -334,6 +391,9 @@ def one_round(lab, client, args, qfile):
         t0 = time.monotonic()
         client.up()
         r["up_to_ping_ms"] = wait_first_ping(lab, t0)
+        if args.only == "reliability":
+            reliability(lab, client, r)
+            return r
         r["ssh_first_ms"] = timed_ssh(lab)
         r["ssh_warm_ms"] = statistics.median(timed_ssh(lab) for _ in range(3))
         r["rtt_p50"], r["rtt_p99"], r["rtt_lost"] = ping_rtts(lab, "-6", lab.target)
@@ -354,6 +414,7 @@ def one_round(lab, client, args, qfile):
         if responder:
             r["dns_corridor_qps"], r["dns_corridor_lat_ms"], r["dns_corridor_lost"] = dnsperf(
                 lab, responder[0], responder[1], dns_secs, qfile)
+        reliability(lab, client, r)
     finally:
         teardown(lab, client)
     return r
@@ -399,10 +460,12 @@ def version(args):
         return None
 
 
-def render(names, medians, available, ratio):
+def render(names, medians, available, ratio, keys):
     header = ["metric", "unit"] + names + ["corridor / wireguard-go"]
     rows = []
     for key, label, unit, fmt in METRICS:
+        if key not in keys:
+            continue
         row = [label, unit]
         for n in names:
             v = medians[n].get(key)
@@ -428,6 +491,9 @@ def main():
                     help="boringtun-cli binary ('' or missing: reported as unavailable)")
     ap.add_argument("--prefix", default="crbench")
     ap.add_argument("--slot", type=int, default=20)
+    ap.add_argument("--only", choices=["reliability"],
+                    help="measure only these rows: reliability = idle wakeups and recovery after a "
+                         "gateway restart")
     args = ap.parse_args()
     if args.rounds < 1 or args.duration < 1:
         ap.error("--rounds and --duration must be at least 1")
@@ -507,7 +573,8 @@ def main():
     commit = version(["git", "-C", ROOT, "describe", "--always", "--dirty"])
     results = {
         "machine": m,
-        "config": {"rounds": args.rounds, "duration_s": args.duration, "dns_duration_s": min(10, args.duration),
+        "config": {"rounds": args.rounds, "only": args.only, "idle_s": IDLE_SECONDS, "keepalive_s": KEEPALIVE,
+                   "duration_s": args.duration, "dns_duration_s": min(10, args.duration),
                    "lab_prefix": args.prefix, "lab_slot": args.slot, "target": lab.target,
                    "underlay_target": lab.gw_underlay, "dnsmasq": lab.dns},
         "versions": {"corridor": commit, "wireguard-go": version(["wireguard-go", "--version"]),
@@ -526,7 +593,8 @@ def main():
     print(f"medians of {args.rounds} round(s), iperf3 -t {args.duration}, corridor {commit}; "
           f"rounds ok: " + ", ".join(f"{n} {len(rounds[n])}" for n in names if available[n]))
     print()
-    print(render(names, medians, available, ratio))
+    keys = ("up_to_ping_ms",) + RELIABILITY if args.only == "reliability" else [k for k, *_ in METRICS]
+    print(render(names, medians, available, ratio, keys))
     for n in names:
         for e in errors[n]:
             print(f"{n} {e}")

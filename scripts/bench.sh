@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # The benchmark (as root): corridor against the wireguard-go client and boringtun-cli, in turn,
 # in the lab's laptop namespace against the same wireguard-go gateway. Installs what it needs,
-# builds release, brings up its own lab (prefix crbench, slot 20) and removes it at exit; the
-# measuring is scripts/bench.py. Options (passed on): --rounds N (3), --duration S (10),
-# --json PATH (target/bench/results.json); --no-build uses the binaries already in target/release.
+# builds release, brings up its own lab (prefix crbench, slot 20; BENCH_PREFIX and BENCH_SLOT
+# move it) and removes it at exit; the measuring is scripts/bench.py. Options (passed on):
+# --rounds N (3), --duration S (10), --json PATH (target/bench/results.json), --only reliability
+# (idle wakeups and recovery after a gateway restart); --no-build uses the binaries already in
+# target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PREFIX=crbench
-SLOT=20
+PREFIX=${BENCH_PREFIX:-crbench}
+SLOT=${BENCH_SLOT:-20}
 LAB=target/release/examples/lab
 TOOLS=target/bench-tools
 BORINGTUN=$TOOLS/bin/boringtun-cli

@@ -31,11 +31,7 @@ fn run(cli: Cli) -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Login { token } => vpn::login(api, token, &mut term).await,
-            Command::Vpn(Vpn::Up(args)) => {
-                let status = vpn::up(api, args.into(), &mut term).await?;
-                cli::print_connected(&status);
-                Ok(())
-            }
+            Command::Vpn(Vpn::Up(args)) => vpn::up(api, args.into(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Down { project }) => vpn::down(project.as_deref(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Status { json }) => {
                 let statuses = vpn::status(&mut term).await?;

@@ -1,7 +1,7 @@
 //! How commands talk to the person (or script) running them, without knowing how it is shown:
 //! commands take `&mut dyn Report`, and `cli` renders text or JSON and asks on a terminal.
 
-use crate::daemon::Event;
+use crate::daemon::{Event, Status};
 
 /// What a command reports while it works.
 #[derive(Debug)]
@@ -15,6 +15,8 @@ pub enum Progress<'a> {
     },
     /// A starting daemon's progress.
     Connection(&'a Event),
+    /// The connection carries traffic.
+    Connected(&'a Status),
     Disconnected {
         project: &'a str,
     },

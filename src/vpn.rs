@@ -35,8 +35,8 @@ pub struct UpOptions {
     pub keepalive_secs: u16,
 }
 
-/// Connects; returns the connection's status once it carries traffic (with `foreground`, once
-/// it has been stopped again).
+/// Connects; reports the connection once it carries traffic and returns its status then (with
+/// `foreground`, once it has been stopped again).
 pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -> Result<Status> {
     // Cheap checks first: nothing is registered for a machine that cannot build the tunnel.
     host::preflight(false)?;
@@ -79,11 +79,12 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
 
     if options.foreground {
         let mut ready = None;
-        let mut events = |event: &Event| {
-            if let Event::Ready { status } = event {
+        let mut events = |event: &Event| match event {
+            Event::Ready { status } => {
+                report.progress(Progress::Connected(status));
                 ready = Some((**status).clone());
             }
-            report.progress(Progress::Connection(event));
+            other => report.progress(Progress::Connection(other)),
         };
         daemon::run(config, files, &mut events).await?;
         return ready.context("stopped before the tunnel was ready");
@@ -220,7 +221,10 @@ fn spawn_daemon(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Event::Ready { status }) => return Ok(*status),
+            Ok(Event::Ready { status }) => {
+                report.progress(Progress::Connected(&status));
+                return Ok(*status);
+            }
             Ok(Event::Failed { error }) => {
                 let _ = child.wait();
                 bail!("{error}\n(daemon log: {})", files.log.display());

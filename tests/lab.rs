@@ -67,7 +67,19 @@ fn reference_client_reaches_containers_by_ssh_plink_and_dns() {
         .map(|n| lab.container(n)["ipv4"].as_str().unwrap().to_string())
         .collect();
     expected.sort();
-    assert_eq!(api, expected, "api.zerops names both api containers");
+    assert_eq!(
+        api, expected,
+        "api.zerops names both api containers, not the stopped one"
+    );
+    let stopped = lab.laptop_ok(&[
+        "dig",
+        "+short",
+        "+time=2",
+        "+tries=2",
+        &format!("@{dns}"),
+        "node-id-15.runtime.api.zerops",
+    ]);
+    assert_eq!(stopped.trim(), "", "a stopped container has no DNS record");
 }
 
 #[test]
@@ -86,6 +98,12 @@ fn lab_up_twice_then_kill_then_down_leaves_nothing() {
         .filter(|n| n.starts_with("crtlife-"))
         .collect();
     assert!(namespaces.len() >= 8, "lab built its namespaces: {namespaces:?}");
+    let stopped = lab.container("node-id-15.runtime.api.zerops");
+    assert_eq!(stopped["status"], "STOPPED");
+    assert_eq!(stopped["ns"], Value::Null, "a stopped container has no namespace");
+    assert!(!namespaces.iter().any(|n| n.contains("-demo-c15")), "{namespaces:?}");
+    assert_eq!(lab.project("empty")["containers"], serde_json::json!([]));
+    assert_eq!(lab.project("empty")["services"], serde_json::json!([]));
     let pids: Vec<String> = namespaces
         .iter()
         .flat_map(|ns| {
@@ -119,6 +137,96 @@ fn lab_up_twice_then_kill_then_down_leaves_nothing() {
         assert!(!alive(pid), "process {pid} still alive");
     }
     assert_success("lab down again", &lab.lab(&["down"]));
+}
+
+#[test]
+fn gateway_restart_keeps_key_port_and_peers_and_loses_sessions() {
+    let Some(lab) = Lab::up("crtgwrs", 30) else { return };
+    let demo = lab.project("demo");
+    let (gw, wg_if) = (
+        demo["gateway_ns"].as_str().unwrap(),
+        demo["wg_interface"].as_str().unwrap(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    let private = cmd_ok("wg", &["genkey"], None);
+    std::fs::write(&key_file, &private).unwrap();
+    let public = cmd_ok("wg", &["pubkey"], Some(&private));
+    let answer = register_key(&lab, demo["id"].as_str().unwrap(), public.trim());
+    let second = cmd_ok("wg", &["pubkey"], Some(&cmd_ok("wg", &["genkey"], None)));
+    register_key(&lab, demo["id"].as_str().unwrap(), second.trim());
+    configure_reference_client(&lab, "crtgwrs-ref", &key_file, &answer);
+    let n13 = lab.container("node-id-13.runtime.api.zerops")["ipv6"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_success("ssh before the restart", &lab.ssh(&n13, "true"));
+    let before = gateway_config(&lab, gw, wg_if);
+    let pid_before = wireguard_pid(gw);
+    assert!(
+        before.sessions > 0,
+        "the reference client has a session before the restart"
+    );
+
+    let restart = lab.lab(&["gateway-restart"]);
+
+    assert_success("lab gateway-restart", &restart);
+    assert!(stdout(&restart).contains("restarted"), "{}", stdout(&restart));
+    let after = gateway_config(&lab, gw, wg_if);
+    assert_ne!(wireguard_pid(gw), pid_before, "a new wireguard-go process");
+    assert_eq!(after.interface, before.interface, "same public key and listen port");
+    assert_eq!(after.peers, before.peers, "same peers and allowed IPs");
+    assert_eq!(after.peers.len(), 2);
+    assert_eq!(after.sessions, 0, "no session survives the restart");
+    let addresses = cmd_ok("ip", &["-n", gw, "-o", "addr", "show", "dev", wg_if], None);
+    for gateway in [
+        &answer["peer"]["ipv4"]["network"]["gateway"],
+        &answer["peer"]["ipv6"]["network"]["gateway"],
+    ] {
+        assert!(addresses.contains(gateway.as_str().unwrap()), "{addresses}");
+    }
+    assert!(
+        lab.lab(&["gateway-restart", "nope"])
+            .stderr
+            .starts_with(b"Error: no project nope"),
+        "an unknown project is named"
+    );
+}
+
+/// What `wg show dump` says of a gateway, split into what a restart must keep and what it loses.
+struct GatewayConfig {
+    /// Public key and listen port.
+    interface: String,
+    /// Public key and allowed IPs of each peer, sorted.
+    peers: Vec<String>,
+    /// Peers with a completed handshake.
+    sessions: usize,
+}
+
+fn gateway_config(lab: &Lab, gw: &str, wg_if: &str) -> GatewayConfig {
+    let out = lab.run_in(gw, &["wg", "show", wg_if, "dump"]);
+    assert_success("wg show dump", &out);
+    let dump = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut lines = dump.lines().map(|l| l.split('\t').collect::<Vec<_>>());
+    let interface = lines.next().unwrap();
+    let peers: Vec<Vec<&str>> = lines.collect();
+    let mut kept: Vec<String> = peers.iter().map(|p| format!("{} {}", p[0], p[3])).collect();
+    kept.sort();
+    GatewayConfig {
+        interface: format!("{} {}", interface[1], interface[2]),
+        peers: kept,
+        sessions: peers.iter().filter(|p| p[4] != "0").count(),
+    }
+}
+
+fn wireguard_pid(ns: &str) -> String {
+    let pids = cmd_ok("ip", &["netns", "pids", ns], None);
+    let found: Vec<&str> = pids
+        .lines()
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "wireguard-go"))
+        .collect();
+    assert_eq!(found.len(), 1, "one wireguard-go in {ns}: {found:?}");
+    found[0].to_string()
 }
 
 /// POST /project/{id}/vpn from inside the laptop, as the platform's CLI does.

@@ -377,8 +377,8 @@ async fn service_search(State(app): AppState, body: Bytes) -> Answer {
             keys: vec![("projectId", p.id.clone()), ("clientId", p.client_id.clone())],
             item: json!({
                 "id": s.id,
-                "projectId": p.id,
                 "clientId": p.client_id,
+                "projectId": p.id,
                 "name": s.name,
                 "status": "ACTIVE",
                 "isSystem": false,
@@ -386,6 +386,9 @@ async fn service_search(State(app): AppState, body: Bytes) -> Answer {
                     "serviceStackTypeVersionName": s.type_version,
                     "serviceStackTypeCategory": s.category,
                 },
+                "created": CREATED,
+                "lastUpdate": CREATED,
+                "ports": [],
             }),
         })
     });
@@ -403,11 +406,15 @@ async fn container_search(State(app): AppState, body: Bytes) -> Answer {
                 ],
                 item: json!({
                     "id": c.id,
-                    "serviceStackId": s.id,
+                    "clientId": p.client_id,
                     "projectId": p.id,
+                    "serviceStackId": s.id,
+                    "status": c.status,
                     "number": c.number,
+                    "name": null,
                     "hostname": c.name,
-                    "status": "ACTIVE",
+                    "created": CREATED,
+                    "lastUpdate": CREATED,
                 }),
             })
         })
@@ -680,8 +687,8 @@ mod tests {
             .await;
 
         assert_eq!(status, 200);
-        assert_eq!(all["totalHits"], 2);
-        assert_eq!(all["items"].as_array().map(Vec::len), Some(2));
+        assert_eq!(all["totalHits"], 3);
+        assert_eq!(all["items"].as_array().map(Vec::len), Some(3));
         assert_eq!(second["items"].as_array().map(Vec::len), Some(1));
         assert_eq!(second["items"][0]["name"], "other");
         assert_eq!(
@@ -749,6 +756,67 @@ mod tests {
         assert_eq!(containers["totalHits"], api.containers.len());
         assert_eq!(containers["items"][0]["hostname"], "node-id-13.runtime.api.zerops");
         assert_eq!(containers["items"][0]["number"], 13);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_container_is_listed_with_the_platform_status() {
+        let lab = Lab::start().await;
+        let api = lab.demo().services[0].clone();
+
+        let (_, containers) = lab
+            .call(
+                Method::POST,
+                "/container/search",
+                Some(search_body("serviceStackId", &api.id, 100, 0)),
+            )
+            .await;
+
+        let statuses: Vec<(&str, &str)> = containers["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["hostname"].as_str().unwrap(), c["status"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("node-id-13.runtime.api.zerops", "ACTIVE"),
+                ("node-id-14.runtime.api.zerops", "ACTIVE"),
+                ("node-id-15.runtime.api.zerops", "STOPPED"),
+            ]
+        );
+        let stopped = &api.containers[2];
+        assert!(
+            !lab.plan.namespaces().contains(&stopped.ns) && stopped.ns.is_empty(),
+            "a stopped container has no namespace"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_project_without_services_answers_empty_lists() {
+        let lab = Lab::start().await;
+        let empty = lab.plan.projects.iter().find(|p| p.name == "empty").unwrap().clone();
+
+        let (status, services) = lab
+            .call(
+                Method::POST,
+                "/service-stack/search",
+                Some(search_body("projectId", &empty.id, 100, 0)),
+            )
+            .await;
+        let (_, containers) = lab
+            .call(
+                Method::POST,
+                "/container/search",
+                Some(search_body("projectId", &empty.id, 100, 0)),
+            )
+            .await;
+
+        assert_eq!(status, 200);
+        for answer in [services, containers] {
+            assert_eq!(answer["items"], json!([]));
+            assert_eq!(answer["totalHits"], 0);
+        }
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! The lab: a simulated platform project in network namespaces on this machine.
 //!
-//! `cargo run --example lab -- up | down | status [--json] | misbehave MODE` (as root).
+//! `cargo run --example lab -- up | down | status [--json] | misbehave MODE | gateway-restart [PROJECT]`
+//! (as root).
 //! The demo, the end-to-end tests and the benchmark all drive this one binary. Network
 //! namespaces are Linux's: elsewhere it only says so.
 
@@ -31,7 +32,7 @@ struct Args {
     /// Prefix of every namespace, link and file the lab creates (at most 8 letters or digits).
     #[arg(long, env = "CORRIDOR_LAB_PREFIX", default_value = "crl", global = true)]
     prefix: String,
-    /// Address-plan slot (0-31): labs with different slots never share an address.
+    /// Address-plan slot (0-127): labs with different slots never share an address.
     #[arg(long, env = "CORRIDOR_LAB_SLOT", default_value_t = 0, global = true)]
     slot: u8,
     #[command(subcommand)]
@@ -50,6 +51,11 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Restart a project's WireGuard gateway: same key, port and peers, every session lost.
+    GatewayRestart {
+        #[arg(default_value = "demo")]
+        project: String,
+    },
     /// Make the control-plane API misbehave: ok, slow MS, error500, garbage, ratelimit, expired.
     Misbehave { mode: Vec<String> },
     /// Serve the control-plane API (run by `up` inside the underlay namespace).
@@ -63,8 +69,8 @@ fn main() -> Result<()> {
     if args.prefix.is_empty() || args.prefix.len() > 8 || !args.prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
         bail!("--prefix must be 1 to 8 letters or digits");
     }
-    if args.slot > 31 {
-        bail!("--slot must be 0 to 31");
+    if args.slot > 127 {
+        bail!("--slot must be 0 to 127");
     }
     let plan = Plan::new(&args.prefix, args.slot);
     match args.cmd {
@@ -75,6 +81,10 @@ fn main() -> Result<()> {
         Cmd::Down => {
             require_root()?;
             setup::down(&plan)
+        }
+        Cmd::GatewayRestart { project } => {
+            require_root()?;
+            setup::restart_gateway(&plan, &project)
         }
         Cmd::Status { json } => setup::status(&plan, json),
         Cmd::Misbehave { mode } => {

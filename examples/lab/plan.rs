@@ -12,6 +12,9 @@ pub const WG_PORT: u16 = 51820;
 pub const API_PORT: u16 = 8080;
 /// The port sshd listens on in every container, as on the platform.
 pub const SSH_PORT: u16 = 65437;
+/// Container statuses, as the platform's SDK spells them (`ContainerStatusEnum`).
+pub const ACTIVE: &str = "ACTIVE";
+pub const STOPPED: &str = "STOPPED";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
@@ -83,6 +86,9 @@ pub struct Container {
     pub number: u32,
     /// Full DNS name, e.g. `node-id-13.runtime.api.zerops`; also the container's hostname.
     pub name: String,
+    /// The platform's container status (`ACTIVE`, `STOPPED`, …: the SDK's `ContainerStatusEnum`).
+    /// Only an `ACTIVE` container has a namespace, addresses and a DNS record.
+    pub status: String,
     pub ns: String,
     pub ipv4: Ipv4Addr,
     pub ipv6: Ipv6Addr,
@@ -93,7 +99,7 @@ impl Plan {
         let s = slot;
         let underlay: Ipv4Net = format!("198.18.{s}.0/24").parse().unwrap();
         let router_addr = Ipv4Addr::new(198, 18, s, 1);
-        let projects = ["demo", "other"]
+        let projects = ["demo", "other", "empty"]
             .iter()
             .enumerate()
             .map(|(p, name)| Project::new(prefix, s, p as u8, name))
@@ -123,12 +129,11 @@ impl Plan {
         }
     }
 
+    /// The running containers (those with a namespace), with their project.
     pub fn containers(&self) -> impl Iterator<Item = (&Project, &Container)> {
-        self.projects.iter().flat_map(|p| {
-            p.services
-                .iter()
-                .flat_map(move |s| s.containers.iter().map(move |c| (p, c)))
-        })
+        self.projects
+            .iter()
+            .flat_map(|p| p.services.iter().flat_map(move |s| s.running().map(move |c| (p, c))))
     }
 
     /// Every namespace the lab creates, in creation order.
@@ -136,11 +141,7 @@ impl Plan {
         let mut all = vec![self.net_ns.clone(), self.laptop_ns.clone()];
         for p in &self.projects {
             all.push(p.gw_ns.clone());
-            all.extend(
-                p.services
-                    .iter()
-                    .flat_map(|s| s.containers.iter().map(|c| c.ns.clone())),
-            );
+            all.extend(p.services.iter().flat_map(|s| s.running().map(|c| c.ns.clone())));
         }
         all
     }
@@ -148,37 +149,49 @@ impl Plan {
 
 impl Project {
     fn new(prefix: &str, s: u8, p: u8, name: &str) -> Project {
-        // 198.19.0.0/16: eight /24s per slot, two per project (containers, VPN peers).
-        let base = s.wrapping_mul(8).wrapping_add(p * 2);
-        let v4_net: Ipv4Net = format!("198.19.{base}.0/24").parse().unwrap();
-        let v4_peer_net: Ipv4Net = format!("198.19.{}.0/24", base + 1).parse().unwrap();
+        // 198.19.0.0/16: two /24s per slot, cut into /26s, two per project (containers, VPN
+        // peers), so that 128 labs fit side by side.
+        let v4_net = v4_quarter(s, p * 2);
+        let v4_peer_net = v4_quarter(s, p * 2 + 1);
         // One ULA /48 per project: ::1:0/64 for containers, ::2:0/64 for VPN peers.
         let v6_48 = format!("fdc0:0:{:x}", u16::from(s) * 16 + u16::from(p));
         let v6_net: Ipv6Net = format!("{v6_48}:1::/64").parse().unwrap();
         let v6_peer_net: Ipv6Net = format!("{v6_48}:2::/64").parse().unwrap();
         let gw_underlay_addr = Ipv4Addr::new(198, 18, s, 10 + p);
         let id = short_id(&format!("{prefix}/project/{name}"));
-        let services = if p == 0 {
-            vec![
+        // demo: two services, one with a stopped container; other: one service; empty: none.
+        let services = match p {
+            0 => vec![
                 service(
                     prefix,
                     name,
                     "api",
                     "nodejs@22",
                     "USER",
-                    &[("node-id-13", "runtime", 13), ("node-id-14", "runtime", 14)],
+                    &[
+                        ("node-id-13", "runtime", 13, ACTIVE),
+                        ("node-id-14", "runtime", 14, ACTIVE),
+                        ("node-id-15", "runtime", 15, STOPPED),
+                    ],
                 ),
-                service(prefix, name, "db", "postgresql@16", "USER", &[("node1", "db", 21)]),
-            ]
-        } else {
-            vec![service(
+                service(
+                    prefix,
+                    name,
+                    "db",
+                    "postgresql@16",
+                    "USER",
+                    &[("node1", "db", 21, ACTIVE)],
+                ),
+            ],
+            1 => vec![service(
                 prefix,
                 name,
                 "app",
                 "ubuntu@24.04",
                 "USER",
-                &[("node-id-1", "runtime", 31)],
-            )]
+                &[("node-id-1", "runtime", 31, ACTIVE)],
+            )],
+            _ => vec![],
         };
         let mut project = Project {
             name: name.to_string(),
@@ -199,7 +212,7 @@ impl Project {
             services,
         };
         for svc in &mut project.services {
-            for c in &mut svc.containers {
+            for c in svc.containers.iter_mut().filter(|c| c.status == ACTIVE) {
                 c.ns = format!("{prefix}-{name}-c{}", c.number);
                 c.ipv4 = nth_v4(v4_net, c.number);
                 c.ipv6 = nth_v6(v6_net, c.number);
@@ -209,13 +222,20 @@ impl Project {
     }
 }
 
+/// The `n`th /26 of slot `s`'s two /24s in 198.19.0.0/16.
+fn v4_quarter(s: u8, n: u8) -> Ipv4Net {
+    let third = u16::from(s) * 2 + u16::from(n / 4);
+    let third = u8::try_from(third).expect("slots below 128");
+    Ipv4Net::new(Ipv4Addr::new(198, 19, third, (n % 4) * 64), 26).expect("a /26")
+}
+
 fn service(
     prefix: &str,
     project: &str,
     name: &str,
     type_version: &str,
     category: &str,
-    nodes: &[(&str, &str, u32)],
+    nodes: &[(&str, &str, u32, &str)],
 ) -> Service {
     Service {
         id: short_id(&format!("{prefix}/{project}/service/{name}")),
@@ -224,15 +244,22 @@ fn service(
         category: category.to_string(),
         containers: nodes
             .iter()
-            .map(|(node, role, number)| Container {
+            .map(|(node, role, number, status)| Container {
                 id: short_id(&format!("{prefix}/{project}/container/{number}")),
                 number: *number,
                 name: format!("{node}.{role}.{name}.zerops"),
+                status: status.to_string(),
                 ns: String::new(),
                 ipv4: Ipv4Addr::UNSPECIFIED,
                 ipv6: Ipv6Addr::UNSPECIFIED,
             })
             .collect(),
+    }
+}
+
+impl Service {
+    pub fn running(&self) -> impl Iterator<Item = &Container> {
+        self.containers.iter().filter(|c| c.status == ACTIVE)
     }
 }
 

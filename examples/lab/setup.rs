@@ -9,7 +9,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::netns::{self, in_ns, ip, run, spawn, wait_for};
-use crate::plan::{Plan, Project, SSH_PORT, WG_PORT};
+use crate::plan::{Plan, Project, ACTIVE, SSH_PORT, WG_PORT};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -59,8 +59,17 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
             plan.token,
             plan.laptop_ns
         );
-        for (p, c) in plan.containers() {
-            println!("  {:<8} {:<32} {:<16} {}", p.name, c.name, c.ipv4, c.ipv6);
+        for p in &plan.projects {
+            for c in p.services.iter().flat_map(|s| &s.containers) {
+                let addresses = match c.status.as_str() {
+                    ACTIVE => format!("{:<16} {}", c.ipv4, c.ipv6),
+                    status => status.to_string(),
+                };
+                println!("  {:<8} {:<32} {addresses}", p.name, c.name);
+            }
+            if p.services.is_empty() {
+                println!("  {:<8} (no services)", p.name);
+            }
         }
         return Ok(());
     }
@@ -72,9 +81,14 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
                 .services
                 .iter()
                 .flat_map(|s| {
-                    s.containers.iter().map(
-                        move |c| json!({"name": c.name, "service": s.name, "ns": c.ns, "ipv6": c.ipv6, "ipv4": c.ipv4}),
-                    )
+                    s.containers.iter().map(move |c| {
+                        let running = c.status == ACTIVE;
+                        json!({
+                            "name": c.name, "service": s.name, "status": c.status,
+                            "ns": running.then_some(&c.ns),
+                            "ipv6": running.then_some(c.ipv6), "ipv4": running.then_some(c.ipv4),
+                        })
+                    })
                 })
                 .collect();
             json!({
@@ -208,7 +222,7 @@ fn build_project(plan: &Plan, p: &Project) -> Result<()> {
     )?;
     ip(gw, &["link", "set", "br0", "up"])?;
     for svc in &p.services {
-        for c in &svc.containers {
+        for c in svc.running() {
             let port = format!("c{}", c.number);
             veth(&c.ns, "eth0", gw, &port, Some("br0"))?;
             ip(
@@ -272,20 +286,59 @@ fn start_wireguard(plan: &Plan, p: &Project) -> Result<()> {
     fs::write(&key, &private)?;
     let public = pipe_to("wg", &["pubkey"], &private)?;
     fs::write(state(plan, &format!("{}.pub", p.wg_if)), public.trim())?;
-    let log = state(plan, &format!("{}.log", p.wg_if));
-    spawn(
-        &p.gw_ns,
-        &["wireguard-go", "-f", &p.wg_if],
-        &[("LOG_LEVEL", "error")],
-        &log,
-    )?;
-    let sock = format!("/var/run/wireguard/{}.sock", p.wg_if);
-    wait_for(&format!("wireguard-go socket {sock}"), READY_TIMEOUT, || {
-        Path::new(&sock).exists()
-    })?;
+    spawn_wireguard(plan, p)?;
     let key_path = key.to_string_lossy();
     let port = WG_PORT.to_string();
     run("wg", &["set", &p.wg_if, "private-key", &key_path, "listen-port", &port])?;
+    address_wireguard(p)
+}
+
+/// A started wireguard-go, answering on its socket. Under load, one sometimes fails to listen
+/// on its socket and exits with an error; a second start then succeeds.
+fn spawn_wireguard(plan: &Plan, p: &Project) -> Result<()> {
+    let log = state(plan, &format!("{}.log", p.wg_if));
+    for attempt in 1.. {
+        let _ = fs::remove_file(&log);
+        spawn(
+            &p.gw_ns,
+            &["wireguard-go", "-f", &p.wg_if],
+            &[("LOG_LEVEL", "error")],
+            &log,
+        )?;
+        // The socket's file appears at bind(), a moment before it accepts: only an answered `wg
+        // show` proves that `wg set` will reach it (else wg falls back to the kernel and fails).
+        let failed = || fs::read_to_string(&log).is_ok_and(|l| l.contains("ERROR"));
+        wait_for(&format!("wireguard-go on {}", p.wg_if), READY_TIMEOUT, || {
+            failed() || run("wg", &["show", &p.wg_if]).is_ok()
+        })?;
+        if !failed() {
+            return Ok(());
+        }
+        let said = fs::read_to_string(&log).unwrap_or_default();
+        let said = said
+            .lines()
+            .filter(|l| l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        anyhow::ensure!(attempt < 3, "wireguard-go on {} exited: {said}", p.wg_if);
+        eprintln!(
+            "lab {}: wireguard-go on {} exited ({said}); starting it again",
+            plan.prefix, p.wg_if
+        );
+        wait_for("the failed wireguard-go to exit", READY_TIMEOUT, || {
+            wireguard_pids(p).is_empty()
+        })?;
+        let _ = fs::remove_file(wg_socket(p));
+    }
+    unreachable!("the loop returns")
+}
+
+fn wg_socket(p: &Project) -> String {
+    format!("/var/run/wireguard/{}.sock", p.wg_if)
+}
+
+/// The gateway interface's addresses in the VPN peer networks, MTU, link up.
+fn address_wireguard(p: &Project) -> Result<()> {
     let gw = &p.gw_ns;
     ip(
         gw,
@@ -312,11 +365,94 @@ fn start_wireguard(plan: &Plan, p: &Project) -> Result<()> {
     Ok(())
 }
 
+/// Restarts a project's gateway as a platform restart looks to a client: the wireguard-go
+/// process dies and a new one comes up with the same private key, listen port and peers (allowed
+/// IPs), but no sessions and no peer endpoints. Returns once `wg show` reports the restored
+/// configuration.
+pub fn restart_gateway(plan: &Plan, project: &str) -> Result<()> {
+    let p = plan
+        .projects
+        .iter()
+        .find(|p| p.name == project)
+        .with_context(|| format!("no project {project} in the lab (`lab status` lists them)"))?;
+    anyhow::ensure!(is_up(plan), "lab {} is not up (`lab up` first)", plan.prefix);
+    let before = wg_dump(p)?;
+    // The configuration a control plane would push again: no endpoints, no handshakes.
+    let conf: String = in_ns(&p.gw_ns, &["wg", "showconf", &p.wg_if])?
+        .lines()
+        .filter(|l| !l.starts_with("Endpoint"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let conf_path = state(plan, &format!("{}.conf", p.wg_if));
+    fs::write(&conf_path, conf)?;
+
+    let old = wireguard_pids(p);
+    anyhow::ensure!(!old.is_empty(), "no wireguard-go runs in {}", p.gw_ns);
+    for pid in &old {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL)
+            .with_context(|| format!("killing wireguard-go {pid}"))?;
+    }
+    wait_for("the old wireguard-go to die", READY_TIMEOUT, || {
+        wireguard_pids(p).is_empty() && ip(&p.gw_ns, &["link", "show", &p.wg_if]).is_err()
+    })?;
+    // A killed wireguard-go leaves its socket behind.
+    let _ = fs::remove_file(wg_socket(p));
+
+    spawn_wireguard(plan, p)?;
+    run("wg", &["setconf", &p.wg_if, &conf_path.to_string_lossy()])?;
+    address_wireguard(p)?;
+    wait_for("the new gateway in `wg show`", READY_TIMEOUT, || {
+        wg_dump(p).is_ok_and(|now| now == before) && netns::listening(&p.gw_ns, true, WG_PORT)
+    })?;
+    let peers = before.len() - 1;
+    println!(
+        "gateway of {} restarted: wireguard-go pid {:?}, {peers} peers, listening on {}",
+        p.name,
+        wireguard_pids(p),
+        p.endpoint
+    );
+    Ok(())
+}
+
+/// `wg show IF dump` without what a restart changes: per line the interface's public key and
+/// port, then each peer's public key and allowed IPs.
+fn wg_dump(p: &Project) -> Result<Vec<String>> {
+    let dump = in_ns(&p.gw_ns, &["wg", "show", &p.wg_if, "dump"])?;
+    let mut lines = dump.lines().map(|l| l.split('\t').collect::<Vec<_>>());
+    let interface = lines.next().context("empty `wg show dump`")?;
+    let mut out = vec![format!(
+        "{} {}",
+        interface.get(1).unwrap_or(&""),
+        interface.get(2).unwrap_or(&"")
+    )];
+    let mut peers: Vec<String> = lines
+        .map(|peer| format!("{} {}", peer[0], peer.get(3).unwrap_or(&"")))
+        .collect();
+    // wireguard-go lists peers in no particular order.
+    peers.sort();
+    out.extend(peers);
+    Ok(out)
+}
+
+/// wireguard-go processes in the project's gateway namespace (a zombie counts as gone).
+fn wireguard_pids(p: &Project) -> Vec<i32> {
+    netns::pids(&p.gw_ns)
+        .into_iter()
+        .filter(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let alive = stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'));
+            alive && fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "wireguard-go")
+        })
+        .collect()
+}
+
 /// dnsmasq on the project's IPv4 gateway: the zone `zerops.` for this project.
 fn start_project_dns(plan: &Plan, p: &Project) -> Result<()> {
     let mut hosts = String::new();
     for svc in &p.services {
-        for c in &svc.containers {
+        for c in svc.running() {
             for addr in [c.ipv4.to_string(), c.ipv6.to_string()] {
                 writeln!(hosts, "{addr} {} {}.zerops", c.name, svc.name)?;
             }

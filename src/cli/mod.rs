@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::daemon::{Event, Status};
+use crate::daemon::{ConnectionState, Event, Status, TunnelStatus};
 use crate::report::{Progress, Report};
 use crate::vpn::UpOptions;
 
@@ -100,8 +100,8 @@ pub struct UpArgs {
     /// Leave the host's DNS alone (same as --dns off).
     #[arg(long)]
     pub skip_dns_setup: bool,
-    /// Persistent keepalive, seconds.
-    #[arg(long, default_value_t = 5)]
+    /// Persistent keepalive, seconds (25 keeps NAT mappings open, as WireGuard recommends).
+    #[arg(long, default_value_t = 25)]
     pub keepalive: u16,
 }
 
@@ -132,8 +132,8 @@ impl Report for Terminal {
         match progress {
             Progress::LoggedIn { name, email } => step(&format!("logged in as {name} ({email})")),
             Progress::KeyRegistered { .. } => step("key registered"),
-            Progress::Connection(Event::Ready { status }) => print_connected(status),
             Progress::Connection(event) => connection_progress(event),
+            Progress::Connected(status) => print_connected(status),
             Progress::Disconnected { project } => step(&format!("disconnected from {project} (host restored)")),
             Progress::NotConnected { project: Some(p) } => println!("not connected to {p}"),
             Progress::NotConnected { project: None } => println!("not connected"),
@@ -219,7 +219,7 @@ fn mode_name(mode: crate::dns::Mode) -> String {
     clap::ValueEnum::to_possible_value(&mode).map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
 }
 
-pub fn print_connected(status: &Status) {
+fn print_connected(status: &Status) {
     println!(
         "connected to {} ({}) via {}: {}",
         status.project_name,
@@ -244,7 +244,8 @@ pub fn print_status(statuses: &[Status], json: bool) {
         return;
     }
     for s in statuses {
-        let handshake = s
+        let t = &s.tunnel;
+        let handshake = t
             .last_handshake_secs
             .map_or("never".to_string(), |h| format!("{h:.1} s ago"));
         println!("{} ({})", s.project_name, s.project_id);
@@ -252,11 +253,16 @@ pub fn print_status(statuses: &[Status], json: bool) {
         println!("  addresses   {}", join(&s.addresses));
         println!("  routes      {}", join(&s.networks));
         println!("  endpoint    {}", s.endpoint);
+        println!("  state       {}", state(t));
         println!("  handshake   {handshake}");
-        println!("  traffic     rx {} / tx {}", bytes(s.rx_bytes), bytes(s.tx_bytes));
+        println!("  traffic     rx {} / tx {}", bytes(t.rx_bytes), bytes(t.tx_bytes));
         println!(
-            "  dropped     {} not from the project, {} invalid",
-            s.dropped_not_allowed, s.dropped_invalid
+            "  dropped     {} not from the project, {} invalid, {} malformed, {} too large for the buffer",
+            t.dropped_not_allowed, t.dropped_invalid, t.dropped_malformed, t.dropped_small_buffer
+        );
+        println!(
+            "  recovery    {} reconnects ({} handshakes forced, {} probes), {} sleeps, {} sessions rebuilt",
+            t.reconnects, t.handshakes_forced, t.probes_sent, t.sleeps_detected, t.sessions_rebuilt
         );
         if let Some(dns) = &s.dns {
             let at = dns
@@ -278,6 +284,15 @@ pub fn print_status(statuses: &[Status], json: bool) {
             );
         }
         println!("  uptime      {} s", s.uptime_secs);
+    }
+}
+
+fn state(t: &TunnelStatus) -> String {
+    match (t.state, t.reconnecting_secs) {
+        (ConnectionState::Connecting, _) => "connecting".into(),
+        (ConnectionState::Connected, _) => "connected".into(),
+        (ConnectionState::Reconnecting, Some(secs)) => format!("reconnecting since {secs:.1} s"),
+        (ConnectionState::Reconnecting, None) => "reconnecting".into(),
     }
 }
 

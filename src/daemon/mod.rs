@@ -3,6 +3,7 @@
 //! status` and `vpn down` talk to it over the control socket.
 
 pub mod control;
+pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -19,9 +20,11 @@ use crate::dns;
 use crate::host::{self, Journal};
 use crate::paths::ConnectionFiles;
 use crate::platform;
-use crate::tunnel::core::{Config as SessionConfig, Session, Stats};
+use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
 use crate::tunnel::io::{Request, Tunnel};
 use crate::tunnel::{device, probe};
+
+pub use status::{ConnectionState, TunnelStatus};
 
 /// Everything the daemon needs, handed over on its stdin (the private key never appears in
 /// argv or the environment).
@@ -88,14 +91,8 @@ pub struct Status {
     pub dns: Option<DnsStatus>,
     pub started_unix: u64,
     pub uptime_secs: u64,
-    pub connected: bool,
-    pub last_handshake_secs: Option<f64>,
-    pub rx_bytes: u64,
-    pub tx_bytes: u64,
-    pub rx_packets: u64,
-    pub tx_packets: u64,
-    pub dropped_not_allowed: u64,
-    pub dropped_invalid: u64,
+    #[serde(flatten)]
+    pub tunnel: TunnelStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -224,14 +221,7 @@ async fn serve(
         }),
         started_unix,
         uptime_secs: started.elapsed().as_secs(),
-        connected: stats.last_handshake.is_some(),
-        last_handshake_secs: stats.last_handshake.map(|d| d.as_secs_f64()),
-        rx_bytes: stats.rx_bytes,
-        tx_bytes: stats.tx_bytes,
-        rx_packets: stats.rx_packets,
-        tx_packets: stats.tx_packets,
-        dropped_not_allowed: stats.dropped_not_allowed,
-        dropped_invalid: stats.dropped_invalid,
+        tunnel: TunnelStatus::from(stats),
     };
 
     let mut control = control::serve(&files.socket)?;
@@ -347,6 +337,14 @@ fn session_config(config: &DaemonConfig) -> SessionConfig {
         preshared_key: None,
         persistent_keepalive: Some(config.keepalive_secs),
         allowed_ips: config.networks.clone(),
+        probe: config.probe_targets.iter().find_map(|&target| {
+            let source = config
+                .addresses
+                .iter()
+                .map(IpNet::addr)
+                .find(|a| a.is_ipv4() == target.is_ipv4())?;
+            Some(ProbeRoute { source, target })
+        }),
     }
 }
 

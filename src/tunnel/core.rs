@@ -3,9 +3,15 @@
 //! IP packets from the TUN and datagrams from the network go in, time is passed in, and what
 //! has to be sent or written comes out. No sockets, no tasks, no clock reads of our own.
 //!
+//! Time decides three things here, all on the caller's clock: when boringtun's timers must run
+//! (only when one of them can be due, so an idle connection sleeps), the persistent keepalive,
+//! and recovery: data went out, nothing authenticated came back, a probe got no answer either,
+//! so the peer must have lost the session and a fresh handshake is forced at once instead of
+//! after WireGuard's 15 s. A suspend seen on the clock forces one too.
+//!
 //! The data path borrows caller-provided buffers and never allocates; only the rare control
-//! datagrams (handshakes, cookie replies, keepalives, packets that waited for a handshake) go
-//! through an internal queue drained with [`Session::poll_datagram`].
+//! datagrams (handshakes, cookie replies, keepalives, probes, packets that waited for a
+//! handshake) go through an internal queue drained with [`Session::poll_datagram`].
 //!
 //! Buffer sizes: [`Session::handle_tun_packet`] needs `out_buf_len(packet.len())` bytes and
 //! [`Session::handle_datagram`] needs `max(datagram.len(), MIN_OUT_BUF)`; a buffer of
@@ -23,6 +29,9 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use ipnet::IpNet;
 use rand_core::{OsRng, RngCore};
 
+use super::clock::Clock;
+use super::probe;
+
 /// Bytes WireGuard adds to every IP packet it encrypts (16 header + 16 tag).
 pub const DATA_OVERHEAD: usize = 32;
 
@@ -32,8 +41,12 @@ pub const MIN_OUT_BUF: usize = 148;
 /// The largest IP packet accepted from the TUN (the IPv4/IPv6 length fields are 16 bits).
 pub const MAX_PACKET: usize = u16::MAX as usize;
 
-/// How often boringtun's timers are driven.
-pub const TIMER_TICK: Duration = Duration::from_millis(250);
+/// Data went out and nothing authenticated came back for this long: probe the peer. Far above
+/// any round trip, so a healthy connection has answered by then.
+pub const PROBE_AFTER: Duration = Duration::from_secs(1);
+
+/// The probe got no answer for this long either: the peer lost the session, handshake again.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// The out buffer length needed to encrypt packets of up to `max_packet` bytes.
 pub const fn out_buf_len(max_packet: usize) -> usize {
@@ -51,10 +64,20 @@ pub struct Config {
     pub private_key: StaticSecret,
     pub peer_public_key: PublicKey,
     pub preshared_key: Option<[u8; 32]>,
-    /// Seconds between keepalives when nothing else is sent; `None` disables them.
+    /// Seconds without any packet either way after which a keepalive goes out; `None` disables
+    /// them.
     pub persistent_keepalive: Option<u16>,
     /// Prefixes the inner source address of every decrypted packet must fall in.
     pub allowed_ips: Vec<IpNet>,
+    /// Our address and one of the peer's that answers ICMP echo: how an unanswered connection
+    /// is probed. Without it, a fresh handshake is the probe.
+    pub probe: Option<ProbeRoute>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeRoute {
+    pub source: IpAddr,
+    pub target: IpAddr,
 }
 
 /// Counters since the session was created; they survive session rebuilds.
@@ -78,6 +101,26 @@ pub struct Stats {
     pub last_handshake: Option<Duration>,
     /// Times the boringtun tunnel was replaced after its connection expired.
     pub sessions_rebuilt: u64,
+    pub state: LinkState,
+    /// Echo requests sent because traffic went unanswered.
+    pub probes_sent: u64,
+    /// Times the peer stopped answering (or the machine slept) and a fresh handshake was forced.
+    pub reconnects: u64,
+    /// Handshake initiations sent by force, retries included.
+    pub handshakes_forced: u64,
+    /// Suspends seen on the clock.
+    pub sleeps_detected: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LinkState {
+    /// No answer from the peer yet.
+    #[default]
+    Connecting,
+    /// The peer's last word was authenticated and nothing sent since waits for an answer.
+    Connected,
+    /// The peer stopped answering at `since`; handshakes are being forced.
+    Reconnecting { since: Instant },
 }
 
 /// What a datagram from the network turned into.
@@ -85,7 +128,8 @@ pub struct Stats {
 pub enum FromNetwork<'a> {
     /// A decrypted IP packet to write to the TUN.
     Tunnel(&'a [u8]),
-    /// Nothing for the TUN (handshake, keepalive, cookie); check [`Session::poll_datagram`].
+    /// Nothing for the TUN (handshake, keepalive, cookie, probe reply); check
+    /// [`Session::poll_datagram`].
     Nothing,
     Dropped(DropReason),
 }
@@ -109,7 +153,10 @@ pub struct Session {
     control: VecDeque<Vec<u8>>,
     /// Room for anything boringtun emits outside the data path (timers, queue flushes).
     scratch: Box<[u8]>,
-    next_tick: Instant,
+    times: Times,
+    recovery: Recovery,
+    probe_id: u16,
+    probe_seq: u16,
     /// Last observed connection state, only to log its transitions.
     connected: bool,
     stats: Stats,
@@ -122,31 +169,54 @@ impl Session {
             config,
             control: VecDeque::new(),
             scratch: vec![0; out_buf_len(MAX_PACKET)].into_boxed_slice(),
-            next_tick: now + TIMER_TICK,
+            times: Times::new(now),
+            recovery: Recovery::default(),
+            probe_id: (OsRng.next_u32() & 0xffff) as u16,
+            probe_seq: 0,
             connected: false,
             stats: Stats::default(),
         }
     }
 
+    /// Reads the time for the calls that follow, once per batch of work. A machine that slept
+    /// gets a fresh handshake at once: the peer has likely dropped the session meanwhile.
+    pub fn handle_clock(&mut self, clock: &dyn Clock) -> Instant {
+        let now = clock.now();
+        let asleep = clock.asleep();
+        let slept = self.times.asleep.map(|before| asleep.saturating_sub(before));
+        self.times.asleep = Some(asleep);
+        // Before the timers run: after a long sleep they may expire the connection entirely.
+        let had_session = self.times.established.is_some();
+        if now.saturating_duration_since(self.times.timers_ran) >= STAMP_RESOLUTION {
+            self.run_timers(now);
+        }
+        if let Some(slept) = slept.filter(|slept| *slept >= SLEEP_JUMP) {
+            self.stats.sleeps_detected += 1;
+            tracing::info!(slept_secs = slept.as_secs(), "the machine slept; handshaking again");
+            if had_session {
+                self.recovery = Recovery {
+                    unanswered_since: Some(now),
+                    last_traffic: Some(now),
+                    step: Step::Waiting,
+                };
+                self.force_handshake(now);
+            }
+        }
+        now
+    }
+
     /// Queues a handshake initiation unless one is already in progress, so a caller can connect
     /// before it has traffic (with only a persistent keepalive, the first handshake would wait a
     /// whole keepalive interval).
-    pub fn initiate_handshake(&mut self, _now: Instant) {
-        match self.tunn.format_handshake_initiation(&mut self.scratch, false) {
-            TunnResult::WriteToNetwork(initiation) => {
-                let initiation = initiation.to_vec();
-                self.push_control(initiation);
-            }
-            TunnResult::Done => tracing::debug!("handshake already in progress"),
-            TunnResult::Err(error) => tracing::debug!(?error, "handshake initiation failed"),
-            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
-        }
+    pub fn initiate_handshake(&mut self, now: Instant) {
+        let initiation = to_send(self.tunn.format_handshake_initiation(&mut self.scratch, false));
+        self.send(initiation, "handshake initiation", now);
     }
 
     /// Encrypts an IP packet from the TUN and returns the datagram to send. Without a session,
     /// boringtun keeps the packet and a handshake initiation goes to the control queue; the
     /// packet follows once the handshake completes.
-    pub fn handle_tun_packet<'a>(&mut self, packet: &[u8], out: &'a mut [u8], _now: Instant) -> Option<&'a [u8]> {
+    pub fn handle_tun_packet<'a>(&mut self, packet: &[u8], out: &'a mut [u8], now: Instant) -> Option<&'a [u8]> {
         if packet.len() > MAX_PACKET {
             self.stats.dropped_malformed += 1;
             tracing::trace!(len = packet.len(), "dropped oversized tun packet");
@@ -157,15 +227,22 @@ impl Session {
             tracing::trace!(len = packet.len(), out = out.len(), "out buffer too small");
             return None;
         }
+        // The kernel's own link-local chatter (router solicitations, MLD) gets no answer from
+        // the peer and must not look like a connection that stopped answering.
+        if self.recovery.unanswered_since.is_none() && self.routes_to_peer(packet) {
+            self.recovery.unanswered_since = Some(now);
+        }
+        self.recovery.last_traffic = Some(now);
         match self.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(datagram) if is_handshake_initiation(datagram) => {
                 let initiation = datagram.to_vec();
-                self.push_control(initiation);
+                self.push_control(initiation, now);
                 None
             }
             TunnResult::WriteToNetwork(datagram) => {
                 self.stats.tx_packets += 1;
                 self.stats.tx_bytes += packet.len() as u64;
+                self.times.sent(now, true);
                 tracing::trace!(len = packet.len(), "encrypted packet");
                 Some(datagram)
             }
@@ -184,7 +261,7 @@ impl Session {
     /// Decrypts a datagram from the network. Replies and packets released by a completed
     /// handshake go to the control queue; a decrypted packet is returned only if its source is
     /// in the allowed IPs.
-    pub fn handle_datagram<'a>(&mut self, datagram: &[u8], out: &'a mut [u8], _now: Instant) -> FromNetwork<'a> {
+    pub fn handle_datagram<'a>(&mut self, datagram: &[u8], out: &'a mut [u8], now: Instant) -> FromNetwork<'a> {
         // boringtun reads an empty datagram as "flush your queue", not as a message.
         if datagram.is_empty() {
             return self.drop_invalid(datagram, None);
@@ -194,42 +271,36 @@ impl Session {
             tracing::trace!(len = datagram.len(), out = out.len(), "out buffer too small");
             return FromNetwork::Dropped(DropReason::BufferTooSmall);
         }
+        let kind = message_type(datagram);
         // No source address: boringtun then never answers with cookies, it refuses handshakes
         // while over its rate limit (10 per second, plenty for a single gateway).
-        match self.tunn.decapsulate(None, datagram, out) {
-            TunnResult::Done => {
-                self.note_connection_state();
-                FromNetwork::Nothing
-            }
+        let result = self.tunn.decapsulate(None, datagram, out);
+        if !matches!(result, TunnResult::Err(_)) && kind != Some(COOKIE_REPLY) {
+            self.answered(kind, now);
+        }
+        match result {
+            TunnResult::Done => FromNetwork::Nothing,
             TunnResult::WriteToNetwork(reply) => {
                 let reply = reply.to_vec();
-                self.push_control(reply);
-                self.flush_queued();
-                self.note_connection_state();
+                self.push_control(reply, now);
+                self.flush_queued(now);
                 FromNetwork::Nothing
             }
-            TunnResult::WriteToTunnelV4(packet, source) => self.admit(packet, source.into()),
-            TunnResult::WriteToTunnelV6(packet, source) => self.admit(packet, source.into()),
+            TunnResult::WriteToTunnelV4(packet, source) => self.admit(packet, source.into(), now),
+            TunnResult::WriteToTunnelV6(packet, source) => self.admit(packet, source.into(), now),
             TunnResult::Err(error) => self.drop_invalid(datagram, Some(error)),
         }
     }
 
-    /// Drives boringtun's timers (retransmits, rekeys, keepalives) once the deadline of
-    /// [`Session::poll_timeout`] has passed; an expired connection gets a fresh tunnel.
+    /// Does what is due by `now`: boringtun's timers (retransmits, rekeys, its keepalives), the
+    /// persistent keepalive, the next recovery step. An expired connection gets a fresh tunnel.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if now < self.next_tick {
-            return;
+        self.run_timers(now);
+        if self.keepalive_due().is_some_and(|due| due <= now) {
+            self.send_keepalive(now);
         }
-        self.next_tick = now + TIMER_TICK;
-        match self.tunn.update_timers(&mut self.scratch) {
-            TunnResult::Done => {}
-            TunnResult::WriteToNetwork(datagram) => {
-                let datagram = datagram.to_vec();
-                self.push_control(datagram);
-            }
-            TunnResult::Err(WireGuardError::ConnectionExpired) => self.rebuild(),
-            TunnResult::Err(error) => tracing::debug!(?error, "timer update failed"),
-            TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => {}
+        if self.recovery_due().is_some_and(|due| due <= now) {
+            self.recover(now);
         }
         self.note_connection_state();
     }
@@ -239,9 +310,13 @@ impl Session {
         self.control.pop_front()
     }
 
-    /// When [`Session::handle_timeout`] should next be called.
-    pub fn poll_timeout(&self) -> Instant {
-        self.next_tick
+    /// When [`Session::handle_timeout`] should next be called; `None`: not until something
+    /// else happens.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [self.timers_due(), self.keepalive_due(), self.recovery_due()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn stats(&self) -> Stats {
@@ -258,7 +333,8 @@ impl Session {
 
     /// Checks a packet boringtun decrypted: a consistent IP header, and a source the peer may
     /// use (boringtun checks neither the header's consistency fully nor the source at all).
-    fn admit<'a>(&mut self, packet: &'a [u8], source: IpAddr) -> FromNetwork<'a> {
+    fn admit<'a>(&mut self, packet: &'a [u8], source: IpAddr, now: Instant) -> FromNetwork<'a> {
+        self.times.data_received = Some(now);
         if !is_well_formed(packet) {
             self.stats.dropped_malformed += 1;
             tracing::trace!(len = packet.len(), "dropped malformed inner packet");
@@ -268,6 +344,10 @@ impl Session {
             self.stats.dropped_not_allowed += 1;
             tracing::trace!(%source, "dropped packet from a source outside allowed ips");
             return FromNetwork::Dropped(DropReason::NotAllowed(source));
+        }
+        if probe::is_echo_reply(packet, self.probe_id) {
+            tracing::debug!("probe answered");
+            return FromNetwork::Nothing;
         }
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += packet.len() as u64;
@@ -281,43 +361,176 @@ impl Session {
         FromNetwork::Dropped(DropReason::Invalid)
     }
 
+    fn routes_to_peer(&self, packet: &[u8]) -> bool {
+        Tunn::dst_address(packet).is_some_and(|dst| self.config.allowed_ips.iter().any(|net| net.contains(&dst)))
+    }
+
+    /// The peer said something authenticated: whatever waited is answered.
+    fn answered(&mut self, kind: Option<u32>, now: Instant) {
+        self.times.received = Some(now);
+        self.times.traversal = now;
+        if matches!(kind, Some(HANDSHAKE_INITIATION | HANDSHAKE_RESPONSE)) {
+            self.times.established = Some(now);
+            self.times.initiation = None;
+        }
+        self.recovery = Recovery::default();
+        match self.stats.state {
+            LinkState::Connected => {}
+            LinkState::Reconnecting { since } => {
+                tracing::info!(
+                    after_ms = now.saturating_duration_since(since).as_millis() as u64,
+                    "the peer answers again"
+                );
+                self.stats.state = LinkState::Connected;
+            }
+            LinkState::Connecting => self.stats.state = LinkState::Connected,
+        }
+    }
+
     /// Sends what boringtun held back while it had no session: after it emits a datagram for
     /// a network message it must be asked again, with an empty datagram, until it is done.
-    fn flush_queued(&mut self) {
+    fn flush_queued(&mut self, now: Instant) {
         // boringtun holds at most 256 packets; the bound only guards against a loop.
         for _ in 0..FLUSH_LIMIT {
-            match self.tunn.decapsulate(None, &[], &mut self.scratch) {
-                TunnResult::WriteToNetwork(datagram) => {
-                    let datagram = datagram.to_vec();
-                    self.push_control(datagram);
-                }
-                TunnResult::Done => return,
-                TunnResult::Err(error) => {
-                    tracing::debug!(?error, "flushing queued packets failed");
-                    return;
-                }
-                TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => return,
+            match to_send(self.tunn.decapsulate(None, &[], &mut self.scratch)) {
+                Ok(Some(datagram)) => self.push_control(datagram, now),
+                done => return self.send(done, "flushing queued packets", now),
             }
         }
     }
 
-    fn push_control(&mut self, datagram: Vec<u8>) {
+    fn run_timers(&mut self, now: Instant) {
+        self.times.timers_ran = now;
+        match to_send(self.tunn.update_timers(&mut self.scratch)) {
+            Err(WireGuardError::ConnectionExpired) => self.rebuild(),
+            result => self.send(result, "timer update", now),
+        }
+    }
+
+    /// The earliest moment one of boringtun's timers can be due, from what happened since they
+    /// last ran. boringtun stamps events with the time of that run, earlier than they happened,
+    /// so running at the real event time plus the timeout is never too early for it.
+    fn timers_due(&self) -> Option<Instant> {
+        let t = &self.times;
+        let after = |at: Instant, timeout: Duration| Some(at + timeout + TIMER_SLACK);
+        let retransmit = t.initiation.and_then(|at| after(at, REKEY_TIMEOUT));
+        let passive_keepalive = t
+            .data_received
+            .filter(|received| *received > t.sent)
+            .and_then(|_| after(t.sent, KEEPALIVE_TIMEOUT));
+        let unanswered = match (t.data_sent, t.received) {
+            (Some(sent), Some(received)) if sent > received => after(received, KEEPALIVE_TIMEOUT + REKEY_TIMEOUT),
+            _ => None,
+        };
+        let session_age = t.established.and_then(|established| {
+            SESSION_MILESTONES
+                .iter()
+                .map(|age| established + *age + TIMER_SLACK)
+                .find(|due| *due > t.timers_ran)
+        });
+        [retransmit, passive_keepalive, unanswered, session_age]
+            .into_iter()
+            .flatten()
+            .filter(|due| *due > t.timers_ran)
+            .min()
+    }
+
+    fn keepalive_due(&self) -> Option<Instant> {
+        let interval = self.config.persistent_keepalive.filter(|secs| *secs > 0)?;
+        Some(self.times.traversal + Duration::from_secs(interval.into()))
+    }
+
+    fn send_keepalive(&mut self, now: Instant) {
+        let keepalive = to_send(self.tunn.encapsulate(&[], &mut self.scratch));
+        self.send(keepalive, "keepalive", now);
+        // Without a session boringtun queued it behind a handshake: the interval starts anew.
+        self.times.traversal = now;
+    }
+
+    /// The next recovery step, only while traffic waits for an answer: an idle connection
+    /// sends nothing extra.
+    fn recovery_due(&self) -> Option<Instant> {
+        let r = &self.recovery;
+        let due = match r.step {
+            Step::Waiting => r.unanswered_since? + PROBE_AFTER,
+            Step::Probed { at } => at + PROBE_TIMEOUT,
+            Step::Forced { at, attempts } => at + retry_interval(attempts),
+        };
+        (due <= r.last_traffic? + TRAFFIC_WINDOW).then_some(due)
+    }
+
+    fn recover(&mut self, now: Instant) {
+        match (self.recovery.step, self.config.probe) {
+            (Step::Waiting, Some(route)) => self.send_probe(route, now),
+            (Step::Waiting, None) | (Step::Probed { .. } | Step::Forced { .. }, _) => self.force_handshake(now),
+        }
+    }
+
+    fn send_probe(&mut self, route: ProbeRoute, now: Instant) {
+        self.probe_seq = self.probe_seq.wrapping_add(1);
+        self.recovery.step = Step::Probed { at: now };
+        let Some(packet) = probe::echo_request(route.source, route.target, self.probe_id, self.probe_seq) else {
+            return;
+        };
+        self.stats.probes_sent += 1;
+        tracing::debug!(target = %route.target, "no answer to recent traffic; probing");
+        let probe = to_send(self.tunn.encapsulate(&packet, &mut self.scratch));
+        self.send(probe, "probe", now);
+    }
+
+    fn force_handshake(&mut self, now: Instant) {
+        let attempts = match self.recovery.step {
+            Step::Forced { attempts, .. } => attempts + 1,
+            Step::Waiting | Step::Probed { .. } => 1,
+        };
+        self.recovery.step = Step::Forced { at: now, attempts };
+        // Before the first answer the connection is still connecting, not reconnecting.
+        if self.stats.state == LinkState::Connected {
+            let since = self.recovery.unanswered_since.unwrap_or(now);
+            self.stats.state = LinkState::Reconnecting { since };
+            self.stats.reconnects += 1;
+            tracing::info!("no answer from the peer; handshaking again");
+        }
+        self.stats.handshakes_forced += 1;
+        let initiation = to_send(self.tunn.format_handshake_initiation(&mut self.scratch, true));
+        self.send(initiation, "forced handshake initiation", now);
+    }
+
+    /// Queues what boringtun produced outside the data path, if anything.
+    fn send(&mut self, result: Result<Option<Vec<u8>>, WireGuardError>, what: &str, now: Instant) {
+        match result {
+            Ok(Some(datagram)) => self.push_control(datagram, now),
+            Ok(None) => {}
+            Err(error) => tracing::debug!(?error, what, "boringtun refused"),
+        }
+    }
+
+    fn push_control(&mut self, datagram: Vec<u8>, now: Instant) {
         if self.control.len() >= CONTROL_QUEUE_LIMIT {
             tracing::debug!(len = datagram.len(), "control queue full, datagram dropped");
             return;
         }
         match message_type(&datagram) {
-            Some(HANDSHAKE_INITIATION) => tracing::debug!("sending handshake initiation"),
-            Some(HANDSHAKE_RESPONSE) => tracing::debug!("sending handshake response"),
+            Some(HANDSHAKE_INITIATION) => {
+                tracing::debug!("sending handshake initiation");
+                self.times.initiation = Some(now);
+                self.times.sent(now, false);
+            }
+            Some(HANDSHAKE_RESPONSE) => {
+                tracing::debug!("sending handshake response");
+                self.times.sent(now, false);
+            }
             Some(COOKIE_REPLY) => tracing::debug!("sending cookie reply"),
             Some(TRANSPORT_DATA) if datagram.len() == DATA_OVERHEAD => {
-                tracing::trace!("sending keepalive")
+                tracing::trace!("sending keepalive");
+                self.times.sent(now, false);
             }
             Some(TRANSPORT_DATA) => {
                 let inner = (datagram.len() - DATA_OVERHEAD) as u64;
                 self.stats.tx_packets += 1;
                 self.stats.tx_bytes += inner;
-                tracing::trace!(len = inner, "sending packet released by handshake");
+                self.times.sent(now, true);
+                tracing::trace!(len = inner, "sending packet from the control queue");
             }
             _ => tracing::debug!(len = datagram.len(), "sending unknown message"),
         }
@@ -336,6 +549,8 @@ impl Session {
         self.tunn = new_tunn(&self.config);
         // Whatever the expired tunnel queued belongs to indices nobody will answer.
         self.control.clear();
+        self.times.initiation = None;
+        self.times.established = None;
         self.stats.sessions_rebuilt += 1;
         tracing::debug!(
             rebuilt = self.stats.sessions_rebuilt,
@@ -352,9 +567,108 @@ impl fmt::Debug for Config {
             .field("preshared_key", &self.preshared_key.map(|_| "<redacted>"))
             .field("persistent_keepalive", &self.persistent_keepalive)
             .field("allowed_ips", &self.allowed_ips)
+            .field("probe", &self.probe)
             .finish()
     }
 }
+
+/// When things last happened, on the caller's clock: what the deadlines are computed from.
+struct Times {
+    timers_ran: Instant,
+    /// Any authenticated datagram either way; the persistent keepalive counts from here.
+    traversal: Instant,
+    /// Any datagram we sent (handshake, keepalive, data).
+    sent: Instant,
+    data_sent: Option<Instant>,
+    /// Anything authenticated from the peer.
+    received: Option<Instant>,
+    data_received: Option<Instant>,
+    /// The handshake in progress was (re)sent.
+    initiation: Option<Instant>,
+    established: Option<Instant>,
+    /// The clock's time asleep at the last reading.
+    asleep: Option<Duration>,
+}
+
+impl Times {
+    fn new(now: Instant) -> Times {
+        Times {
+            timers_ran: now,
+            traversal: now,
+            sent: now,
+            data_sent: None,
+            received: None,
+            data_received: None,
+            initiation: None,
+            established: None,
+            asleep: None,
+        }
+    }
+
+    fn sent(&mut self, now: Instant, data: bool) {
+        self.sent = now;
+        self.traversal = now;
+        if data {
+            self.data_sent = Some(now);
+        }
+    }
+}
+
+/// Traffic that waits for the peer's answer, and how far the recovery has gone.
+#[derive(Debug, Default)]
+struct Recovery {
+    /// The first packet sent since the peer last said anything authenticated.
+    unanswered_since: Option<Instant>,
+    /// The latest packet from the TUN: recovery acts only while there is traffic to answer.
+    last_traffic: Option<Instant>,
+    step: Step,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Step {
+    #[default]
+    Waiting,
+    Probed {
+        at: Instant,
+    },
+    Forced {
+        at: Instant,
+        attempts: u32,
+    },
+}
+
+/// Forced initiations repeat quickly a few times (a restarting peer is back within seconds),
+/// then at WireGuard's own pace.
+fn retry_interval(attempts: u32) -> Duration {
+    if attempts < FAST_RETRIES {
+        Duration::from_secs(1)
+    } else {
+        REKEY_TIMEOUT
+    }
+}
+
+const FAST_RETRIES: u32 = 10;
+/// Recovery steps stop this long after the last packet from the TUN: nobody waits any more.
+const TRAFFIC_WINDOW: Duration = Duration::from_secs(15);
+/// Growth of the time asleep beyond this between two readings means a suspend.
+const SLEEP_JUMP: Duration = Duration::from_secs(1);
+/// boringtun stamps events with the time its timers last ran: before a batch of work they run
+/// again when older than this, so its stamps stay close to the truth.
+const STAMP_RESOLUTION: Duration = Duration::from_millis(100);
+/// boringtun reads its own clock a moment after ours: run its timers a little late, never early.
+const TIMER_SLACK: Duration = Duration::from_millis(10);
+
+/// WireGuard's timeouts (whitepaper §6.1), as boringtun applies them.
+const REKEY_TIMEOUT: Duration = Duration::from_secs(5);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Ages of a session at which boringtun rekeys (initiator, on send), rekeys (on receive),
+/// drops it, and wipes the keys.
+const SESSION_MILESTONES: [Duration; 4] = [
+    Duration::from_secs(120),
+    Duration::from_secs(165),
+    Duration::from_secs(180),
+    Duration::from_secs(540),
+];
 
 const FLUSH_LIMIT: usize = 512;
 const CONTROL_QUEUE_LIMIT: usize = 1024;
@@ -368,14 +682,25 @@ fn new_tunn(config: &Config) -> Tunn {
     // boringtun shifts the index left by 8 and counts sessions in the low byte; a random one
     // keeps a rebuilt tunnel from answering to the indices of the expired one.
     let index = OsRng.next_u32() >> 8;
+    // The persistent keepalive is ours: boringtun's fires on its own clock, every interval
+    // even when traffic flows.
     Tunn::new(
         config.private_key.clone(),
         config.peer_public_key,
         config.preshared_key,
-        config.persistent_keepalive,
+        None,
         index,
         None,
     )
+}
+
+/// A datagram boringtun wrote to its scratch buffer, copied out so the session can queue it.
+fn to_send(result: TunnResult<'_>) -> Result<Option<Vec<u8>>, WireGuardError> {
+    match result {
+        TunnResult::WriteToNetwork(datagram) => Ok(Some(datagram.to_vec())),
+        TunnResult::Err(error) => Err(error),
+        TunnResult::Done | TunnResult::WriteToTunnelV4(..) | TunnResult::WriteToTunnelV6(..) => Ok(None),
+    }
 }
 
 fn message_type(datagram: &[u8]) -> Option<u32> {
@@ -583,37 +908,203 @@ mod tests {
     }
 
     #[test]
-    fn timeout_is_a_deadline_not_a_busy_loop() {
+    fn idle_connection_without_keepalive_sends_nothing_and_sleeps() {
         let start = Instant::now();
-        let (mut client, _gateway) = pair_at(None, start);
+        let (mut client, mut gateway) = connected_pair_at(None, start);
 
-        let first = client.poll_timeout();
-        client.handle_timeout(start);
-        let unchanged = client.poll_timeout();
-        client.handle_timeout(first);
-        let next = client.poll_timeout();
+        let client_run = drive(&mut client, start, start + Duration::from_secs(100));
+        let gateway_run = drive(&mut gateway, start, start + Duration::from_secs(100));
 
-        assert_eq!(first, start + TIMER_TICK);
-        assert_eq!(unchanged, first);
-        assert_eq!(next, first + TIMER_TICK);
+        assert_eq!(client_run.sent, Vec::<Vec<u8>>::new());
+        assert_eq!(gateway_run.sent, Vec::<Vec<u8>>::new());
+        assert_eq!(client_run.wakeups + gateway_run.wakeups, 0);
     }
 
-    /// boringtun reads its own clock, so this waits for real: its shortest keepalive is 1 s.
     #[test]
-    fn persistent_keepalive_is_sent_from_handle_timeout() {
-        let (mut client, mut gateway) = connected_pair(Some(1));
-        std::thread::sleep(Duration::from_millis(1100));
+    fn idle_connection_sends_only_its_persistent_keepalives() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
 
-        client.handle_timeout(Instant::now());
-        let keepalive = client.poll_datagram();
+        let run = drive(&mut client, start, start + Duration::from_secs(100));
 
-        let keepalive = keepalive.expect("no keepalive was queued");
-        assert_eq!(keepalive.len(), DATA_OVERHEAD);
-        assert_eq!(message_type(&keepalive), Some(TRANSPORT_DATA));
+        assert_eq!(run.sent.len(), 4, "one keepalive per 25 s");
+        assert!(run
+            .sent
+            .iter()
+            .all(|d| d.len() == DATA_OVERHEAD && message_type(d) == Some(TRANSPORT_DATA)));
+        assert_eq!(run.wakeups, 4);
         let mut out = vec![0; BUF];
-        let received = gateway.handle_datagram(&keepalive, &mut out, Instant::now());
-        assert_eq!(received, FromNetwork::Nothing);
+        for keepalive in &run.sent {
+            assert_eq!(
+                gateway.handle_datagram(keepalive, &mut out, start),
+                FromNetwork::Nothing
+            );
+        }
         assert_eq!(gateway.stats().dropped_invalid, 0);
+        assert_eq!(client.stats().probes_sent, 0);
+    }
+
+    #[test]
+    fn keepalive_waits_for_a_quiet_interval() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
+        let up = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"request");
+        let down = ipv4_packet(GATEWAY_V4, CLIENT_V4, b"response");
+
+        let at = start + Duration::from_secs(20);
+        transmit_at(&mut client, &mut gateway, &up, at);
+        transmit_at(&mut gateway, &mut client, &down, at);
+
+        assert_eq!(client.poll_timeout(), Some(at + Duration::from_secs(25)));
+    }
+
+    #[test]
+    fn answered_traffic_needs_no_probe() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
+        let up = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"request");
+        let down = ipv4_packet(GATEWAY_V4, CLIENT_V4, b"response");
+
+        let mut now = start;
+        for _ in 0..20 {
+            now += Duration::from_millis(500);
+            transmit_at(&mut client, &mut gateway, &up, now);
+            transmit_at(&mut gateway, &mut client, &down, now + Duration::from_millis(20));
+        }
+        let run = drive(&mut client, now, now + Duration::from_secs(10));
+
+        assert_eq!(client.stats().probes_sent, 0);
+        assert_eq!(client.stats().handshakes_forced, 0);
+        assert!(run.sent.is_empty(), "nothing extra: {:?}", run.sent);
+        assert_eq!(client.stats().state, LinkState::Connected);
+    }
+
+    #[test]
+    fn one_way_traffic_to_a_live_peer_costs_a_probe_not_a_handshake() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
+        let up = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"one way");
+        let sent_at = start + Duration::from_secs(1);
+        transmit_at(&mut client, &mut gateway, &up, sent_at);
+
+        let outcome = exchange(&mut client, &mut gateway, sent_at, Duration::from_secs(5), |_| false);
+
+        assert_eq!(outcome.probes_answered, 1);
+        let stats = client.stats();
+        assert_eq!(stats.probes_sent, 1);
+        assert_eq!(stats.handshakes_forced, 0);
+        assert_eq!(stats.state, LinkState::Connected);
+        assert_eq!(stats.rx_packets, 0, "the probe's reply is not delivered to the TUN");
+    }
+
+    #[test]
+    fn traffic_the_peer_cannot_answer_needs_no_probe() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
+        let router_solicitation = ipv6_packet("fe80::2".parse().unwrap(), "ff02::2".parse().unwrap(), b"rs");
+        let sent_at = start + Duration::from_secs(1);
+
+        let received = transmit_at(&mut client, &mut gateway, &router_solicitation, sent_at);
+        let run = drive(&mut client, sent_at, sent_at + Duration::from_secs(10));
+
+        assert!(matches!(received, Received::Dropped(DropReason::NotAllowed(_))));
+        assert!(run.sent.is_empty(), "{:?}", run.sent);
+        assert_eq!(client.stats().probes_sent, 0);
+    }
+
+    #[test]
+    fn gateway_that_lost_its_session_is_reconnected_within_the_bound() {
+        let start = Instant::now();
+        let (client_config, gateway_config) = configs(Some(25));
+        let mut client = Session::new(client_config, start);
+        let mut gateway = Session::new(gateway_config.clone(), start);
+        connect(&mut client, &mut gateway, start);
+        let mut restarted = Session::new(gateway_config, start);
+        let packet = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"anyone there?");
+        let sent_at = start + Duration::from_secs(30);
+
+        let lost = transmit_at(&mut client, &mut restarted, &packet, sent_at);
+        let outcome = exchange(&mut client, &mut restarted, sent_at, Duration::from_secs(10), |o| {
+            o.reconnected_at.is_some()
+        });
+        let after = transmit_at(&mut client, &mut restarted, &packet, outcome.at);
+
+        assert_eq!(lost, Received::Dropped(DropReason::Invalid));
+        let recovered_in = outcome.reconnected_at.expect("never reconnected") - sent_at;
+        assert!(
+            recovered_in <= PROBE_AFTER + PROBE_TIMEOUT + Duration::from_millis(100),
+            "reconnected after {recovered_in:?}"
+        );
+        assert_eq!(
+            outcome.seen_reconnecting,
+            Some(LinkState::Reconnecting { since: sent_at })
+        );
+        assert_eq!(after, Received::Packet(packet));
+        let stats = client.stats();
+        assert_eq!(
+            (stats.probes_sent, stats.reconnects, stats.handshakes_forced),
+            (1, 1, 1)
+        );
+        assert_eq!(stats.state, LinkState::Connected);
+    }
+
+    #[test]
+    fn forced_handshakes_stop_when_traffic_stops() {
+        let start = Instant::now();
+        let (mut client, _gateway) = connected_pair_at(None, start);
+        let packet = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"into the void");
+        let sent_at = start + Duration::from_secs(1);
+        let mut out = vec![0; BUF];
+        client.handle_tun_packet(&packet, &mut out, sent_at);
+
+        let run = drive(&mut client, sent_at, sent_at + Duration::from_secs(100));
+
+        let initiations = run.sent.iter().filter(|d| is_handshake_initiation(d)).count();
+        assert_eq!(client.stats().handshakes_forced, initiations as u64);
+        assert!((5..=14).contains(&initiations), "{initiations} initiations");
+        assert!(run.wakeups <= 20, "{} wakeups", run.wakeups);
+        assert!(matches!(client.stats().state, LinkState::Reconnecting { since } if since == sent_at));
+    }
+
+    #[test]
+    fn suspend_forces_a_handshake_at_once() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
+        let clock = TestClock::new(start);
+        client.handle_clock(&clock);
+
+        clock.advance(Duration::from_secs(2), Duration::from_millis(500));
+        client.handle_clock(&clock);
+        let after_short_blip = client.poll_datagram();
+        clock.advance(Duration::from_secs(1), Duration::from_secs(600));
+        let now = client.handle_clock(&clock);
+        let initiation = client.poll_datagram();
+
+        assert_eq!(after_short_blip, None, "half a second is no suspend");
+        let initiation = initiation.expect("no handshake after the suspend");
+        assert!(is_handshake_initiation(&initiation));
+        let stats = client.stats();
+        assert_eq!((stats.sleeps_detected, stats.handshakes_forced), (1, 1));
+        assert_eq!(stats.state, LinkState::Reconnecting { since: now });
+        let mut out = vec![0; BUF];
+        gateway.handle_datagram(&initiation, &mut out, now);
+        forward(&mut gateway, &mut client, &mut Vec::new(), now);
+        assert_eq!(client.stats().state, LinkState::Connected);
+    }
+
+    #[test]
+    fn suspend_before_any_session_forces_nothing() {
+        let start = Instant::now();
+        let (mut client, _gateway) = pair_at(None, start);
+        let clock = TestClock::new(start);
+        client.handle_clock(&clock);
+
+        clock.advance(Duration::from_secs(1), Duration::from_secs(600));
+        client.handle_clock(&clock);
+
+        assert_eq!(client.stats().sleeps_detected, 1);
+        assert_eq!(client.stats().handshakes_forced, 0);
+        assert_eq!(client.poll_datagram(), None);
     }
 
     // Expiry (ConnectionExpired → rebuild) needs boringtun's clock to pass 90 s without an
@@ -622,6 +1113,7 @@ mod tests {
 
     const BUF: usize = out_buf_len(1500);
     const MAX_ROUNDS: usize = 16;
+    const MAX_WAKEUPS: usize = 1000;
     /// RFC 3692 protocol number for experiments: the packets need no valid payload header.
     const EXPERIMENT_PROTOCOL: u8 = 253;
     const CLIENT_V4: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
@@ -648,6 +1140,11 @@ mod tests {
     }
 
     fn pair_at(client_keepalive: Option<u16>, now: Instant) -> (Session, Session) {
+        let (client, gateway) = configs(client_keepalive);
+        (Session::new(client, now), Session::new(gateway, now))
+    }
+
+    fn configs(client_keepalive: Option<u16>) -> (Config, Config) {
         let client_key = StaticSecret::random_from_rng(OsRng);
         let gateway_key = StaticSecret::random_from_rng(OsRng);
         let preshared_key = Some([9; 32]);
@@ -657,6 +1154,10 @@ mod tests {
             preshared_key,
             persistent_keepalive: client_keepalive,
             allowed_ips: vec!["10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
+            probe: Some(ProbeRoute {
+                source: CLIENT_V4.into(),
+                target: GATEWAY_V4.into(),
+            }),
         };
         let gateway = Config {
             peer_public_key: PublicKey::from(&client_key),
@@ -664,24 +1165,155 @@ mod tests {
             preshared_key,
             persistent_keepalive: None,
             allowed_ips: vec!["10.0.0.2/32".parse().unwrap(), "fd00::2/128".parse().unwrap()],
+            probe: None,
         };
-        (Session::new(client, now), Session::new(gateway, now))
+        (client, gateway)
     }
 
     fn connected_pair(client_keepalive: Option<u16>) -> (Session, Session) {
-        let (mut client, mut gateway) = pair(client_keepalive);
-        client.initiate_handshake(Instant::now());
-        shuttle(&mut client, &mut gateway);
-        assert!(client.is_connected() && gateway.is_connected());
+        connected_pair_at(client_keepalive, Instant::now())
+    }
+
+    fn connected_pair_at(client_keepalive: Option<u16>, now: Instant) -> (Session, Session) {
+        let (mut client, mut gateway) = pair_at(client_keepalive, now);
+        connect(&mut client, &mut gateway, now);
         (client, gateway)
+    }
+
+    fn connect(client: &mut Session, gateway: &mut Session, now: Instant) {
+        client.initiate_handshake(now);
+        shuttle_at(client, gateway, now);
+        assert!(client.is_connected() && gateway.is_connected());
+    }
+
+    /// What a session did on its own between two moments.
+    struct Run {
+        wakeups: usize,
+        sent: Vec<Vec<u8>>,
+    }
+
+    /// Calls `handle_timeout` at every deadline the session asks for until `end`; nobody answers.
+    fn drive(session: &mut Session, start: Instant, end: Instant) -> Run {
+        let mut run = Run {
+            wakeups: 0,
+            sent: Vec::new(),
+        };
+        let mut last = start;
+        for _ in 0..MAX_WAKEUPS {
+            let Some(due) = session.poll_timeout().filter(|due| *due <= end) else {
+                return run;
+            };
+            let now = due.max(last);
+            session.handle_timeout(now);
+            last = now;
+            run.wakeups += 1;
+            while let Some(datagram) = session.poll_datagram() {
+                run.sent.push(datagram);
+            }
+        }
+        panic!("more than {MAX_WAKEUPS} wakeups: a busy loop");
+    }
+
+    struct Outcome {
+        at: Instant,
+        reconnected_at: Option<Instant>,
+        seen_reconnecting: Option<LinkState>,
+        probes_answered: usize,
+    }
+
+    /// Lets the client run on its deadlines for `limit`, the gateway answering everything
+    /// instantly (its IP stack answers echo requests), until `done`.
+    fn exchange(
+        client: &mut Session,
+        gateway: &mut Session,
+        start: Instant,
+        limit: Duration,
+        done: impl Fn(&Outcome) -> bool,
+    ) -> Outcome {
+        let mut outcome = Outcome {
+            at: start,
+            reconnected_at: None,
+            seen_reconnecting: None,
+            probes_answered: 0,
+        };
+        for _ in 0..MAX_WAKEUPS {
+            let Some(due) = client.poll_timeout().filter(|due| *due <= start + limit) else {
+                break;
+            };
+            let now = due.max(outcome.at);
+            outcome.at = now;
+            client.handle_timeout(now);
+            if let state @ LinkState::Reconnecting { .. } = client.stats().state {
+                outcome.seen_reconnecting.get_or_insert(state);
+            }
+            let delivered = shuttle_at(client, gateway, now);
+            for request in delivered.to_gateway.iter().filter_map(|p| echo_reply(p)) {
+                outcome.probes_answered += 1;
+                transmit_at(gateway, client, &request, now);
+            }
+            if outcome.seen_reconnecting.is_some() && client.stats().state == LinkState::Connected {
+                outcome.reconnected_at.get_or_insert(now);
+            }
+            if done(&outcome) {
+                break;
+            }
+        }
+        outcome
+    }
+
+    /// The gateway's answer to an ICMP echo request, as its IP stack would give it.
+    fn echo_reply(packet: &[u8]) -> Option<Vec<u8>> {
+        let is_echo_request = packet.len() >= 28 && packet[0] == 0x45 && packet[9] == 1 && packet[20] == 8;
+        if !is_echo_request {
+            return None;
+        }
+        let mut reply = packet.to_vec();
+        reply[12..16].copy_from_slice(&packet[16..20]);
+        reply[16..20].copy_from_slice(&packet[12..16]);
+        reply[20] = 0;
+        Some(reply)
+    }
+
+    /// A clock whose readings the test sets.
+    struct TestClock {
+        now: std::cell::Cell<Instant>,
+        asleep: std::cell::Cell<Duration>,
+    }
+
+    impl TestClock {
+        fn new(start: Instant) -> TestClock {
+            TestClock {
+                now: start.into(),
+                asleep: Duration::from_secs(3).into(),
+            }
+        }
+
+        fn advance(&self, awake: Duration, asleep: Duration) {
+            self.now.set(self.now.get() + awake);
+            self.asleep.set(self.asleep.get() + asleep);
+        }
+    }
+
+    impl Clock for TestClock {
+        fn now(&self) -> Instant {
+            self.now.get()
+        }
+
+        fn asleep(&self) -> Duration {
+            self.asleep.get()
+        }
     }
 
     /// Moves control datagrams between the peers until both are quiet.
     fn shuttle(client: &mut Session, gateway: &mut Session) -> Delivered {
+        shuttle_at(client, gateway, Instant::now())
+    }
+
+    fn shuttle_at(client: &mut Session, gateway: &mut Session, now: Instant) -> Delivered {
         let mut delivered = Delivered::default();
         for _ in 0..MAX_ROUNDS {
-            let up = forward(client, gateway, &mut delivered.to_gateway);
-            let down = forward(gateway, client, &mut delivered.to_client);
+            let up = forward(client, gateway, &mut delivered.to_gateway, now);
+            let down = forward(gateway, client, &mut delivered.to_client, now);
             if !up && !down {
                 return delivered;
             }
@@ -689,12 +1321,12 @@ mod tests {
         panic!("peers still talking after {MAX_ROUNDS} rounds");
     }
 
-    fn forward(from: &mut Session, to: &mut Session, delivered: &mut Vec<Vec<u8>>) -> bool {
+    fn forward(from: &mut Session, to: &mut Session, delivered: &mut Vec<Vec<u8>>, now: Instant) -> bool {
         let mut out = vec![0; BUF];
         let mut moved = false;
         while let Some(datagram) = from.poll_datagram() {
             moved = true;
-            if let FromNetwork::Tunnel(packet) = to.handle_datagram(&datagram, &mut out, Instant::now()) {
+            if let FromNetwork::Tunnel(packet) = to.handle_datagram(&datagram, &mut out, now) {
                 delivered.push(packet.to_vec());
             }
         }
@@ -702,12 +1334,16 @@ mod tests {
     }
 
     fn transmit(from: &mut Session, to: &mut Session, packet: &[u8]) -> Received {
+        transmit_at(from, to, packet, Instant::now())
+    }
+
+    fn transmit_at(from: &mut Session, to: &mut Session, packet: &[u8], now: Instant) -> Received {
         let mut sealed = vec![0; BUF];
         let mut opened = vec![0; BUF];
         let datagram = from
-            .handle_tun_packet(packet, &mut sealed, Instant::now())
+            .handle_tun_packet(packet, &mut sealed, now)
             .expect("sender has no session");
-        match to.handle_datagram(datagram, &mut opened, Instant::now()) {
+        match to.handle_datagram(datagram, &mut opened, now) {
             FromNetwork::Tunnel(packet) => Received::Packet(packet.to_vec()),
             FromNetwork::Nothing => Received::Nothing,
             FromNetwork::Dropped(reason) => Received::Dropped(reason),

@@ -8,7 +8,7 @@
 use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
@@ -17,6 +17,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
 
+use super::clock::SystemClock;
 use super::core::{out_buf_len, FromNetwork, Session, Stats};
 use super::probe;
 use super::tun::{TunRx, TunTx, OFFSET};
@@ -30,6 +31,8 @@ const MAX_TO_TUN: usize = 64;
 const GSO_BYTES: usize = 64_000;
 /// Consecutive failed TUN reads after which the interface is taken to be gone.
 const MAX_READ_ERRORS: u32 = 100;
+/// How long to sleep when the session has no deadline: only something arriving wakes it.
+const NO_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// What the rest of the daemon can ask of a running tunnel.
 pub enum Request {
@@ -50,6 +53,7 @@ pub struct Tunnel {
     state: UdpSocketState,
     endpoint: SocketAddr,
     session: Session,
+    clock: SystemClock,
     mtu: u16,
     /// Encrypted datagrams of one GSO batch, back to back (also the probe's one datagram).
     gso: Vec<u8>,
@@ -79,6 +83,7 @@ impl Tunnel {
             state,
             endpoint,
             session,
+            clock: SystemClock,
             mtu,
             gso: vec![0; GSO_BYTES + out_buf_len(65_535)],
             rx: vec![vec![0; RX_BUF]; RX_BATCH],
@@ -93,7 +98,7 @@ impl Tunnel {
         let mut tun_rx = TunRx::new(self.mtu);
         let mut probe: Option<(u16, oneshot::Sender<()>)> = None;
         let mut read_errors = 0;
-        let mut deadline = self.session.poll_timeout();
+        let mut deadline = self.session.poll_timeout().unwrap_or_else(far_off);
         let mut sleep = pin!(tokio::time::sleep_until(deadline.into()));
         loop {
             tokio::select! {
@@ -101,7 +106,8 @@ impl Tunnel {
                     match read {
                         Ok(n) => {
                             read_errors = 0;
-                            self.outbound(&tun_rx, n).await;
+                            let now = self.session.handle_clock(&self.clock);
+                            self.outbound(&tun_rx, n, now).await;
                         }
                         Err(e) => {
                             read_errors += 1;
@@ -112,11 +118,16 @@ impl Tunnel {
                 }
                 ready = self.udp.readable() => {
                     if ready.is_ok() {
-                        self.inbound(&mut probe).await;
+                        let now = self.session.handle_clock(&self.clock);
+                        self.inbound(&mut probe, now).await;
                     }
                 }
                 () = &mut sleep => {
-                    self.session.handle_timeout(Instant::now());
+                    // Stays far off unless the session asks for a deadline below.
+                    deadline = far_off();
+                    sleep.as_mut().reset(deadline.into());
+                    let now = self.session.handle_clock(&self.clock);
+                    self.session.handle_timeout(now);
                     self.flush().await;
                 }
                 request = requests.recv() => {
@@ -124,7 +135,8 @@ impl Tunnel {
                     match request {
                         Request::Probe { packet, id, answered } => {
                             probe = Some((id, answered));
-                            self.send_one(&packet).await;
+                            let now = self.session.handle_clock(&self.clock);
+                            self.send_one(&packet, now).await;
                         }
                         Request::Stats { reply } => {
                             let _ = reply.send(self.session.stats());
@@ -132,8 +144,8 @@ impl Tunnel {
                     }
                 }
             }
-            let next = self.session.poll_timeout();
-            if next != deadline {
+            // A deadline that went away fires once for nothing, then the sleep is far off.
+            if let Some(next) = self.session.poll_timeout().filter(|next| *next != deadline) {
                 deadline = next;
                 sleep.as_mut().reset(deadline.into());
             }
@@ -144,8 +156,7 @@ impl Tunnel {
 impl Tunnel {
     /// Encrypts the segments of one TUN read and sends them in as few GSO batches as possible:
     /// a batch is a run of equal-sized datagrams, of which only the last may be shorter.
-    async fn outbound(&mut self, tun: &TunRx, n: usize) {
-        let now = Instant::now();
+    async fn outbound(&mut self, tun: &TunRx, n: usize, now: Instant) {
         let max_segments = self.state.max_gso_segments().max(1);
         let (mut used, mut count, mut segment) = (0usize, 0usize, 0usize);
         for packet in tun.packets(n) {
@@ -201,8 +212,7 @@ impl Tunnel {
 
     /// Drains the UDP socket: decrypts every datagram, then writes the packets to the TUN in
     /// one batch so the kernel receives coalesced TCP segments.
-    async fn inbound(&mut self, probe: &mut Option<(u16, oneshot::Sender<()>)>) {
-        let now = Instant::now();
+    async fn inbound(&mut self, probe: &mut Option<(u16, oneshot::Sender<()>)>, now: Instant) {
         let mut count = 0;
         // Large batches let the TUN coalesce more segments per write; bounded, so memory stays
         // small and the TUN and the timers get their turn under a flood.
@@ -256,8 +266,8 @@ impl Tunnel {
     }
 
     /// Encrypts and sends one packet that did not come from the TUN (the readiness probe).
-    async fn send_one(&mut self, packet: &[u8]) {
-        if let Some(datagram) = self.session.handle_tun_packet(packet, &mut self.gso, Instant::now()) {
+    async fn send_one(&mut self, packet: &[u8], now: Instant) {
+        if let Some(datagram) = self.session.handle_tun_packet(packet, &mut self.gso, now) {
             if let Err(e) = self.udp.send_to(datagram, self.endpoint).await {
                 tracing::debug!(error = %e, "udp send");
             }
@@ -273,6 +283,10 @@ impl Tunnel {
             }
         }
     }
+}
+
+fn far_off() -> Instant {
+    Instant::now() + NO_DEADLINE
 }
 
 async fn write_to_tun(device: &AsyncDevice, tun: &mut TunTx, packets: &mut [Vec<u8>]) {
