@@ -207,6 +207,11 @@ fn stop_event() -> io::Result<mpsc::Receiver<()>> {
     Ok(rx)
 }
 
+/// No suspend is detected here; WireGuard's own timers still recover, only more slowly.
+pub fn asleep() -> std::time::Duration {
+    std::time::Duration::ZERO
+}
+
 fn stop_event_name(pid: u32) -> String {
     format!("Local\\corridor-stop-{pid}")
 }
