@@ -72,27 +72,6 @@ pub fn undo(change: &Change) -> Result<()> {
     }
 }
 
-/// The command a user runs to undo a change by hand.
-pub fn manual_fix(change: &Change) -> String {
-    match change {
-        Change::Interface { name, .. } => match plan::delete_interface(OS, name) {
-            Some(run) => format!("interface {name}: sudo {run}"),
-            None => format!("interface {name}: gone with its process"),
-        },
-        Change::Route { destination, interface } => {
-            format!(
-                "route {destination}: sudo {}",
-                plan::delete_route(OS, *destination, interface)
-            )
-        }
-        Change::File { path, backup, .. } => {
-            format!("{}: sudo cp {} {}", path.display(), backup.display(), path.display())
-        }
-        Change::CreatedFile { path, .. } => format!("{}: sudo rm {}", path.display(), path.display()),
-        Change::RegistryKey { key } => format!("registry key HKLM\\{key}: a Windows change"),
-    }
-}
-
 fn has_net_admin() -> bool {
     let Ok(status) = fs::read_to_string("/proc/self/status") else {
         return false;

@@ -54,21 +54,3 @@ pub fn undo(change: &Change) -> Result<()> {
         Change::RegistryKey { key } => bail!("the registry key {key} is a Windows change; undo it on Windows"),
     }
 }
-
-/// The command a user runs to undo a change by hand.
-pub fn manual_fix(change: &Change) -> String {
-    match change {
-        Change::Interface { name, .. } => format!("interface {name}: gone with its process"),
-        Change::Route { destination, interface } => {
-            format!(
-                "route {destination}: sudo {}",
-                plan::delete_route(OS, *destination, interface)
-            )
-        }
-        Change::File { path, backup, .. } => {
-            format!("{}: sudo cp {} {}", path.display(), backup.display(), path.display())
-        }
-        Change::CreatedFile { path, .. } => format!("{}: sudo rm {}", path.display(), path.display()),
-        Change::RegistryKey { key } => format!("registry key HKLM\\{key}: a Windows change"),
-    }
-}

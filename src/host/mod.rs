@@ -48,7 +48,7 @@ pub fn restore(journal: &Path) -> Result<Vec<Change>> {
         journal::remove(journal)?;
         return Ok(Vec::new());
     }
-    let fixes: Vec<String> = left.iter().map(|c| format!("  {}", platform::manual_fix(c))).collect();
+    let fixes: Vec<String> = left.iter().map(|c| format!("  {}", plan::manual_fix(OS, c))).collect();
     anyhow::bail!(
         "could not restore the host completely; left behind:\n{}\n(the journal {} is kept)",
         fixes.join("\n"),

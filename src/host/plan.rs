@@ -6,6 +6,8 @@ use std::fmt;
 
 use ipnet::IpNet;
 
+use super::Change;
+
 /// The platforms corridor changes hosts on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Os {
@@ -104,6 +106,34 @@ pub fn delete_interface(os: Os, name: &str) -> Option<Run> {
     }
 }
 
+/// What a user runs to undo `change` by hand, when the automatic undo failed.
+pub fn manual_fix(os: Os, change: &Change) -> String {
+    let (admin, copy, remove) = match os {
+        Os::Linux | Os::MacOs => ("sudo ", "sudo cp", "sudo rm"),
+        Os::Windows => ("in an Administrator terminal: ", "copy /y", "del"),
+    };
+    match change {
+        Change::Interface { name, .. } => match delete_interface(os, name) {
+            Some(run) => format!("interface {name}: {admin}{run}"),
+            None => format!("interface {name}: gone with the process that held it"),
+        },
+        Change::Route { destination, interface } => {
+            format!(
+                "route {destination}: {admin}{}",
+                delete_route(os, *destination, interface)
+            )
+        }
+        Change::File { path, backup, .. } => {
+            format!("{}: {copy} {} {}", path.display(), backup.display(), path.display())
+        }
+        Change::CreatedFile { path, .. } => format!("{}: {remove} {}", path.display(), path.display()),
+        Change::RegistryKey { key } => match os {
+            Os::Windows => format!("registry key HKLM\\{key}: {admin}reg delete \"HKLM\\{key}\" /f"),
+            Os::Linux | Os::MacOs => format!("registry key HKLM\\{key}: a Windows change, undone on Windows"),
+        },
+    }
+}
+
 fn inet(destination: IpNet) -> &'static str {
     match destination {
         IpNet::V4(_) => "-inet",
@@ -187,5 +217,43 @@ mod tests {
             "netsh interface ipv4 delete route prefix=10.7.0.0/16 interface=corridor0"
         );
         assert_eq!(delete_interface(Os::Windows, "corridor0"), None);
+    }
+
+    #[test]
+    fn manual_fixes_name_each_platforms_command() {
+        let route = Change::Route {
+            destination: net("fd00:1::/64"),
+            interface: "utun5".into(),
+        };
+        let resolver = Change::CreatedFile {
+            path: "/etc/resolver/zerops".into(),
+            marker: "# ours".into(),
+        };
+        let rule = Change::RegistryKey {
+            key: r"SYSTEM\X\{corridor-p1}".into(),
+        };
+
+        assert_eq!(
+            manual_fix(Os::MacOs, &route),
+            "route fd00:1::/64: sudo route -n delete -inet6 fd00:1::/64 -interface utun5"
+        );
+        assert_eq!(
+            manual_fix(Os::MacOs, &resolver),
+            "/etc/resolver/zerops: sudo rm /etc/resolver/zerops"
+        );
+        assert_eq!(
+            manual_fix(Os::Windows, &rule),
+            r#"registry key HKLM\SYSTEM\X\{corridor-p1}: in an Administrator terminal: reg delete "HKLM\SYSTEM\X\{corridor-p1}" /f"#
+        );
+        assert_eq!(
+            manual_fix(
+                Os::Linux,
+                &Change::Interface {
+                    name: "corridor0".into(),
+                    tag: None
+                }
+            ),
+            "interface corridor0: sudo ip link del corridor0"
+        );
     }
 }

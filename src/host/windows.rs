@@ -84,24 +84,6 @@ pub fn undo(change: &Change) -> Result<()> {
     }
 }
 
-/// What a user does to undo a change by hand.
-pub fn manual_fix(change: &Change) -> String {
-    match change {
-        Change::Interface { name, .. } => format!("adapter {name}: gone with its process"),
-        Change::Route { destination, interface } => format!(
-            "route {destination}: in an Administrator terminal, {}",
-            plan::delete_route(OS, *destination, interface)
-        ),
-        Change::File { path, backup, .. } => {
-            format!("{}: copy {} over it", path.display(), backup.display())
-        }
-        Change::CreatedFile { path, .. } => format!("{}: delete it", path.display()),
-        Change::RegistryKey { key } => {
-            format!("registry key HKLM\\{key}: in an Administrator terminal, reg delete \"HKLM\\{key}\" /f")
-        }
-    }
-}
-
 /// Every adapter's friendly name and description.
 fn adapters() -> Vec<(String, String)> {
     let flags = GAA_FLAG_SKIP_ANYCAST | GAA_FLAG_SKIP_MULTICAST | GAA_FLAG_SKIP_DNS_SERVER;
