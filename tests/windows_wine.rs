@@ -43,12 +43,22 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
     assert!(!up.status.success(), "vpn up cannot succeed without Wintun");
     let error = String::from_utf8_lossy(&up.stderr);
     let says_what_to_do = error.contains("run it from an Administrator terminal")
-        || (error.contains("wintun.dll is missing") && error.contains("beside corridor.exe") && error.contains("wintun.net"));
+        || (error.contains("wintun.dll is missing")
+            && error.contains("beside corridor.exe")
+            && error.contains("wintun.net"));
     assert!(says_what_to_do, "{error}");
-    assert_eq!(wine.find(".journal"), Vec::<PathBuf>::new(), "no host-change journal is left");
+    assert_eq!(
+        wine.find(".journal"),
+        Vec::<PathBuf>::new(),
+        "no host-change journal is left"
+    );
     let registry = std::fs::read_to_string(wine.prefix().join("system.reg")).unwrap_or_default();
     assert!(!registry.contains("corridor-"), "no NRPT rule is left");
-    assert_eq!(lab.laptop_ok(&["ip", "-o", "link"]), links_before, "no interface is left");
+    assert_eq!(
+        lab.laptop_ok(&["ip", "-o", "link"]),
+        links_before,
+        "no interface is left"
+    );
 }
 
 /// A Wine prefix of its own with corridor.exe and the ProcessPrng stand-in beside it; the
