@@ -42,6 +42,7 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
 
     assert!(!up.status.success(), "vpn up cannot succeed without Wintun");
     let error = String::from_utf8_lossy(&up.stderr);
+    eprintln!("vpn up under Wine: {}", error.trim());
     let says_what_to_do = error.contains("run it from an Administrator terminal")
         || (error.contains("wintun.dll is missing")
             && error.contains("beside corridor.exe")
@@ -94,6 +95,7 @@ impl Wine {
         }
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("bin")).unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
         std::fs::copy(&exe, dir.path().join("bin/corridor.exe")).unwrap();
         let stub = Command::new(mingw.unwrap())
             .args(["-shared", "-O2", "-o"])
@@ -114,6 +116,11 @@ impl Wine {
         self.dir.path().join("prefix")
     }
 
+    /// Where Debian's wineserver makes its socket directory, so that it goes with the prefix.
+    fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
     /// Runs corridor.exe with `args` in the lab's laptop namespace.
     fn run(&self, lab: &Lab, args: &[&str]) -> Output {
         Command::new("ip")
@@ -122,6 +129,7 @@ impl Wine {
             .arg(self.dir.path().join("bin/corridor.exe"))
             .args(args)
             .env("WINEPREFIX", self.prefix())
+            .env("TMPDIR", self.tmp())
             .env("WINEDEBUG", "-all")
             // The stand-in beside the exe, not a builtin; no Mono or Gecko installer prompts.
             .env("WINEDLLOVERRIDES", "bcryptprimitives=n;mscoree=;mshtml=")
@@ -152,10 +160,14 @@ impl Wine {
 
 impl Drop for Wine {
     fn drop(&mut self) {
-        let _ = Command::new(&self.wineserver)
-            .arg("-k")
-            .env("WINEPREFIX", self.prefix())
-            .output();
+        // Stop the prefix's wineserver and wait until it has gone, before the prefix goes.
+        for flag in ["-k", "-w"] {
+            let _ = Command::new(&self.wineserver)
+                .arg(flag)
+                .env("WINEPREFIX", self.prefix())
+                .env("TMPDIR", self.tmp())
+                .output();
+        }
     }
 }
 
