@@ -56,9 +56,13 @@ pub fn restore(journal: &Path) -> Result<Vec<Change>> {
     )
 }
 
-/// Routes `destination` into the tunnel interface (journal it first).
-pub fn add_route(destination: IpNet, interface: &str) -> Result<()> {
-    run(&plan::add_route(OS, destination, interface))
+/// Routes `networks` into the tunnel interface, each journaled before it is added.
+pub fn add_routes(interface: &str, networks: &[IpNet], journal: &mut Journal) -> Result<()> {
+    for step in plan::routes(OS, interface, networks) {
+        journal.record(step.change)?;
+        run(&step.apply)?;
+    }
+    Ok(())
 }
 
 /// Runs a system tool to completion; its stderr becomes the error, `hint` says what to check

@@ -37,6 +37,30 @@ impl fmt::Display for Run {
     }
 }
 
+/// One host change: its journal entry (recorded before the change is made), the run that makes
+/// it, and the run that undoes it (also from the journal alone, after a crash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub change: Change,
+    pub apply: Run,
+    pub undo: Run,
+}
+
+/// A connection's routes: one step per network routed into the tunnel interface.
+pub fn routes(os: Os, interface: &str, networks: &[IpNet]) -> Vec<Step> {
+    networks
+        .iter()
+        .map(|&destination| Step {
+            change: Change::Route {
+                destination,
+                interface: interface.to_string(),
+            },
+            apply: add_route(os, destination, interface),
+            undo: delete_route(os, destination, interface),
+        })
+        .collect()
+}
+
 /// Routes `destination` into the tunnel interface.
 pub fn add_route(os: Os, destination: IpNet, interface: &str) -> Run {
     match os {
@@ -217,6 +241,35 @@ mod tests {
             "netsh interface ipv4 delete route prefix=10.7.0.0/16 interface=corridor0"
         );
         assert_eq!(delete_interface(Os::Windows, "corridor0"), None);
+    }
+
+    #[test]
+    fn each_route_is_journaled_then_added_and_its_undo_follows_from_the_journal_entry() {
+        let networks = [net("fd00:1::/64"), net("10.7.0.0/16")];
+        for (os, interface) in [
+            (Os::Linux, "corridor0"),
+            (Os::MacOs, "utun5"),
+            (Os::Windows, "corridor0"),
+        ] {
+            let steps = routes(os, interface, &networks);
+
+            assert_eq!(steps.len(), 2);
+            for (step, &destination) in steps.iter().zip(&networks) {
+                let expected = Change::Route {
+                    destination,
+                    interface: interface.into(),
+                };
+                assert_eq!(step.change, expected, "{os:?}");
+                assert_eq!(step.apply, add_route(os, destination, interface));
+                assert_eq!(step.undo, delete_route(os, destination, interface));
+                let line = serde_json::to_string(&step.change).unwrap();
+                assert_eq!(
+                    line,
+                    format!(r#"{{"kind":"route","destination":"{destination}","interface":"{interface}"}}"#)
+                );
+                assert!(manual_fix(os, &step.change).ends_with(&step.undo.to_string()), "{os:?}");
+            }
+        }
     }
 
     #[test]

@@ -42,13 +42,7 @@ pub fn create(config: &DeviceConfig, journal: &mut Journal) -> Result<AsyncDevic
         }
     };
     host::tag_interface(config.name, config.tag).with_context(|| format!("tagging {}", config.name))?;
-    for route in config.routes {
-        journal.record(Change::Route {
-            destination: *route,
-            interface: config.name.to_string(),
-        })?;
-        host::add_route(*route, config.name).with_context(|| format!("routing {route} into the tunnel"))?;
-    }
+    host::add_routes(config.name, config.routes, journal).context("routing the project networks into the tunnel")?;
     Ok(device)
 }
 
