@@ -36,6 +36,14 @@ api.zerops A
 api.zerops AAAA
 db.zerops A
 """
+# Names asked once each (more than a 10 s run can send), so no answer comes from corridor's
+# cache: every query through its responder is forwarded through the tunnel to dnsmasq.
+FORWARDED_NAMES = 400_000
+
+
+def forwarded_queries():
+    return "".join(f"n{i}.bench.zerops A\n" for i in range(FORWARDED_NAMES))
+
 
 # (key, label, unit, format) in table order.
 METRICS = [
@@ -61,6 +69,8 @@ METRICS = [
     ("dns_corridor_lat_ms", "DNS corridor responder, p99 latency", "ms", "{:.2f}"),
     ("idle_wakeups", "idle wakeups per second (20 s)", "1/s", "{:.2f}"),
     ("recovery_ms", "ssh works again after a gateway restart", "ms", "{:.0f}"),
+    ("dns_forwarded_qps", "DNS corridor responder (names forwarded through the tunnel)", "q/s", "{:.0f}"),
+    ("dns_forwarded_lat_ms", "DNS corridor responder forwarded, p99 latency", "ms", "{:.2f}"),
 ]
 # The rows `--only reliability` measures (each round: up, idle, gateway restart, down).
 RELIABILITY = ("idle_wakeups", "recovery_ms")
@@ -382,7 +392,7 @@ def dnsperf(lab, server, port, seconds, qfile, ns=None):
     return float(qps.group(1)), p99 * 1000.0, int(lost.group(1)) if lost else None
 
 
-def one_round(lab, client, args, qfile):
+def one_round(lab, client, args, qfile, ffile):
     """Up, measure, down. Returns the round's values; errors end the round, not the benchmark."""
     r = {}
     if lab.extra_links():
@@ -393,6 +403,9 @@ def one_round(lab, client, args, qfile):
         r["up_to_ping_ms"] = wait_first_ping(lab, t0)
         if args.only == "reliability":
             reliability(lab, client, r)
+            return r
+        if args.only == "dns":
+            r.update(measure_dns(lab, client, args, qfile, ffile))
             return r
         r["ssh_first_ms"] = timed_ssh(lab)
         r["ssh_warm_ms"] = statistics.median(timed_ssh(lab) for _ in range(3))
@@ -406,17 +419,27 @@ def one_round(lab, client, args, qfile):
             r[f"client_cpu_{key}"] = res["client_cpu_s_per_gb"]
             r[f"gw_cpu_{key}"] = res["gw_cpu_s_per_gb"]
         r["rss_mib"] = rss_mib(client.pid)
-        dns_secs = min(10, args.duration)
-        r["dns_qps"], r["dns_lat_ms"], r["dns_lost"] = dnsperf(lab, lab.dns, 53, dns_secs, qfile)
-        r["dns_direct_qps"], r["dns_direct_lat_ms"], r["dns_direct_lost"] = dnsperf(
-            lab, lab.dns, 53, dns_secs, qfile, ns=lab.gw_ns)
-        responder = client.responder()
-        if responder:
-            r["dns_corridor_qps"], r["dns_corridor_lat_ms"], r["dns_corridor_lost"] = dnsperf(
-                lab, responder[0], responder[1], dns_secs, qfile)
+        r.update(measure_dns(lab, client, args, qfile, ffile))
         reliability(lab, client, r)
     finally:
         teardown(lab, client)
+    return r
+
+
+def measure_dns(lab, client, args, qfile, ffile):
+    """dnsmasq through the tunnel and in its own namespace, then corridor's responder on cached
+    names and on names it must forward through the tunnel."""
+    r = {}
+    dns_secs = min(10, args.duration)
+    r["dns_qps"], r["dns_lat_ms"], r["dns_lost"] = dnsperf(lab, lab.dns, 53, dns_secs, qfile)
+    r["dns_direct_qps"], r["dns_direct_lat_ms"], r["dns_direct_lost"] = dnsperf(
+        lab, lab.dns, 53, dns_secs, qfile, ns=lab.gw_ns)
+    responder = client.responder()
+    if responder:
+        r["dns_corridor_qps"], r["dns_corridor_lat_ms"], r["dns_corridor_lost"] = dnsperf(
+            lab, responder[0], responder[1], dns_secs, qfile)
+        r["dns_forwarded_qps"], r["dns_forwarded_lat_ms"], r["dns_forwarded_lost"] = dnsperf(
+            lab, responder[0], responder[1], dns_secs, ffile)
     return r
 
 
@@ -491,9 +514,9 @@ def main():
                     help="boringtun-cli binary ('' or missing: reported as unavailable)")
     ap.add_argument("--prefix", default="crbench")
     ap.add_argument("--slot", type=int, default=20)
-    ap.add_argument("--only", choices=["reliability"],
+    ap.add_argument("--only", choices=["reliability", "dns"],
                     help="measure only these rows: reliability = idle wakeups and recovery after a "
-                         "gateway restart")
+                         "gateway restart; dns = corridor's DNS rows (corridor only)")
     args = ap.parse_args()
     if args.rounds < 1 or args.duration < 1:
         ap.error("--rounds and --duration must be at least 1")
@@ -514,12 +537,17 @@ def main():
     qfile = os.path.join(work, "queries.txt")
     with open(qfile, "w") as f:
         f.write(DNS_QUERIES)
+    ffile = os.path.join(work, "forwarded.txt")
+    with open(ffile, "w") as f:
+        f.write(forwarded_queries())
     wg_go = shutil.which("wireguard-go")
     clients = [Corridor(lab, os.path.abspath(args.corridor), work)]
     available = {"corridor": True, "wireguard-go": bool(wg_go), "boringtun-cli": False}
     clients.append(Reference("wireguard-go", lab, [wg_go or "wireguard-go", "-f"], "crbench-wg", work))
+    if args.only == "dns":
+        clients, available["wireguard-go"] = clients[:1], False
     bt = args.boringtun
-    if bt and os.access(bt, os.X_OK):
+    if bt and os.access(bt, os.X_OK) and not args.only == "dns":
         available["boringtun-cli"] = True
         clients.append(Reference("boringtun-cli", lab,
                                  [os.path.abspath(bt), "--foreground", "--disable-drop-privileges"],
@@ -541,7 +569,7 @@ def main():
                     continue
                 log(f"round {i + 1}/{args.rounds}: {client.name}")
                 try:
-                    r = one_round(lab, client, args, qfile)
+                    r = one_round(lab, client, args, qfile, ffile)
                     rounds[client.name].append(r)
                 except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
                     log(f"round {i + 1}: {client.name} failed: {e}")
@@ -593,7 +621,12 @@ def main():
     print(f"medians of {args.rounds} round(s), iperf3 -t {args.duration}, corridor {commit}; "
           f"rounds ok: " + ", ".join(f"{n} {len(rounds[n])}" for n in names if available[n]))
     print()
-    keys = ("up_to_ping_ms",) + RELIABILITY if args.only == "reliability" else [k for k, *_ in METRICS]
+    if args.only == "reliability":
+        keys = ("up_to_ping_ms",) + RELIABILITY
+    elif args.only == "dns":
+        keys = [k for k, *_ in METRICS if k.startswith("dns_")]
+    else:
+        keys = [k for k, *_ in METRICS]
     print(render(names, medians, available, ratio, keys))
     for n in names:
         for e in errors[n]:

@@ -4,8 +4,8 @@
 # builds release, brings up its own lab (prefix crbench, slot 20; BENCH_PREFIX and BENCH_SLOT
 # move it) and removes it at exit; the measuring is scripts/bench.py. Options (passed on):
 # --rounds N (3), --duration S (10), --json PATH (target/bench/results.json), --only reliability
-# (idle wakeups and recovery after a gateway restart); --no-build uses the binaries already in
-# target/release.
+# (idle wakeups and recovery after a gateway restart), --only dns (corridor's DNS rows alone);
+# --no-build uses the binaries already in target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,13 +16,17 @@ TOOLS=target/bench-tools
 BORINGTUN=$TOOLS/bin/boringtun-cli
 
 build=1
+dns_only=0
 pass=()
+prev=
 for arg in "$@"; do
     case $arg in
         -h | --help) exec python3 scripts/bench.py --help ;;
         --no-build) build=0 ;;
         *) pass+=("$arg") ;;
     esac
+    [[ $prev == --only && $arg == dns ]] && dns_only=1
+    prev=$arg
 done
 if [[ $(id -u) != 0 ]]; then
     echo "the benchmark builds network namespaces: run as root (sudo $0)" >&2
@@ -39,7 +43,7 @@ if ((${#missing[@]})); then
     apt-get update -q
     apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-if [[ ! -x $BORINGTUN ]]; then
+if [[ ! -x $BORINGTUN ]] && ((!dns_only)); then
     echo "==> installing boringtun-cli from crates.io into $TOOLS"
     if ! cargo install boringtun-cli --locked --root "$TOOLS"; then
         echo "==> boringtun-cli could not be installed: it is reported as unavailable" >&2

@@ -8,7 +8,10 @@ use corridor::vpn;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.verbose, matches!(cli.command, Command::Daemon { .. }));
+    init_logging(
+        cli.verbose,
+        matches!(cli.command, Command::Daemon { .. } | Command::DnsService { .. }),
+    );
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -22,15 +25,32 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Daemon { project } = &cli.command {
         return vpn::daemon_main(project);
     }
+    if let Command::DnsService { mode } = cli.command {
+        return corridor::dns::service::main(mode);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let api = vpn::ApiSettings {
         base: cli.api.clone(),
+        region: cli.region.clone(),
+        region_url: Some(cli.region_url.clone()),
         timeout: Duration::from_secs(cli.api_timeout),
     };
     let mut term = Terminal;
     runtime.block_on(async move {
         match cli.command {
-            Command::Login { token } => vpn::login(api, token, &mut term).await,
+            Command::Login { token } => {
+                let token = token.or_else(corridor::store::token_from_env).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no token: pass --token (a personal access token from the platform), \
+                         or set CORRIDOR_TOKEN or ZEROPS_TOKEN"
+                    )
+                })?;
+                vpn::login(api, token, &mut term).await
+            }
+            Command::Regions { json } => {
+                cli::regions::print(&vpn::regions(&api).await?, json);
+                Ok(())
+            }
             Command::Vpn(Vpn::Up(args)) => vpn::up(api, args.into(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Down { project }) => vpn::down(project.as_deref(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Status { json }) => {
@@ -41,7 +61,7 @@ fn run(cli: Cli) -> Result<()> {
             Command::Vpn(Vpn::Clear { project, project_id }) => {
                 vpn::clear(api, project_id.or(project).as_deref(), &mut term).await
             }
-            Command::Daemon { .. } => unreachable!("handled above"),
+            Command::Daemon { .. } | Command::DnsService { .. } => unreachable!("handled above"),
         }
     })
 }

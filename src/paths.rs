@@ -78,10 +78,35 @@ impl ConnectionFiles {
     }
 }
 
+/// The host-wide DNS service's files: control socket, pid and log in the runtime dir, its
+/// journal (the resolver rewrite) in the state dir. Their name is no connection's.
+#[derive(Debug, Clone)]
+pub struct DnsServiceFiles {
+    pub socket: PathBuf,
+    pub pid: PathBuf,
+    pub log: PathBuf,
+    pub journal: PathBuf,
+}
+
+const DNS_SERVICE: &str = "dns";
+
+impl DnsServiceFiles {
+    pub fn get() -> DnsServiceFiles {
+        let run = runtime_dir();
+        DnsServiceFiles {
+            socket: run.join(format!("{DNS_SERVICE}.sock")),
+            pid: run.join(format!("{DNS_SERVICE}.pid")),
+            log: run.join(format!("{DNS_SERVICE}.log")),
+            journal: state_dir().join(format!("{DNS_SERVICE}.journal")),
+        }
+    }
+}
+
 fn project_of(file_name: &str) -> Option<ProjectId> {
     [".json", ".journal"]
         .iter()
         .find_map(|ext| file_name.strip_suffix(ext))
+        .filter(|&id| id != DNS_SERVICE)
         .and_then(|id| ProjectId::parse(id).ok())
 }
 
@@ -97,5 +122,6 @@ mod tests {
         assert_eq!(project_of("..journal"), None);
         assert_eq!(project_of("a b.json"), None);
         assert_eq!(project_of("abc.log"), None);
+        assert_eq!(project_of("dns.journal"), None, "the DNS service's");
     }
 }

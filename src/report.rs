@@ -9,6 +9,9 @@ pub enum Progress<'a> {
     LoggedIn {
         name: &'a str,
         email: &'a str,
+        /// The region the API address came from; `None` for `--api`.
+        region: Option<&'a str>,
+        api: &'a str,
     },
     KeyRegistered {
         project: &'a str,
@@ -25,6 +28,10 @@ pub enum Progress<'a> {
     },
     KeyRemoved {
         project: &'a str,
+    },
+    /// DNS was not set up because the platform's answer lacks what it needs.
+    DnsSkipped {
+        reason: &'a str,
     },
     /// Something the user should know that stops nothing.
     Warning(String),

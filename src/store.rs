@@ -16,6 +16,18 @@ use crate::platform::{self, Invoker};
 pub const CONFIG_DIR_ENV: &str = "CORRIDOR_CONFIG_DIR";
 /// A token here wins over the stored one.
 pub const TOKEN_ENV: &str = "CORRIDOR_TOKEN";
+/// The platform's own CLI's variable, accepted too (after [`TOKEN_ENV`]), so nobody moving from
+/// it needs a new one.
+pub const ZEROPS_TOKEN_ENV: &str = "ZEROPS_TOKEN";
+
+/// The token from the environment: `CORRIDOR_TOKEN`, else `ZEROPS_TOKEN` (empty ones ignored).
+pub fn token_from_env() -> Option<String> {
+    [TOKEN_ENV, ZEROPS_TOKEN_ENV]
+        .into_iter()
+        .filter_map(|name| std::env::var(name).ok())
+        .map(|t| t.trim().to_owned())
+        .find(|t| !t.is_empty())
+}
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -63,10 +75,10 @@ impl Store {
         Ok(())
     }
 
-    /// `CORRIDOR_TOKEN` if set and not empty, else the stored token.
+    /// `CORRIDOR_TOKEN`, else `ZEROPS_TOKEN` (if set and not empty), else the stored token.
     pub fn token(&self) -> Result<Option<String>> {
-        if let Some(token) = std::env::var(TOKEN_ENV).ok().filter(|t| !t.trim().is_empty()) {
-            return Ok(Some(token.trim().to_owned()));
+        if let Some(token) = token_from_env() {
+            return Ok(Some(token));
         }
         let Some(text) = read_optional(&self.token_path())? else {
             return Ok(None);
@@ -82,12 +94,34 @@ impl Store {
 
     /// Remembers the API address, for when neither `--api` nor `CORRIDOR_API` is given.
     pub fn save_api_base(&self, base: &str) -> Result<()> {
+        self.update_config(|config| {
+            config.insert("api".to_owned(), base.trim().into());
+        })
+    }
+
+    /// Remembers the region the API address came from (`None`: it came from `--api`).
+    pub fn save_region(&self, name: Option<&str>) -> Result<()> {
+        self.update_config(|config| match name {
+            Some(name) => {
+                config.insert("region".to_owned(), name.into());
+            }
+            None => {
+                config.remove("region");
+            }
+        })
+    }
+
+    pub fn region(&self) -> Result<Option<String>> {
+        self.config_text("region")
+    }
+
+    fn update_config(&self, change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Result<()> {
         let path = self.config_path();
         let mut config = match read_optional(&path)? {
             Some(text) => parse_config(&path, &text)?,
             None => serde_json::Map::new(),
         };
-        config.insert("api".to_owned(), base.trim().into());
+        change(&mut config);
         let text = serde_json::to_string_pretty(&config)? + "\n";
         self.ensure_dir(&self.dir)?;
         self.write_private(&path, text.as_bytes(), Replace::Yes)?;
@@ -95,13 +129,17 @@ impl Store {
     }
 
     pub fn api_base(&self) -> Result<Option<String>> {
+        self.config_text("api")
+    }
+
+    fn config_text(&self, key: &str) -> Result<Option<String>> {
         let path = self.config_path();
         let Some(text) = read_optional(&path)? else {
             return Ok(None);
         };
         let config = parse_config(&path, &text)?;
         Ok(config
-            .get("api")
+            .get(key)
             .and_then(|v| v.as_str())
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -341,6 +379,22 @@ mod tests {
     }
 
     #[test]
+    fn zerops_token_is_used_after_corridor_token() {
+        let _env = env_lock(None);
+        let (_tmp, store) = store();
+        store.save_token("from-file").unwrap();
+        std::env::set_var(ZEROPS_TOKEN_ENV, "from-zerops");
+
+        let zerops = store.token().unwrap();
+        std::env::set_var(TOKEN_ENV, "from-corridor");
+        let both = store.token().unwrap();
+        std::env::remove_var(ZEROPS_TOKEN_ENV);
+
+        assert_eq!(zerops.as_deref(), Some("from-zerops"));
+        assert_eq!(both.as_deref(), Some("from-corridor"));
+    }
+
+    #[test]
     fn empty_token_env_is_ignored() {
         let _env = env_lock(Some(""));
         let (_tmp, store) = store();
@@ -392,6 +446,11 @@ mod tests {
         store.save_api_base("http://198.18.0.1:8080").unwrap();
 
         assert_eq!(store.api_base().unwrap().as_deref(), Some("http://198.18.0.1:8080"));
+        store.save_region(Some("lab2")).unwrap();
+        assert_eq!(store.region().unwrap().as_deref(), Some("lab2"));
+        assert_eq!(store.api_base().unwrap().as_deref(), Some("http://198.18.0.1:8080"));
+        store.save_region(None).unwrap();
+        assert_eq!(store.region().unwrap(), None);
         let text = fs::read_to_string(store.dir().join("config.json")).unwrap();
         assert!(text.contains("\"other\": 1"), "{text}");
     }
@@ -548,9 +607,11 @@ mod tests {
 
     static ENV: Mutex<()> = Mutex::new(());
 
-    /// Serialises the tests that read `CORRIDOR_TOKEN`, with it set to `value` meanwhile.
+    /// Serialises the tests that read `CORRIDOR_TOKEN`, with it set to `value` meanwhile (and
+    /// `ZEROPS_TOKEN` unset).
     fn env_lock(value: Option<&str>) -> MutexGuard<'static, ()> {
         let guard = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        std::env::remove_var(ZEROPS_TOKEN_ENV);
         match value {
             Some(value) => std::env::set_var(TOKEN_ENV, value),
             None => std::env::remove_var(TOKEN_ENV),

@@ -3,7 +3,6 @@
 //! It reports through [`Report`] and returns data; rendering is the CLI's.
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -33,6 +32,8 @@ pub struct UpOptions {
     pub timeout_secs: u64,
     pub dns: dns::Mode,
     pub keepalive_secs: u16,
+    /// Bare names go to the highest priority connection first (`--dns-priority`).
+    pub dns_priority: i32,
 }
 
 /// Connects; reports the connection once it carries traffic and returns its status then (with
@@ -41,8 +42,11 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     // Cheap checks first: nothing is registered for a machine that cannot build the tunnel.
     host::preflight(false)?;
     clean_up_crashed(report).await;
+    if let Err(e) = dns::service::repair().await {
+        report.progress(Progress::Warning(format!("{e:#}")));
+    }
     let store = Store::open()?;
-    let client = client(&store, api)?;
+    let client = client(&store, api).await?;
     let project = choose_project(&client, options.project.as_deref(), report).await?;
     let files = ConnectionFiles::for_project(&project.id);
     if let Ok(running) = control::request(&files.socket, control::Command::Status).await {
@@ -58,8 +62,14 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     report.progress(Progress::KeyRegistered { project: &project.name });
     let vpn = item.to_config().context("the platform's VPN answer")?;
     host::preflight(vpn.addresses.iter().any(|a| a.addr().is_ipv6()))?;
-    let mut probe_targets: Vec<IpAddr> = item.project.ipv6.network.gateway.parse().into_iter().collect();
-    probe_targets.push(vpn.dns);
+    // The DNS address is read only to set DNS up: an answer without one still connects.
+    let (dns, dns_missing) = match options.dns {
+        dns::Mode::Off => (None, None),
+        _ => match item.dns_server() {
+            Ok(addr) => (Some(addr), None),
+            Err(e) => (None, Some(e.to_string())),
+        },
+    };
     let config = DaemonConfig {
         project_id: project.id.clone(),
         project_name: project.name.clone(),
@@ -72,10 +82,14 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
         endpoint: vpn.endpoint.clone(),
         addresses: vpn.addresses.clone(),
         networks: vpn.allowed_networks.clone(),
-        dns: Some(vpn.dns),
+        dns,
         dns_mode: options.dns,
-        probe_targets,
+        dns_priority: options.dns_priority,
+        probe_targets: vpn.gateways.clone(),
     };
+    if let Some(reason) = &dns_missing {
+        report.progress(Progress::DnsSkipped { reason });
+    }
 
     if options.foreground {
         let mut ready = None;
@@ -108,6 +122,8 @@ pub async fn down(project: Option<&str>, report: &mut dyn Report) -> Result<Vec<
     if done.is_empty() {
         report.progress(Progress::NotConnected { project });
     }
+    // A DNS service that died with no connection left still holds the resolver.
+    dns::service::repair().await?;
     Ok(done)
 }
 
@@ -130,7 +146,7 @@ pub async fn status(report: &mut dyn Report) -> Result<Vec<Status>> {
 /// Removes this machine's key for a project, from the platform and from this machine.
 pub async fn clear(api: ApiSettings, project: Option<&str>, report: &mut dyn Report) -> Result<()> {
     let store = Store::open()?;
-    let client = client(&store, api)?;
+    let client = client(&store, api).await?;
     let project = choose_project(&client, project, report).await?;
     let files = ConnectionFiles::for_project(&project.id);
     if control::request(&files.socket, control::Command::Status).await.is_ok() {
@@ -175,7 +191,7 @@ pub fn daemon_main(project: &str) -> Result<()> {
 
 /// Variables the daemon must not inherit: it needs no token, and a token in a long-lived
 /// process's environment is readable for its whole life.
-const NOT_FOR_THE_DAEMON: [&str; 2] = [crate::store::TOKEN_ENV, "ZEROPS_TOKEN"];
+const NOT_FOR_THE_DAEMON: [&str; 2] = [crate::store::TOKEN_ENV, crate::store::ZEROPS_TOKEN_ENV];
 
 /// Starts the daemon in its own session and follows its progress until it is ready.
 fn spawn_daemon(
@@ -273,7 +289,8 @@ async fn down_one(id: &ProjectId, files: &ConnectionFiles) -> Result<()> {
     for path in [&files.socket, &files.state] {
         let _ = std::fs::remove_file(path);
     }
-    Ok(())
+    // A daemon killed before it could unregister leaves its names with the DNS service.
+    dns::service::forget(id.as_str()).await
 }
 
 /// Connections whose daemon is gone (killed, crashed, rebooted) are undone quietly.
@@ -329,43 +346,89 @@ fn replace_or_refuse(running: &Status, auto_disconnect: bool, report: &mut dyn R
 
 /// Where and how patiently to talk to the platform.
 pub struct ApiSettings {
+    /// `--api` / `CORRIDOR_API`: overrides everything else.
     pub base: Option<String>,
+    /// `--region`: a region from the region list.
+    pub region: Option<String>,
+    /// `--region-url` / `CORRIDOR_REGION_URL`; `None` is the platform's list.
+    pub region_url: Option<String>,
     pub timeout: Duration,
 }
 
-pub fn client(store: &Store, settings: ApiSettings) -> Result<Client> {
+/// The API address to use and the region it belongs to (`None` when given as `--api`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiAddress {
+    pub base: String,
+    pub region: Option<String>,
+}
+
+pub async fn client(store: &Store, settings: ApiSettings) -> Result<Client> {
     let token = store.token()?.context(
         "not logged in: run `corridor login --token <token>` (a personal access token from the platform), \
-         or set CORRIDOR_TOKEN",
+         or set CORRIDOR_TOKEN (or ZEROPS_TOKEN)",
     )?;
-    client_with_token(store, settings, token)
+    let address = api_address(store, &settings, true).await?;
+    client_at(&address, &settings, token)
 }
 
-pub fn client_with_token(store: &Store, settings: ApiSettings, token: String) -> Result<Client> {
-    let base = settings
-        .base
-        .or(store.api_base()?)
-        .unwrap_or_else(|| api::DEFAULT_BASE.to_string());
+fn client_at(address: &ApiAddress, settings: &ApiSettings, token: String) -> Result<Client> {
     let connect = settings.timeout.min(api::CONNECT_TIMEOUT);
-    Ok(Client::new(&base, Some(token))?.with_timeouts(connect, settings.timeout)?)
+    Ok(Client::new(&address.base, Some(token))?.with_timeouts(connect, settings.timeout)?)
 }
 
-/// Checks the token with the platform and stores it (and the API address, if one was given).
+/// Where the API is, in this order: `--api`/`CORRIDOR_API`; the region named by `--region`,
+/// from the region list; the address stored at login (`use_stored`); the region list's default.
+pub async fn api_address(store: &Store, settings: &ApiSettings, use_stored: bool) -> Result<ApiAddress> {
+    if let Some(base) = &settings.base {
+        return Ok(ApiAddress {
+            base: base.clone(),
+            region: None,
+        });
+    }
+    if settings.region.is_none() && use_stored {
+        if let Some(base) = store.api_base()? {
+            return Ok(ApiAddress {
+                base,
+                region: store.region()?,
+            });
+        }
+    }
+    let regions = regions(settings).await?;
+    let region = api::region::pick(&regions, settings.region.as_deref())?;
+    Ok(ApiAddress {
+        base: region.address,
+        region: Some(region.name),
+    })
+}
+
+/// The platform's regions (or those at `--region-url`).
+pub async fn regions(settings: &ApiSettings) -> Result<Vec<api::Region>> {
+    let url = settings
+        .region_url
+        .as_deref()
+        .unwrap_or(api::region::DEFAULT_REGION_URL);
+    api::region::regions_at(url, settings.timeout)
+        .await
+        .with_context(|| format!("reading the region list at {url}"))
+}
+
+/// Checks the token with the platform and stores it, with the API address and its region.
 pub async fn login(api: ApiSettings, token: String, report: &mut dyn Report) -> Result<()> {
     let store = Store::open()?;
-    let api_base = api.base.clone();
-    let client = client_with_token(&store, api, token.clone())?;
+    let address = api_address(&store, &api, false).await?;
+    let client = client_at(&address, &api, token.clone())?;
     let user = client
         .user_info()
         .await
         .context("checking the token with the platform")?;
     store.save_token(&token)?;
-    if let Some(base) = api_base {
-        store.save_api_base(&base)?;
-    }
+    store.save_api_base(&address.base)?;
+    store.save_region(address.region.as_deref())?;
     report.progress(Progress::LoggedIn {
         name: &user.full_name,
         email: &user.email,
+        region: address.region.as_deref(),
+        api: client.base(),
     });
     Ok(())
 }

@@ -224,7 +224,10 @@ async fn register_vpn_key_posts_the_key_and_parses_the_item() {
     let config = item.to_config().unwrap();
     assert_eq!(config.endpoint, "198.18.0.1:51820");
     assert_eq!(config.addresses, vec!["fd00:1:2::2/128".parse().unwrap()]);
-    assert_eq!(config.dns, "10.0.0.1".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(
+        item.dns_server().unwrap(),
+        "10.0.0.1".parse::<std::net::IpAddr>().unwrap()
+    );
 }
 
 #[tokio::test]

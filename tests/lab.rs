@@ -193,6 +193,56 @@ fn gateway_restart_keeps_key_port_and_peers_and_loses_sessions() {
     );
 }
 
+#[test]
+fn misbehave_no_icmp_drops_ping_through_the_gateway_until_ok() {
+    let Some(lab) = Lab::up("crticmp", 31) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("key");
+    let private = cmd_ok("wg", &["genkey"], None);
+    std::fs::write(&key_file, &private).unwrap();
+    let public = cmd_ok("wg", &["pubkey"], Some(&private));
+    let demo = lab.project("demo");
+    let answer = register_key(&lab, demo["id"].as_str().unwrap(), public.trim());
+    configure_reference_client(&lab, "crticmp-ref", &key_file, &answer);
+    let n13 = lab.container("node-id-13.runtime.api.zerops");
+    let targets = [
+        demo["dns"].as_str().unwrap(),
+        demo["dns6"].as_str().unwrap(),
+        n13["ipv4"].as_str().unwrap(),
+        n13["ipv6"].as_str().unwrap(),
+    ];
+    for target in targets {
+        assert!(pings(&lab, target), "{target} answers ping before");
+    }
+
+    assert_success("misbehave no-icmp", &lab.lab(&["misbehave", "no-icmp"]));
+
+    for target in targets {
+        assert!(!pings(&lab, target), "{target} still answers ping");
+    }
+    let ssh = lab.ssh(targets[3], "hostname");
+    assert_success("ssh without ICMP", &ssh);
+    assert_eq!(stdout(&ssh), "node-id-13.runtime.api.zerops");
+
+    assert_success("misbehave ok", &lab.lab(&["misbehave", "ok"]));
+
+    for target in targets {
+        assert!(pings(&lab, target), "{target} answers ping again");
+    }
+    let unknown = lab.lab(&["misbehave", "sideways"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no-icmp"),
+        "the modes are listed"
+    );
+}
+
+fn pings(lab: &Lab, target: &str) -> bool {
+    lab.run_in(lab.laptop(), &["ping", "-c", "1", "-W", "1", "-q", target])
+        .status
+        .success()
+}
+
 /// What `wg show dump` says of a gateway, split into what a restart must keep and what it loses.
 struct GatewayConfig {
     /// Public key and listen port.

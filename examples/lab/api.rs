@@ -3,8 +3,16 @@
 //! addresses in the project's peer networks and, with `configure_wg`, adds it to the project's
 //! wireguard-go gateway with `wg set`.
 //!
-//! Tests can make it misbehave by writing `<state_dir>/misbehave`: `slow <ms>`, `error500`,
-//! `garbage`, `ratelimit`, `expired` or `ok`.
+//! As strict as the platform where a client could notice: error codes only from the platform's
+//! published list (`tests/fixtures/platform-error-codes.txt`), search bodies must carry `search`
+//! and `sort`. One deviation: a region's `address` in `GET /region/zcli` carries `http://`
+//! (the platform's has no scheme and means https), because the lab speaks plain HTTP.
+//!
+//! Tests make it misbehave by writing a [`Mode`] to `<state_dir>/misbehave` (`lab misbehave`):
+//! `slow <ms>`, `error500`, `garbage`, `ratelimit`, `expired`, `ipv6-only` (VPN answers with
+//! empty IPv4 parts, as the platform's SDK represents an absent part), `no-dns` (no DNS gateway
+//! in VPN answers), `no-icmp` (the gateways drop ping; set up by `lab misbehave`, not here) or
+//! `ok`.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,7 +38,8 @@ use tokio::sync::Mutex;
 use crate::plan::{nth_v4, nth_v6, Plan, Project};
 
 pub struct ApiOptions {
-    pub listen: SocketAddr,
+    /// The default region's address, then the second region's.
+    pub listen: [SocketAddr; 2],
     /// Add and remove peers on the gateways with `wg set`; off for tests without root.
     pub configure_wg: bool,
 }
@@ -40,11 +49,19 @@ pub fn serve(plan: Plan, opts: ApiOptions) -> anyhow::Result<()> {
     let app = router(plan, opts.configure_wg)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(opts.listen)
-            .await
-            .with_context(|| format!("binding the API to {}", opts.listen))?;
-        eprintln!("api: listening on http://{}", opts.listen);
-        axum::serve(listener, app).await.context("serving the API")
+        let mut servers = tokio::task::JoinSet::new();
+        for addr in opts.listen {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the API to {addr}"))?;
+            eprintln!("api: listening on http://{addr}");
+            let app = app.clone();
+            servers.spawn(async move { axum::serve(listener, app).await });
+        }
+        match servers.join_next().await {
+            Some(result) => result.context("the API task")?.context("serving the API"),
+            None => Ok(()),
+        }
     })
 }
 
@@ -78,6 +95,8 @@ pub fn router(plan: Plan, configure_wg: bool) -> anyhow::Result<Router> {
 }
 
 const BASE: &str = "/api/rest/public";
+/// The second region's name; the default region is `prg1`, as on the platform.
+pub const SECOND_REGION: &str = "lab2";
 const REGION_PATH: &str = "/api/rest/public/region/zcli";
 /// Server key used when no gateway exists (`configure_wg` off): any valid key will do.
 const DUMMY_SERVER_KEY: &str = "Y29ycmlkb3IgbGFiIGR1bW15IGdhdGV3YXkga2V5ISE=";
@@ -99,7 +118,7 @@ impl App {
         self.plan.projects.iter().find(|p| p.id == id).ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
-                "projectNotFound",
+                Code::ProjectNotFound,
                 format!("project {id} not found"),
             )
         })
@@ -222,7 +241,7 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
     if !authorized {
         return ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "notAuthorized",
+            Code::NotAuthorized,
             "missing or invalid access token",
         )
         .into_response();
@@ -230,43 +249,96 @@ async fn gate(State(app): AppState, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// What `<state_dir>/misbehave` asks for: `None` to answer normally (after a delay for `slow`).
-async fn misbehave(app: &App) -> Option<Response> {
-    let path = Path::new(&app.plan.state_dir).join("misbehave");
-    let mode = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-    let mut words = mode.split_whitespace();
-    match (words.next(), words.next()) {
-        (None | Some("ok"), _) => None,
-        (Some("slow"), Some(ms)) => match ms.parse() {
-            Ok(ms) => {
-                tokio::time::sleep(Duration::from_millis(ms)).await;
-                None
+/// A way the lab misbehaves, as written to `<state_dir>/misbehave`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ok,
+    Slow(u64),
+    Error500,
+    Garbage,
+    RateLimit,
+    Expired,
+    NoIcmp,
+    Ipv6Only,
+    NoDns,
+}
+
+impl Mode {
+    pub const HELP: &str = "ok, slow MS, error500, garbage, ratelimit, expired, no-icmp, ipv6-only, no-dns";
+
+    pub fn parse(text: &str) -> Result<Mode, String> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let mode = match words.as_slice() {
+            [] | ["ok"] => Mode::Ok,
+            ["slow", ms] => Mode::Slow(ms.parse().map_err(|_| format!("slow takes milliseconds, not {ms:?}"))?),
+            ["error500"] => Mode::Error500,
+            ["garbage"] => Mode::Garbage,
+            ["ratelimit"] => Mode::RateLimit,
+            ["expired"] => Mode::Expired,
+            ["no-icmp"] => Mode::NoIcmp,
+            ["ipv6-only"] => Mode::Ipv6Only,
+            ["no-dns"] => Mode::NoDns,
+            _ => {
+                return Err(format!(
+                    "unknown misbehave mode {:?}: use one of {}",
+                    text.trim(),
+                    Mode::HELP
+                ))
             }
-            Err(_) => unknown_mode(&mode),
-        },
-        (Some("error500"), _) => Some(ApiError::internal("simulated server failure").into_response()),
-        (Some("garbage"), _) => {
-            Some((StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>not json").into_response())
-        }
-        (Some("ratelimit"), _) => {
-            Some(ApiError::new(StatusCode::TOO_MANY_REQUESTS, "tooManyRequests", "too many requests").into_response())
-        }
-        (Some("expired"), _) => Some(
-            ApiError::new(StatusCode::UNAUTHORIZED, "tokenExpired", "the access token has expired").into_response(),
-        ),
-        _ => unknown_mode(&mode),
+        };
+        Ok(mode)
+    }
+
+    fn read(app: &App) -> Mode {
+        let path = Path::new(&app.plan.state_dir).join("misbehave");
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        Mode::parse(&text).unwrap_or_else(|e| {
+            eprintln!("api: ignoring {e}");
+            Mode::Ok
+        })
     }
 }
 
-fn unknown_mode(mode: &str) -> Option<Response> {
-    eprintln!("api: ignoring unknown misbehave mode {:?}", mode.trim());
-    None
+/// `None` to answer normally (after a delay for `slow`), else the misbehaving answer.
+async fn misbehave(app: &App) -> Option<Response> {
+    match Mode::read(app) {
+        Mode::Slow(ms) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            None
+        }
+        Mode::Error500 => Some(ApiError::internal("simulated server failure").into_response()),
+        Mode::Garbage => {
+            Some((StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "<html>not json").into_response())
+        }
+        // The platform publishes no error code for this: a proxy in front of an API answers it.
+        Mode::RateLimit => Some(
+            (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::CONTENT_TYPE, "text/plain")],
+                "Too Many Requests",
+            )
+                .into_response(),
+        ),
+        Mode::Expired => Some(
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                Code::TokenExpired,
+                "the access token has expired",
+            )
+            .into_response(),
+        ),
+        Mode::Ok | Mode::NoIcmp | Mode::Ipv6Only | Mode::NoDns => None,
+    }
 }
 
 // ---- handlers, in the order of the routes ----
 
 async fn region(State(app): AppState) -> Json<Value> {
-    Json(json!({"items": [{"name": "prg1", "isDefault": true, "address": app.plan.api_addr.to_string()}]}))
+    let [default, second] = app.plan.api_addrs();
+    Json(json!({"items": [
+        {"name": "prg1", "isDefault": true, "address": format!("http://{default}")},
+        {"name": SECOND_REGION, "isDefault": false, "address": format!("http://{second}")},
+    ]}))
 }
 
 async fn user_info(State(app): AppState) -> Json<Value> {
@@ -315,13 +387,17 @@ async fn vpn_register(State(app): AppState, UrlPath(id): UrlPath<String>, body: 
         nth_v6(project.v6_peer_net, peer.host),
     );
     // Set it again even when registered: the gateway may have been restarted since.
-    let allowed = format!("{v4}/32,{v6}/128");
+    let mode = Mode::read(&app);
+    let allowed = match mode {
+        Mode::Ipv6Only => format!("{v6}/128"),
+        _ => format!("{v4}/32,{v6}/128"),
+    };
     let wg_result = app.wg_set(project, &["peer", &key, "allowed-ips", &allowed]).await;
     peer.registered = wg_result.is_ok();
     peers.0.entry(project.id.clone()).or_default().insert(key.clone(), peer);
     peers.save(&app.assignments_path)?;
     wg_result?;
-    Ok(Json(vpn_item(project, &server_key, &key, peer)))
+    Ok(Json(vpn_item(project, &server_key, &key, peer, mode)))
 }
 
 async fn vpn_remove(State(app): AppState, UrlPath(id): UrlPath<String>, body: Bytes) -> Answer {
@@ -342,6 +418,7 @@ async fn vpn_remove(State(app): AppState, UrlPath(id): UrlPath<String>, body: By
 async fn vpn_list(State(app): AppState, UrlPath(id): UrlPath<String>) -> Answer {
     let project = app.project(&id)?;
     let server_key = app.server_key(project).await?;
+    let mode = Mode::read(&app);
     let peers = app.peers.lock().await;
     let list: Vec<Value> = peers
         .0
@@ -349,10 +426,10 @@ async fn vpn_list(State(app): AppState, UrlPath(id): UrlPath<String>) -> Answer 
         .into_iter()
         .flatten()
         .filter(|(_, p)| p.registered)
-        .map(|(key, p)| peer_part(project, key, *p))
+        .map(|(key, p)| peer_part(project, key, *p, mode))
         .collect();
     Ok(Json(
-        json!({"project": project_part(project, &server_key), "peers": list}),
+        json!({"project": project_part(project, &server_key, mode), "peers": list}),
     ))
 }
 
@@ -368,7 +445,7 @@ async fn vpn_get(State(app): AppState, UrlPath((id, encoded)): UrlPath<(String, 
     let Some(peer) = app.peers.lock().await.registered(project, &key) else {
         return Err(ApiError::key_not_found(&key));
     };
-    Ok(Json(vpn_item(project, &server_key, &key, peer)))
+    Ok(Json(vpn_item(project, &server_key, &key, peer, Mode::read(&app))))
 }
 
 async fn service_search(State(app): AppState, body: Bytes) -> Answer {
@@ -425,14 +502,14 @@ async fn container_search(State(app): AppState, body: Bytes) -> Answer {
 async fn not_found(req: Request) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
-        "notFound",
-        format!("no such endpoint: {}", req.uri().path()),
+        Code::NotFound,
+        format!("no such endpoint: {} {}", req.method(), req.uri().path()),
     )
 }
 
 async fn method_not_allowed(req: Request) -> ApiError {
-    let message = format!("{} is not allowed on {}", req.method(), req.uri().path());
-    ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "methodNotAllowed", message)
+    let message = format!("no such endpoint: {} {}", req.method(), req.uri().path());
+    ApiError::new(StatusCode::NOT_FOUND, Code::NotFound, message)
 }
 
 // ---- request bodies and answers ----
@@ -443,9 +520,12 @@ struct KeyBody {
     public_key: String,
 }
 
+/// The platform's `EsFilter`: `search` and `sort` are required, paging is optional.
 #[derive(Deserialize)]
 struct SearchBody {
     search: Vec<Filter>,
+    #[allow(dead_code)]
+    sort: Vec<Value>,
     #[serde(default = "default_limit")]
     limit: usize,
     #[serde(default)]
@@ -513,40 +593,56 @@ fn search(body: &Bytes, rows: impl Iterator<Item = Row>) -> Answer {
     ))
 }
 
-fn vpn_item(project: &Project, server_key: &str, key: &str, peer: Peer) -> Value {
-    json!({"project": project_part(project, server_key), "peer": peer_part(project, key, peer)})
+fn vpn_item(project: &Project, server_key: &str, key: &str, peer: Peer, mode: Mode) -> Value {
+    json!({"project": project_part(project, server_key, mode), "peer": peer_part(project, key, peer, mode)})
 }
 
-fn project_part(p: &Project, server_key: &str) -> Value {
+/// In the SDK every part of a VPN answer is a plain string (`types.String`): an absent network,
+/// gateway or address is `""`. `ipv6-only` empties the IPv4 networks and addresses (the
+/// endpoint, the gateway's own address, stays); `no-dns` empties the project gateways, the
+/// addresses a client would use for DNS.
+fn project_part(p: &Project, server_key: &str, mode: Mode) -> Value {
     // The underlay is IPv4 only, so the IPv6 side names the same endpoint.
     let endpoint = p.endpoint.to_string();
+    let v4 = mode != Mode::Ipv6Only;
+    let dns = mode != Mode::NoDns;
     json!({
         "publicKey": server_key,
         "ipv4": {
-            "network": {"network": p.v4_net.to_string(), "gateway": p.v4_gateway.to_string()},
+            "network": {"network": part(v4, p.v4_net), "gateway": part(v4 && dns, p.v4_gateway)},
             "sharedEndpoint": endpoint,
             "endpoint": endpoint,
         },
         "ipv6": {
-            "network": {"network": p.v6_net.to_string(), "gateway": p.v6_gateway.to_string()},
+            "network": {"network": p.v6_net.to_string(), "gateway": part(dns, p.v6_gateway)},
             "sharedEndpoint": endpoint,
             "endpoint": endpoint,
         },
     })
 }
 
-fn peer_part(p: &Project, key: &str, peer: Peer) -> Value {
+fn peer_part(p: &Project, key: &str, peer: Peer, mode: Mode) -> Value {
+    let v4 = mode != Mode::Ipv6Only;
     json!({
         "publicKey": key,
         "ipv4": {
-            "network": {"network": p.v4_peer_net.to_string(), "gateway": p.v4_peer_gateway.to_string()},
-            "assignedIpAddress": nth_v4(p.v4_peer_net, peer.host).to_string(),
+            "network": {"network": part(v4, p.v4_peer_net), "gateway": part(v4, p.v4_peer_gateway)},
+            "assignedIpAddress": part(v4, nth_v4(p.v4_peer_net, peer.host)),
         },
         "ipv6": {
             "network": {"network": p.v6_peer_net.to_string(), "gateway": p.v6_peer_gateway.to_string()},
             "assignedIpAddress": nth_v6(p.v6_peer_net, peer.host).to_string(),
         },
     })
+}
+
+/// A part of a VPN answer: its text when present, `""` when absent.
+fn part(present: bool, value: impl ToString) -> String {
+    if present {
+        value.to_string()
+    } else {
+        String::new()
+    }
 }
 
 fn parse<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
@@ -565,16 +661,45 @@ fn check_key(key: &str) -> Result<(), ApiError> {
 
 // ---- errors ----
 
+/// Declares [`Code`] with every variant listed once, so a test can check them all.
+macro_rules! codes {
+    ($($variant:ident = $text:literal,)*) => {
+        /// The error codes the lab answers with: each one the platform publishes.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        enum Code { $($variant,)* }
+
+        impl Code {
+            #[cfg(test)]
+            const ALL: &[Code] = &[$(Code::$variant,)*];
+
+            fn as_str(self) -> &'static str {
+                match self { $(Code::$variant => $text,)* }
+            }
+        }
+    };
+}
+
+codes! {
+    NotAuthorized = "notAuthorized",
+    TokenExpired = "tokenExpired",
+    InvalidUserInput = "invalidUserInput",
+    NotFound = "notFound",
+    ProjectNotFound = "projectNotFound",
+    InvalidVpnPublicKey = "invalidVpnPublicKey",
+    VpnPublicKeyNotFound = "vpnPublicKeyNotFound",
+    InternalServerError = "internalServerError",
+}
+
 /// An answer with status ≥ 300 and the platform's error body.
 #[derive(Debug)]
 struct ApiError {
     status: StatusCode,
-    code: &'static str,
+    code: Code,
     message: String,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    fn new(status: StatusCode, code: Code, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             code,
@@ -583,21 +708,21 @@ impl ApiError {
     }
 
     fn internal(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internalServerError", message)
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, Code::InternalServerError, message)
     }
 
     fn invalid_input(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalidUserInput", message)
+        ApiError::new(StatusCode::BAD_REQUEST, Code::InvalidUserInput, message)
     }
 
     fn invalid_key(message: &str) -> ApiError {
-        ApiError::new(StatusCode::BAD_REQUEST, "invalidVpnPublicKey", message)
+        ApiError::new(StatusCode::BAD_REQUEST, Code::InvalidVpnPublicKey, message)
     }
 
     fn key_not_found(key: &str) -> ApiError {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            "vpnPublicKeyNotFound",
+            Code::VpnPublicKeyNotFound,
             format!("VPN public key {key} is not registered"),
         )
     }
@@ -605,7 +730,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message, "meta": null}});
+        let body = json!({"error": {"code": self.code.as_str(), "message": self.message, "meta": null}});
         (self.status, Json(body)).into_response()
     }
 }
@@ -623,11 +748,38 @@ mod tests {
         let (status, body) = lab.call_as(Method::GET, "/region/zcli", None, None).await;
 
         assert_eq!(status, 200);
-        let address = lab.plan.api_addr.to_string();
+        let [default, second] = lab.plan.api_addrs();
         assert_eq!(
             body,
-            json!({"items": [{"name": "prg1", "isDefault": true, "address": address}]})
+            json!({"items": [
+                {"name": "prg1", "isDefault": true, "address": format!("http://{default}")},
+                {"name": "lab2", "isDefault": false, "address": format!("http://{second}")},
+            ]})
         );
+    }
+
+    #[test]
+    fn every_error_code_is_one_the_platform_publishes() {
+        let published: Vec<&str> = include_str!("../../tests/fixtures/platform-error-codes.txt")
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .collect();
+
+        assert!(published.len() > 100, "the fixture holds the platform's list");
+        for code in Code::ALL {
+            assert!(published.contains(&code.as_str()), "{code:?} is not a platform code");
+        }
+    }
+
+    #[test]
+    fn misbehave_modes_parse_or_say_which_exist() {
+        assert_eq!(Mode::parse(""), Ok(Mode::Ok));
+        assert_eq!(Mode::parse("slow 250\n"), Ok(Mode::Slow(250)));
+        assert_eq!(Mode::parse("no-icmp"), Ok(Mode::NoIcmp));
+        assert_eq!(Mode::parse("ipv6-only"), Ok(Mode::Ipv6Only));
+        assert_eq!(Mode::parse("no-dns"), Ok(Mode::NoDns));
+        assert!(Mode::parse("slow fast").unwrap_err().contains("milliseconds"));
+        assert!(Mode::parse("sideways").unwrap_err().contains("no-icmp"));
     }
 
     #[tokio::test]
@@ -703,12 +855,29 @@ mod tests {
     async fn malformed_search_is_invalid_input() {
         let lab = Lab::start().await;
 
-        let (status, body) = lab
-            .call(Method::POST, "/project/search", Some(json!({"search": "everything"})))
-            .await;
+        let client_id = lab.plan.user.client_id.clone();
+        let term = json!([{"name": "clientId", "operator": "eq", "value": client_id}]);
+        let bodies = [
+            json!({"search": "everything", "sort": []}),
+            json!({"search": term}),
+            json!({"sort": [], "limit": 10}),
+            json!({"search": term, "sort": null}),
+        ];
 
-        assert_eq!(status, 400);
-        assert_eq!(body["error"]["code"], "invalidUserInput");
+        for body in bodies {
+            let (status, answer) = lab.call(Method::POST, "/project/search", Some(body.clone())).await;
+
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(answer["error"]["code"], "invalidUserInput", "{body}");
+        }
+        let (minimal, _) = lab
+            .call(
+                Method::POST,
+                "/project/search",
+                Some(json!({"search": term, "sort": []})),
+            )
+            .await;
+        assert_eq!(minimal, 200, "limit and offset are optional");
     }
 
     #[tokio::test]
@@ -929,6 +1098,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ipv6_only_empties_every_ipv4_part_but_the_endpoint() {
+        let lab = Lab::start().await;
+        let full = lab.register(&key(1)).await;
+        lab.misbehave("ipv6-only");
+
+        let answer = lab.register(&key(1)).await;
+        let (_, listed) = lab.call(Method::GET, &lab.vpn_path("/list"), None).await;
+
+        let empty = json!({"network": {"network": "", "gateway": ""}, "assignedIpAddress": ""});
+        assert_eq!(answer["peer"]["ipv4"], empty);
+        assert_eq!(
+            answer["project"]["ipv4"]["network"],
+            json!({"network": "", "gateway": ""})
+        );
+        assert_eq!(
+            answer["project"]["ipv4"]["sharedEndpoint"],
+            full["project"]["ipv4"]["sharedEndpoint"]
+        );
+        assert_eq!(answer["project"]["ipv6"], full["project"]["ipv6"]);
+        assert_eq!(answer["peer"]["ipv6"], full["peer"]["ipv6"]);
+        assert_eq!(listed["peers"][0]["ipv4"], empty);
+    }
+
+    #[tokio::test]
+    async fn no_dns_empties_the_project_gateways_only() {
+        let lab = Lab::start().await;
+        let full = lab.register(&key(1)).await;
+        lab.misbehave("no-dns");
+
+        let answer = lab.register(&key(1)).await;
+
+        for family in ["ipv4", "ipv6"] {
+            let network = &answer["project"][family]["network"];
+            assert_eq!(network["gateway"], "", "{family}");
+            assert_eq!(network["network"], full["project"][family]["network"]["network"]);
+        }
+        assert_eq!(answer["peer"], full["peer"]);
+    }
+
+    #[tokio::test]
     async fn list_shows_registered_keys_only() {
         let lab = Lab::start().await;
         let one = lab.register(&key(1)).await;
@@ -985,11 +1194,14 @@ mod tests {
             .call(Method::POST, &lab.vpn_path(""), Some(json!({"key": key(1)})))
             .await;
         let (missing, not_found) = lab.call(Method::GET, "/no/such/thing", None).await;
+        let (wrong_method, no_method) = lab.call(Method::PUT, "/user/info", None).await;
 
         assert_eq!(status, 400);
         assert_eq!(error["error"]["code"], "invalidUserInput");
         assert_eq!(missing, 404);
         assert_eq!(not_found["error"]["code"], "notFound");
+        assert_eq!(wrong_method, 404);
+        assert_eq!(no_method["error"]["code"], "notFound");
     }
 
     #[tokio::test]
@@ -997,8 +1209,10 @@ mod tests {
         let lab = Lab::start().await;
         let expected = [
             ("error500", 500, Some("internalServerError")),
-            ("ratelimit", 429, Some("tooManyRequests")),
             ("expired", 401, Some("tokenExpired")),
+            ("no-icmp", 200, None),
+            ("ipv6-only", 200, None),
+            ("no-dns", 200, None),
             ("ok\n", 200, None),
             ("", 200, None),
         ];
@@ -1027,12 +1241,26 @@ mod tests {
             .expect("request");
         let content_type = garbage.headers().get(header::CONTENT_TYPE).cloned();
         let text = garbage.text().await.expect("body");
+        lab.misbehave("ratelimit");
+        let limited = lab
+            .http
+            .get(&url)
+            .bearer_auth(&lab.plan.token)
+            .send()
+            .await
+            .expect("request");
+        let limited = (limited.status().as_u16(), limited.text().await.expect("body"));
         lab.misbehave("slow 300");
         let started = Instant::now();
         let (slow, _) = lab.call(Method::GET, "/user/info", None).await;
         let (region, _) = lab.call_as(Method::GET, "/region/zcli", None, None).await;
 
         assert_eq!(text, "<html>not json");
+        assert_eq!(
+            limited,
+            (429, "Too Many Requests".to_string()),
+            "no code the platform lacks"
+        );
         assert_eq!(content_type.as_ref().and_then(|v| v.to_str().ok()), Some("text/html"));
         assert_eq!(slow, 200);
         assert!(started.elapsed() >= Duration::from_millis(300));

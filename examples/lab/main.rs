@@ -15,10 +15,7 @@ mod plan;
 mod setup;
 
 #[cfg(target_os = "linux")]
-use std::path::Path;
-
-#[cfg(target_os = "linux")]
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 #[cfg(target_os = "linux")]
 use clap::{Parser, Subcommand};
 
@@ -56,7 +53,8 @@ enum Cmd {
         #[arg(default_value = "demo")]
         project: String,
     },
-    /// Make the control-plane API misbehave: ok, slow MS, error500, garbage, ratelimit, expired.
+    /// Make the lab misbehave: ok, slow MS, error500, garbage, ratelimit, expired, no-icmp,
+    /// ipv6-only, no-dns (one at a time; `ok` undoes them all).
     Misbehave { mode: Vec<String> },
     /// Serve the control-plane API (run by `up` inside the underlay namespace).
     #[command(hide = true)]
@@ -88,14 +86,15 @@ fn main() -> Result<()> {
         }
         Cmd::Status { json } => setup::status(&plan, json),
         Cmd::Misbehave { mode } => {
-            let path = Path::new(&plan.state_dir).join("misbehave");
-            std::fs::write(&path, mode.join(" ") + "\n").with_context(|| format!("writing {}", path.display()))?;
-            Ok(())
+            require_root()?;
+            let text = mode.join(" ");
+            let parsed = api::Mode::parse(&text).map_err(anyhow::Error::msg)?;
+            setup::misbehave(&plan, parsed, &text)
         }
         Cmd::Api => api::serve(
             plan.clone(),
             api::ApiOptions {
-                listen: plan.api_addr,
+                listen: plan.api_addrs(),
                 configure_wg: true,
             },
         ),

@@ -136,6 +136,11 @@ impl Plan {
             .flat_map(|p| p.services.iter().flat_map(move |s| s.running().map(move |c| (p, c))))
     }
 
+    /// The API's addresses: the default region's, then the second region's (the same API).
+    pub fn api_addrs(&self) -> [SocketAddr; 2] {
+        [self.api_addr, SocketAddr::new(self.api_addr.ip(), API_PORT + 1)]
+    }
+
     /// Every namespace the lab creates, in creation order.
     pub fn namespaces(&self) -> Vec<String> {
         let mut all = vec![self.net_ns.clone(), self.laptop_ns.clone()];
@@ -285,4 +290,25 @@ pub fn short_id(seed: &str) -> String {
         out.push(ALPHABET[(h % ALPHABET.len() as u64) as usize] as char);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_two_slots_share_a_network() {
+        let mut seen = std::collections::HashSet::new();
+        for slot in 0..=127 {
+            let plan = Plan::new("t", slot);
+            let mut nets = vec![plan.underlay.to_string()];
+            for p in &plan.projects {
+                nets.extend([p.v4_net, p.v4_peer_net].map(|n| n.to_string()));
+                nets.extend([p.v6_net, p.v6_peer_net].map(|n| n.to_string()));
+            }
+            for net in nets {
+                assert!(seen.insert(net.clone()), "slot {slot} reuses {net}");
+            }
+        }
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use crate::api::Mode;
 use crate::netns::{self, in_ns, ip, run, spawn, wait_for};
 use crate::plan::{Plan, Project, ACTIVE, SSH_PORT, WG_PORT};
 
@@ -105,9 +106,15 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
         "slot": plan.slot,
         "laptop_ns": plan.laptop_ns,
         "api_url": api_url(plan),
+        "region_url": format!("{}/api/rest/public/region/zcli", api_url(plan)),
+        "regions": [
+            {"name": "prg1", "isDefault": true, "address": format!("http://{}", plan.api_addrs()[0])},
+            {"name": crate::api::SECOND_REGION, "isDefault": false, "address": format!("http://{}", plan.api_addrs()[1])},
+        ],
         "token": plan.token,
         "isp_dns": plan.router_addr,
         "isp_names": plan.isp_names.iter().map(|(n, a)| json!({"name": n, "ipv4": a})).collect::<Vec<_>>(),
+        "isp_large_answer": {"name": LARGE_ANSWER_NAME, "txt_records": LARGE_ANSWER_RECORDS},
         "ssh_port": SSH_PORT,
         "ssh_host_key": host_key_fingerprint(plan).ok(),
         "state_dir": plan.state_dir,
@@ -414,6 +421,39 @@ pub fn restart_gateway(plan: &Plan, project: &str) -> Result<()> {
     Ok(())
 }
 
+/// Sets the lab's misbehaviour: the API reads `mode` from the state dir on every request; `no-icmp`
+/// also makes every project gateway drop ICMP and ICMPv6 echo requests (to itself and to the
+/// containers behind it). Any other mode removes that rule again.
+pub fn misbehave(plan: &Plan, mode: Mode, text: &str) -> Result<()> {
+    anyhow::ensure!(is_up(plan), "lab {} is not up (`lab up` first)", plan.prefix);
+    for p in &plan.projects {
+        // Declaring then deleting the table removes it whether or not it exists.
+        let mut rules = format!("table inet {NO_ICMP} {{}}\ndelete table inet {NO_ICMP}\n");
+        if mode == Mode::NoIcmp {
+            rules.push_str(&format!(
+                "table inet {NO_ICMP} {{\n\
+                 \x20 chain input {{ type filter hook input priority 0; icmp type echo-request drop; icmpv6 type echo-request drop; }}\n\
+                 \x20 chain forward {{ type filter hook forward priority 0; icmp type echo-request drop; icmpv6 type echo-request drop; }}\n\
+                 }}\n"
+            ));
+        }
+        let file = state(plan, &format!("{}-icmp.nft", p.name));
+        fs::write(&file, rules)?;
+        in_ns(&p.gw_ns, &["nft", "-f", &file.to_string_lossy()])?;
+    }
+    let path = state(plan, "misbehave");
+    fs::write(&path, format!("{text}\n")).with_context(|| format!("writing {}", path.display()))?;
+    println!(
+        "lab {}: misbehave {}",
+        plan.prefix,
+        if text.is_empty() { "ok" } else { text }
+    );
+    Ok(())
+}
+
+/// The nftables table `no-icmp` adds in each gateway namespace.
+const NO_ICMP: &str = "lab_no_icmp";
+
 /// `wg show IF dump` without what a restart changes: per line the interface's public key and
 /// port, then each peer's public key and allowed IPs.
 fn wg_dump(p: &Project) -> Result<Vec<String>> {
@@ -478,6 +518,10 @@ fn start_project_dns(plan: &Plan, p: &Project) -> Result<()> {
     )
 }
 
+/// A TXT name on the ISP resolver with `LARGE_ANSWER_RECORDS` records (about 1.4 kB).
+pub const LARGE_ANSWER_NAME: &str = "large.isp.test";
+pub const LARGE_ANSWER_RECORDS: usize = 40;
+
 /// The "ISP" resolver on the underlay router: the laptop's normal DNS.
 fn start_isp_resolver(plan: &Plan) -> Result<()> {
     let mut args = vec![format!("--listen-address={}", plan.router_addr), "--local=/#/".into()];
@@ -485,6 +529,10 @@ fn start_isp_resolver(plan: &Plan) -> Result<()> {
         plan.isp_names
             .iter()
             .map(|(name, addr)| format!("--address=/{name}/{addr}")),
+    );
+    // A name whose answer does not fit in 512 bytes, for truncation and DNS over TCP.
+    args.extend(
+        (0..LARGE_ANSWER_RECORDS).map(|i| format!("--txt-record={LARGE_ANSWER_NAME},large-answer-record-{i:02}")),
     );
     dnsmasq(plan, &plan.net_ns, "isp-dns", &args)
 }
@@ -596,9 +644,11 @@ fn start_api(plan: &Plan) -> Result<()> {
 }
 
 fn wait_ready(plan: &Plan) -> Result<()> {
-    wait_for("the control-plane API", READY_TIMEOUT, || {
-        netns::listening(&plan.net_ns, false, plan.api_addr.port())
-    })?;
+    for addr in plan.api_addrs() {
+        wait_for(&format!("the control-plane API on {addr}"), READY_TIMEOUT, || {
+            netns::listening(&plan.net_ns, false, addr.port())
+        })?;
+    }
     wait_for("the ISP resolver", READY_TIMEOUT, || {
         netns::listening(&plan.net_ns, true, 53)
     })?;

@@ -4,6 +4,7 @@
 //! carries the token.
 
 mod project_id;
+pub mod region;
 pub mod types;
 mod vpn_config;
 
@@ -61,7 +62,7 @@ pub enum ApiError {
         #[source]
         source: reqwest::Error,
     },
-    #[error("not logged in: no API token (run `corridor login --token …` or set CORRIDOR_TOKEN)")]
+    #[error("not logged in: no API token (run `corridor login --token …` or set CORRIDOR_TOKEN or ZEROPS_TOKEN)")]
     NoToken,
     #[error("the API token contains characters that cannot be sent in an HTTP header")]
     InvalidToken,

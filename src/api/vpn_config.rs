@@ -21,8 +21,8 @@ pub struct VpnConfig {
     /// The gateway as `host:port`; the host may be a name that the tunnel resolves.
     pub endpoint: String,
     pub server_public_key: [u8; 32],
-    /// The project's DNS server, reachable through the tunnel.
-    pub dns: IpAddr,
+    /// The project's gateways (IPv6 first), for probing the tunnel: whichever the platform sent.
+    pub gateways: Vec<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,18 +41,21 @@ impl ProjectVpnItem {
         let peer = &self.peer;
 
         let server_public_key = decode_key(&project.public_key)?;
-        let endpoint = endpoint(
-            "gateway endpoint (project.ipv4.sharedEndpoint)",
-            &project.ipv4.shared_endpoint,
-        )?;
-        let Some(dns) = ip(
-            "DNS server (project.ipv4.network.gateway)",
-            &project.ipv4.network.gateway,
-            Family::V4,
-        )?
-        else {
-            return Err(VpnConfigError::Missing("DNS server (project.ipv4.network.gateway)"));
+        // The platform's CLI takes the IPv4 one; a project without IPv4 may name only the other.
+        let endpoint = match project.ipv4.shared_endpoint.trim() {
+            "" if !project.ipv6.shared_endpoint.trim().is_empty() => endpoint(
+                "gateway endpoint (project.ipv6.sharedEndpoint)",
+                &project.ipv6.shared_endpoint,
+            )?,
+            _ => endpoint(
+                "gateway endpoint (project.ipv4.sharedEndpoint)",
+                &project.ipv4.shared_endpoint,
+            )?,
         };
+        let gateways = [&project.ipv6.network.gateway, &project.ipv4.network.gateway]
+            .into_iter()
+            .filter_map(|g| g.trim().parse().ok())
+            .collect();
 
         let v4 = ip(
             "peer.ipv4.assignedIpAddress",
@@ -103,8 +106,32 @@ impl ProjectVpnItem {
             allowed_networks,
             endpoint,
             server_public_key,
-            dns,
+            gateways,
         })
+    }
+
+    /// The project's DNS server: `project.ipv4.network.gateway` (as the platform's CLI reads
+    /// it), else the IPv6 gateway for a project without IPv4. Read only to set up DNS.
+    pub fn dns_server(&self) -> Result<IpAddr, VpnConfigError> {
+        let project = &self.project;
+        let v4 = ip(
+            "DNS server (project.ipv4.network.gateway)",
+            &project.ipv4.network.gateway,
+            Family::V4,
+        )?;
+        let v6 = || {
+            ip(
+                "DNS server (project.ipv6.network.gateway)",
+                &project.ipv6.network.gateway,
+                Family::V6,
+            )
+        };
+        match v4 {
+            Some(addr) => Ok(addr),
+            None => v6()?.ok_or(VpnConfigError::Missing(
+                "DNS server (project.ipv4/ipv6.network.gateway)",
+            )),
+        }
     }
 }
 
@@ -118,7 +145,7 @@ impl std::fmt::Debug for VpnConfig {
                 "server_public_key",
                 &base64::engine::general_purpose::STANDARD.encode(self.server_public_key),
             )
-            .field("dns", &self.dns)
+            .field("gateways", &self.gateways)
             .finish()
     }
 }
@@ -216,7 +243,48 @@ mod tests {
         );
         assert_eq!(config.endpoint, "gw.example:51820");
         assert_eq!(config.server_public_key, [7u8; 32]);
-        assert_eq!(config.dns, "198.18.0.1".parse::<IpAddr>().unwrap());
+        assert_eq!(config.gateways, [ip("fd00:1::1"), ip("198.18.0.1")]);
+        assert_eq!(item.dns_server(), Ok(ip("198.18.0.1")));
+    }
+
+    #[test]
+    fn an_answer_without_ipv4_connects_over_ipv6() {
+        let mut item = sample();
+        item.project.ipv4.network = VpnNetwork::default();
+        item.peer.ipv4 = VpnPeerNet::default();
+
+        let config = item.to_config().unwrap();
+
+        assert_eq!(config.addresses, vec![net("fd00:1:2::2/128")]);
+        assert_eq!(config.allowed_networks, vec![net("fd00:1::/64"), net("fd00:1:2::/64")]);
+        assert_eq!(config.endpoint, "gw.example:51820");
+        assert_eq!(config.gateways, [ip("fd00:1::1")]);
+        assert_eq!(
+            item.dns_server(),
+            Ok(ip("fd00:1::1")),
+            "DNS falls back to the IPv6 gateway"
+        );
+    }
+
+    #[test]
+    fn the_ipv6_endpoint_serves_when_the_ipv4_one_is_empty() {
+        let mut item = sample();
+        item.project.ipv4.shared_endpoint.clear();
+        item.project.ipv6.shared_endpoint = "[2001:db8::1]:51820".into();
+
+        assert_eq!(item.to_config().unwrap().endpoint, "[2001:db8::1]:51820");
+    }
+
+    #[test]
+    fn an_answer_without_gateways_connects_but_has_no_dns() {
+        let mut item = sample();
+        item.project.ipv4.network.gateway.clear();
+        item.project.ipv6.network.gateway.clear();
+
+        let config = item.to_config().unwrap();
+
+        assert!(config.gateways.is_empty());
+        assert!(matches!(item.dns_server(), Err(VpnConfigError::Missing(f)) if f.contains("DNS")));
     }
 
     #[test]
@@ -287,13 +355,12 @@ mod tests {
     }
 
     #[test]
-    fn missing_dns_is_reported() {
+    fn a_malformed_dns_server_fails_only_when_read() {
         let mut item = sample();
-        item.project.ipv4.network.gateway = " ".to_owned();
+        item.project.ipv4.network.gateway = "dns.example".to_owned();
 
-        let err = item.to_config().unwrap_err();
-
-        assert!(matches!(err, VpnConfigError::Missing(field) if field.contains("DNS")));
+        assert!(item.to_config().is_ok());
+        assert!(matches!(item.dns_server(), Err(VpnConfigError::Invalid { .. })));
     }
 
     #[test]
@@ -371,6 +438,10 @@ mod tests {
     }
 
     fn net(text: &str) -> IpNet {
+        text.parse().unwrap()
+    }
+
+    fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()
     }
 }

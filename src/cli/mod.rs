@@ -1,5 +1,7 @@
 //! Command-line definitions and the rendering of results, text and JSON.
 
+pub mod regions;
+
 use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
@@ -15,9 +17,16 @@ use crate::vpn::UpOptions;
     about = "Put this machine inside a project's private network"
 )]
 pub struct Cli {
-    /// Platform API address, e.g. https://api.app-prg1.zerops.io
+    /// Platform API address, e.g. https://api.app-prg1.zerops.io (overrides the region).
     #[arg(long, global = true, env = "CORRIDOR_API")]
     pub api: Option<String>,
+    /// Region from the platform's region list (default: the default region, or the one chosen
+    /// at login).
+    #[arg(long, global = true)]
+    pub region: Option<String>,
+    /// Where the region list is.
+    #[arg(long, global = true, env = "CORRIDOR_REGION_URL", default_value = crate::api::region::DEFAULT_REGION_URL, hide_default_value = true)]
+    pub region_url: String,
     /// Seconds an API request may take.
     #[arg(long, global = true, env = "CORRIDOR_API_TIMEOUT", default_value_t = 15, hide = true)]
     pub api_timeout: u64,
@@ -32,18 +41,31 @@ pub struct Cli {
 pub enum Command {
     /// Store a personal access token (verified with the platform first).
     Login {
-        #[arg(long, env = "CORRIDOR_TOKEN", hide_env_values = true)]
-        token: String,
+        /// The token; default: CORRIDOR_TOKEN, else ZEROPS_TOKEN.
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Connect to and disconnect from a project's private network.
     #[command(subcommand)]
     Vpn(Vpn),
+    /// List the platform's regions (`login --region NAME` picks one).
+    Regions {
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
     #[command(hide = true)]
     Daemon {
         /// The project id it serves (also in its configuration): names the process.
         #[arg(long)]
         project: String,
+    },
+    /// Run the host-wide DNS responder (started by the first connection that needs names).
+    #[command(hide = true, name = "dns-service")]
+    DnsService {
+        /// How the host's resolver is pointed at it.
+        #[arg(long, value_enum)]
+        mode: crate::dns::Mode,
     },
 }
 
@@ -103,6 +125,10 @@ pub struct UpArgs {
     /// Persistent keepalive, seconds (25 keeps NAT mappings open, as WireGuard recommends).
     #[arg(long, default_value_t = 25)]
     pub keepalive: u16,
+    /// With several connections, bare names (`ssh api`) go to the highest priority first, then
+    /// to the most recent connection.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub dns_priority: i32,
 }
 
 impl From<UpArgs> for UpOptions {
@@ -120,6 +146,7 @@ impl From<UpArgs> for UpOptions {
                 args.dns
             },
             keepalive_secs: args.keepalive,
+            dns_priority: args.dns_priority,
         }
     }
 }
@@ -130,7 +157,15 @@ pub struct Terminal;
 impl Report for Terminal {
     fn progress(&mut self, progress: Progress<'_>) {
         match progress {
-            Progress::LoggedIn { name, email } => step(&format!("logged in as {name} ({email})")),
+            Progress::LoggedIn {
+                name,
+                email,
+                region,
+                api,
+            } => step(&format!(
+                "logged in as {name} ({email}) at {api}{}",
+                region.map_or(String::new(), |r| format!(" (region {r})"))
+            )),
             Progress::KeyRegistered { .. } => step("key registered"),
             Progress::Connection(event) => connection_progress(event),
             Progress::Connected(status) => print_connected(status),
@@ -140,6 +175,9 @@ impl Report for Terminal {
             Progress::KeyRemoved { project } => {
                 step(&format!("key for {project} removed from the platform and this machine"))
             }
+            Progress::DnsSkipped { reason } => fail(&format!(
+                "dns not set up: {reason}; the project's names will not resolve, the host's resolver stays as it is"
+            )),
             Progress::Warning(text) => eprintln!("warning: {text}"),
         }
     }
@@ -181,6 +219,19 @@ fn connection_progress(event: &Event) {
         Event::Interface { name } => step(&format!("interface {name} up")),
         Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
         Event::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
+        Event::NoPing {
+            tried,
+            handshake_ms_ago,
+        } if tried.is_empty() => warn(&format!(
+            "nothing to ping: the platform sent no gateway address; the tunnel is up (handshake {handshake_ms_ago} ms ago)"
+        )),
+        Event::NoPing {
+            tried,
+            handshake_ms_ago,
+        } => warn(&format!(
+            "no answer to ping from {}; the tunnel is up (handshake {handshake_ms_ago} ms ago)",
+            tried.join(", ")
+        )),
         Event::Dns {
             mode,
             name,
@@ -200,6 +251,10 @@ fn connection_progress(event: &Event) {
 
 pub fn step(text: &str) {
     mark_line("\x1b[32m✓\x1b[0m", "✓", text);
+}
+
+pub fn warn(text: &str) {
+    mark_line("\x1b[33m!\x1b[0m", "!", text);
 }
 
 pub fn fail(text: &str) {
@@ -282,6 +337,9 @@ pub fn print_status(statuses: &[Status], json: bool) {
                 "  queries     {} answered, {} failed, {} from cache{last}",
                 dns.stats.answered, dns.stats.failures, dns.stats.cache_hits
             );
+            if !dns.served.is_empty() {
+                println!("  names of    {} (bare names in this order)", dns.served.join(", "));
+            }
         }
         println!("  uptime      {} s", s.uptime_secs);
     }

@@ -45,7 +45,10 @@ pub struct DaemonConfig {
     pub networks: Vec<IpNet>,
     pub dns: Option<IpAddr>,
     pub dns_mode: dns::Mode,
-    /// Addresses answering ICMP echo inside the project (its gateways), tried in order.
+    /// Bare names go to the highest priority connection first.
+    #[serde(default)]
+    pub dns_priority: i32,
+    /// Addresses inside the project (its gateways) to ping, tried in order; they need not answer.
     pub probe_targets: Vec<IpAddr>,
 }
 
@@ -62,6 +65,11 @@ pub enum Event {
     Probe {
         target: IpAddr,
         millis: u64,
+    },
+    /// Nothing answered ping, but the handshake is fresh: the tunnel is up all the same.
+    NoPing {
+        tried: Vec<String>,
+        handshake_ms_ago: u64,
     },
     /// The system resolver answered (or not) a project name through the responder.
     Dns {
@@ -100,6 +108,10 @@ pub struct DnsStatus {
     pub mode: dns::Mode,
     pub responder: Option<SocketAddr>,
     pub project_dns: IpAddr,
+    /// The projects the host's responder serves, in the order bare names are asked.
+    #[serde(default)]
+    pub served: Vec<String>,
+    /// The responder's counters, for every project it serves.
     #[serde(flatten)]
     pub stats: dns::DnsStats,
 }
@@ -154,7 +166,7 @@ async fn serve(
     let dev = device::create(&device_config, journal)?;
     events(&Event::Interface { name: name.clone() });
 
-    let endpoint = resolve(&config.endpoint).await?;
+    let endpoint = dns::resolve_endpoint(&config.endpoint).await?;
     let bind: SocketAddr = if endpoint.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
     let udp = tokio::net::UdpSocket::bind(bind)
         .await
@@ -169,29 +181,39 @@ async fn serve(
         answer.await.ok()
     };
 
-    // Ready means: handshake done and a packet made the round trip through the tunnel.
+    // Ready means: handshake done, and a ping answered through the tunnel if anything answers.
     let timeout = Duration::from_secs(config.handshake_timeout_secs);
-    let ready = probe_until_answered(config, &req_tx, started + timeout);
-    let (target, probe_ms) = tokio::select! {
+    let ready = wait_until_ready(config, &req_tx, started + timeout);
+    let readiness = tokio::select! {
         r = ready => r?,
         signal = shutdown.recv() => bail!("stopped by {signal} before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
     };
+    // When the (first) handshake completed, not when readiness was decided.
+    let first_handshake = match &readiness {
+        Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
+        Readiness::Answered { .. } => since(handshake_age(&req_tx).await.unwrap_or_default()),
+    };
     events(&Event::Handshake {
-        millis: started.elapsed().as_millis() as u64,
+        millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
     });
-    events(&Event::Probe {
-        target,
-        millis: probe_ms,
+    events(&match readiness {
+        Readiness::Answered { target, millis } => Event::Probe { target, millis },
+        Readiness::HandshakeOnly {
+            tried, handshake_age, ..
+        } => Event::NoPing {
+            tried,
+            handshake_ms_ago: handshake_age.as_millis() as u64,
+        },
     });
 
     // Names are reported separately from the tunnel: a resolver we cannot configure (no
     // privilege over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
-    let (responder, host_dns) = match (config.dns, config.dns_mode) {
+    let names = match (config.dns, config.dns_mode) {
         (Some(project_dns), mode) if mode != dns::Mode::Off => {
-            let names = set_up_names(project_dns, mode, &name, journal).await;
+            let names = set_up_names(config, project_dns, &name, journal).await;
             let (mode, answer) = match &names {
-                Ok((_, plan)) => (plan.mode, system_lookup(DNS_PROBE_NAME).await),
+                Ok(service) => (service.mode, system_lookup(DNS_PROBE_NAME).await),
                 Err(e) => (mode, Err(format!("{e:#}"))),
             };
             events(&Event::Dns {
@@ -199,12 +221,19 @@ async fn serve(
                 name: DNS_PROBE_NAME.into(),
                 answer,
             });
-            names.map_or((None, None), |(responder, plan)| (Some(responder), Some(plan)))
+            names.ok()
         }
-        _ => (None, None),
+        _ => None,
+    };
+    // The responder is another process: its status is asked afresh each time.
+    let service_status = || async {
+        match &names {
+            Some(_) => dns::service::request(&dns::service::Request::Status).await.ok(),
+            None => None,
+        }
     };
 
-    let status = |stats: &Stats| Status {
+    let status = |stats: &Stats, service: Option<dns::service::ServiceStatus>| Status {
         project_id: config.project_id.clone(),
         project_name: config.project_name.clone(),
         pid: std::process::id(),
@@ -214,10 +243,14 @@ async fn serve(
         endpoint: endpoint.to_string(),
         mtu: config.mtu,
         dns: config.dns.map(|project_dns| DnsStatus {
-            mode: host_dns.as_ref().map_or(dns::Mode::Off, |h| h.mode),
-            responder: responder.as_ref().map(dns::Responder::local_addr),
+            mode: names.as_ref().map_or(dns::Mode::Off, |s| s.mode),
+            responder: service.as_ref().map(|s| s.listen),
             project_dns,
-            stats: responder.as_ref().map(dns::Responder::stats).unwrap_or_default(),
+            served: service
+                .as_ref()
+                .map(|s| s.projects.iter().map(|p| p.project.name.clone()).collect())
+                .unwrap_or_default(),
+            stats: service.map(|s| s.stats).unwrap_or_default(),
         }),
         started_unix,
         uptime_secs: started.elapsed().as_secs(),
@@ -225,7 +258,7 @@ async fn serve(
     };
 
     let mut control = control::serve(&files.socket)?;
-    let ready = status(&stats().await.unwrap_or_default());
+    let ready = status(&stats().await.unwrap_or_default(), service_status().await);
     std::fs::write(&files.state, serde_json::to_vec(&ready)?)?;
     events(&Event::Ready {
         status: Box::new(ready),
@@ -240,7 +273,7 @@ async fn serve(
                 break;
             }
             Some(ask) = control.next() => {
-                let _ = ask.reply.send(status(&stats().await.unwrap_or_default()));
+                let _ = ask.reply.send(status(&stats().await.unwrap_or_default(), service_status().await));
                 if ask.command == control::Command::Down {
                     break;
                 }
@@ -250,74 +283,210 @@ async fn serve(
     tracing::info!(project = %config.project_name, "disconnecting");
     drop(req_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), io).await;
-    if let Some(responder) = responder {
-        responder.shutdown().await;
+    if names.is_some() {
+        let gone = dns::service::Request::Unregister {
+            id: config.project_id.to_string(),
+        };
+        if let Err(e) = dns::service::request(&gone).await {
+            tracing::warn!(error = %format!("{e:#}"), "could not take the project's names off the DNS service");
+        }
     }
     Ok(())
 }
 
-/// Sends echo requests to the project's gateways until one answers or `deadline` passes. Each
-/// lost request is retried: the first usually waits for the handshake.
-async fn probe_until_answered(
+/// How the tunnel proved itself ready.
+enum Readiness {
+    /// A probe target answered an ICMP echo through the tunnel.
+    Answered { target: IpAddr, millis: u64 },
+    /// Nothing answered ping, but the handshake completed (its answer came back through the
+    /// endpoint): the tunnel is up. The platform does not promise that its gateways answer ping.
+    HandshakeOnly {
+        tried: Vec<String>,
+        /// Since the last handshake (sessions may have been renewed since the first).
+        handshake_age: Duration,
+        first_handshake: Instant,
+    },
+}
+
+/// How long pings keep trying once the handshake has completed.
+const PING_GRACE: Duration = Duration::from_secs(2);
+
+/// Pings the project's gateways, then (once the handshake is done) `logger.core.zerops` as the
+/// platform's CLI does, until one answers; a completed handshake with no answer within
+/// [`PING_GRACE`] is ready too. Fails only when no handshake completes before `deadline`.
+async fn wait_until_ready(
     config: &DaemonConfig,
     requests: &mpsc::Sender<Request>,
     deadline: Instant,
-) -> Result<(IpAddr, u64)> {
+) -> Result<Readiness> {
     let id = (std::process::id() & 0xffff) as u16;
     let mut seq = 0u16;
+    let mut targets = config.probe_targets.clone();
+    let mut tried: Vec<String> = targets.iter().map(ToString::to_string).collect();
+    let mut handshake_seen: Option<Instant> = None;
+    let mut looked_up_probe_name = false;
     while Instant::now() < deadline {
-        for &target in &config.probe_targets {
-            let Some(src) = config
-                .addresses
-                .iter()
-                .map(IpNet::addr)
-                .find(|a| a.is_ipv4() == target.is_ipv4())
-            else {
-                continue;
-            };
+        for target in targets.clone() {
             seq = seq.wrapping_add(1);
-            let Some(packet) = probe::echo_request(src, target, id, seq) else {
-                continue;
-            };
-            let (answered, reply) = oneshot::channel();
-            let sent = Instant::now();
-            requests
-                .send(Request::Probe { packet, id, answered })
-                .await
-                .context("the tunnel stopped")?;
-            let wait = Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now()));
-            if let Ok(Ok(())) = tokio::time::timeout(wait, reply).await {
-                return Ok((target, sent.elapsed().as_millis() as u64));
+            if let Some(millis) = ping(config, requests, target, id, seq, deadline).await? {
+                return Ok(Readiness::Answered { target, millis });
             }
         }
+        if targets.is_empty() {
+            // Nothing to ping: only the handshake can be waited for.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let Some(handshake_age) = handshake_age(requests).await else {
+            continue;
+        };
+        let first_handshake = *handshake_seen.get_or_insert_with(|| since(handshake_age));
+        if let (false, Some(dns)) = (looked_up_probe_name, config.dns) {
+            looked_up_probe_name = true;
+            let found = lookup_through_tunnel(dns, DNS_PROBE_NAME).await;
+            tracing::debug!(?found, "probe name looked up");
+            tried.push(DNS_PROBE_NAME.to_string());
+            targets.extend(found.into_iter().filter(|a| !config.probe_targets.contains(a)));
+            continue;
+        }
+        if targets.is_empty() || first_handshake.elapsed() >= PING_GRACE {
+            return Ok(Readiness::HandshakeOnly {
+                tried,
+                handshake_age,
+                first_handshake,
+            });
+        }
+    }
+    if let Some(handshake_age) = handshake_age(requests).await {
+        let first_handshake = handshake_seen.unwrap_or_else(|| since(handshake_age));
+        return Ok(Readiness::HandshakeOnly {
+            tried,
+            handshake_age,
+            first_handshake,
+        });
     }
     bail!(
-        "no answer through the tunnel from {} within {}s: the endpoint {} is unreachable, \
-         drops UDP, or does not know this key",
-        config
-            .probe_targets
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(", "),
+        "no answer through the tunnel within {}s, not even a handshake: the endpoint {} is \
+         unreachable, drops UDP, or does not know this key",
         config.handshake_timeout_secs,
         config.endpoint
     )
 }
 
-/// Starts the responder and points the host's resolver at it.
+/// One echo request to `target` through the tunnel; the round trip in ms if it is answered
+/// within half a second.
+async fn ping(
+    config: &DaemonConfig,
+    requests: &mpsc::Sender<Request>,
+    target: IpAddr,
+    id: u16,
+    seq: u16,
+    deadline: Instant,
+) -> Result<Option<u64>> {
+    let Some(src) = config
+        .addresses
+        .iter()
+        .map(IpNet::addr)
+        .find(|a| a.is_ipv4() == target.is_ipv4())
+    else {
+        return Ok(None);
+    };
+    let Some(packet) = probe::echo_request(src, target, id, seq) else {
+        return Ok(None);
+    };
+    let (answered, reply) = oneshot::channel();
+    let sent = Instant::now();
+    requests
+        .send(Request::Probe { packet, id, answered })
+        .await
+        .context("the tunnel stopped")?;
+    let wait = Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now()));
+    Ok(match tokio::time::timeout(wait, reply).await {
+        Ok(Ok(())) => Some(sent.elapsed().as_millis() as u64),
+        _ => None,
+    })
+}
+
+/// How long ago the last handshake completed; `None` before the first.
+async fn handshake_age(requests: &mpsc::Sender<Request>) -> Option<Duration> {
+    let (reply, answer) = oneshot::channel();
+    requests.send(Request::Stats { reply }).await.ok()?;
+    answer.await.ok()?.last_handshake
+}
+
+/// `name`'s addresses (A and AAAA) from the project's DNS server, asked directly: its address
+/// is routed into the tunnel. Empty when it does not answer within a second.
+async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::{Name, RData, RecordType};
+    let Ok(name) = Name::from_ascii(format!("{name}.")) else {
+        return Vec::new();
+    };
+    let bind: SocketAddr = if dns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
+        .parse()
+        .expect("a valid address");
+    let Ok(socket) = tokio::net::UdpSocket::bind(bind).await else {
+        return Vec::new();
+    };
+    if socket.connect((dns, 53)).await.is_err() {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for (n, rtype) in [RecordType::AAAA, RecordType::A].into_iter().enumerate() {
+        let mut query = Message::query();
+        query.metadata.id = rand_core::OsRng.next_u32() as u16 ^ n as u16;
+        query.metadata.recursion_desired = true;
+        query.add_query(Query::query(name.clone(), rtype));
+        let Ok(bytes) = query.to_vec() else { continue };
+        if socket.send(&bytes).await.is_err() {
+            continue;
+        }
+        let mut buf = [0u8; 1500];
+        let Ok(Ok(len)) = tokio::time::timeout(Duration::from_secs(1), socket.recv(&mut buf)).await else {
+            continue;
+        };
+        let Ok(answer) = Message::from_vec(&buf[..len]) else {
+            continue;
+        };
+        found.extend(answer.answers.iter().filter_map(|r| match &r.data {
+            RData::A(a) => Some(IpAddr::V4(a.0)),
+            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
+            _ => None,
+        }));
+    }
+    found
+}
+
+/// Registers the project with the host's DNS service (starting it if this is the first
+/// connection that needs names); in resolved mode, points this connection's link at it.
 async fn set_up_names(
+    config: &DaemonConfig,
     project_dns: IpAddr,
-    mode: dns::Mode,
     interface: &str,
     journal: &mut Journal,
-) -> Result<(dns::Responder, dns::HostDns)> {
-    let plan = dns::plan_host(mode, dns::DEFAULT_LISTEN)?;
-    let responder = dns::Responder::start(dns::ResponderConfig::new(project_dns, plan.upstreams.clone()))
-        .await
-        .context("starting the DNS responder")?;
-    dns::configure_host(&plan, responder.local_addr(), interface, journal)?;
-    Ok((responder, plan))
+) -> Result<dns::service::ServiceStatus> {
+    let service = dns::service::ensure_running(config.dns_mode).await?;
+    let registration = dns::service::Registration {
+        project: dns::ProjectDns {
+            id: config.project_id.to_string(),
+            name: config.project_name.clone(),
+            dns: SocketAddr::new(project_dns, 53),
+            connected_at: dns::service::now_millis(),
+            priority: config.dns_priority,
+        },
+        daemon_pid: std::process::id(),
+    };
+    let service = match dns::service::request(&dns::service::Request::Register { project: registration }).await {
+        Ok(registered) => registered,
+        Err(e) => return Err(e).context(format!("registering with the DNS service (pid {})", service.pid)),
+    };
+    if service.mode == dns::Mode::Resolved {
+        let plan = dns::HostDns {
+            mode: dns::Mode::Resolved,
+            upstreams: Vec::new(),
+        };
+        dns::configure_host(&plan, service.listen, interface, journal)?;
+    }
+    Ok(service)
 }
 
 /// A lookup through the system resolver (getaddrinfo), as any program on the host makes it.
@@ -348,18 +517,16 @@ fn session_config(config: &DaemonConfig) -> SessionConfig {
     }
 }
 
-async fn resolve(endpoint: &str) -> Result<SocketAddr> {
-    tokio::net::lookup_host(endpoint)
-        .await
-        .with_context(|| format!("resolving the endpoint {endpoint}"))?
-        .next()
-        .with_context(|| format!("the endpoint {endpoint} has no address"))
-}
-
 fn join_error(r: Result<Result<()>, tokio::task::JoinError>) -> String {
     match r {
         Ok(Ok(())) => "closed".into(),
         Ok(Err(e)) => format!("{e:#}"),
         Err(e) => e.to_string(),
     }
+}
+
+/// The instant `age` ago (now, if the clock cannot go back that far).
+fn since(age: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_sub(age).unwrap_or(now)
 }

@@ -3,7 +3,7 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV6};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
@@ -49,7 +49,10 @@ fn plan_at(resolv_conf: &Path, mode: Mode, listen: SocketAddr, resolved_running:
         Err(e) => return Err(e).with_context(|| format!("reading {}", resolv_conf.display())),
     };
     // Only a host whose resolv.conf points at resolved's stub sends every program through it.
-    let through_resolved = nameservers(&content).any(|a| RESOLVED_STUBS.contains(&a.ip()));
+    let unspecified = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let through_resolved = nameservers(&content, unspecified)
+        .iter()
+        .any(|a| RESOLVED_STUBS.contains(&a.ip()));
     let mode = match mode {
         Mode::Auto if resolved_running && through_resolved => Mode::Resolved,
         Mode::Auto => Mode::ResolvConf,
@@ -72,8 +75,22 @@ fn plan_at(resolv_conf: &Path, mode: Mode, listen: SocketAddr, resolved_running:
     refuse_leftover(resolv_conf, &content, listen.ip())?;
     Ok(HostDns {
         mode,
-        upstreams: nameservers(&content).filter(|a| a.ip() != listen.ip()).collect(),
+        upstreams: nameservers(&content, listen.ip()),
     })
+}
+
+/// resolv.conf's nameservers, those our rewrite turned off included, without `ours`.
+pub fn host_nameservers(ours: IpAddr) -> Vec<SocketAddr> {
+    original_nameservers(&fs::read_to_string(RESOLV_CONF).unwrap_or_default(), ours)
+}
+
+fn original_nameservers(content: &str, ours: IpAddr) -> Vec<SocketAddr> {
+    let enabled: String = content
+        .lines()
+        .map(|l| l.strip_prefix(DISABLED).unwrap_or(l))
+        .collect::<Vec<_>>()
+        .join("\n");
+    nameservers(&enabled, ours)
 }
 
 fn configure_resolved(responder: SocketAddr, interface: &str) -> Result<()> {
@@ -175,30 +192,6 @@ fn keyword(line: &str) -> &str {
     line.split_whitespace().next().unwrap_or("")
 }
 
-fn nameservers(content: &str) -> impl Iterator<Item = SocketAddr> + '_ {
-    content.lines().filter_map(|line| {
-        let mut words = line.split_whitespace();
-        (words.next() == Some("nameserver"))
-            .then(|| words.next())
-            .flatten()
-            .and_then(parse_nameserver)
-    })
-}
-
-/// `1.1.1.1`, `2001:db8::1`, or `fe80::1%eth0` (link-local with its interface).
-fn parse_nameserver(text: &str) -> Option<SocketAddr> {
-    let Some((addr, scope)) = text.split_once('%') else {
-        return text.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, 53));
-    };
-    let scope = scope.parse::<u32>().ok().or_else(|| {
-        let name = std::ffi::CString::new(scope).ok()?;
-        // SAFETY: a valid NUL-terminated string.
-        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        (index != 0).then_some(index)
-    })?;
-    Some(SocketAddr::V6(SocketAddrV6::new(addr.parse().ok()?, 53, 0, scope)))
-}
-
 fn write_synced(path: &Path, bytes: &[u8], create: bool) -> Result<()> {
     let mut file = OpenOptions::new()
         .write(true)
@@ -209,6 +202,21 @@ fn write_synced(path: &Path, bytes: &[u8], create: bool) -> Result<()> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The host's nameservers in resolv.conf `content`, read by hickory's parser; `skip` (our own
+/// address) is never one of them.
+fn nameservers(content: &str, skip: IpAddr) -> Vec<SocketAddr> {
+    let Ok((config, _)) = hickory_resolver::system_conf::parse_resolv_conf(content) else {
+        return Vec::new();
+    };
+    config
+        .name_servers()
+        .iter()
+        .map(|ns| ns.ip)
+        .filter(|&ip| ip != skip)
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
 }
 
 #[cfg(test)]
@@ -319,6 +327,15 @@ mod tests {
     }
 
     #[test]
+    fn the_original_nameservers_are_found_behind_our_rewrite() {
+        let ours: IpAddr = "127.0.0.153".parse().unwrap();
+        let expected: Vec<SocketAddr> = vec!["10.0.0.2:53".parse().unwrap(), "[fd00::2]:53".parse().unwrap()];
+
+        assert_eq!(original_nameservers(&rewritten(ORIGINAL, ours), ours), expected);
+        assert_eq!(original_nameservers(ORIGINAL, ours), expected);
+    }
+
+    #[test]
     fn a_leftover_rewrite_is_refused_not_backed_up() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("resolv.conf");
@@ -331,12 +348,5 @@ mod tests {
         assert!(planned.unwrap_err().to_string().contains("did not shut down cleanly"));
         assert!(rewrite.is_err());
         assert!(!journal.path().with_extension("resolv.conf.orig").exists());
-    }
-
-    #[test]
-    fn scoped_and_garbage_nameservers() {
-        assert_eq!(parse_nameserver("fe80::1%1"), Some("[fe80::1%1]:53".parse().unwrap()));
-        assert_eq!(parse_nameserver("fe80::1%no-such-link0"), None);
-        assert_eq!(parse_nameserver("not-an-address"), None);
     }
 }

@@ -1,13 +1,20 @@
-//! Names inside the tunnel (DESIGN §5): an embedded responder on a loopback address that forwards
-//! `zerops.` to the project's DNS, and the host resolver integration that points the system at it.
+//! Names inside the tunnel (DESIGN §5): one responder per host on a loopback address, forwarding
+//! `zerops.` to the connected projects' DNS servers and everything else to the host's original
+//! upstreams, and the host resolver integration that points the system at it.
 //!
-//! The daemon's order, so that the host never points at a responder that is not yet running and
-//! the original upstreams are read before the rewrite hides them:
-//! `plan_host` (reads, changes nothing) → `Responder::start` (with the plan's upstreams) →
-//! `configure_host` (journaled) → … → `Responder::shutdown` → `host::restore`.
+//! The responder runs in its own process (`service`), whose order keeps the host from pointing
+//! at a responder that is not yet running and reads the original upstreams before the rewrite
+//! hides them: `plan_host` (reads, changes nothing) → `Responder::start` (with the plan's
+//! upstreams) → `configure_host` (journaled) → … → `Responder::shutdown` → `host::restore`.
 
+mod cache;
+mod core;
 pub mod plan;
 mod responder;
+pub mod service;
+#[cfg(test)]
+mod tests;
+mod upstream;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -22,12 +29,13 @@ mod windows;
 #[cfg(windows)]
 use windows as platform;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
+pub use core::ProjectDns;
 /// Where the responder listens by default (each platform's reason is beside its value).
 pub use platform::DEFAULT_LISTEN;
 pub use responder::Responder;
@@ -41,23 +49,13 @@ pub struct ResponderConfig {
     /// A local address only (loopback, or the tunnel's own address); queries from other sources
     /// are dropped.
     pub listen: SocketAddr,
-    /// The project's DNS server (`project.ipv4.network.gateway`, port 53), reached through the tunnel.
-    pub project_dns: SocketAddr,
+    /// The projects whose DNS servers (`project.ipv4.network.gateway`, port 53, reached
+    /// through their tunnels) answer names under `zerops.`.
+    pub projects: Vec<ProjectDns>,
     /// Where names outside `zerops.` go, tried in order; empty answers them REFUSED.
     pub upstreams: Vec<SocketAddr>,
     /// How long a query may wait for upstreams in total before it is answered SERVFAIL.
     pub upstream_timeout: Duration,
-}
-
-impl ResponderConfig {
-    pub fn new(project_dns: IpAddr, upstreams: Vec<SocketAddr>) -> ResponderConfig {
-        ResponderConfig {
-            listen: DEFAULT_LISTEN,
-            project_dns: SocketAddr::new(project_dns, 53),
-            upstreams,
-            upstream_timeout: Duration::from_secs(2),
-        }
-    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,4 +111,16 @@ pub fn plan_host(mode: Mode, listen: SocketAddr) -> Result<HostDns> {
 /// made, so `host::restore` undoes it. `interface` is the tunnel interface.
 pub fn configure_host(plan: &HostDns, responder: SocketAddr, interface: &str, journal: &mut Journal) -> Result<()> {
     platform::apply(plan, responder, interface, journal)
+}
+
+/// The host's own nameservers, for what the responder must not answer itself: the original
+/// ones when corridor's rewrite is in place, never the responder.
+pub fn host_nameservers() -> Vec<SocketAddr> {
+    platform::host_nameservers(DEFAULT_LISTEN.ip())
+}
+
+/// `host:port` or `ip:port` to an address without the system resolver, which may point at a
+/// responder that is not running (a crashed connection's leftover rewrite).
+pub async fn resolve_endpoint(endpoint: &str) -> Result<SocketAddr> {
+    upstream::resolve_endpoint(endpoint, &host_nameservers()).await
 }

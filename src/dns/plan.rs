@@ -65,8 +65,8 @@ pub struct NrptRule {
     pub values: Vec<(&'static str, RegValue)>,
 }
 
-/// The rule that sends `.zerops` to the responder; `owner` (the project id) keeps two
-/// connections' rules apart. NRPT names servers by address only, so the responder must be on
+/// The rule that sends `.zerops` to the responder; `owner` (the name of the journal that holds
+/// it) keeps rules of different owners apart. NRPT names servers by address only, so the responder must be on
 /// port 53.
 pub fn nrpt_rule(owner: &str, responder: SocketAddr) -> Result<NrptRule> {
     if responder.port() != 53 {

@@ -27,7 +27,7 @@ pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, journal: &
     if plan.mode != Mode::Scoped {
         return Ok(());
     }
-    // The journal is named after the project, and so is the rule.
+    // The rule is named after the journal that undoes it.
     let owner = journal
         .path()
         .file_stem()
@@ -54,4 +54,18 @@ pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, journal: &
     let _ = Command::new("ipconfig").arg("/flushdns").output();
     tracing::info!(key = %rule.key, %responder, "NRPT sends .zerops to the responder");
     Ok(())
+}
+
+/// The system's nameservers as hickory reads them, without `ours`.
+pub fn host_nameservers(ours: std::net::IpAddr) -> Vec<std::net::SocketAddr> {
+    hickory_resolver::system_conf::read_system_conf()
+        .map(|(config, _)| {
+            config
+                .name_servers()
+                .iter()
+                .filter(|ns| ns.ip != ours)
+                .map(|ns| std::net::SocketAddr::new(ns.ip, 53))
+                .collect()
+        })
+        .unwrap_or_default()
 }

@@ -98,6 +98,10 @@ impl Tunnel {
         let mut tun_rx = TunRx::new(self.mtu);
         let mut probe: Option<(u16, oneshot::Sender<()>)> = None;
         let mut read_errors = 0;
+        // Handshake at once: being ready must not wait for a first packet (a project may name
+        // no gateway to probe).
+        self.session.initiate_handshake(Instant::now());
+        self.flush().await;
         let mut deadline = self.session.poll_timeout().unwrap_or_else(far_off);
         let mut sleep = pin!(tokio::time::sleep_until(deadline.into()));
         loop {

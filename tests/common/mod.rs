@@ -251,6 +251,8 @@ impl<'a> Client<'a> {
             .env("CORRIDOR_RUNTIME_DIR", self.dir.path().join("run"))
             .env("CORRIDOR_STATE_DIR", self.dir.path().join("state"))
             .env_remove("CORRIDOR_TOKEN")
+            .env_remove("ZEROPS_TOKEN")
+            .env_remove("CORRIDOR_REGION_URL")
             .env_remove("SUDO_USER");
         cmd
     }
