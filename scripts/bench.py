@@ -78,6 +78,19 @@ IDLE_SECONDS = 20
 # Both clients send a persistent keepalive this often (corridor's default).
 KEEPALIVE = "25"
 
+# The userspace mode (no TUN, no root): corridor forward against onetun, iperf3 through a
+# forwarded local port to the same container over IPv4 (onetun takes one source address).
+USERSPACE_METRICS = [
+    ("fwd_up_mbps", "TCP laptop→container via forwarded port", "Mbit/s", "{:.0f}"),
+    ("fwd_down_mbps", "TCP container→laptop via forwarded port", "Mbit/s", "{:.0f}"),
+    ("fwd_cpu_up", "forwarder CPU per GB, up", "s/GB", "{:.2f}"),
+    ("fwd_cpu_down", "forwarder CPU per GB, down", "s/GB", "{:.2f}"),
+    ("fwd_rss_mib", "forwarder RSS after throughput", "MiB", "{:.1f}"),
+    ("connect_banner_ms", "`corridor connect` start → SSH banner", "ms", "{:.0f}"),
+]
+FWD_PORT = 15201
+IPERF_PORT = 5201
+
 STARTED = []  # every Popen this script started, killed at exit
 
 
@@ -157,6 +170,7 @@ class Lab:
         self.dns = self.demo["dns"]
         node13 = next(c for c in self.demo["containers"] if c["name"].startswith("node-id-13"))
         self.target = node13["ipv6"]
+        self.target4 = node13["ipv4"]
 
     def gateway_pid(self):
         for pid in run(["ip", "netns", "pids", self.gw_ns]).stdout.split():
@@ -355,8 +369,9 @@ def ping_rtts(lab, family, target, count=200):
     return percentile(rtts, 50), percentile(rtts, 99), count - len(rtts)
 
 
-def iperf(lab, client_pid, gw_pid, duration, reverse):
-    args = ["iperf3", "-c", lab.target, "-t", str(duration), "-J", "--connect-timeout", "5000"]
+def iperf(lab, client_pid, gw_pid, duration, reverse, target=None, port=IPERF_PORT):
+    args = ["iperf3", "-c", target or lab.target, "-p", str(port), "-t", str(duration), "-J",
+            "--connect-timeout", "5000"]
     if reverse:
         args.append("-R")
     c0, g0 = cpu_ticks(client_pid), cpu_ticks(gw_pid)
@@ -390,6 +405,140 @@ def dnsperf(lab, server, port, seconds, qfile, ns=None):
         raise RuntimeError(f"dnsperf {server}: {out.stdout[-300:]} {out.stderr[-300:]}")
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
     return float(qps.group(1)), p99 * 1000.0, int(lost.group(1)) if lost else None
+
+
+def read_until(proc, text, limit=30.0):
+    """Reads `proc`'s stdout until a line contains `text`; bounded by `limit` seconds."""
+    import selectors
+    sel = selectors.DefaultSelector()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    deadline, seen = time.monotonic() + limit, []
+    while time.monotonic() < deadline:
+        if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
+            break
+        line = proc.stdout.readline()
+        if not line:
+            break
+        if text in line:
+            return line
+        seen.append(line)
+    raise RuntimeError(f"no {text!r} within {limit:.0f} s: {''.join(seen)[-300:]}")
+
+
+def stop(proc):
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+class CorridorForward:
+    """`corridor forward` as an unprivileged user: a local port to the container's iperf3."""
+    name = "corridor forward"
+
+    def __init__(self, lab, binary, work):
+        self.lab, self.binary = lab, binary
+        config = os.path.join(work, "corridor-userspace")
+        os.makedirs(config, mode=0o700, exist_ok=True)
+        os.chown(config, 65534, 65534)
+        os.chmod(work, 0o711)  # the unprivileged user passes through to its own directory
+        self.log_path = os.path.join(ROOT, "target", "bench", "logs", "corridor-forward.log")
+        self.env = dict(os.environ, CORRIDOR_CONFIG_DIR=config, CORRIDOR_TOKEN=lab.token, HOME=config)
+        self.proc, self.pid = None, None
+
+    def command(self, args):
+        return (["ip", "netns", "exec", self.lab.laptop, "setpriv", "--reuid=65534", "--regid=65534",
+                 "--clear-groups", "--inh-caps=-all", self.binary, "--api", self.lab.api] + args)
+
+    def up(self):
+        spec = f"{FWD_PORT}:{self.lab.target4}:{IPERF_PORT}"
+        with open(self.log_path, "a") as logf:
+            self.proc = subprocess.Popen(self.command(["forward", "demo", spec]), stdout=subprocess.PIPE,
+                                         stderr=logf, stdin=subprocess.DEVNULL, text=True, env=self.env)
+        STARTED.append(self.proc)
+        self.pid = self.proc.pid  # ip netns exec and setpriv exec: same pid
+        read_until(self.proc, "→")
+
+    def banner_ms(self):
+        """From start to the SSH banner of node-id-13, through a fresh `corridor connect`."""
+        t0 = time.monotonic()
+        proc = subprocess.Popen(self.command(["connect", "-P", "demo", self.lab.target4, "65437"]),
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.PIPE,
+                                text=True, env=self.env)
+        STARTED.append(proc)
+        try:
+            read_until(proc, "SSH-2.0-")
+            return (time.monotonic() - t0) * 1000.0
+        finally:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def down(self):
+        stop(self.proc)
+        self.proc, self.pid = None, None
+
+
+class Onetun(Reference):
+    """onetun with a key of its own registered like the reference clients' keys."""
+
+    def __init__(self, lab, binary, work):
+        super().__init__("onetun", lab, [binary], "onetun", work)
+
+    def up(self):
+        answer = self.register()
+        project, peer = answer["project"], answer["peer"]
+        args = [f"127.0.0.1:{FWD_PORT}:{self.lab.target4}:{IPERF_PORT}",
+                "--endpoint-addr", project["ipv4"]["sharedEndpoint"],
+                "--endpoint-public-key", project["publicKey"], "--private-key-file", self.key_file,
+                "--source-peer-ip", peer["ipv4"]["assignedIpAddress"], "--keep-alive", "5"]
+        with open(self.log_path, "a") as logf:
+            self.proc = subprocess.Popen(["ip", "netns", "exec", self.lab.laptop] + self.command + args,
+                                         stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        STARTED.append(self.proc)
+        self.pid = self.proc.pid
+        deadline = time.monotonic() + 10
+        while not self.lab.in_laptop(["ss", "-Htln", f"sport = :{FWD_PORT}"]).stdout.strip():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"onetun is not listening on {FWD_PORT}; log {self.log_path}")
+            time.sleep(0.01)
+
+
+def userspace_round(lab, forwarder, args):
+    r = {}
+    try:
+        forwarder.up()
+        gw = lab.gateway_pid()
+        for key, reverse in (("up", False), ("down", True)):
+            res = iperf(lab, forwarder.pid, gw, args.duration, reverse, target="127.0.0.1", port=FWD_PORT)
+            r[f"fwd_{key}_mbps"] = res["mbps"]
+            r[f"fwd_cpu_{key}"] = res["client_cpu_s_per_gb"]
+        r["fwd_rss_mib"] = rss_mib(forwarder.pid)
+        if isinstance(forwarder, CorridorForward):
+            r["connect_banner_ms"] = min(forwarder.banner_ms() for _ in range(3))
+    finally:
+        forwarder.down()
+    return r
+
+
+def userspace_rounds(lab, args, work, available):
+    """corridor forward and onetun in turn, A B A B …; returns (rounds, errors) by name."""
+    forwarders = [CorridorForward(lab, os.path.abspath(args.corridor), work)]
+    if available["onetun"]:
+        forwarders.append(Onetun(lab, os.path.abspath(args.onetun), work))
+    rounds = {"corridor forward": [], "onetun": []}
+    errors = {"corridor forward": [], "onetun": []}
+    for i in range(args.rounds):
+        for f in forwarders:
+            log(f"userspace round {i + 1}/{args.rounds}: {f.name}")
+            try:
+                rounds[f.name].append(userspace_round(lab, f, args))
+            except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
+                log(f"userspace round {i + 1}: {f.name} failed: {e}")
+                errors[f.name].append(f"round {i + 1}: {e}")
+    return rounds, errors
 
 
 def one_round(lab, client, args, qfile, ffile):
@@ -483,10 +632,10 @@ def version(args):
         return None
 
 
-def render(names, medians, available, ratio, keys):
-    header = ["metric", "unit"] + names + ["corridor / wireguard-go"]
+def render(names, medians, available, ratio, keys, metrics=METRICS, ratio_label="corridor / wireguard-go"):
+    header = ["metric", "unit"] + names + [ratio_label]
     rows = []
-    for key, label, unit, fmt in METRICS:
+    for key, label, unit, fmt in metrics:
         if key not in keys:
             continue
         row = [label, unit]
@@ -512,11 +661,14 @@ def main():
     ap.add_argument("--corridor", default=os.path.join(ROOT, "target", "release", "corridor"))
     ap.add_argument("--boringtun", default=os.path.join(ROOT, "target", "bench-tools", "bin", "boringtun-cli"),
                     help="boringtun-cli binary ('' or missing: reported as unavailable)")
+    ap.add_argument("--onetun", default=os.path.join(ROOT, "target", "bench-tools", "bin", "onetun"),
+                    help="onetun binary ('' or missing: reported as unavailable)")
     ap.add_argument("--prefix", default="crbench")
     ap.add_argument("--slot", type=int, default=20)
-    ap.add_argument("--only", choices=["reliability", "dns"],
+    ap.add_argument("--only", choices=["reliability", "dns", "userspace"],
                     help="measure only these rows: reliability = idle wakeups and recovery after a "
-                         "gateway restart; dns = corridor's DNS rows (corridor only)")
+                         "gateway restart; dns = corridor's DNS rows (corridor only); userspace = "
+                         "corridor forward against onetun")
     args = ap.parse_args()
     if args.rounds < 1 or args.duration < 1:
         ap.error("--rounds and --duration must be at least 1")
@@ -553,17 +705,20 @@ def main():
                                  [os.path.abspath(bt), "--foreground", "--disable-drop-privileges"],
                                  "crbench-bt", work))
     names = ["corridor", "wireguard-go", "boringtun-cli"]
+    us_names = ["corridor forward", "onetun"]
+    us_available = {"corridor forward": True, "onetun": bool(args.onetun) and os.access(args.onetun, os.X_OK)}
+    us_rounds, us_errors = {n: [] for n in us_names}, {n: [] for n in us_names}
     rounds = {n: [] for n in names}
     errors = {n: [] for n in names}
     try:
-        for client in clients:
+        for client in clients if args.only != "userspace" else []:
             if available[client.name]:
                 log(f"warm-up (not measured): {client.name}")
                 try:
                     warm_up(lab, client)
                 except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
                     log(f"warm-up: {client.name} failed: {e}")
-        for i in range(args.rounds):
+        for i in range(0 if args.only == "userspace" else args.rounds):
             for client in clients:
                 if not available[client.name]:
                     continue
@@ -574,6 +729,8 @@ def main():
                 except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
                     log(f"round {i + 1}: {client.name} failed: {e}")
                     errors[client.name].append(f"round {i + 1}: {e}")
+        if args.only in (None, "userspace"):
+            us_rounds, us_errors = userspace_rounds(lab, args, work, us_available)
     finally:
         for c in clients:
             try:
@@ -597,6 +754,13 @@ def main():
         a, b = medians["corridor"].get(key), medians["wireguard-go"].get(key)
         ratio[key] = a / b if a is not None and b else None
 
+    us_medians = {n: {key: (statistics.median(v) if (v := [r[key] for r in us_rounds[n] if r.get(key) is not None])
+                            else None) for key, *_ in USERSPACE_METRICS} for n in us_names}
+    us_ratio = {}
+    for key, *_ in USERSPACE_METRICS:
+        a, b = us_medians["corridor forward"].get(key), us_medians["onetun"].get(key)
+        us_ratio[key] = a / b if a is not None and b else None
+
     m = machine()
     commit = version(["git", "-C", ROOT, "describe", "--always", "--dirty"])
     results = {
@@ -612,6 +776,13 @@ def main():
         "clients": {n: {"available": available[n], "rounds": rounds[n], "errors": errors[n],
                         "median": medians[n]} for n in names},
         "ratio_corridor_to_wireguard_go": ratio,
+        "userspace": {
+            "metrics": [{"key": k, "label": lbl, "unit": u} for k, lbl, u, _ in USERSPACE_METRICS],
+            "versions": {"onetun": version([args.onetun, "--version"]) if us_available["onetun"] else None},
+            "clients": {n: {"available": us_available[n], "rounds": us_rounds[n], "errors": us_errors[n],
+                            "median": us_medians[n]} for n in us_names},
+            "ratio_corridor_to_onetun": us_ratio,
+        },
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     with open(args.json, "w") as f:
@@ -621,18 +792,27 @@ def main():
     print(f"medians of {args.rounds} round(s), iperf3 -t {args.duration}, corridor {commit}; "
           f"rounds ok: " + ", ".join(f"{n} {len(rounds[n])}" for n in names if available[n]))
     print()
-    if args.only == "reliability":
-        keys = ("up_to_ping_ms",) + RELIABILITY
-    elif args.only == "dns":
-        keys = [k for k, *_ in METRICS if k.startswith("dns_")]
-    else:
-        keys = [k for k, *_ in METRICS]
-    print(render(names, medians, available, ratio, keys))
-    for n in names:
-        for e in errors[n]:
-            print(f"{n} {e}")
+    if args.only != "userspace":
+        if args.only == "reliability":
+            keys = ("up_to_ping_ms",) + RELIABILITY
+        elif args.only == "dns":
+            keys = [k for k, *_ in METRICS if k.startswith("dns_")]
+        else:
+            keys = [k for k, *_ in METRICS]
+        print(render(names, medians, available, ratio, keys))
+        for n in names:
+            for e in errors[n]:
+                print(f"{n} {e}")
+        print()
+    if args.only in (None, "userspace"):
+        print("userspace mode (no TUN, no root), iperf3 via a forwarded port:")
+        print(render(us_names, us_medians, us_available, us_ratio, [k for k, *_ in USERSPACE_METRICS],
+                     USERSPACE_METRICS, "corridor / onetun"))
+        for n in us_names:
+            for e in us_errors[n]:
+                print(f"{n} {e}")
     print(f"\nJSON: {args.json}")
-    return 0 if any(rounds[n] for n in names) else 1
+    return 0 if any(rounds[n] for n in names) or any(us_rounds[n] for n in us_names) else 1
 
 
 if __name__ == "__main__":

@@ -4,8 +4,9 @@
 # builds release, brings up its own lab (prefix crbench, slot 20; BENCH_PREFIX and BENCH_SLOT
 # move it) and removes it at exit; the measuring is scripts/bench.py. Options (passed on):
 # --rounds N (3), --duration S (10), --json PATH (target/bench/results.json), --only reliability
-# (idle wakeups and recovery after a gateway restart), --only dns (corridor's DNS rows alone);
-# --no-build uses the binaries already in target/release.
+# (idle wakeups and recovery after a gateway restart), --only dns (corridor's DNS rows alone) or
+# --only userspace (corridor forward against onetun); --no-build uses the binaries already in
+# target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +15,7 @@ SLOT=${BENCH_SLOT:-20}
 LAB=target/release/examples/lab
 TOOLS=target/bench-tools
 BORINGTUN=$TOOLS/bin/boringtun-cli
+ONETUN=$TOOLS/bin/onetun
 
 build=1
 dns_only=0
@@ -49,6 +51,12 @@ if [[ ! -x $BORINGTUN ]] && ((!dns_only)); then
         echo "==> boringtun-cli could not be installed: it is reported as unavailable" >&2
     fi
 fi
+if [[ ! -x $ONETUN ]]; then
+    echo "==> installing onetun from crates.io into $TOOLS"
+    if ! cargo install onetun --locked --root "$TOOLS"; then
+        echo "==> onetun could not be installed: it is reported as unavailable" >&2
+    fi
+fi
 if ((build)); then
     echo "==> building corridor and the lab (release)"
     cargo build --release --bin corridor --example lab
@@ -66,4 +74,4 @@ echo "==> bringing up the benchmark lab ($PREFIX, slot $SLOT)"
 "$LAB" --prefix "$PREFIX" --slot "$SLOT" down >/dev/null 2>&1 || true
 "$LAB" --prefix "$PREFIX" --slot "$SLOT" up
 python3 scripts/bench.py --lab "$LAB" --prefix "$PREFIX" --slot "$SLOT" \
-    --corridor target/release/corridor --boringtun "$BORINGTUN" "${pass[@]}"
+    --corridor target/release/corridor --boringtun "$BORINGTUN" --onetun "$ONETUN" "${pass[@]}"

@@ -35,10 +35,20 @@ SSH=(ssh -p 65437 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o
 
 echo "==> on the laptop: log in, connect, ssh into containers by name, look at the status, disconnect"
 laptop "$CORRIDOR" --api "$API" login --token "$TOKEN"
-laptop "$CORRIDOR" --api "$API" vpn up demo
+laptop "$CORRIDOR" vpn up demo
 laptop "${SSH[@]}" root@node-id-13.runtime.api.zerops 'echo "hello from $(hostname)"'
 laptop "${SSH[@]}" root@api 'echo "the service name api reached $(hostname)"'
 laptop getent hosts www.isp.test
+echo "==> everyday access: list the project, ssh by service name with no flags to remember"
+laptop "$CORRIDOR" ls demo
+laptop "$CORRIDOR" ssh api --instance 2 -- 'echo "corridor ssh reached $(hostname)"'
 laptop "$CORRIDOR" vpn status
 laptop "$CORRIDOR" vpn down
+echo "==> without root and without vpn up: ssh through corridor's userspace stack (ProxyCommand)"
+chmod 711 "$WORK"
+install -d -o 65534 -g 65534 -m 700 "$WORK/nobody"
+laptop setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
+    env CORRIDOR_CONFIG_DIR="$WORK/nobody" CORRIDOR_API="$API" ZEROPS_TOKEN="$TOKEN" \
+    "${SSH[@]}" -o ProxyCommand="$CORRIDOR connect -P demo %h %p" root@node1.db.db.zerops \
+    'echo "uid 65534 reached $(hostname) with no tunnel interface"'
 echo "==> demo done"

@@ -1,23 +1,46 @@
 #!/usr/bin/env bash
-# Release artifacts in dist/, one function per target:
-#   corridor-<version>-x86_64-linux.tar.gz    corridor + README + the systemd unit
-#   corridor-<version>-x86_64-windows.zip     corridor.exe + README + WINTUN.txt (where wintun.dll goes)
-# macOS is type-checked here but not linked: the script says so instead of shipping nothing.
-# `scripts/dist.sh [linux|windows|macos]...` builds some; with no argument, all.
+# Release artifacts, one function per target: `scripts/dist.sh [TARGET…]` (default: deb).
+#   docs   man page and shell completions, generated from the binary, into packaging/
+#   deb    Debian package (cargo-deb, metadata in Cargo.toml) into target/debian/
+#   linux    dist/corridor-<version>-x86_64-linux.tar.gz: corridor, README, the systemd unit
+#   windows  dist/corridor-<version>-x86_64-windows.zip: corridor.exe, README, WINTUN.txt (mingw-w64)
+#   macos    says plainly that this machine cannot link for macOS (it only type-checks it)
+# A release build is made first unless --no-build is given (then the binary already built is
+# used). PROFILE=dev packages the debug build instead: a quick check of the packaging only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 OUT=dist
-mkdir -p "$OUT"
+
+TOOLS=target/dist-tools
+PROFILE=${PROFILE:-release}
+case $PROFILE in
+    dev) BIN=target/debug/corridor ;;
+    *) BIN=target/$PROFILE/corridor ;;
+esac
+
+build() {
+    echo "==> building corridor ($PROFILE)"
+    cargo build --profile "$PROFILE" --locked --bin corridor
+}
+
+docs() {
+    echo "==> man page and completions into packaging/"
+    mkdir -p packaging/man packaging/completions
+    "$BIN" man-page | gzip -9n > packaging/man/corridor.1.gz
+    "$BIN" completions bash > packaging/completions/corridor.bash
+    "$BIN" completions zsh > packaging/completions/_corridor
+    "$BIN" completions fish > packaging/completions/corridor.fish
+    "$BIN" completions powershell > packaging/completions/corridor.ps1
+}
 
 linux() {
     echo "==> Linux x86_64"
-    cargo build --release --bin corridor
     local stage
     stage=$(mktemp -d)
     local dir="$stage/corridor-$VERSION-x86_64-linux"
-    mkdir -p "$dir"
-    cp target/release/corridor README.md packaging/corridor@.service "$dir/"
+    mkdir -p "$OUT" "$dir"
+    cp "$BIN" README.md packaging/corridor@.service "$dir/"
     tar -C "$stage" -czf "$OUT/corridor-$VERSION-x86_64-linux.tar.gz" "$(basename "$dir")"
     rm -rf "$stage"
     echo "    $OUT/corridor-$VERSION-x86_64-linux.tar.gz"
@@ -29,7 +52,7 @@ windows() {
     local stage
     stage=$(mktemp -d)
     local dir="$stage/corridor-$VERSION-x86_64-windows"
-    mkdir -p "$dir"
+    mkdir -p "$OUT" "$dir"
     cp target/x86_64-pc-windows-gnu/release/corridor.exe README.md "$dir/"
     cat > "$dir/WINTUN.txt" <<'NOTE'
 corridor needs wintun.dll (the Wintun TUN driver) beside corridor.exe.
@@ -51,11 +74,29 @@ macos() {
     echo "    \`cargo build --release\`."
 }
 
-targets=("$@")
-((${#targets[@]})) || targets=(linux windows macos)
-for target in "${targets[@]}"; do
-    case $target in
-        linux | windows | macos) "$target" ;;
-        *) echo "unknown target $target (linux, windows, macos)" >&2; exit 2 ;;
+deb() {
+    docs
+    if ! command -v cargo-deb >/dev/null && [[ ! -x $TOOLS/bin/cargo-deb ]]; then
+        echo "==> installing cargo-deb from crates.io into $TOOLS"
+        cargo install cargo-deb --locked --root "$TOOLS"
+    fi
+    echo "==> Debian package"
+    PATH=$PWD/$TOOLS/bin:$PATH cargo deb --no-build --profile "$PROFILE"
+}
+
+build=1
+targets=()
+for arg in "$@"; do
+    case $arg in
+        --no-build) build=0 ;;
+        docs | deb | linux | windows | macos) targets+=("$arg") ;;
+        -h | --help) sed -n '2,9p' "$0"; exit 0 ;;
+        *) echo "unknown target $arg (docs, deb, linux, windows, macos)" >&2; exit 2 ;;
     esac
+done
+((${#targets[@]})) || targets=(deb)
+((build)) && build
+[[ -x $BIN ]] || { echo "$BIN is missing: run without --no-build" >&2; exit 1; }
+for target in "${targets[@]}"; do
+    "$target"
 done

@@ -6,15 +6,17 @@
 # WireGuard's 180 s reject-after time. Prints every recovery time (end of the disruption to the
 # first ssh that works), the ssh commands that failed outside the disruption windows (goal:
 # none), and the daemon's RSS at start and end. Brings up its own lab (prefix crsoak, slot 72;
-# SOAK_PREFIX, SOAK_SLOT move it) and removes it at exit. --no-build uses target/release as is;
+# SOAK_PREFIX, SOAK_SLOT move it) and removes it at exit. --no-build uses target/release as is
+# (SOAK_PROFILE=debug: target/debug);
 # --quick runs every kind of disruption once in 6 minutes, to try the script itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PREFIX=${SOAK_PREFIX:-crsoak}
 SLOT=${SOAK_SLOT:-72}
-LAB=target/release/examples/lab
-CORRIDOR=$PWD/target/release/corridor
+PROFILE=${SOAK_PROFILE:-release}
+LAB=target/$PROFILE/examples/lab
+CORRIDOR=$PWD/target/$PROFILE/corridor
 SSH_EVERY=3
 OUTAGE_SECS=30
 STOP_SECS=200
@@ -101,7 +103,7 @@ echo "==> soak for $minutes min: daemon $daemon, RSS $rss_start KiB, ssh to $tar
     while true; do
         start=$(now)
         rc=0
-        ssh_true 10 || rc=$?
+        ssh_true 10 2>/dev/null || rc=$?
         echo "$start $(now) $rc" >>"$ssh_log"
         sleep "$SSH_EVERY"
     done
@@ -121,7 +123,7 @@ recovered() {
         sleep 0.1
     done
     local took
-    took=$(since "$from")
+    took=$(printf '%.2f' "$(since "$from")")
     log "$what: ssh works again after ${took} s"
     echo "$what $took" >>"$recoveries"
 }
@@ -165,6 +167,8 @@ for event in "${events[@]}"; do
         address)
             log "laptop address $old_addr → $new_addr"
             start=$(now)
+            # Otherwise deleting the old (primary) address takes the new one with it.
+            ip netns exec "$laptop" sysctl -qw net.ipv4.conf.underlay.promote_secondaries=1
             ip -n "$laptop" addr add "$new_addr" dev underlay
             ip -n "$laptop" addr del "$old_addr" dev underlay
             ip -n "$laptop" route replace default via "$gateway_router" dev underlay

@@ -11,3 +11,5 @@ echo "==> building corridor and the lab"
 cargo build --all-targets --examples
 echo "==> running the tests"
 cargo test --all-targets -- --test-threads="${TEST_THREADS:-4}"
+echo "==> the Debian package: release build, cargo-deb, installed and run"
+cargo test --test packaging -- --ignored

@@ -25,8 +25,14 @@ fn run(cli: Cli) -> Result<()> {
     if let Command::Daemon { project } = &cli.command {
         return vpn::daemon_main(project);
     }
-    if let Command::DnsService { mode } = cli.command {
-        return corridor::dns::service::main(mode);
+    match cli.command {
+        Command::DnsService { mode } => return corridor::dns::service::main(mode),
+        Command::Completions { shell } => {
+            cli::docs::completions(shell, &mut std::io::stdout());
+            return Ok(());
+        }
+        Command::ManPage => return cli::docs::man_page(&mut std::io::stdout()),
+        _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let api = vpn::ApiSettings {
@@ -61,7 +67,22 @@ fn run(cli: Cli) -> Result<()> {
             Command::Vpn(Vpn::Clear { project, project_id }) => {
                 vpn::clear(api, project_id.or(project).as_deref(), &mut term).await
             }
-            Command::Daemon { .. } | Command::DnsService { .. } => unreachable!("handled above"),
+            Command::Forward(args) => {
+                let options = args.options().map_err(anyhow::Error::msg)?;
+                corridor::userspace::forward(api, options, &mut cli::userspace::Live::new()).await
+            }
+            Command::Connect(args) => corridor::userspace::connect(api, args.options(), &mut term).await,
+            Command::Proxy(args) => {
+                corridor::userspace::proxy(api, args.options(), &mut cli::userspace::Live::new()).await
+            }
+            Command::Ls(args) => cli::access::ls(api, args, &mut term).await,
+            Command::Ssh(args) => cli::access::ssh(api, args, &mut term).await,
+            Command::SshConfig(args) => cli::access::ssh_config(api, args, &mut term).await,
+            Command::Export(export) => cli::access::export(api, export, &mut term).await,
+            Command::Doctor(args) => cli::doctor::doctor(api, args).await,
+            Command::Daemon { .. } | Command::DnsService { .. } | Command::Completions { .. } | Command::ManPage => {
+                unreachable!("handled above")
+            }
         }
     })
 }

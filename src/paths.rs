@@ -86,6 +86,8 @@ pub struct DnsServiceFiles {
     pub pid: PathBuf,
     pub log: PathBuf,
     pub journal: PathBuf,
+    /// Held by the running service, so that no second one (nor a repair) touches its journal.
+    pub lock: PathBuf,
 }
 
 const DNS_SERVICE: &str = "dns";
@@ -98,6 +100,7 @@ impl DnsServiceFiles {
             pid: run.join(format!("{DNS_SERVICE}.pid")),
             log: run.join(format!("{DNS_SERVICE}.log")),
             journal: state_dir().join(format!("{DNS_SERVICE}.journal")),
+            lock: state_dir().join(format!("{DNS_SERVICE}.lock")),
         }
     }
 }

@@ -148,19 +148,34 @@ impl Store {
 
     /// The project's key pair, generated and saved on first use, the same one afterwards.
     pub fn project_key(&self, project_id: &ProjectId) -> Result<KeyPair> {
-        let path = self.key_path(project_id);
-        if let Some(pair) = read_key(&path)? {
+        self.key_at(&self.key_path(project_id), project_id)
+    }
+
+    /// A key pair of the userspace mode (`forward`, `connect`, `proxy`) for a project, and its
+    /// file: peers of their own, so they run beside a `vpn up` connection to the same project.
+    /// Each running process needs its own (a WireGuard peer has one endpoint), hence `slot`.
+    pub fn userspace_key(&self, project_id: &ProjectId, slot: usize) -> Result<(KeyPair, PathBuf)> {
+        let name = match slot {
+            0 => format!("{project_id}.userspace.key"),
+            n => format!("{project_id}.userspace-{n}.key"),
+        };
+        let path = self.keys_dir().join(name);
+        Ok((self.key_at(&path, project_id)?, path))
+    }
+
+    fn key_at(&self, path: &Path, project_id: &ProjectId) -> Result<KeyPair> {
+        if let Some(pair) = read_key(path)? {
             return Ok(pair);
         }
         self.ensure_dir(&self.keys_dir())?;
         let pair = KeyPair::generate();
         let text = format!("{}\n", crate::keys::encode(pair.secret.as_bytes()));
-        if self.write_private(&path, text.as_bytes(), Replace::No)? {
+        if self.write_private(path, text.as_bytes(), Replace::No)? {
             tracing::info!(%project_id, public_key = %pair.public_base64(), "new key pair");
             return Ok(pair);
         }
         // Another corridor saved a key first; using theirs keeps one key per project.
-        read_key(&path)?.with_context(|| format!("key file {} vanished", path.display()))
+        read_key(path)?.with_context(|| format!("key file {} vanished", path.display()))
     }
 
     /// Returns whether there was a key.

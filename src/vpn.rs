@@ -367,6 +367,11 @@ pub async fn client(store: &Store, settings: ApiSettings) -> Result<Client> {
         "not logged in: run `corridor login --token <token>` (a personal access token from the platform), \
          or set CORRIDOR_TOKEN (or ZEROPS_TOKEN)",
     )?;
+    client_with_token(store, settings, token).await
+}
+
+/// A client with `token` at the address [`api_address`] finds.
+pub async fn client_with_token(store: &Store, settings: ApiSettings, token: String) -> Result<Client> {
     let address = api_address(store, &settings, true).await?;
     client_at(&address, &settings, token)
 }
@@ -462,7 +467,7 @@ pub async fn choose_project(client: &Client, wanted: Option<&str>, report: &mut 
     candidates.into_iter().nth(n).context("no such project number")
 }
 
-async fn all_projects(client: &Client) -> Result<Vec<Project>> {
+pub async fn all_projects(client: &Client) -> Result<Vec<Project>> {
     let user = client.user_info().await.context("asking the platform who you are")?;
     let mut projects = Vec::new();
     for membership in user.client_user_list.iter().filter(|m| m.is_active()) {

@@ -35,6 +35,10 @@ fn ssh_works_again_within_seconds_after_the_gateway_restarts() {
         "recovered by a forced handshake: {conn}"
     );
     assert!(conn["handshakes_forced"].as_u64().unwrap() >= 1, "{conn}");
+    assert!(
+        conn["probes_sent"].as_u64().unwrap() >= 1,
+        "probed the gateway first: {conn}"
+    );
 }
 
 #[test]

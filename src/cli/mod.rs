@@ -1,5 +1,8 @@
 //! Command-line definitions and the rendering of results, text and JSON.
 
+pub mod access;
+pub mod docs;
+pub mod doctor;
 pub mod regions;
 
 use std::io::IsTerminal;
@@ -9,6 +12,8 @@ use clap::{Args, Parser, Subcommand};
 use crate::daemon::{ConnectionState, Event, Status, TunnelStatus};
 use crate::report::{Progress, Report};
 use crate::vpn::UpOptions;
+
+pub mod userspace;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +58,28 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Forward local ports to containers, without root: [PROJECT] LOCAL:TARGET:PORT...
+    Forward(userspace::ForwardArgs),
+    /// Connect stdin and stdout to HOST PORT in the project, without root (ssh ProxyCommand).
+    Connect(userspace::ConnectArgs),
+    /// A SOCKS5 proxy into the project, without root; names resolve in the project.
+    Proxy(userspace::ProxyArgs),
+    /// List a project's services and containers, with the names that reach them.
+    Ls(access::LsArgs),
+    /// Open a shell (or run a command) in a container over the tunnel.
+    Ssh(access::SshArgs),
+    /// Write an OpenSSH configuration for a project's containers (`ssh api` with no flags).
+    SshConfig(access::SshConfigArgs),
+    /// Write saved sessions for PuTTY and WinSCP.
+    #[command(subcommand)]
+    Export(access::Export),
+    /// Check what a connection needs: privileges, TUN, IPv6, resolver, API, token, clock, tunnel, MTU, DNS.
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, powershell, elvish).
+    Completions { shell: docs::Shell },
+    /// Print the man page, corridor(1), in roff.
+    #[command(hide = true)]
+    ManPage,
     /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
     #[command(hide = true)]
     Daemon {
@@ -312,8 +339,8 @@ pub fn print_status(statuses: &[Status], json: bool) {
         println!("  handshake   {handshake}");
         println!("  traffic     rx {} / tx {}", bytes(t.rx_bytes), bytes(t.tx_bytes));
         println!(
-            "  dropped     {} not from the project, {} invalid, {} malformed, {} too large for the buffer",
-            t.dropped_not_allowed, t.dropped_invalid, t.dropped_malformed, t.dropped_small_buffer
+            "  dropped     {} not from the project, {} not to it, {} invalid, {} malformed, {} too large",
+            t.dropped_not_allowed, t.dropped_no_route, t.dropped_invalid, t.dropped_malformed, t.dropped_small_buffer
         );
         println!(
             "  recovery    {} reconnects ({} handshakes forced, {} probes), {} sleeps, {} sessions rebuilt",
@@ -358,7 +385,7 @@ fn join<T: ToString>(items: &[T]) -> String {
     items.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
 }
 
-fn bytes(n: u64) -> String {
+pub(crate) fn bytes(n: u64) -> String {
     match n {
         0..1_000 => format!("{n} B"),
         1_000..1_000_000 => format!("{:.1} kB", n as f64 / 1e3),

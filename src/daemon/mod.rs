@@ -197,6 +197,11 @@ async fn serve(
     events(&Event::Handshake {
         millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
     });
+    let liveness = match &readiness {
+        Readiness::Answered { target, .. } => probe_route(config, *target),
+        Readiness::HandshakeOnly { .. } => None,
+    };
+    let _ = req_tx.send(Request::LivenessProbe { route: liveness }).await;
     events(&match readiness {
         Readiness::Answered { target, millis } => Event::Probe { target, millis },
         Readiness::HandshakeOnly {
@@ -506,15 +511,19 @@ fn session_config(config: &DaemonConfig) -> SessionConfig {
         preshared_key: None,
         persistent_keepalive: Some(config.keepalive_secs),
         allowed_ips: config.networks.clone(),
-        probe: config.probe_targets.iter().find_map(|&target| {
-            let source = config
-                .addresses
-                .iter()
-                .map(IpNet::addr)
-                .find(|a| a.is_ipv4() == target.is_ipv4())?;
-            Some(ProbeRoute { source, target })
-        }),
+        // Set once an address has answered the readiness ping.
+        probe: None,
     }
+}
+
+/// Our address of `target`'s family, to probe `target` from.
+fn probe_route(config: &DaemonConfig, target: IpAddr) -> Option<ProbeRoute> {
+    let source = config
+        .addresses
+        .iter()
+        .map(IpNet::addr)
+        .find(|a| a.is_ipv4() == target.is_ipv4())?;
+    Some(ProbeRoute { source, target })
 }
 
 fn join_error(r: Result<Result<()>, tokio::task::JoinError>) -> String {

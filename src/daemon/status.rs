@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::tunnel::core::{LinkState, Stats};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// Fields a daemon of an older version does not send read as zero.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct TunnelStatus {
     pub connected: bool,
     pub last_handshake_secs: Option<f64>,
@@ -19,6 +21,7 @@ pub struct TunnelStatus {
     pub dropped_invalid: u64,
     pub dropped_malformed: u64,
     pub dropped_small_buffer: u64,
+    pub dropped_no_route: u64,
     pub sessions_rebuilt: u64,
     pub probes_sent: u64,
     pub reconnects: u64,
@@ -26,9 +29,10 @@ pub struct TunnelStatus {
     pub sleeps_detected: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionState {
+    #[default]
     Connecting,
     Connected,
     Reconnecting,
@@ -46,6 +50,7 @@ impl From<&Stats> for TunnelStatus {
             dropped_invalid,
             dropped_malformed,
             dropped_small_buffer,
+            dropped_no_route,
             last_handshake,
             sessions_rebuilt,
             state,
@@ -72,6 +77,7 @@ impl From<&Stats> for TunnelStatus {
             dropped_invalid,
             dropped_malformed,
             dropped_small_buffer,
+            dropped_no_route,
             sessions_rebuilt,
             probes_sent,
             reconnects,
@@ -107,6 +113,7 @@ mod tests {
             reconnects: 13,
             handshakes_forced: 14,
             sleeps_detected: 15,
+            dropped_no_route: 16,
         };
 
         let json = serde_json::to_value(TunnelStatus::from(&stats)).unwrap();
@@ -118,7 +125,7 @@ mod tests {
             .filter_map(|v| v.as_f64())
             .map(|v| v as u64)
             .collect();
-        for expected in 1..=15 {
+        for expected in 1..=16 {
             assert!(numbers.contains(&expected), "{expected} missing from {json}");
         }
         assert_eq!(json["state"], "reconnecting");

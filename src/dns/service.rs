@@ -114,10 +114,20 @@ pub async fn ensure_running(mode: Mode) -> Result<ServiceStatus> {
         return Ok(status);
     }
     let started = spawn(mode).await;
-    // Two connections may start a service at once: the loser's failure is no failure.
-    match request(&Request::Status).await {
-        Ok(status) => Ok(status),
-        Err(_) => started,
+    if started.is_ok() {
+        return started;
+    }
+    // Two connections may start a service at once: the loser's failure is no failure once the
+    // winner answers.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Ok(status) = request(&Request::Status).await {
+            return Ok(status);
+        }
+        if Instant::now() >= deadline {
+            return started;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -150,22 +160,28 @@ pub async fn forget(id: &str) -> Result<()> {
     repair().await
 }
 
-/// Replays the journal of a service that died; a live one is left alone.
+/// Replays the journal of a service that died. A live one holds the lock: one that cannot be
+/// reached (its socket removed) is given a moment to notice its daemons are gone and restore
+/// the host itself; one still serving is left alone.
 pub async fn repair() -> Result<()> {
     let files = paths::DnsServiceFiles::get();
-    if request(&Request::Status).await.is_ok() || service_pid().is_some() {
+    if !files.journal.exists() || request(&Request::Status).await.is_ok() {
         return Ok(());
     }
+    let deadline = Instant::now() + PRUNE_EVERY * 3;
+    let _lock = loop {
+        match platform::try_lock(&files.lock).with_context(|| format!("locking {}", files.lock.display()))? {
+            Some(lock) => break lock,
+            None if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+            None => {
+                tracing::info!("the DNS service runs on; its journal is left to it");
+                return Ok(());
+            }
+        }
+    };
     host::restore(&files.journal).context("restoring the host after the DNS service")?;
     let _ = std::fs::remove_file(&files.pid);
     Ok(())
-}
-
-/// The pid of a live service (from its pid file, only if that process is the service).
-fn service_pid() -> Option<Pid> {
-    let text = std::fs::read_to_string(paths::DnsServiceFiles::get().pid).ok()?;
-    Pid::new(text.trim().parse().ok()?)
-        .filter(|&pid| platform::process_alive(pid) && platform::process_is_daemon_of(pid, SUBCOMMAND))
 }
 
 /// Starts the service in its own session and waits for its first line: ready, or why not.
@@ -229,6 +245,11 @@ async fn run(mode: Mode) -> Result<()> {
     for dir in [files.socket.parent(), files.journal.parent()].into_iter().flatten() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // Only one service per host; it holds the lock until it exits.
+    let Some(_lock) = platform::try_lock(&files.lock).with_context(|| format!("locking {}", files.lock.display()))?
+    else {
+        bail!("another DNS service runs");
+    };
     let mut ready = Some(move |status: &Result<ServiceStatus, String>| {
         let mut stdout = std::io::stdout();
         if let Ok(line) = serde_json::to_string(status) {

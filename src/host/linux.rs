@@ -72,7 +72,7 @@ pub fn undo(change: &Change) -> Result<()> {
     }
 }
 
-fn has_net_admin() -> bool {
+pub fn has_net_admin() -> bool {
     let Ok(status) = fs::read_to_string("/proc/self/status") else {
         return false;
     };
@@ -83,7 +83,7 @@ fn has_net_admin() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
-fn ipv6_disabled() -> bool {
+pub fn ipv6_disabled() -> bool {
     !Path::new("/proc/net/if_inet6").exists()
         || fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v.trim() == "1")
 }

@@ -25,6 +25,16 @@ pub fn preflight(_need_ipv6: bool) -> Result<()> {
     Ok(())
 }
 
+/// Whether this process may create interfaces and routes: being elevated is the whole check here.
+pub fn has_net_admin() -> bool {
+    crate::platform::is_elevated()
+}
+
+/// IPv6 cannot be turned off system-wide here the way Linux's sysctl does.
+pub fn ipv6_disabled() -> bool {
+    false
+}
+
 /// A utun has no field for a tag; see the module's note.
 pub fn tag_interface(_name: &str, _tag: &str) -> Result<()> {
     Ok(())

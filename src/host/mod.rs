@@ -18,7 +18,7 @@ mod windows;
 use windows as platform;
 
 pub use journal::{Change, Journal};
-pub use platform::{interface_tag, preflight, tag_interface, undo, INTERFACE_PREFIX, OS};
+pub use platform::{has_net_admin, interface_tag, ipv6_disabled, preflight, tag_interface, undo, INTERFACE_PREFIX, OS};
 
 use std::fs;
 use std::path::Path;

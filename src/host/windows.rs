@@ -52,6 +52,16 @@ pub fn wintun_dll() -> Result<PathBuf> {
     Ok(exe.with_file_name("wintun.dll"))
 }
 
+/// Whether this process may create interfaces and routes: being elevated is the whole check here.
+pub fn has_net_admin() -> bool {
+    crate::platform::is_elevated()
+}
+
+/// IPv6 cannot be turned off system-wide here the way Linux's sysctl does.
+pub fn ipv6_disabled() -> bool {
+    false
+}
+
 /// The tag is the adapter's description, set at creation; nothing to do afterwards.
 pub fn tag_interface(_name: &str, _tag: &str) -> Result<()> {
     Ok(())

@@ -16,6 +16,7 @@ pub use os::{
     asleep, config_dir_in, create_private_dir, create_private_file, detach, hand_over, home_of, ipc, is_elevated,
     process_alive, process_is_daemon_of, signal_stop, sudo_invoker, system_runtime_dir, system_state_dir, Shutdown,
 };
+pub use os::{try_lock, FileLock};
 
 /// The user behind this elevated run, if any.
 pub fn invoker() -> Option<Invoker> {
@@ -69,6 +70,20 @@ mod tests {
         assert_eq!(Pid::new(1), None);
         assert_eq!(Pid::new(u32::MAX), None);
         assert_eq!(Pid::new(4242).map(Pid::get), Some(4242));
+    }
+
+    #[test]
+    fn a_file_lock_is_held_by_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.lock");
+
+        let first = try_lock(&path).unwrap();
+        let second = try_lock(&path).unwrap();
+        drop(first);
+        let third = try_lock(&path).unwrap();
+
+        assert!(second.is_none());
+        assert!(third.is_some());
     }
 
     #[test]

@@ -84,6 +84,24 @@ pub fn detach(command: &mut Command) {
     }
 }
 
+/// An exclusive lock on a file, held until dropped (and by no one once its process is gone).
+pub struct FileLock(#[allow(dead_code)] nix::fcntl::Flock<File>);
+
+/// Takes the lock on `path` (created 0600 if missing); `None` while another process holds it.
+pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)?;
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(FileLock(lock))),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
 /// Whether `pid` runs (also when it is another user's and we may not signal it).
 pub fn process_alive(pid: Pid) -> bool {
     matches!(kill(nix_pid(pid), None), Ok(()) | Err(nix::errno::Errno::EPERM))

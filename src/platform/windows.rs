@@ -90,6 +90,39 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create_new(true).open(path)
 }
 
+/// An exclusive lock on a file, held until dropped (closing the handle releases it).
+pub struct FileLock(#[allow(dead_code)] File);
+
+/// Takes the lock on `path` (created if missing); `None` while another process holds it.
+pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
+    use std::os::windows::io::AsRawHandle as _;
+    use windows_sys::Win32::Foundation::ERROR_LOCK_VIOLATION;
+    use windows_sys::Win32::Storage::FileSystem::{LockFileEx, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY};
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    // SAFETY: an all-zero OVERLAPPED is valid (offset 0, no event).
+    let mut overlapped: OVERLAPPED = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid file handle; the whole file's range; `overlapped` outlives the call.
+    let ok = unsafe {
+        LockFileEx(
+            file.as_raw_handle(),
+            LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY,
+            0,
+            u32::MAX,
+            u32::MAX,
+            &mut overlapped,
+        )
+    };
+    if ok != 0 {
+        return Ok(Some(FileLock(file)));
+    }
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(ERROR_LOCK_VIOLATION as i32) => Ok(None),
+        e => Err(e),
+    }
+}
+
 /// No console, its own process group: closing the terminal or Ctrl+C in it leaves the daemon be.
 pub fn detach(command: &mut Command) {
     command.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);

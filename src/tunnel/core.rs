@@ -97,6 +97,8 @@ pub struct Stats {
     pub dropped_malformed: u64,
     /// Calls refused because the out buffer was shorter than required.
     pub dropped_small_buffer: u64,
+    /// TUN packets to a destination outside `allowed_ips`: the peer would drop them.
+    pub dropped_no_route: u64,
     /// Age of the current session's handshake, if there is a session.
     pub last_handshake: Option<Duration>,
     /// Times the boringtun tunnel was replaced after its connection expired.
@@ -227,12 +229,18 @@ impl Session {
             tracing::trace!(len = packet.len(), out = out.len(), "out buffer too small");
             return None;
         }
-        // The kernel's own link-local chatter (router solicitations, MLD) gets no answer from
-        // the peer and must not look like a connection that stopped answering.
-        if self.recovery.unanswered_since.is_none() && self.routes_to_peer(packet) {
-            self.recovery.unanswered_since = Some(now);
+        // Cryptokey routing, as WireGuard does it: what the peer may not send from, it would
+        // drop coming in. Here that is the kernel's link-local chatter on the new interface
+        // (router solicitations, MLD reports), which would also look unanswered.
+        if !self.routes_to_peer(packet) {
+            self.stats.dropped_no_route += 1;
+            tracing::trace!(
+                len = packet.len(),
+                "dropped tun packet to a destination outside allowed ips"
+            );
+            return None;
         }
-        self.recovery.last_traffic = Some(now);
+        self.recovery.traffic_sent(now);
         match self.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(datagram) if is_handshake_initiation(datagram) => {
                 let initiation = datagram.to_vec();
@@ -317,6 +325,12 @@ impl Session {
             .into_iter()
             .flatten()
             .min()
+    }
+
+    /// Where unanswered traffic is probed: an address that answered ICMP echo through the
+    /// tunnel; `None` when none does, and a handshake is the probe.
+    pub fn set_probe(&mut self, probe: Option<ProbeRoute>) {
+        self.config.probe = probe;
     }
 
     pub fn stats(&self) -> Stats {
@@ -452,6 +466,9 @@ impl Session {
     fn recovery_due(&self) -> Option<Instant> {
         let r = &self.recovery;
         let due = match r.step {
+            // A lone last packet (the final ACK of a connection) is never answered: probe only
+            // when the sender tried again, as TCP does after 200 ms at the earliest.
+            Step::Waiting if r.last_traffic? < r.unanswered_since? + SENT_AGAIN => return None,
             Step::Waiting => r.unanswered_since? + PROBE_AFTER,
             Step::Probed { at } => at + PROBE_TIMEOUT,
             Step::Forced { at, attempts } => at + retry_interval(attempts),
@@ -624,6 +641,20 @@ struct Recovery {
     step: Step,
 }
 
+impl Recovery {
+    fn traffic_sent(&mut self, now: Instant) {
+        let quiet = self.last_traffic.map(|last| now.saturating_duration_since(last));
+        match (self.unanswered_since, self.step, quiet) {
+            (None, ..) => self.unanswered_since = Some(now),
+            // After a pause the earlier unanswered packet was a connection's final ACK, not a
+            // sender still waiting (TCP's first retransmissions come sooner): start afresh.
+            (Some(_), Step::Waiting, Some(quiet)) if quiet > NEW_EPISODE_AFTER => self.unanswered_since = Some(now),
+            (Some(_), ..) => {}
+        }
+        self.last_traffic = Some(now);
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 enum Step {
     #[default]
@@ -648,6 +679,10 @@ fn retry_interval(attempts: u32) -> Duration {
 }
 
 const FAST_RETRIES: u32 = 10;
+/// Traffic this long after the first unanswered packet shows the sender still waits.
+const SENT_AGAIN: Duration = Duration::from_millis(200);
+/// A pause in traffic this long ends what waited before it.
+const NEW_EPISODE_AFTER: Duration = Duration::from_secs(2);
 /// Recovery steps stop this long after the last packet from the TUN: nobody waits any more.
 const TRAFFIC_WINDOW: Duration = Duration::from_secs(15);
 /// Growth of the time asleep beyond this between two readings means a suspend.
@@ -986,6 +1021,7 @@ mod tests {
         let up = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"one way");
         let sent_at = start + Duration::from_secs(1);
         transmit_at(&mut client, &mut gateway, &up, sent_at);
+        transmit_at(&mut client, &mut gateway, &up, sent_at + Duration::from_millis(500));
 
         let outcome = exchange(&mut client, &mut gateway, sent_at, Duration::from_secs(5), |_| false);
 
@@ -998,16 +1034,67 @@ mod tests {
     }
 
     #[test]
-    fn traffic_the_peer_cannot_answer_needs_no_probe() {
+    fn a_new_connection_after_a_lone_last_packet_needs_no_probe() {
         let start = Instant::now();
         let (mut client, mut gateway) = connected_pair_at(Some(25), start);
-        let router_solicitation = ipv6_packet("fe80::2".parse().unwrap(), "ff02::2".parse().unwrap(), b"rs");
+        let final_ack = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"ack");
+        let syn = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"syn");
+        let syn_ack = ipv4_packet(GATEWAY_V4, CLIENT_V4, b"syn-ack");
+        let closed_at = start + Duration::from_secs(1);
+        let opened_at = closed_at + Duration::from_secs(3);
+
+        transmit_at(&mut client, &mut gateway, &final_ack, closed_at);
+        transmit_at(&mut client, &mut gateway, &syn, opened_at);
+        let before_answer = client.poll_timeout();
+        transmit_at(
+            &mut gateway,
+            &mut client,
+            &syn_ack,
+            opened_at + Duration::from_millis(10),
+        );
+        let run = drive(&mut client, opened_at, opened_at + Duration::from_secs(10));
+
+        assert!(
+            before_answer.is_some_and(|due| due > opened_at),
+            "no probe at once: {before_answer:?}"
+        );
+        assert!(run.sent.is_empty(), "{:?}", run.sent);
+        assert_eq!(client.stats().probes_sent, 0);
+    }
+
+    #[test]
+    fn a_lone_last_packet_needs_no_probe() {
+        let start = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(Some(25), start);
+        let final_ack = ipv4_packet(CLIENT_V4, GATEWAY_V4, b"ack");
         let sent_at = start + Duration::from_secs(1);
 
-        let received = transmit_at(&mut client, &mut gateway, &router_solicitation, sent_at);
+        transmit_at(&mut client, &mut gateway, &final_ack, sent_at);
         let run = drive(&mut client, sent_at, sent_at + Duration::from_secs(10));
 
-        assert!(matches!(received, Received::Dropped(DropReason::NotAllowed(_))));
+        assert!(run.sent.is_empty(), "{:?}", run.sent);
+        assert_eq!(client.stats().probes_sent, 0);
+    }
+
+    #[test]
+    fn packets_the_peer_would_drop_stay_here_and_need_no_probe() {
+        let start = Instant::now();
+        let (mut client, _gateway) = connected_pair_at(Some(25), start);
+        let router_solicitation = ipv6_packet("fe80::2".parse().unwrap(), "ff02::2".parse().unwrap(), b"rs");
+        let sent_at = start + Duration::from_secs(1);
+        let mut out = vec![0; BUF];
+
+        let sent: Vec<bool> = (0..3)
+            .map(|n| {
+                let at = sent_at + Duration::from_secs(n);
+                client.handle_tun_packet(&router_solicitation, &mut out, at).is_some()
+            })
+            .collect();
+        let run = drive(&mut client, sent_at, sent_at + Duration::from_secs(10));
+
+        assert_eq!(sent, vec![false; 3]);
+        assert_eq!(client.stats().dropped_no_route, 3);
+        assert_eq!(client.stats().tx_packets, 0);
         assert!(run.sent.is_empty(), "{:?}", run.sent);
         assert_eq!(client.stats().probes_sent, 0);
     }
@@ -1024,12 +1111,15 @@ mod tests {
         let sent_at = start + Duration::from_secs(30);
 
         let lost = transmit_at(&mut client, &mut restarted, &packet, sent_at);
+        // As TCP retransmits a SYN: a second later.
+        let retransmitted = transmit_at(&mut client, &mut restarted, &packet, sent_at + Duration::from_secs(1));
         let outcome = exchange(&mut client, &mut restarted, sent_at, Duration::from_secs(10), |o| {
             o.reconnected_at.is_some()
         });
         let after = transmit_at(&mut client, &mut restarted, &packet, outcome.at);
 
         assert_eq!(lost, Received::Dropped(DropReason::Invalid));
+        assert_eq!(retransmitted, Received::Dropped(DropReason::Invalid));
         let recovered_in = outcome.reconnected_at.expect("never reconnected") - sent_at;
         assert!(
             recovered_in <= PROBE_AFTER + PROBE_TIMEOUT + Duration::from_millis(100),
@@ -1056,6 +1146,7 @@ mod tests {
         let sent_at = start + Duration::from_secs(1);
         let mut out = vec![0; BUF];
         client.handle_tun_packet(&packet, &mut out, sent_at);
+        client.handle_tun_packet(&packet, &mut out, sent_at + Duration::from_secs(1));
 
         let run = drive(&mut client, sent_at, sent_at + Duration::from_secs(100));
 

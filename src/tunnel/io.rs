@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
 
 use super::clock::SystemClock;
-use super::core::{out_buf_len, FromNetwork, Session, Stats};
+use super::core::{out_buf_len, FromNetwork, ProbeRoute, Session, Stats};
 use super::probe;
 use super::tun::{TunRx, TunTx, OFFSET};
 /// Datagrams one recvmmsg may return (each possibly a GRO train of several).
@@ -44,6 +44,8 @@ pub enum Request {
     },
     /// The session's counters as of now.
     Stats { reply: oneshot::Sender<Stats> },
+    /// Where the session probes traffic that goes unanswered (see [`Session::set_probe`]).
+    LivenessProbe { route: Option<ProbeRoute> },
 }
 
 /// One peer's data path: the TUN, the UDP socket, the session, and buffers allocated once.
@@ -145,6 +147,7 @@ impl Tunnel {
                         Request::Stats { reply } => {
                             let _ = reply.send(self.session.stats());
                         }
+                        Request::LivenessProbe { route } => self.session.set_probe(route),
                     }
                 }
             }

@@ -1,0 +1,473 @@
+//! The tokio shell around [`Stack`]: one UDP socket to the gateway, one task that polls the
+//! stack on its deadlines, and TCP connections and DNS lookups for the commands on top.
+//!
+//! The stack sits behind a mutex held only for short, non-blocking calls; connections register
+//! smoltcp wakers and nudge the driver through a `Notify` whenever they change a socket.
+
+use std::future::poll_fn;
+use std::io::{self, IoSliceMut};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hickory_proto::rr::RecordType;
+use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::tcp;
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::UdpSocket;
+use tokio::sync::{watch, Notify};
+
+use super::dns::{self, Answer};
+use super::stack::{ConnectError, Stack};
+use crate::tunnel::core::Stats;
+
+/// Buffers of one recvmmsg, each possibly a GRO train, and recvmmsg calls before the stack is
+/// polled again.
+const RX_BATCH: usize = 8;
+const RX_ROUNDS: usize = 4;
+const RX_BUF: usize = 65_536;
+/// Upper bound of one UDP GSO send (the IP payload limit, less headroom).
+const GSO_BYTES: usize = 64_000;
+const SOCKET_BUFFER: usize = 4 << 20;
+/// How long a DNS query waits before it is sent again, and how often.
+const DNS_RETRY: Duration = Duration::from_millis(700);
+const DNS_TRIES: usize = 3;
+/// WireGuard drops a session this long after its handshake (Reject-After-Time); with traffic
+/// or keepalives a new handshake comes well before.
+const SILENT_AFTER: Duration = Duration::from_secs(180);
+
+/// A handle on the running stack; clones share it.
+#[derive(Clone)]
+pub struct Net {
+    shared: Arc<Shared>,
+    connected: watch::Receiver<bool>,
+}
+
+struct Shared {
+    stack: Mutex<Stack>,
+    wake: Notify,
+    dns: SocketAddr,
+}
+
+/// Why a connection through the tunnel did not open.
+#[derive(Debug, thiserror::Error)]
+pub enum DialError {
+    #[error("{0} refused the connection")]
+    Refused(SocketAddr),
+    #[error("{0} did not answer within {1:?}")]
+    Timeout(SocketAddr, Duration),
+    #[error("{0} did not answer: the tunnel is silent (no handshake with the gateway for {1} s); check the network, or restart to register again")]
+    Silent(SocketAddr, u64),
+    #[error(transparent)]
+    Stack(#[from] ConnectError),
+}
+
+/// Why a name did not resolve.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error("no container or service named {0:?} in this project")]
+    NotFound(String),
+    #[error("the project DNS {0} did not answer through the tunnel")]
+    NoAnswer(SocketAddr),
+    #[error("the project DNS {0} failed to answer for {1:?}: {2}")]
+    Failed(SocketAddr, String, String),
+    #[error(transparent)]
+    Stack(#[from] ConnectError),
+}
+
+impl Net {
+    /// Starts the driver task on `udp` (connected to the gateway). The task ends with an error
+    /// only if the UDP socket fails; dropping its handle does not stop it, aborting does.
+    pub fn start(mut stack: Stack, udp: UdpSocket, dns: SocketAddr) -> (Net, tokio::task::JoinHandle<io::Result<()>>) {
+        stack.initiate_handshake(Instant::now());
+        let shared = Arc::new(Shared {
+            stack: Mutex::new(stack),
+            wake: Notify::new(),
+            dns,
+        });
+        let (connected_tx, connected) = watch::channel(false);
+        let driver = tokio::spawn(drive(shared.clone(), udp, connected_tx));
+        (Net { shared, connected }, driver)
+    }
+
+    /// Waits for the WireGuard handshake.
+    pub async fn handshake(&self, timeout: Duration) -> bool {
+        let mut connected = self.connected.clone();
+        tokio::time::timeout(timeout, connected.wait_for(|up| *up))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn is_connected(&self) -> bool {
+        *self.connected.borrow()
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.shared.lock().stats()
+    }
+
+    /// Opens a TCP connection through the tunnel.
+    pub async fn connect(&self, remote: SocketAddr, timeout: Duration) -> Result<TcpStream, DialError> {
+        let handle = self.shared.lock().connect(remote)?;
+        self.shared.wake.notify_one();
+        let stream = TcpStream {
+            shared: self.shared.clone(),
+            handle,
+        };
+        let established = poll_fn(|cx| {
+            let mut stack = self.shared.lock();
+            let socket = stack.tcp(handle);
+            match socket.state() {
+                tcp::State::Established | tcp::State::CloseWait => Poll::Ready(true),
+                tcp::State::Closed => Poll::Ready(false),
+                _ => {
+                    socket.register_send_waker(cx.waker());
+                    Poll::Pending
+                }
+            }
+        });
+        match tokio::time::timeout(timeout, established).await {
+            Ok(true) => Ok(stream),
+            Ok(false) => Err(DialError::Refused(remote)),
+            Err(_) => {
+                stream.abort();
+                let since = self.stats().last_handshake;
+                Err(match since {
+                    Some(age) if age < SILENT_AFTER => DialError::Timeout(remote, timeout),
+                    age => DialError::Silent(remote, age.unwrap_or(SILENT_AFTER).as_secs()),
+                })
+            }
+        }
+    }
+
+    /// The addresses of a container or service (or of the address `target` itself), those of
+    /// the families this tunnel carries first.
+    pub async fn resolve(&self, target: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        if let Some(ip) = dns::literal(target) {
+            return Ok(vec![ip]);
+        }
+        for name in dns::candidates(target) {
+            let addresses = self.lookup(&name).await?;
+            if !addresses.is_empty() {
+                return Ok(addresses);
+            }
+        }
+        Err(ResolveError::NotFound(target.to_string()))
+    }
+
+    /// A and AAAA of one fully qualified name, asked at once; IPv6 first.
+    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, ResolveError> {
+        let udp = UdpGuard {
+            handle: self.shared.lock().bind_udp()?,
+            shared: &self.shared,
+        };
+        let base: u16 = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
+        let kinds = [RecordType::AAAA, RecordType::A];
+        let mut answers: [Option<Answer>; 2] = [None, None];
+        for _ in 0..DNS_TRIES {
+            {
+                let mut stack = self.shared.lock();
+                for (i, kind) in kinds.iter().enumerate() {
+                    if answers[i].is_some() {
+                        continue;
+                    }
+                    let id = base.wrapping_add(i as u16);
+                    let packet = dns::query(name, *kind, id).ok_or_else(|| ResolveError::NotFound(name.into()))?;
+                    if let Err(error) = stack.udp(udp.handle).send_slice(&packet, self.shared.dns) {
+                        tracing::debug!(%error, "dns query not queued");
+                    }
+                }
+            }
+            self.shared.wake.notify_one();
+            let all = poll_fn(|cx| {
+                let mut stack = self.shared.lock();
+                let socket = stack.udp(udp.handle);
+                let mut buf = [0; 4096];
+                while let Ok((len, meta)) = socket.recv_slice(&mut buf) {
+                    if SocketAddr::from((meta.endpoint.addr, meta.endpoint.port)) != self.shared.dns {
+                        continue;
+                    }
+                    for (i, slot) in answers.iter_mut().enumerate() {
+                        if slot.is_none() {
+                            *slot = dns::answer(&buf[..len], base.wrapping_add(i as u16));
+                        }
+                    }
+                }
+                if answers.iter().all(Option::is_some) {
+                    return Poll::Ready(());
+                }
+                socket.register_recv_waker(cx.waker());
+                Poll::Pending
+            });
+            if tokio::time::timeout(DNS_RETRY, all).await.is_ok() {
+                break;
+            }
+        }
+        let mut addresses = Vec::new();
+        for answer in &answers {
+            match answer {
+                Some(Answer::Addresses(found)) => addresses.extend(found),
+                Some(Answer::Nothing) => {}
+                Some(Answer::Failed(code)) => {
+                    return Err(ResolveError::Failed(self.shared.dns, name.into(), code.to_string()))
+                }
+                None if addresses.is_empty() => return Err(ResolveError::NoAnswer(self.shared.dns)),
+                None => {}
+            }
+        }
+        Ok(addresses)
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Stack> {
+        self.stack.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct UdpGuard<'a> {
+    handle: SocketHandle,
+    shared: &'a Shared,
+}
+
+impl Drop for UdpGuard<'_> {
+    fn drop(&mut self) {
+        self.shared.lock().release_udp(self.handle);
+    }
+}
+
+/// Polls the stack when a datagram arrives, a connection changed a socket, or a deadline of
+/// the stack passes; sends what the stack queued.
+async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<bool>) -> io::Result<()> {
+    let mut gateway = Gateway::new(udp)?;
+    let mut out = Vec::new();
+    loop {
+        let deadline = {
+            let mut stack = shared.lock();
+            let now = Instant::now();
+            stack.poll(now);
+            while let Some(datagram) = stack.poll_datagram() {
+                out.push(datagram);
+            }
+            let up = stack.is_connected();
+            connected.send_if_modified(|was| std::mem::replace(was, up) != up);
+            stack.poll_timeout(now)
+        };
+        gateway.send(&mut out).await;
+        tokio::select! {
+            ready = gateway.udp.readable() => {
+                ready?;
+                gateway.receive(&shared);
+            }
+            () = shared.wake.notified() => {}
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
+                shared.lock().handle_timeout(Instant::now());
+            }
+        }
+    }
+}
+
+/// The UDP socket to the gateway, batched: one sendmsg carries a GSO train of equal-sized
+/// datagrams (what smoltcp's full-MTU segments become), one recvmmsg returns GRO-coalesced ones.
+struct Gateway {
+    udp: UdpSocket,
+    state: UdpSocketState,
+    endpoint: SocketAddr,
+    gso: Vec<u8>,
+    rx: Vec<Vec<u8>>,
+    metas: Vec<RecvMeta>,
+}
+
+impl Gateway {
+    fn new(udp: UdpSocket) -> io::Result<Gateway> {
+        let state = UdpSocketState::new((&udp).into())?;
+        // Bursts of a fast sender must not overflow the default socket buffers.
+        let _ = state.set_recv_buffer_size((&udp).into(), SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size((&udp).into(), SOCKET_BUFFER);
+        Ok(Gateway {
+            endpoint: udp.peer_addr()?,
+            udp,
+            state,
+            gso: Vec::with_capacity(GSO_BYTES + RX_BUF),
+            rx: vec![vec![0; RX_BUF]; RX_BATCH],
+            metas: vec![RecvMeta::default(); RX_BATCH],
+        })
+    }
+
+    /// Sends and empties `datagrams`, runs of equal size together.
+    async fn send(&mut self, datagrams: &mut Vec<Vec<u8>>) {
+        let max_segments = self.state.max_gso_segments().max(1);
+        let mut rest = &datagrams[..];
+        while !rest.is_empty() {
+            let (count, segment) = train(rest, max_segments, GSO_BYTES);
+            self.gso.clear();
+            for datagram in &rest[..count] {
+                self.gso.extend_from_slice(datagram);
+            }
+            rest = &rest[count..];
+            let transmit = Transmit {
+                destination: self.endpoint,
+                ecn: None,
+                contents: &self.gso,
+                segment_size: (count > 1).then_some(segment),
+                src_ip: None,
+            };
+            let (udp, state) = (&self.udp, &self.state);
+            if let Err(error) = udp
+                .async_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit))
+                .await
+            {
+                // The gateway's port closed or the route went: the session retries on its own.
+                tracing::debug!(%error, count, "sending to the gateway");
+            }
+        }
+        datagrams.clear();
+    }
+
+    /// Hands what has arrived to the stack, a bounded amount so the rest gets its turn.
+    fn receive(&mut self, shared: &Shared) {
+        let mut stack = shared.lock();
+        let now = Instant::now();
+        for _ in 0..RX_ROUNDS {
+            let received = {
+                let (udp, state, metas) = (&self.udp, &self.state, &mut self.metas);
+                let mut iovs: [IoSliceMut; RX_BATCH] = {
+                    let mut bufs = self.rx.iter_mut();
+                    std::array::from_fn(|_| IoSliceMut::new(bufs.next().expect("RX_BATCH buffers")))
+                };
+                udp.try_io(Interest::READABLE, || state.recv(udp.into(), &mut iovs, metas))
+            };
+            let received = match received {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(error) => {
+                    tracing::debug!(%error, "receiving from the gateway");
+                    return;
+                }
+            };
+            for (buf, meta) in self.rx.iter().zip(&self.metas).take(received) {
+                if meta.addr != self.endpoint {
+                    tracing::trace!(from = %meta.addr, "datagram from an unknown address dropped");
+                    continue;
+                }
+                for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
+                    stack.handle_datagram(datagram, now);
+                }
+            }
+        }
+    }
+}
+
+/// How many datagrams from the start of `datagrams` (not empty) make one GSO send, and their
+/// segment size: equal sizes, of which only the last may be shorter, within the limits.
+fn train(datagrams: &[Vec<u8>], max_segments: usize, max_bytes: usize) -> (usize, usize) {
+    let segment = datagrams[0].len();
+    let (mut count, mut bytes) = (0, 0);
+    for datagram in datagrams {
+        let fits = count == 0 || (count < max_segments && bytes + datagram.len() <= max_bytes);
+        if !fits || datagram.len() > segment {
+            break;
+        }
+        count += 1;
+        bytes += datagram.len();
+        if datagram.len() < segment {
+            break;
+        }
+    }
+    (count, segment)
+}
+
+/// A TCP connection through the tunnel. Dropping it closes it gracefully.
+pub struct TcpStream {
+    shared: Arc<Shared>,
+    handle: SocketHandle,
+}
+
+impl TcpStream {
+    /// Resets the connection instead of closing it.
+    pub fn abort(self) {
+        self.shared.lock().abort_tcp(self.handle);
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        self.shared.lock().release_tcp(self.handle);
+        self.shared.wake.notify_one();
+    }
+}
+
+impl AsyncRead for TcpStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let mut stack = self.shared.lock();
+        let socket = stack.tcp(self.handle);
+        if socket.can_recv() {
+            let read = socket.recv_slice(buf.initialize_unfilled());
+            drop(stack);
+            // Reading opens the window: the peer may have to be told.
+            self.shared.wake.notify_one();
+            return Poll::Ready(match read {
+                Ok(n) => {
+                    buf.advance(n);
+                    Ok(())
+                }
+                Err(tcp::RecvError::Finished) => Ok(()),
+                Err(tcp::RecvError::InvalidState) => Err(io::ErrorKind::ConnectionReset.into()),
+            });
+        }
+        if !socket.may_recv() {
+            return Poll::Ready(Ok(()));
+        }
+        socket.register_recv_waker(cx.waker());
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for TcpStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let mut stack = self.shared.lock();
+        let socket = stack.tcp(self.handle);
+        if socket.can_send() {
+            let sent = socket.send_slice(data);
+            drop(stack);
+            self.shared.wake.notify_one();
+            return Poll::Ready(sent.map_err(|_| io::ErrorKind::BrokenPipe.into()));
+        }
+        if !socket.may_send() {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        socket.register_send_waker(cx.waker());
+        Poll::Pending
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shared.lock().tcp(self.handle).close();
+        self.shared.wake.notify_one();
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::train;
+
+    fn sizes(lens: &[usize]) -> Vec<Vec<u8>> {
+        lens.iter().map(|&n| vec![0; n]).collect()
+    }
+
+    #[test]
+    fn trains_are_equal_sizes_ending_at_most_one_shorter() {
+        assert_eq!(train(&sizes(&[100, 100, 60, 100]), 64, 64_000), (3, 100));
+        assert_eq!(train(&sizes(&[60, 100]), 64, 64_000), (1, 60));
+        assert_eq!(train(&sizes(&[100; 10]), 4, 64_000), (4, 100));
+        assert_eq!(train(&sizes(&[100; 10]), 64, 350), (3, 100));
+        assert_eq!(train(&sizes(&[70_000, 100]), 64, 64_000), (1, 70_000));
+    }
+}

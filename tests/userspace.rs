@@ -1,0 +1,551 @@
+//! `corridor forward`, `connect` and `proxy` end to end: corridor runs in the lab's laptop
+//! namespace as uid 65534 with no capabilities and no `vpn up`; real ssh, scp, plink, curl and
+//! nc reach the containers through its userspace stack.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{assert_success, corridor_binary, links, routes, stdout, Client, Lab};
+
+const NOBODY: u32 = 65534;
+const SSH_PORT: &str = "65437";
+const READY: Duration = Duration::from_secs(30);
+const SSH_OPTIONS: [&str; 10] = [
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=10",
+];
+
+#[test]
+fn forward_without_root_serves_ssh_parallel_sessions_and_scp() {
+    let Some(lab) = Lab::up("crtusfw", 50) else { return };
+    let user = Nobody::new(&lab);
+    let links_before = links(lab.laptop());
+    let routes_before = routes(lab.laptop());
+
+    let mut forward = user.start(&["forward", "demo", "2222:api:65437"]);
+    forward.wait_for("127.0.0.1:2222 → api:65437");
+
+    let one = user.ssh_local(2222, "hostname");
+    assert_success("ssh through forward", &one);
+    assert!(is_api_node(&stdout(&one)), "{}", stdout(&one));
+
+    let parallel: Vec<_> = (0..20)
+        .map(|_| {
+            let cmd = user.ssh_local_command(2222, "hostname");
+            std::thread::spawn(move || run(cmd))
+        })
+        .collect();
+    let results: Vec<Output> = parallel.into_iter().map(|t| t.join().unwrap()).collect();
+    for (i, out) in results.iter().enumerate() {
+        assert_success(&format!("parallel ssh {i}"), out);
+        assert!(is_api_node(&stdout(out)), "parallel ssh {i}: {}", stdout(out));
+    }
+
+    let payload: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let up = user.file("up.bin");
+    let down = user.file("down.bin");
+    std::fs::write(&up, &payload).unwrap();
+    user.chown(&up);
+    let started = Instant::now();
+    assert_success(
+        "scp up",
+        &user.scp(2222, up.to_str().unwrap(), "root@127.0.0.1:/tmp/corridor-userspace.bin"),
+    );
+    assert_success(
+        "scp down",
+        &user.scp(
+            2222,
+            "root@127.0.0.1:/tmp/corridor-userspace.bin",
+            down.to_str().unwrap(),
+        ),
+    );
+    eprintln!("5 MB scp there and back in {:?}", started.elapsed());
+    assert!(std::fs::read(&down).unwrap() == payload, "the file came back different");
+
+    assert_eq!(links(lab.laptop()), links_before, "no interface was created");
+    assert_eq!(routes(lab.laptop()), routes_before, "no route was added");
+    forward.interrupt();
+    let status = forward.wait(Duration::from_secs(10));
+    assert!(status.success(), "forward ends cleanly on Ctrl-C: {status}");
+    let after = user.ssh_local(2222, "hostname");
+    assert!(!after.status.success(), "the port is closed once forward ended");
+}
+
+#[test]
+fn connect_is_a_proxy_command_for_ssh_and_plink() {
+    let Some(lab) = Lab::up("crtuscn", 51) else { return };
+    let user = Nobody::new(&lab);
+    let connect = format!(
+        "{} --api {} connect -P demo %h %p",
+        corridor_binary().display(),
+        lab.api_url()
+    );
+
+    let mut ssh = user.nobody_command(&["ssh"]);
+    ssh.args(SSH_OPTIONS)
+        .args(["-o", &format!("ProxyCommand={connect}"), "-p", SSH_PORT])
+        .args(["root@node1.db.db.zerops", "hostname"]);
+    let ssh = run(ssh);
+    assert_success("ssh with ProxyCommand", &ssh);
+    assert_eq!(stdout(&ssh), "node1.db.db.zerops");
+
+    let mut plink = user.nobody_command(&["plink"]);
+    plink
+        .args([
+            "-batch",
+            "-ssh",
+            "-P",
+            SSH_PORT,
+            "-hostkey",
+            lab.ssh_host_key(),
+            "-l",
+            "root",
+        ])
+        .args(["-proxycmd", &connect.replace("%h %p", "%host %port")])
+        .args(["node-id-13.runtime.api.zerops", "hostname"]);
+    let plink = run(plink);
+    assert_success("plink -proxycmd", &plink);
+    assert_eq!(stdout(&plink), "node-id-13.runtime.api.zerops");
+
+    // From start to the server's banner: the whole set-up (API, handshake, DNS, TCP).
+    let mut fastest = Duration::MAX;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let mut bridge = user.start(&["connect", "-P", "demo", "node1.db.db.zerops", SSH_PORT]);
+        bridge.wait_for("SSH-2.0-");
+        fastest = fastest.min(started.elapsed());
+    }
+    eprintln!("corridor connect: SSH banner {} ms after start", fastest.as_millis());
+    assert!(fastest < Duration::from_secs(2), "banner after {fastest:?}");
+
+    // sshd hangs up on a bad greeting: connect must end then, though its stdin stays open.
+    let mut bridge = user.start(&["connect", "-P", "demo", "node1.db.db.zerops", SSH_PORT]);
+    bridge.wait_for("SSH-2.0-");
+    bridge.child.stdin.as_mut().unwrap().write_all(b"garbage\r\n").unwrap();
+    let status = bridge.wait(Duration::from_secs(10));
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn socks5_proxy_resolves_names_in_the_project_for_curl_and_ssh() {
+    let Some(lab) = Lab::up("crtussx", 52) else { return };
+    let user = Nobody::new(&lab);
+    let container = lab.container("node-id-13.runtime.api.zerops")["ns"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let site = user.file("site");
+    std::fs::create_dir(&site).unwrap();
+    std::fs::write(site.join("index.html"), "served from node-id-13\n").unwrap();
+    let _http = HttpServer::start(&lab, &container, &site, 8000);
+
+    let mut proxy = user.start(&["proxy", "-P", "demo", "--socks5", "127.0.0.1:1080"]);
+    proxy.wait_for("127.0.0.1:1080 → SOCKS5");
+
+    let mut curl = user.nobody_command(&["curl"]);
+    curl.args(["-sS", "--max-time", "10", "--socks5-hostname", "127.0.0.1:1080"])
+        .arg("http://node-id-13.runtime.api.zerops:8000/");
+    let curl = run(curl);
+    assert_success("curl --socks5-hostname", &curl);
+    assert_eq!(stdout(&curl), "served from node-id-13");
+
+    let mut ssh = user.nobody_command(&["ssh"]);
+    ssh.args(SSH_OPTIONS)
+        .args(["-o", "ProxyCommand=nc -X 5 -x 127.0.0.1:1080 %h %p", "-p", SSH_PORT])
+        .args(["root@api", "hostname"]);
+    let ssh = run(ssh);
+    assert_success("ssh via nc -X 5", &ssh);
+    assert!(is_api_node(&stdout(&ssh)), "{}", stdout(&ssh));
+
+    let mut unknown = user.nobody_command(&["curl"]);
+    unknown
+        .args(["-sS", "--max-time", "10", "--socks5-hostname", "127.0.0.1:1080"])
+        .arg("http://nosuch:8000/");
+    let unknown = run(unknown);
+    assert!(!unknown.status.success(), "an unknown name fails");
+    proxy.wait_for("no container or service named \"nosuch\"");
+}
+
+#[test]
+fn bad_input_is_explained_and_other_connections_carry_on() {
+    let Some(lab) = Lab::up("crtusbad", 53) else { return };
+    let user = Nobody::new(&lab);
+
+    let mut forward = user.start(&["forward", "demo", "2222:api:65437", "2223:api:1"]);
+    forward.wait_for("127.0.0.1:2223 → api:1");
+
+    let refused = user.ssh_local(2223, "hostname");
+    assert!(!refused.status.success(), "a refusing target fails the connection");
+    forward.wait_for("refused the connection");
+    let ok = user.ssh_local(2222, "hostname");
+    assert_success("the other forward still works", &ok);
+    assert!(is_api_node(&stdout(&ok)));
+
+    let taken = user.run(&["forward", "demo", "2222:api:65437"]);
+    assert!(!taken.status.success());
+    assert!(stderr(&taken).contains("port is taken"), "{}", stderr(&taken));
+
+    let unknown = user.run(&["forward", "demo", "2230:nosuch:22"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("no container or service named \"nosuch\""),
+        "{}",
+        stderr(&unknown)
+    );
+    assert!(!listening(&lab, 2230), "nothing listens after a failed start");
+
+    let connect = user.run(&["connect", "-P", "demo", "nosuch", "22"]);
+    assert!(!connect.status.success());
+    assert!(stderr(&connect).contains("nosuch"), "{}", stderr(&connect));
+
+    assert_success("misbehave expired", &lab.lab(&["misbehave", "expired"]));
+    let expired = user.run(&["forward", "demo", "2231:api:65437"]);
+    assert_success("misbehave ok", &lab.lab(&["misbehave", "ok"]));
+    assert!(!expired.status.success());
+    assert!(stderr(&expired).contains("expired"), "{}", stderr(&expired));
+    assert!(!listening(&lab, 2231), "nothing listens after a failed start");
+
+    let still = user.ssh_local(2222, "hostname");
+    assert_success("the running forward is unaffected", &still);
+}
+
+#[test]
+fn silent_gateway_fails_fast_with_a_clear_message() {
+    let Some(lab) = Lab::up("crtussil", 54) else { return };
+    let user = Nobody::new(&lab);
+    let _drop = DropUdp::install(&lab);
+
+    let started = Instant::now();
+    let out = user.run(&["forward", "demo", "--timeout", "2", "2240:api:65437"]);
+
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no WireGuard handshake"), "{}", stderr(&out));
+    assert!(started.elapsed() < Duration::from_secs(15), "{:?}", started.elapsed());
+    assert!(!listening(&lab, 2240));
+}
+
+#[test]
+fn forward_from_a_container_of_another_project_without_privilege() {
+    let Some(lab) = Lab::up("crtusc2c", 56) else { return };
+    let other = lab.project("other")["containers"][0]["ns"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let user = Nobody::in_ns(&lab, &other);
+    let links_before = links(&other);
+
+    let mut forward = user.start(&["forward", "demo", "2222:node1.db.db.zerops:65437"]);
+    forward.wait_for("127.0.0.1:2222 → node1.db.db.zerops:65437");
+    let ssh = user.ssh_local(2222, "hostname");
+
+    assert_success("ssh from a container of project other", &ssh);
+    assert_eq!(stdout(&ssh), "node1.db.db.zerops");
+    assert_eq!(links(&other), links_before, "no interface was created");
+}
+
+#[test]
+fn forward_and_vpn_up_to_one_project_work_side_by_side() {
+    let Some(lab) = Lab::up("crtusvpn", 55) else { return };
+    let client = Client::new(&lab);
+    assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
+
+    let mut command = client.command(&["forward", "demo", "2222:node1.db.db.zerops:65437"]);
+    let mut forward = Running::spawn(&mut command);
+    forward.wait_for("127.0.0.1:2222 →");
+
+    let through_tun = lab.ssh(
+        lab.container("node-id-13.runtime.api.zerops")["ipv6"].as_str().unwrap(),
+        "hostname",
+    );
+    assert_success("ssh through vpn up", &through_tun);
+    assert_eq!(stdout(&through_tun), "node-id-13.runtime.api.zerops");
+    let mut ssh = Command::new("ip");
+    ssh.args(["netns", "exec", lab.laptop(), "ssh"])
+        .args(SSH_OPTIONS)
+        .args(["-p", "2222", "root@127.0.0.1", "hostname"]);
+    let through_forward = run(ssh);
+    assert_success("ssh through forward", &through_forward);
+    assert_eq!(stdout(&through_forward), "node1.db.db.zerops");
+    let keys = std::fs::read_dir(client.dir.path().join("config/keys"))
+        .unwrap()
+        .count();
+    assert_eq!(keys, 2, "one key for each mode");
+}
+
+fn is_api_node(name: &str) -> bool {
+    name == "node-id-13.runtime.api.zerops" || name == "node-id-14.runtime.api.zerops"
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn run(mut command: Command) -> Output {
+    command.stdin(Stdio::null()).output().expect("running a command")
+}
+
+/// Whether something in the laptop namespace listens on TCP `port`.
+fn listening(lab: &Lab, port: u16) -> bool {
+    let out = lab.run_in(lab.laptop(), &["ss", "-Htln", &format!("sport = :{port}")]);
+    !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+}
+
+/// An unprivileged user of the laptop (or of another namespace) with its own corridor store
+/// and the lab's token.
+struct Nobody<'a> {
+    lab: &'a Lab,
+    dir: tempfile::TempDir,
+    ns: String,
+}
+
+impl<'a> Nobody<'a> {
+    fn new(lab: &'a Lab) -> Nobody<'a> {
+        Nobody::in_ns(lab, lab.laptop())
+    }
+
+    fn in_ns(lab: &'a Lab, ns: &str) -> Nobody<'a> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let user = Nobody {
+            lab,
+            dir,
+            ns: ns.to_string(),
+        };
+        user.chown(user.dir.path());
+        user
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn chown(&self, path: &Path) {
+        let id = Some(nix::unistd::Uid::from_raw(NOBODY));
+        nix::unistd::chown(path, id, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
+    }
+
+    fn with_env<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        command
+            .env("HOME", self.dir.path())
+            .env("CORRIDOR_CONFIG_DIR", self.dir.path().join("config"))
+            .env("CORRIDOR_TOKEN", self.lab.token())
+            .env_remove("SUDO_USER")
+            .env_remove("CORRIDOR_API")
+    }
+
+    /// `corridor --api … ARGS` as nobody in the user's namespace.
+    fn corridor(&self, args: &[&str]) -> Command {
+        let binary = corridor_binary();
+        let mut command = self.nobody_command(&[binary.to_str().unwrap(), "--api", self.lab.api_url()]);
+        command.args(args);
+        command
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        run(self.corridor(args))
+    }
+
+    fn start(&self, args: &[&str]) -> Running {
+        Running::spawn(&mut self.corridor(args))
+    }
+
+    /// Any program as nobody in the user's namespace.
+    fn nobody_command(&self, program: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.ns, "setpriv"])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args(program);
+        self.with_env(&mut command);
+        command
+    }
+
+    fn ssh_local_command(&self, port: u16, remote: &str) -> Command {
+        let mut command = self.nobody_command(&["ssh"]);
+        command
+            .args(SSH_OPTIONS)
+            .args(["-p", &port.to_string(), "root@127.0.0.1", remote]);
+        command
+    }
+
+    fn ssh_local(&self, port: u16, remote: &str) -> Output {
+        run(self.ssh_local_command(port, remote))
+    }
+
+    fn scp(&self, port: u16, from: &str, to: &str) -> Output {
+        let mut command = self.nobody_command(&["scp"]);
+        command.args(SSH_OPTIONS).args(["-P", &port.to_string(), from, to]);
+        run(command)
+    }
+}
+
+/// A long-running corridor whose output is read line by line; killed when dropped.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(command: &mut Command) -> Running {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting corridor");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an output line containing `text`; fails the test after `READY`.
+    fn wait_for(&mut self, text: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + READY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("no line with {text:?} within {READY:?}; output: {:#?}", self.seen);
+                }
+            }
+        }
+    }
+
+    fn interrupt(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+    }
+
+    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("corridor did not exit within {timeout:?}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `python3 -m http.server` inside a container namespace, stopped when dropped.
+struct HttpServer {
+    child: Child,
+}
+
+impl HttpServer {
+    fn start(lab: &Lab, ns: &str, dir: &Path, port: u16) -> HttpServer {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-m", "http.server"])
+            .args([&port.to_string(), "--bind", "::", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting python3 -m http.server");
+        let server = HttpServer { child };
+        let url = format!("http://[::1]:{port}/");
+        let deadline = Instant::now() + READY;
+        while !lab
+            .run_in(ns, &["curl", "-sf", "--max-time", "1", &url])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "the HTTP server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Drops the laptop's WireGuard traffic (UDP to the gateways), as a firewall might; the rule
+/// goes with its table when dropped (and with the namespace when the lab goes).
+struct DropUdp {
+    ns: String,
+}
+
+impl DropUdp {
+    const TABLE: &'static str = "corridor_test_silence";
+
+    fn install(lab: &Lab) -> DropUdp {
+        let guard = DropUdp {
+            ns: lab.laptop().to_string(),
+        };
+        let t = Self::TABLE;
+        for command in [
+            format!("add table inet {t}"),
+            format!("add chain inet {t} out {{ type filter hook output priority 0 ; }}"),
+            format!("add rule inet {t} out udp dport 51820 drop"),
+        ] {
+            let out = lab.run_in(lab.laptop(), &["sh", "-c", &format!("nft '{command}'")]);
+            assert_success(&command, &out);
+        }
+        guard
+    }
+}
+
+impl Drop for DropUdp {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", &self.ns, "nft", "delete", "table", "inet", Self::TABLE])
+            .output();
+    }
+}
