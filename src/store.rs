@@ -228,14 +228,10 @@ fn locate(env: &dyn Fn(&str) -> Option<OsString>, euid_is_root: bool) -> Result<
     if let Some(dir) = env(CONFIG_DIR_ENV).filter(|d| !d.is_empty()) {
         return Ok((PathBuf::from(dir), owner));
     }
-    if let Some(name) = owner
-        .as_ref()
-        .and_then(|o| o.name.as_deref())
-        .filter(|_| cfg!(target_os = "linux"))
-    {
+    if let Some(name) = owner.as_ref().and_then(|o| o.name.as_deref()) {
         // Under sudo, HOME and XDG_* may be root's or gone; the passwd entry is not.
         let home = platform::home_of(name).with_context(|| format!("cannot look up the sudo user {name:?}"))?;
-        return Ok((home.join(".config").join("corridor"), owner));
+        return Ok((platform::config_dir_in(&home), owner));
     }
     let dirs = directories::ProjectDirs::from("", "", "corridor")
         .context("cannot find the home directory for the config dir")?;
@@ -349,7 +345,9 @@ fn remove_optional(path: &Path) -> Result<bool> {
     }
 }
 
-#[cfg(test)]
+// The store's tests check Unix file modes; Windows keeps the files private through the ACL of the
+// user's profile instead.
+#[cfg(all(test, unix))]
 mod tests {
     use base64::engine::general_purpose::STANDARD as BASE64;
     use base64::Engine as _;
@@ -563,7 +561,6 @@ mod tests {
         assert_eq!(owner, None);
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn under_sudo_the_invoking_users_config_dir_is_used() {
         let env = fake_env(&[("SUDO_USER", "root"), ("SUDO_UID", "0"), ("SUDO_GID", "0")]);
@@ -571,7 +568,7 @@ mod tests {
 
         let (dir, owner) = locate(&env, true).unwrap();
 
-        assert_eq!(dir, home.join(".config/corridor"));
+        assert_eq!(dir, platform::config_dir_in(&home));
         assert_eq!(
             owner,
             Some(Invoker {

@@ -5,6 +5,7 @@
 //! Commands that read a home directory run in a private mount namespace with a temporary
 //! directory bound over root's home (OpenSSH finds `~` through the password database, not
 //! `$HOME`), so the machine's own ~/.ssh and ~/.putty are never read or written.
+#![cfg(target_os = "linux")]
 
 mod common;
 

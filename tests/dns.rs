@@ -1,5 +1,6 @@
 //! Names: with the tunnel up, project names resolve for every program through the system
 //! resolver, other names keep resolving, and the host's resolver is restored byte for byte.
+#![cfg(target_os = "linux")]
 
 mod common;
 

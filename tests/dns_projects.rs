@@ -1,6 +1,7 @@
 //! Names of several projects at once: one responder for the host, every connected project
 //! registered with it; a project that leaves (or whose daemon is killed) takes only its own
 //! names along, and the last one out restores the resolver byte for byte.
+#![cfg(target_os = "linux")]
 
 mod common;
 

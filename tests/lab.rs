@@ -1,5 +1,6 @@
 //! The lab itself, proved with a WireGuard client nobody here wrote (wireguard-go + wg),
 //! configured from the lab API's answer exactly as the platform's own CLI does.
+#![cfg(target_os = "linux")]
 
 mod common;
 

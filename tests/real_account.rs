@@ -2,6 +2,7 @@
 //! gateways that do not answer ping, projects without IPv4 or without a DNS gateway, regions,
 //! and the platform CLI's token variable. Each test runs the client against a lab told to
 //! misbehave that way.
+#![cfg(target_os = "linux")]
 
 mod common;
 

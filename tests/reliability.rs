@@ -1,5 +1,6 @@
 //! Reliability end to end: the gateway loses every session and corridor carries SSH again
 //! within seconds; an idle connection leaves the machine asleep.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -1,6 +1,7 @@
 //! `corridor forward`, `connect` and `proxy` end to end: corridor runs in the lab's laptop
 //! namespace as uid 65534 with no capabilities and no `vpn up`; real ssh, scp, plink, curl and
 //! nc reach the containers through its userspace stack.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `corridor vpn up/status/down` end to end: the client in the lab's laptop namespace, the
 //! wireguard-go gateway as its peer, real ssh and plink into the containers.
+#![cfg(target_os = "linux")]
 
 mod common;
 

@@ -2,18 +2,27 @@
 //!
 //! `cargo run --example lab -- up | down | status [--json] | misbehave MODE | gateway-restart [PROJECT]`
 //! (as root).
-//! The demo, the end-to-end tests and the benchmark all drive this one binary.
+//! The demo, the end-to-end tests and the benchmark all drive this one binary. Network
+//! namespaces are Linux's: elsewhere it only says so.
 
+#[cfg(target_os = "linux")]
 mod api;
+#[cfg(target_os = "linux")]
 mod netns;
+#[cfg(target_os = "linux")]
 mod plan;
+#[cfg(target_os = "linux")]
 mod setup;
 
+#[cfg(target_os = "linux")]
 use anyhow::{bail, Result};
+#[cfg(target_os = "linux")]
 use clap::{Parser, Subcommand};
 
+#[cfg(target_os = "linux")]
 use plan::Plan;
 
+#[cfg(target_os = "linux")]
 #[derive(Parser)]
 #[command(about = "A simulated platform project in network namespaces (needs root)")]
 struct Args {
@@ -27,6 +36,7 @@ struct Args {
     cmd: Cmd,
 }
 
+#[cfg(target_os = "linux")]
 #[derive(Subcommand)]
 enum Cmd {
     /// Build the lab: namespaces, gateways, containers, DNS, the control-plane API.
@@ -51,6 +61,7 @@ enum Cmd {
     Api,
 }
 
+#[cfg(target_os = "linux")]
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.prefix.is_empty() || args.prefix.len() > 8 || !args.prefix.chars().all(|c| c.is_ascii_alphanumeric()) {
@@ -90,9 +101,16 @@ fn main() -> Result<()> {
     }
 }
 
+#[cfg(target_os = "linux")]
 fn require_root() -> Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("the lab creates network namespaces and needs root: run it with sudo");
     }
     Ok(())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("the lab builds network namespaces, which only Linux has");
+    std::process::exit(1);
 }

@@ -131,7 +131,7 @@ pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn 
     let result = serve(&config, &files, &mut journal, events).await;
     drop(journal);
     let restored = host::restore(&files.journal);
-    let _ = std::fs::remove_file(&files.socket);
+    platform::ipc::remove(&files.socket);
     let _ = std::fs::remove_file(&files.state);
     if let Err(e) = &result {
         events(&Event::Failed {

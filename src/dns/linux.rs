@@ -8,9 +8,12 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
-use super::upstream::nameservers;
 use super::{HostDns, Mode};
 use crate::host::{Change, Journal};
+
+/// A resolv.conf nameserver is always on port 53, and 127.0.0.153 stays clear of
+/// systemd-resolved's 127.0.0.53 and 127.0.0.54.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 153)), 53);
 
 const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// The first line of a rewritten resolv.conf; finding it anywhere else means a rewrite was never
@@ -35,6 +38,7 @@ pub fn apply(plan: &HostDns, responder: SocketAddr, interface: &str, journal: &m
         Mode::Resolved => configure_resolved(responder, interface),
         Mode::ResolvConf => rewrite_resolv_conf(Path::new(RESOLV_CONF), responder, journal),
         Mode::Auto => bail!("the DNS mode must be decided (plan_host) before it is applied"),
+        Mode::Scoped => bail!("--dns scoped is for macOS and Windows; on Linux use --dns auto"),
     }
 }
 
@@ -52,6 +56,7 @@ fn plan_at(resolv_conf: &Path, mode: Mode, listen: SocketAddr, resolved_running:
     let mode = match mode {
         Mode::Auto if resolved_running && through_resolved => Mode::Resolved,
         Mode::Auto => Mode::ResolvConf,
+        Mode::Scoped => bail!("--dns scoped is for macOS and Windows; on Linux use --dns auto"),
         chosen => chosen,
     };
     if mode != Mode::ResolvConf {
@@ -197,6 +202,21 @@ fn write_synced(path: &Path, bytes: &[u8], create: bool) -> Result<()> {
     file.write_all(bytes)
         .and_then(|()| file.sync_all())
         .with_context(|| format!("writing {}", path.display()))
+}
+
+/// The host's nameservers in resolv.conf `content`, read by hickory's parser; `skip` (our own
+/// address) is never one of them.
+fn nameservers(content: &str, skip: IpAddr) -> Vec<SocketAddr> {
+    let Ok((config, _)) = hickory_resolver::system_conf::parse_resolv_conf(content) else {
+        return Vec::new();
+    };
+    config
+        .name_servers()
+        .iter()
+        .map(|ns| ns.ip)
+        .filter(|&ip| ip != skip)
+        .map(|ip| SocketAddr::new(ip, 53))
+        .collect()
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 
 mod cache;
 mod core;
+pub mod plan;
 mod responder;
 pub mod service;
 #[cfg(test)]
@@ -23,36 +24,26 @@ use linux as platform;
 mod macos;
 #[cfg(target_os = "macos")]
 use macos as platform;
-#[cfg(target_os = "windows")]
+#[cfg(windows)]
 mod windows;
-#[cfg(target_os = "windows")]
+#[cfg(windows)]
 use windows as platform;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 pub use core::ProjectDns;
+/// Where the responder listens by default (each platform's reason is beside its value).
+pub use platform::DEFAULT_LISTEN;
 pub use responder::Responder;
-/// Removes our NRPT rules; the journal cannot hold them, so the daemon calls this on exit and
-/// before connecting.
-#[cfg(target_os = "windows")]
-pub use windows::remove_rules as remove_nrpt_rules;
 
 use crate::host::Journal;
 
 /// The zone served by the project's DNS.
 pub const PROJECT_ZONE: &str = "zerops.";
-
-/// Where the responder listens by default. A resolv.conf nameserver is always on port 53, and
-/// 127.0.0.153 stays clear of systemd-resolved's 127.0.0.53 and 127.0.0.54.
-#[cfg(not(target_os = "macos"))]
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 153)), 53);
-/// macOS configures no loopback address but 127.0.0.1.
-#[cfg(target_os = "macos")]
-pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 53);
 
 pub struct ResponderConfig {
     /// A local address only (loopback, or the tunnel's own address); queries from other sources
@@ -92,6 +83,9 @@ pub enum Mode {
     Resolved,
     /// /etc/resolv.conf rewritten in place; the responder forwards every other name.
     ResolvConf,
+    /// The platform's own per-domain resolver: `/etc/resolver/zerops` on macOS, an NRPT rule
+    /// on Windows.
+    Scoped,
     /// Leave the host's resolver alone.
     Off,
 }

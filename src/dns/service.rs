@@ -301,8 +301,9 @@ async fn serve(
     })
     .await
     .context("starting the DNS responder")?;
-    // Resolved mode is per link: each daemon points its own interface at us.
-    if plan.mode == Mode::ResolvConf {
+    // Resolved mode is per link: each daemon points its own interface at us. The others
+    // (resolv.conf, macOS's resolver file, Windows's NRPT rule) are one per host: ours.
+    if plan.mode != Mode::Resolved {
         configure_host(&plan, responder.local_addr(), "", journal)?;
     }
     let listener = ipc::bind(&files.socket, platform::invoker().as_ref())?;

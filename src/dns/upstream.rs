@@ -7,11 +7,10 @@
 //! authority records (SOA, NSEC) but not the header: such answers lose the AD flag (positive ones
 //! keep it).
 //!
-//! Also here: the host's original nameservers read with hickory's resolv.conf reader, and a
-//! host-name endpoint resolved by hickory's resolver rather than the system resolver, which may
-//! point at a responder that is not running.
+//! Also here: a host-name endpoint resolved by hickory's resolver rather than the system
+//! resolver, which may point at a responder that is not running.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -101,21 +100,6 @@ fn answer_from_error(question: &Question, error: NetError) -> Result<Message, St
         NetError::Timeout => Err("no answer in time".into()),
         other => Err(other.to_string()),
     }
-}
-
-/// The host's nameservers in resolv.conf `content`, read by hickory's parser; `skip` (our own
-/// address) is never one of them.
-pub fn nameservers(content: &str, skip: IpAddr) -> Vec<SocketAddr> {
-    let Ok((config, _)) = hickory_resolver::system_conf::parse_resolv_conf(content) else {
-        return Vec::new();
-    };
-    config
-        .name_servers()
-        .iter()
-        .map(|ns| ns.ip)
-        .filter(|&ip| ip != skip)
-        .map(|ip| SocketAddr::new(ip, 53))
-        .collect()
 }
 
 /// `host:port` or `ip:port` to an address, asking `nameservers` through hickory's resolver

@@ -1,55 +1,58 @@
-//! Windows: an NRPT rule for `.zerops`, tagged with our comment so it can always be found and
-//! removed (`remove_rules`); every other name keeps the system's own resolvers.
+//! Windows: an NRPT rule sends `.zerops` to the responder; every other name keeps the system's
+//! own resolvers, so no upstreams are needed. The rule is a registry key, journaled before it is
+//! written and deleted on down, exit and after a crash.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use winreg::enums::HKEY_LOCAL_MACHINE;
+use winreg::RegKey;
 
+use super::plan::{self, RegValue, NRPT_GROUP_POLICY};
 use super::{HostDns, Mode};
 use crate::host::Journal;
 
-const TAG: &str = "corridor";
+/// NRPT names servers by address only, so port 53; Windows answers on all of 127.0.0.0/8.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 153)), 53);
 
 pub fn plan(mode: Mode, _listen: SocketAddr) -> Result<HostDns> {
-    let mode = match mode {
-        Mode::Auto | Mode::ResolvConf => Mode::ResolvConf,
-        Mode::Resolved => bail!("systemd-resolved is Linux only; use --dns auto on Windows"),
-        Mode::Off => Mode::Off,
-    };
     Ok(HostDns {
-        mode,
+        mode: plan::scoped_mode(mode, "Windows")?,
         upstreams: Vec::new(),
     })
 }
 
-/// NRPT only takes port-53 servers. The rule is not a file, so the journal has no record for it:
-/// the daemon calls `remove_rules` on exit and before connecting.
-pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, _journal: &mut Journal) -> Result<()> {
-    if plan.mode != Mode::ResolvConf {
+pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, journal: &mut Journal) -> Result<()> {
+    if plan.mode != Mode::Scoped {
         return Ok(());
     }
-    remove_rules()?;
-    powershell(&format!(
-        "Add-DnsClientNrptRule -Namespace '.zerops' -NameServers '{}' -Comment '{TAG}'",
-        responder.ip()
-    ))
-}
-
-pub fn remove_rules() -> Result<()> {
-    powershell(&format!(
-        "Get-DnsClientNrptRule | Where-Object {{ $_.Comment -eq '{TAG}' }} | Remove-DnsClientNrptRule -Force"
-    ))
-}
-
-fn powershell(script: &str) -> Result<()> {
-    let out = Command::new("powershell")
-        .args(["-NoProfile", "-NonInteractive", "-Command", script])
-        .output()
-        .context("running powershell")?;
-    if !out.status.success() {
-        bail!("`{script}` failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    // The rule is named after the journal that undoes it.
+    let owner = journal
+        .path()
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .context("the journal has no name")?;
+    let rule = plan::nrpt_rule(&owner, responder)?;
+    let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
+    if hklm.open_subkey(NRPT_GROUP_POLICY).is_ok() {
+        tracing::warn!("Group Policy sets NRPT rules on this machine; Windows ignores local ones like ours");
     }
+    journal.record(plan::nrpt_change(&owner))?;
+    let (key, _) = hklm
+        .create_subkey(&rule.key)
+        .with_context(|| format!("creating the NRPT rule HKLM\\{}", rule.key))?;
+    for (name, value) in &rule.values {
+        match value {
+            RegValue::Dword(n) => key.set_value(name, n),
+            RegValue::Text(text) => key.set_value(name, text),
+            RegValue::MultiText(list) => key.set_value(name, list),
+        }
+        .with_context(|| format!("setting {name} of the NRPT rule"))?;
+    }
+    // Names looked up before the rule may be cached as missing.
+    let _ = Command::new("ipconfig").arg("/flushdns").output();
+    tracing::info!(key = %rule.key, %responder, "NRPT sends .zerops to the responder");
     Ok(())
 }
 

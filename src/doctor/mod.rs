@@ -361,6 +361,7 @@ fn mode_name(mode: Mode) -> &'static str {
         Mode::Auto => "auto",
         Mode::Resolved => "systemd-resolved",
         Mode::ResolvConf => "resolv.conf",
+        Mode::Scoped => "scoped",
         Mode::Off => "off",
     }
 }
@@ -373,8 +374,9 @@ fn resolver(connections: &[Status]) -> Result<Resolver, String> {
     }
     let plan = dns::plan_host(Mode::Auto, dns::DEFAULT_LISTEN).map_err(|e| format!("{e:#}"))?;
     let can_apply = match plan.mode {
-        Mode::ResolvConf => nix::unistd::access("/etc/resolv.conf", nix::unistd::AccessFlags::W_OK).is_ok(),
-        Mode::Resolved => crate::platform::is_elevated(),
+        // Opened for writing, not written: whether this process may rewrite it.
+        Mode::ResolvConf => std::fs::OpenOptions::new().write(true).open("/etc/resolv.conf").is_ok(),
+        Mode::Resolved | Mode::Scoped => crate::platform::is_elevated(),
         Mode::Off | Mode::Auto => true,
     };
     Ok(Resolver::WouldUse {

@@ -29,6 +29,12 @@ pub enum Change {
         #[serde(default)]
         marker: Option<String>,
     },
+    /// A file we created where there was none (macOS's `/etc/resolver/zerops`). It is removed
+    /// only while it still carries `marker`.
+    CreatedFile { path: PathBuf, marker: String },
+    /// A registry key we created under HKEY_LOCAL_MACHINE (Windows's NRPT rule); undone by
+    /// deleting it with its values.
+    RegistryKey { key: String },
 }
 
 pub struct Journal {

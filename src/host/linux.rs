@@ -2,12 +2,15 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
-use ipnet::IpNet;
+use anyhow::{bail, Result};
 
+use super::plan::{self, Os};
 use super::Change;
+
+pub const OS: Os = Os::Linux;
+/// Tunnel interfaces are `corridor0`, `corridor1`, …
+pub const INTERFACE_PREFIX: &str = "corridor";
 
 const CAP_NET_ADMIN: u32 = 12;
 
@@ -48,10 +51,6 @@ pub fn interface_tag(name: &str) -> Option<String> {
     Some(alias.trim_end_matches('\n').to_string())
 }
 
-pub fn add_route(destination: IpNet, interface: &str) -> Result<()> {
-    ip(&["route", "replace", &destination.to_string(), "dev", interface])
-}
-
 /// Undoes one change; a change that is already gone is undone.
 pub fn undo(change: &Change) -> Result<()> {
     match change {
@@ -63,37 +62,13 @@ pub fn undo(change: &Change) -> Result<()> {
         }
         Change::Route { destination, interface } => {
             if interface_tag(interface).is_some() {
-                let _ = ip(&["route", "del", &destination.to_string(), "dev", interface]);
+                let _ = super::run(&plan::delete_route(OS, *destination, interface));
             }
             Ok(())
         }
-        Change::File { path, backup, marker } => {
-            if !backup.exists() {
-                return Ok(());
-            }
-            let current = fs::read_to_string(path).unwrap_or_default();
-            if marker.as_ref().is_some_and(|m| !current.contains(m.as_str())) {
-                tracing::warn!(path = %path.display(), "rewritten by someone else since; leaving their version");
-                return fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()));
-            }
-            let original = fs::read(backup).with_context(|| format!("reading {}", backup.display()))?;
-            // In place, not rename: the file may be a bind mount (Docker, `ip netns exec`).
-            fs::write(path, original).with_context(|| format!("restoring {}", path.display()))?;
-            fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()))
-        }
-    }
-}
-
-/// The command a user runs to undo a change by hand.
-pub fn manual_fix(change: &Change) -> String {
-    match change {
-        Change::Interface { name, .. } => format!("interface {name}: sudo ip link del {name}"),
-        Change::Route { destination, interface } => {
-            format!("route {destination}: sudo ip route del {destination} dev {interface}")
-        }
-        Change::File { path, backup, .. } => {
-            format!("{}: sudo cp {} {}", path.display(), backup.display(), path.display())
-        }
+        Change::File { path, backup, marker } => super::restore_file(path, backup, marker.as_deref()),
+        Change::CreatedFile { path, marker } => super::remove_created_file(path, marker),
+        Change::RegistryKey { key } => bail!("the registry key {key} is a Windows change; undo it on Windows"),
     }
 }
 
@@ -114,24 +89,7 @@ pub fn ipv6_disabled() -> bool {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    run_tool("ip", args, "is iproute2 installed?")
-}
-
-/// Runs a system tool to completion; its stderr becomes the error, `hint` says what to check
-/// when it cannot be started at all.
-pub fn run_tool(program: &str, args: &[&str], hint: &str) -> Result<()> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
-        .with_context(|| format!("running `{program}` ({hint})"))?;
-    if !out.status.success() {
-        bail!(
-            "`{program} {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
+    super::run_tool("ip", args, "is iproute2 installed?")
 }
 
 #[cfg(test)]

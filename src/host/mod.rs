@@ -2,18 +2,30 @@
 //! and the checks that tell a user what is missing before anything is changed.
 
 mod journal;
+pub mod plan;
+
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
 use linux as platform;
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+use macos as platform;
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+use windows as platform;
 
 pub use journal::{Change, Journal};
-pub use platform::{add_route, interface_tag, preflight, run_tool, tag_interface, undo};
-pub use platform::{has_net_admin, ipv6_disabled};
+pub use platform::{has_net_admin, interface_tag, ipv6_disabled, preflight, tag_interface, undo, INTERFACE_PREFIX, OS};
 
+use std::fs;
 use std::path::Path;
+use std::process::Command;
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
 
 /// Undoes every change a journal holds, newest first, then removes the journal. Used by
 /// `vpn down`, a clean daemon exit and the next start after a crash. Changes already gone
@@ -36,12 +48,77 @@ pub fn restore(journal: &Path) -> Result<Vec<Change>> {
         journal::remove(journal)?;
         return Ok(Vec::new());
     }
-    let fixes: Vec<String> = left.iter().map(|c| format!("  {}", platform::manual_fix(c))).collect();
+    let fixes: Vec<String> = left.iter().map(|c| format!("  {}", plan::manual_fix(OS, c))).collect();
     anyhow::bail!(
         "could not restore the host completely; left behind:\n{}\n(the journal {} is kept)",
         fixes.join("\n"),
         journal.display()
     )
+}
+
+/// Routes `networks` into the tunnel interface, each journaled before it is added.
+pub fn add_routes(interface: &str, networks: &[IpNet], journal: &mut Journal) -> Result<()> {
+    for step in plan::routes(OS, interface, networks) {
+        journal.record(step.change)?;
+        run(&step.apply)?;
+    }
+    Ok(())
+}
+
+/// Runs a system tool to completion; its stderr becomes the error, `hint` says what to check
+/// when it cannot be started at all.
+pub fn run_tool(program: &str, args: &[&str], hint: &str) -> Result<()> {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .with_context(|| format!("running `{program}` ({hint})"))?;
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        // netsh reports its errors on stdout.
+        let detail = if stderr.trim().is_empty() {
+            String::from_utf8_lossy(&out.stdout)
+        } else {
+            stderr
+        };
+        bail!("`{program} {}` failed: {}", args.join(" "), detail.trim());
+    }
+    Ok(())
+}
+
+fn run(step: &plan::Run) -> Result<()> {
+    let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
+    run_tool(step.program, &args, "a system tool corridor needs")
+}
+
+/// Undoes [`Change::File`]: the original bytes back, in place (the file may be a bind mount, as
+/// under Docker and `ip netns exec`), while the file still carries our `marker`.
+fn restore_file(path: &Path, backup: &Path, marker: Option<&str>) -> Result<()> {
+    if !backup.exists() {
+        return Ok(());
+    }
+    let current = fs::read_to_string(path).unwrap_or_default();
+    if marker.is_some_and(|m| !current.contains(m)) {
+        tracing::warn!(path = %path.display(), "rewritten by someone else since; leaving their version");
+        return fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()));
+    }
+    let original = fs::read(backup).with_context(|| format!("reading {}", backup.display()))?;
+    fs::write(path, original).with_context(|| format!("restoring {}", path.display()))?;
+    fs::remove_file(backup).with_context(|| format!("removing {}", backup.display()))
+}
+
+/// Undoes [`Change::CreatedFile`]: a file someone has rewritten since is theirs and stays.
+fn remove_created_file(path: &Path, marker: &str) -> Result<()> {
+    match fs::read_to_string(path) {
+        Ok(current) if current.contains(marker) => {
+            fs::remove_file(path).with_context(|| format!("removing {}", path.display()))
+        }
+        Ok(_) => {
+            tracing::warn!(path = %path.display(), "rewritten by someone else since; leaving their version");
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// Interfaces the journal created that now carry another tag: the name was taken again (after a
@@ -63,7 +140,7 @@ fn names_any(change: &Change, interfaces: &[String]) -> bool {
     match change {
         Change::Interface { name, .. } => interfaces.contains(name),
         Change::Route { interface, .. } => interfaces.contains(interface),
-        Change::File { .. } => false,
+        Change::File { .. } | Change::CreatedFile { .. } | Change::RegistryKey { .. } => false,
     }
 }
 

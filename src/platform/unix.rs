@@ -7,8 +7,10 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use nix::sys::signal::{kill, Signal};
+use nix::time::{clock_gettime, ClockId};
 use nix::unistd::{Gid, Uid, User};
 use tokio::signal::unix::{signal, Signal as Stream, SignalKind};
 
@@ -48,6 +50,14 @@ pub fn home_of(name: &str) -> io::Result<PathBuf> {
             format!("the user {name:?} does not exist"),
         )),
     }
+}
+
+/// corridor's config dir in the home `home`, as `directories` places it for its owner.
+pub fn config_dir_in(home: &Path) -> PathBuf {
+    #[cfg(target_os = "macos")]
+    return home.join("Library/Application Support/corridor");
+    #[cfg(not(target_os = "macos"))]
+    return home.join(".config/corridor");
 }
 
 /// Gives `path` to `invoker`.
@@ -148,6 +158,22 @@ impl Shutdown {
             _ = self.int.recv() => "SIGINT",
         }
     }
+}
+
+/// Time the machine has spent suspended so far (it grows only across a suspend): the clock that
+/// counts sleep minus the one tokio's timers follow, which does not.
+pub fn asleep() -> Duration {
+    // Linux: CLOCK_BOOTTIME counts suspended time, CLOCK_MONOTONIC does not. macOS:
+    // CLOCK_MONOTONIC counts it, CLOCK_UPTIME_RAW (mach_absolute_time) does not.
+    #[cfg(target_os = "linux")]
+    let (with_sleep, without_sleep) = (ClockId::CLOCK_BOOTTIME, ClockId::CLOCK_MONOTONIC);
+    #[cfg(target_os = "macos")]
+    let (with_sleep, without_sleep) = (ClockId::CLOCK_MONOTONIC, ClockId::from_raw(libc::CLOCK_UPTIME_RAW));
+    // Read the clock without sleep first, so a tick between the two reads never looks negative.
+    let (Ok(without), Ok(with)) = (clock_gettime(without_sleep), clock_gettime(with_sleep)) else {
+        return Duration::ZERO;
+    };
+    Duration::from(with).saturating_sub(Duration::from(without))
 }
 
 fn nix_pid(pid: Pid) -> nix::unistd::Pid {

@@ -1,1 +1,439 @@
-//! Windows. Filled in by the Windows port (elevation, named pipe, detached process).
+//! Windows: the process token for elevation, %ProgramData% for system files, creation flags for
+//! a detached daemon, console control events and a named stop event for its shutdown, and a
+//! named pipe only the owner, SYSTEM and Administrators may open for its control channel.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::windows::ffi::{OsStrExt as _, OsStringExt as _};
+use std::os::windows::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tokio::signal::windows::{ctrl_c, ctrl_close, ctrl_shutdown, CtrlC, CtrlClose, CtrlShutdown};
+use tokio::sync::mpsc;
+use windows_sys::Win32::Foundation::{CloseHandle, GetLastError, ERROR_ACCESS_DENIED, HANDLE, STILL_ACTIVE};
+use windows_sys::Win32::Security::{GetTokenInformation, TokenElevation, TOKEN_ELEVATION, TOKEN_QUERY};
+use windows_sys::Win32::System::Threading::{
+    CreateEventW, GetCurrentProcess, GetExitCodeProcess, OpenEventW, OpenProcess, OpenProcessToken,
+    QueryFullProcessImageNameW, SetEvent, TerminateProcess, WaitForSingleObject, CREATE_NEW_PROCESS_GROUP,
+    DETACHED_PROCESS, EVENT_MODIFY_STATE, INFINITE, PROCESS_NAME_WIN32, PROCESS_QUERY_LIMITED_INFORMATION,
+    PROCESS_TERMINATE,
+};
+
+use super::{Invoker, Pid, Stop};
+
+/// Whether the process token is elevated (an Administrator terminal, or a service).
+pub fn is_elevated() -> bool {
+    let mut token: HANDLE = std::ptr::null_mut();
+    // SAFETY: the pseudo-handle of our own process; `token` is written on success only.
+    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
+        return false;
+    }
+    let token = Handle(token);
+    let mut elevation = TOKEN_ELEVATION { TokenIsElevated: 0 };
+    let mut len = 0u32;
+    // SAFETY: the buffer is a TOKEN_ELEVATION and its size is passed.
+    let ok = unsafe {
+        GetTokenInformation(
+            token.0,
+            TokenElevation,
+            (&mut elevation as *mut TOKEN_ELEVATION).cast(),
+            std::mem::size_of::<TOKEN_ELEVATION>() as u32,
+            &mut len,
+        )
+    };
+    ok != 0 && elevation.TokenIsElevated != 0
+}
+
+/// Connections made by an elevated process live here, for everyone to find.
+pub fn system_runtime_dir() -> PathBuf {
+    program_data().join("run")
+}
+
+/// Kept across a reboot, so a change made before a power cut is still undone.
+pub fn system_state_dir() -> PathBuf {
+    program_data().join("state")
+}
+
+/// Windows has no sudo: an elevated process runs as the user who started it, so what it creates
+/// in their profile is already theirs.
+pub fn sudo_invoker(_env: &dyn Fn(&str) -> Option<OsString>) -> Option<Invoker> {
+    None
+}
+
+pub fn home_of(name: &str) -> io::Result<PathBuf> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        format!("looking up the profile of {name:?} is not supported on Windows"),
+    ))
+}
+
+/// corridor's config dir in the profile `home`, as `directories` places it for its owner.
+pub fn config_dir_in(home: &Path) -> PathBuf {
+    home.join(r"AppData\Roaming\corridor\config")
+}
+
+/// Never needed: see [`sudo_invoker`].
+pub fn hand_over(_path: &Path, _invoker: &Invoker) -> io::Result<()> {
+    Ok(())
+}
+
+/// A directory created in the user's profile inherits its ACL, which grants only the user,
+/// SYSTEM and Administrators: private by default, with no mode to set.
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    std::fs::create_dir(path)
+}
+
+/// A new file (never an existing one); private as its directory is (see [`create_private_dir`]).
+pub fn create_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create_new(true).open(path)
+}
+
+/// An exclusive lock on a file, held until dropped (closing the handle releases it).
+pub struct FileLock(#[allow(dead_code)] File);
+
+/// Takes the lock on `path` (created if missing); `None` while another process holds it.
+pub fn try_lock(path: &Path) -> io::Result<Option<FileLock>> {
+    use std::os::windows::io::AsRawHandle as _;
+    use windows_sys::Win32::Foundation::ERROR_LOCK_VIOLATION;
+    use windows_sys::Win32::Storage::FileSystem::{LockFileEx, LOCKFILE_EXCLUSIVE_LOCK, LOCKFILE_FAIL_IMMEDIATELY};
+    use windows_sys::Win32::System::IO::OVERLAPPED;
+
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    // SAFETY: an all-zero OVERLAPPED is valid (offset 0, no event).
+    let mut overlapped: OVERLAPPED = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid file handle; the whole file's range; `overlapped` outlives the call.
+    let ok = unsafe {
+        LockFileEx(
+            file.as_raw_handle(),
+            LOCKFILE_EXCLUSIVE_LOCK | LOCKFILE_FAIL_IMMEDIATELY,
+            0,
+            u32::MAX,
+            u32::MAX,
+            &mut overlapped,
+        )
+    };
+    if ok != 0 {
+        return Ok(Some(FileLock(file)));
+    }
+    match io::Error::last_os_error() {
+        e if e.raw_os_error() == Some(ERROR_LOCK_VIOLATION as i32) => Ok(None),
+        e => Err(e),
+    }
+}
+
+/// No console, its own process group: closing the terminal or Ctrl+C in it leaves the daemon be.
+pub fn detach(command: &mut Command) {
+    command.creation_flags(DETACHED_PROCESS | CREATE_NEW_PROCESS_GROUP);
+}
+
+/// Whether `pid` runs (also when it is another user's and we may not query it).
+pub fn process_alive(pid: Pid) -> bool {
+    let Some(process) = open_process(pid, PROCESS_QUERY_LIMITED_INFORMATION) else {
+        // SAFETY: reads the calling thread's last error.
+        return unsafe { GetLastError() } == ERROR_ACCESS_DENIED;
+    };
+    let mut code = 0u32;
+    // SAFETY: a valid process handle with query access.
+    let ok = unsafe { GetExitCodeProcess(process.0, &mut code) };
+    ok != 0 && code == STILL_ACTIVE as u32
+}
+
+/// Whether `pid` runs our own executable. Windows gives no other process's arguments without
+/// reading its memory, so the image name is the whole check here.
+pub fn process_is_daemon_of(pid: Pid, _project: &str) -> bool {
+    let Some(process) = open_process(pid, PROCESS_QUERY_LIMITED_INFORMATION) else {
+        return false;
+    };
+    let mut buf = vec![0u16; 32_768];
+    let mut len = buf.len() as u32;
+    // SAFETY: `len` is the buffer's length in UTF-16 units; it returns the length written.
+    if unsafe { QueryFullProcessImageNameW(process.0, PROCESS_NAME_WIN32, buf.as_mut_ptr(), &mut len) } == 0 {
+        return false;
+    }
+    let image = PathBuf::from(OsString::from_wide(&buf[..len as usize]));
+    let ours = std::env::current_exe().ok();
+    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().to_lowercase());
+    ours.is_some_and(|ours| name(&ours).is_some() && name(&ours) == name(&image))
+}
+
+/// Gracefully: sets the daemon's stop event (see [`Shutdown`]), so it undoes its host changes;
+/// a process without one is terminated. Now: terminates it. A process already gone is stopped.
+pub fn signal_stop(pid: Pid, how: Stop) -> io::Result<()> {
+    if how == Stop::Gracefully {
+        let name = wide(&stop_event_name(pid.get()));
+        // SAFETY: a NUL-terminated name; the handle is closed by `Handle`.
+        let event = unsafe { OpenEventW(EVENT_MODIFY_STATE, 0, name.as_ptr()) };
+        if !event.is_null() {
+            let event = Handle(event);
+            // SAFETY: a valid event handle with modify access.
+            if unsafe { SetEvent(event.0) } != 0 {
+                return Ok(());
+            }
+        }
+    }
+    let Some(process) = open_process(pid, PROCESS_TERMINATE) else {
+        return match io::Error::last_os_error() {
+            e if e.kind() == io::ErrorKind::PermissionDenied => Err(e),
+            _ => Ok(()),
+        };
+    };
+    // SAFETY: a valid process handle with terminate access.
+    if unsafe { TerminateProcess(process.0, 1) } == 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Ctrl+C, the console closing, the system shutting down, and the stop event that
+/// [`signal_stop`] sets (a detached daemon has no console to receive the others); set up before
+/// the first host change so that each leads to the cleanup.
+pub struct Shutdown {
+    ctrl_c: CtrlC,
+    close: CtrlClose,
+    shutdown: CtrlShutdown,
+    stop: mpsc::Receiver<()>,
+}
+
+impl Shutdown {
+    pub fn new() -> io::Result<Shutdown> {
+        Ok(Shutdown {
+            ctrl_c: ctrl_c()?,
+            close: ctrl_close()?,
+            shutdown: ctrl_shutdown()?,
+            stop: stop_event()?,
+        })
+    }
+
+    /// Waits for the next stop request; returns its name.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.ctrl_c.recv() => "CTRL_C",
+            _ = self.close.recv() => "CTRL_CLOSE",
+            _ = self.shutdown.recv() => "CTRL_SHUTDOWN",
+            _ = self.stop.recv() => "stop event",
+        }
+    }
+}
+
+/// The event named after our pid, waited for on a thread of its own (a plain thread, not the
+/// runtime's blocking pool, so it never holds up the runtime's shutdown).
+fn stop_event() -> io::Result<mpsc::Receiver<()>> {
+    let name = wide(&stop_event_name(std::process::id()));
+    // SAFETY: default security (creator and Administrators may set it), auto-reset, unset.
+    let event = unsafe { CreateEventW(std::ptr::null(), 0, 0, name.as_ptr()) };
+    if event.is_null() {
+        return Err(io::Error::last_os_error());
+    }
+    let event = Handle(event);
+    let (tx, rx) = mpsc::channel(1);
+    std::thread::Builder::new().name("stop-event".into()).spawn(move || {
+        let event = event;
+        // SAFETY: a valid event handle, owned by this thread from now on.
+        while unsafe { WaitForSingleObject(event.0, INFINITE) } == 0 {
+            if tx.blocking_send(()).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(rx)
+}
+
+/// No suspend is detected here; WireGuard's own timers still recover, only more slowly.
+pub fn asleep() -> std::time::Duration {
+    std::time::Duration::ZERO
+}
+
+fn stop_event_name(pid: u32) -> String {
+    format!("Local\\corridor-stop-{pid}")
+}
+
+fn program_data() -> PathBuf {
+    std::env::var_os("ProgramData")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(r"C:\ProgramData"))
+        .join("corridor")
+}
+
+fn open_process(pid: Pid, access: u32) -> Option<Handle> {
+    // SAFETY: no pointers; a null handle is checked.
+    let process = unsafe { OpenProcess(access, 0, pid.get()) };
+    (!process.is_null()).then_some(Handle(process))
+}
+
+fn wide(text: &str) -> Vec<u16> {
+    OsStr::new(text).encode_wide().chain(Some(0)).collect()
+}
+
+/// A kernel handle closed when dropped.
+struct Handle(HANDLE);
+
+// SAFETY: kernel handles may be used and closed from any thread.
+unsafe impl Send for Handle {}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        // SAFETY: the handle is open and owned by this value.
+        unsafe { CloseHandle(self.0) };
+    }
+}
+
+/// The control channel: a named pipe, local clients only, that only the owner, SYSTEM and
+/// Administrators may open. Its name is made from the connection's socket path, so connections
+/// kept under different runtime dirs never meet.
+pub mod ipc {
+    use std::io;
+    use std::path::Path;
+    use std::pin::Pin;
+    use std::task::{Context as TaskContext, Poll};
+
+    use anyhow::{Context, Result};
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions};
+    use tokio::sync::Mutex;
+    use windows_sys::Win32::Foundation::{LocalFree, ERROR_PIPE_BUSY};
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    };
+    use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
+
+    use crate::platform::Invoker;
+
+    /// Full access for the owner (OW), SYSTEM (SY) and the Administrators group (BA); protected
+    /// (P), so nothing is inherited; no one else.
+    const SDDL: &str = "D:P(A;;GA;;;OW)(A;;GA;;;SY)(A;;GA;;;BA)";
+
+    /// Either end of a connected pipe.
+    pub enum Stream {
+        Server(NamedPipeServer),
+        Client(NamedPipeClient),
+    }
+
+    pub struct Listener {
+        name: String,
+        next: Mutex<NamedPipeServer>,
+    }
+
+    /// Creates the pipe for `path`; refuses when someone else already holds the name.
+    pub fn bind(path: &Path, _owner: Option<&Invoker>) -> Result<Listener> {
+        let name = pipe_name(path);
+        let first = create(&name, true).with_context(|| format!("creating the control pipe {name}"))?;
+        Ok(Listener {
+            name,
+            next: Mutex::new(first),
+        })
+    }
+
+    impl Listener {
+        pub async fn accept(&self) -> io::Result<Stream> {
+            let mut next = self.next.lock().await;
+            next.connect().await?;
+            let connected = std::mem::replace(&mut *next, create(&self.name, false)?);
+            Ok(Stream::Server(connected))
+        }
+    }
+
+    pub async fn connect(path: &Path) -> io::Result<Stream> {
+        let name = pipe_name(path);
+        for _ in 0..50 {
+            match ClientOptions::new().open(&name) {
+                Ok(client) => return Ok(Stream::Client(client)),
+                Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, format!("{name} stays busy")))
+    }
+
+    /// A pipe vanishes with its last handle: nothing to remove.
+    pub fn remove(_path: &Path) {}
+
+    fn pipe_name(path: &Path) -> String {
+        let flat: String = path
+            .to_string_lossy()
+            .chars()
+            .map(|c| if matches!(c, '\\' | '/' | ':') { '-' } else { c })
+            .collect();
+        format!(r"\\.\pipe\corridor{flat}")
+    }
+
+    fn create(name: &str, first: bool) -> io::Result<NamedPipeServer> {
+        let descriptor = SecurityDescriptor::from_sddl(SDDL)?;
+        let mut attributes = SECURITY_ATTRIBUTES {
+            nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
+            lpSecurityDescriptor: descriptor.0,
+            bInheritHandle: 0,
+        };
+        // SAFETY: `attributes` and the descriptor it points to outlive the call.
+        unsafe {
+            ServerOptions::new()
+                .first_pipe_instance(first)
+                .reject_remote_clients(true)
+                .create_with_security_attributes_raw(name, (&mut attributes as *mut SECURITY_ATTRIBUTES).cast())
+        }
+    }
+
+    struct SecurityDescriptor(PSECURITY_DESCRIPTOR);
+
+    impl SecurityDescriptor {
+        fn from_sddl(sddl: &str) -> io::Result<SecurityDescriptor> {
+            let text = super::wide(sddl);
+            let mut descriptor: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+            // SAFETY: a NUL-terminated string; the descriptor is freed with LocalFree on drop.
+            let ok = unsafe {
+                ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                    text.as_ptr(),
+                    SDDL_REVISION_1,
+                    &mut descriptor,
+                    std::ptr::null_mut(),
+                )
+            };
+            if ok == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(SecurityDescriptor(descriptor))
+        }
+    }
+
+    impl Drop for SecurityDescriptor {
+        fn drop(&mut self) {
+            // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
+            unsafe { LocalFree(self.0) };
+        }
+    }
+
+    impl AsyncRead for Stream {
+        fn poll_read(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+            match self.get_mut() {
+                Stream::Server(s) => Pin::new(s).poll_read(cx, buf),
+                Stream::Client(c) => Pin::new(c).poll_read(cx, buf),
+            }
+        }
+    }
+
+    impl AsyncWrite for Stream {
+        fn poll_write(self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+            match self.get_mut() {
+                Stream::Server(s) => Pin::new(s).poll_write(cx, buf),
+                Stream::Client(c) => Pin::new(c).poll_write(cx, buf),
+            }
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+            match self.get_mut() {
+                Stream::Server(s) => Pin::new(s).poll_flush(cx),
+                Stream::Client(c) => Pin::new(c).poll_flush(cx),
+            }
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+            match self.get_mut() {
+                Stream::Server(s) => Pin::new(s).poll_shutdown(cx),
+                Stream::Client(c) => Pin::new(c).poll_shutdown(cx),
+            }
+        }
+    }
+}

@@ -3,7 +3,9 @@
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
-use tun_rs::{AsyncDevice, DeviceBuilder};
+use tun_rs::AsyncDevice;
+
+use super::tun::{self, Spec};
 
 use crate::host::{self, Change, Journal};
 
@@ -25,7 +27,7 @@ pub fn create(config: &DeviceConfig, journal: &mut Journal) -> Result<AsyncDevic
         tag: Some(config.tag.to_string()),
     })?;
     // CORRIDOR_NO_OFFLOAD=1 takes the path of a kernel that refuses offload (tests use it).
-    let try_offload = std::env::var_os("CORRIDOR_NO_OFFLOAD").is_none_or(|v| v != "1");
+    let try_offload = tun::OFFLOAD && std::env::var_os("CORRIDOR_NO_OFFLOAD").is_none_or(|v| v != "1");
     let offloaded = if try_offload {
         build(config, true)
     } else {
@@ -40,31 +42,24 @@ pub fn create(config: &DeviceConfig, journal: &mut Journal) -> Result<AsyncDevic
         }
     };
     host::tag_interface(config.name, config.tag).with_context(|| format!("tagging {}", config.name))?;
-    for route in config.routes {
-        journal.record(Change::Route {
-            destination: *route,
-            interface: config.name.to_string(),
-        })?;
-        host::add_route(*route, config.name).with_context(|| format!("routing {route} into the tunnel"))?;
-    }
+    host::add_routes(config.name, config.routes, journal).context("routing the project networks into the tunnel")?;
     Ok(device)
 }
 
 fn build(config: &DeviceConfig, offload: bool) -> std::io::Result<AsyncDevice> {
-    let mut builder = DeviceBuilder::new().name(config.name).mtu(config.mtu).offload(offload);
-    for addr in config.addresses {
-        builder = match addr {
-            IpNet::V4(v4) => builder.ipv4(v4.addr(), v4.prefix_len(), None),
-            IpNet::V6(v6) => builder.ipv6(v6.addr(), v6.prefix_len()),
-        };
-    }
-    builder.build_async()
+    tun::build(&Spec {
+        name: config.name,
+        tag: config.tag,
+        mtu: config.mtu,
+        addresses: config.addresses,
+        offload,
+    })
 }
 
-/// The first `corridorN` name not taken on this host.
+/// The first interface name (`corridorN`, `utunN` on macOS) not taken on this host.
 pub fn free_name() -> String {
     (0..)
-        .map(|n| format!("corridor{n}"))
+        .map(|n| format!("{}{n}", host::INTERFACE_PREFIX))
         .find(|name| host::interface_tag(name).is_none())
         .expect("some interface name is free")
 }

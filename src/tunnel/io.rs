@@ -1,9 +1,8 @@
 //! The tokio shell around the sans-IO session: TUN ⇄ session ⇄ UDP, timers on deadlines.
 //! One task owns the session, so the session needs no lock.
 //!
-//! The data path works in batches so that a syscall moves many packets: with TUN offload one
-//! read yields a TCP super-packet already split into MTU segments, and one write hands the
-//! kernel coalesced segments; on the UDP side one sendmsg carries a GSO batch of equal-sized
+//! The data path works in batches so that a syscall moves many packets: the TUN side batches
+//! where the OS can (`tun`); on the UDP side one sendmsg carries a GSO batch of equal-sized
 //! datagrams and one recvmmsg returns GRO-coalesced ones. Buffers are allocated once.
 
 use std::io::IoSliceMut;
@@ -16,14 +15,12 @@ use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tun_rs::{AsyncDevice, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+use tun_rs::AsyncDevice;
 
 use super::clock::SystemClock;
 use super::core::{out_buf_len, FromNetwork, ProbeRoute, Session, Stats};
 use super::probe;
-
-/// Where packets start in the TUN write buffers: room for the virtio header in front.
-const OFFSET: usize = VIRTIO_NET_HDR_LEN;
+use super::tun::{TunRx, TunTx, OFFSET};
 /// Datagrams one recvmmsg may return (each possibly a GRO train of several).
 const RX_BATCH: usize = 4;
 const RX_BUF: usize = 65_536;
@@ -67,7 +64,7 @@ pub struct Tunnel {
     metas: Vec<RecvMeta>,
     /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
     to_tun: Vec<Vec<u8>>,
-    gro: GROTable,
+    tun_tx: TunTx,
 }
 
 impl Tunnel {
@@ -94,7 +91,7 @@ impl Tunnel {
             rx: vec![vec![0; RX_BUF]; RX_BATCH],
             metas: vec![RecvMeta::default(); RX_BATCH],
             to_tun: Vec::new(),
-            gro: GROTable::default(),
+            tun_tx: TunTx::new(),
         })
     }
 
@@ -111,7 +108,7 @@ impl Tunnel {
         let mut sleep = pin!(tokio::time::sleep_until(deadline.into()));
         loop {
             tokio::select! {
-                read = self.device.recv_multiple(&mut tun_rx.raw, &mut tun_rx.segments, &mut tun_rx.sizes, 0) => {
+                read = tun_rx.read(&self.device) => {
                     match read {
                         Ok(n) => {
                             read_errors = 0;
@@ -163,32 +160,13 @@ impl Tunnel {
     }
 }
 
-/// Buffers for reading the TUN: the raw read (virtio header + super-packet) and its segments.
-struct TunRx {
-    raw: Vec<u8>,
-    segments: Vec<Vec<u8>>,
-    sizes: Vec<usize>,
-}
-
-impl TunRx {
-    fn new(mtu: u16) -> TunRx {
-        let segment = usize::from(mtu).max(1500) + 64;
-        TunRx {
-            raw: vec![0; VIRTIO_NET_HDR_LEN + 65_535],
-            segments: vec![vec![0; segment]; IDEAL_BATCH_SIZE],
-            sizes: vec![0; IDEAL_BATCH_SIZE],
-        }
-    }
-}
-
 impl Tunnel {
     /// Encrypts the segments of one TUN read and sends them in as few GSO batches as possible:
     /// a batch is a run of equal-sized datagrams, of which only the last may be shorter.
     async fn outbound(&mut self, tun: &TunRx, n: usize, now: Instant) {
         let max_segments = self.state.max_gso_segments().max(1);
         let (mut used, mut count, mut segment) = (0usize, 0usize, 0usize);
-        for (buf, &size) in tun.segments.iter().zip(&tun.sizes).take(n) {
-            let packet = &buf[..size];
+        for packet in tun.packets(n) {
             if used + out_buf_len(packet.len()) > self.gso.len() || count == max_segments || used >= GSO_BYTES {
                 self.send_batch(used, segment, count).await;
                 (used, count) = (0, 0);
@@ -262,7 +240,7 @@ impl Tunnel {
                 }
                 for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
                     if count == MAX_TO_TUN {
-                        write_to_tun(&self.device, &mut self.gro, &mut self.to_tun[..count]).await;
+                        write_to_tun(&self.device, &mut self.tun_tx, &mut self.to_tun[..count]).await;
                         count = 0;
                     }
                     if self.to_tun.len() == count {
@@ -290,7 +268,7 @@ impl Tunnel {
                 }
             }
         }
-        write_to_tun(&self.device, &mut self.gro, &mut self.to_tun[..count]).await;
+        write_to_tun(&self.device, &mut self.tun_tx, &mut self.to_tun[..count]).await;
         self.flush().await;
     }
 
@@ -318,11 +296,11 @@ fn far_off() -> Instant {
     Instant::now() + NO_DEADLINE
 }
 
-async fn write_to_tun(device: &AsyncDevice, gro: &mut GROTable, packets: &mut [Vec<u8>]) {
+async fn write_to_tun(device: &AsyncDevice, tun: &mut TunTx, packets: &mut [Vec<u8>]) {
     if packets.is_empty() {
         return;
     }
-    if let Err(e) = device.send_multiple(gro, packets, OFFSET).await {
+    if let Err(e) = tun.write(device, packets).await {
         tracing::debug!(error = %e, "writing to the tunnel interface");
     }
 }

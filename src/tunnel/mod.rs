@@ -5,3 +5,4 @@ pub mod core;
 pub mod device;
 pub mod io;
 pub mod probe;
+pub mod tun;

@@ -3,13 +3,10 @@
 //! `connect` or `proxy` holds a lock on a key of its own, the first free one of a small pool
 //! kept in the store. A crashed process's lock goes with it.
 
-use std::fs::File;
-
 use anyhow::{bail, Context, Result};
-use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg};
 
 use crate::api::ProjectId;
+use crate::platform::{self, FileLock};
 use crate::store::{KeyPair, Store};
 
 /// Userspace processes that can run at once for one project.
@@ -19,23 +16,19 @@ pub const POOL: usize = 32;
 pub struct LeasedKey {
     pub keys: KeyPair,
     pub slot: usize,
-    _lock: Flock<File>,
+    _lock: FileLock,
 }
 
 pub fn lease(store: &Store, project_id: &ProjectId) -> Result<LeasedKey> {
     for slot in 0..POOL {
         let (keys, path) = store.userspace_key(project_id, slot)?;
-        let file = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => {
-                return Ok(LeasedKey {
-                    keys,
-                    slot,
-                    _lock: lock,
-                })
-            }
-            Err((_, Errno::EWOULDBLOCK)) => continue,
-            Err((_, errno)) => return Err(errno).with_context(|| format!("locking {}", path.display())),
+        let lock = platform::try_lock(&path).with_context(|| format!("locking {}", path.display()))?;
+        if let Some(lock) = lock {
+            return Ok(LeasedKey {
+                keys,
+                slot,
+                _lock: lock,
+            });
         }
     }
     bail!("{POOL} userspace connections to this project are running already; end some of them first")

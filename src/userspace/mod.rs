@@ -493,12 +493,11 @@ async fn run_until_interrupted(
     events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
     report: &mut dyn Watch,
 ) -> Result<()> {
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut shutdown = crate::platform::Shutdown::new()?;
     let mut status = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-            _ = sigterm.recv() => return Ok(()),
+            _ = shutdown.recv() => return Ok(()),
             why = tunnel.stopped() => bail!(why),
             Some(event) = events.recv() => report.event(&event),
             _ = status.tick() => report.event(&Event::Status(counters.snapshot(tunnel.net.stats()))),

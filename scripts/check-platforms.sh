@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Windows and macOS from this Linux machine: clippy (-D warnings, all targets) for both, and a
+# release corridor.exe for the Wine smoke tests (tests/windows_wine.rs) and the zip.
+# Installs what it needs when missing: the Rust targets, Debian's mingw-w64 (ring's C compiler
+# for Windows) and wine64, and PyPI's ziglang + cargo-zigbuild (ring's C compiler for macOS).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+start=$SECONDS
+WINDOWS=x86_64-pc-windows-gnu
+MACOS=x86_64-apple-darwin
+
+installed_targets=$(rustup target list --installed)
+for target in "$WINDOWS" "$MACOS"; do
+    grep -qx "$target" <<<"$installed_targets" || rustup target add "$target"
+done
+
+missing=()
+for p in gcc-mingw-w64-x86-64 wine64; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "==> installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo-zigbuild >/dev/null || ! python3 -m ziglang version >/dev/null 2>&1; then
+    echo "==> installing ziglang and cargo-zigbuild from PyPI"
+    python3 -m pip install -q ziglang cargo-zigbuild ||
+        python3 -m pip install -q --break-system-packages ziglang cargo-zigbuild
+    hash -r
+fi
+
+echo "==> clippy for Windows ($WINDOWS)"
+cargo clippy --all-targets --target "$WINDOWS" -- -D warnings
+echo "==> clippy for macOS ($MACOS, zig as ring's C compiler)"
+cargo-zigbuild clippy --all-targets --target "$MACOS" -- -D warnings
+echo "==> release corridor.exe"
+cargo build --release --bin corridor --target "$WINDOWS"
+echo "==> platforms checked in $((SECONDS - start)) s: target/$WINDOWS/release/corridor.exe"

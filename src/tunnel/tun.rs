@@ -1,0 +1,169 @@
+//! The TUN side of the data path, per OS: creating the device, reading packets from it and
+//! writing packets to it. Linux reads and writes in batches through TUN offload (a read yields a
+//! TCP super-packet split into segments, a write hands the kernel coalesced segments); every
+//! other OS moves one packet per read and write, as Linux does when offload is refused.
+
+use ipnet::IpNet;
+use tun_rs::{AsyncDevice, DeviceBuilder};
+
+#[cfg(target_os = "linux")]
+pub use batched::{TunRx, TunTx, OFFLOAD, OFFSET};
+#[cfg(not(target_os = "linux"))]
+pub use portable::{TunRx, TunTx, OFFLOAD, OFFSET};
+
+/// What a new device is made of.
+pub struct Spec<'a> {
+    pub name: &'a str,
+    /// Marks the interface as one connection's: Windows keeps it as the adapter's description.
+    pub tag: &'a str,
+    pub mtu: u16,
+    pub addresses: &'a [IpNet],
+    /// Asks for TUN offload (Linux only; elsewhere there is none to ask for).
+    pub offload: bool,
+}
+
+/// Creates the device with its addresses.
+pub fn build(spec: &Spec) -> std::io::Result<AsyncDevice> {
+    let mut builder = os_options(DeviceBuilder::new().name(spec.name).mtu(spec.mtu), spec);
+    for addr in spec.addresses {
+        builder = match addr {
+            IpNet::V4(v4) => builder.ipv4(v4.addr(), v4.prefix_len(), None),
+            IpNet::V6(v6) => builder.ipv6(v6.addr(), v6.prefix_len()),
+        };
+    }
+    builder.build_async()
+}
+
+#[cfg(target_os = "linux")]
+fn os_options(builder: DeviceBuilder, spec: &Spec) -> DeviceBuilder {
+    builder.offload(spec.offload)
+}
+
+/// `wintun.dll` is loaded from beside corridor.exe (the preflight checked it is there).
+#[cfg(windows)]
+fn os_options(builder: DeviceBuilder, spec: &Spec) -> DeviceBuilder {
+    let builder = builder.description(spec.tag);
+    match std::env::current_exe() {
+        Ok(exe) => builder.wintun_file(exe.with_file_name("wintun.dll").to_string_lossy().into_owned()),
+        Err(_) => builder,
+    }
+}
+
+#[cfg(target_os = "macos")]
+fn os_options(builder: DeviceBuilder, _spec: &Spec) -> DeviceBuilder {
+    builder
+}
+
+#[cfg(target_os = "linux")]
+mod batched {
+    use tun_rs::{AsyncDevice, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
+
+    /// Where packets start in the TUN write buffers: room for the virtio header in front.
+    pub const OFFSET: usize = VIRTIO_NET_HDR_LEN;
+    pub const OFFLOAD: bool = true;
+
+    /// Buffers for reading the TUN: the raw read (virtio header + super-packet) and its segments.
+    pub struct TunRx {
+        raw: Vec<u8>,
+        segments: Vec<Vec<u8>>,
+        sizes: Vec<usize>,
+    }
+
+    impl TunRx {
+        pub fn new(mtu: u16) -> TunRx {
+            let segment = usize::from(mtu).max(1500) + 64;
+            TunRx {
+                raw: vec![0; VIRTIO_NET_HDR_LEN + 65_535],
+                segments: vec![vec![0; segment]; IDEAL_BATCH_SIZE],
+                sizes: vec![0; IDEAL_BATCH_SIZE],
+            }
+        }
+
+        /// Reads the next batch; returns how many packets it holds.
+        pub async fn read(&mut self, device: &AsyncDevice) -> std::io::Result<usize> {
+            device
+                .recv_multiple(&mut self.raw, &mut self.segments, &mut self.sizes, 0)
+                .await
+        }
+
+        /// The `n` packets of the last read.
+        pub fn packets(&self, n: usize) -> impl Iterator<Item = &[u8]> {
+            self.segments
+                .iter()
+                .zip(&self.sizes)
+                .take(n)
+                .map(|(buf, &size)| &buf[..size])
+        }
+    }
+
+    /// Coalesces the packets of one write.
+    #[derive(Default)]
+    pub struct TunTx {
+        gro: GROTable,
+    }
+
+    impl TunTx {
+        pub fn new() -> TunTx {
+            TunTx::default()
+        }
+
+        /// Writes packets that start at [`OFFSET`] in their buffers, in one batch.
+        pub async fn write(&mut self, device: &AsyncDevice, packets: &mut [Vec<u8>]) -> std::io::Result<()> {
+            device.send_multiple(&mut self.gro, packets, OFFSET).await.map(drop)
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+mod portable {
+    use tun_rs::AsyncDevice;
+
+    pub const OFFSET: usize = 0;
+    pub const OFFLOAD: bool = false;
+
+    pub struct TunRx {
+        buf: Vec<u8>,
+        len: usize,
+    }
+
+    impl TunRx {
+        pub fn new(mtu: u16) -> TunRx {
+            TunRx {
+                buf: vec![0; usize::from(mtu).max(1500) + 64],
+                len: 0,
+            }
+        }
+
+        /// Reads one packet; returns 1.
+        pub async fn read(&mut self, device: &AsyncDevice) -> std::io::Result<usize> {
+            self.len = device.recv(&mut self.buf).await?;
+            Ok(1)
+        }
+
+        pub fn packets(&self, n: usize) -> impl Iterator<Item = &[u8]> {
+            std::iter::once(&self.buf[..self.len]).take(n)
+        }
+    }
+
+    pub struct TunTx;
+
+    impl Default for TunTx {
+        fn default() -> TunTx {
+            TunTx
+        }
+    }
+
+    impl TunTx {
+        pub fn new() -> TunTx {
+            TunTx
+        }
+
+        /// Writes packets one at a time.
+        pub async fn write(&mut self, device: &AsyncDevice, packets: &mut [Vec<u8>]) -> std::io::Result<()> {
+            for packet in packets.iter() {
+                device.send(&packet[OFFSET..]).await?;
+            }
+            Ok(())
+        }
+    }
+}

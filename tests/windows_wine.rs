@@ -1,0 +1,186 @@
+//! corridor.exe (x86_64-pc-windows-gnu, release, built by scripts/check-platforms.sh) under
+//! Wine, inside a lab's laptop namespace: help, login against the lab API, status when not
+//! connected, and `vpn up` refused with what to do, leaving nothing behind. Wine has no Wintun,
+//! so this is as far as Windows goes here.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{assert_success, Lab};
+
+const TARGET_EXE: &str = "target/x86_64-pc-windows-gnu/release/corridor.exe";
+
+#[test]
+fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
+    let Some(wine) = Wine::new() else { return };
+    let Some(lab) = Lab::up("wine", 90) else { return };
+    let links_before = lab.laptop_ok(&["ip", "-o", "link"]);
+
+    let help = wine.run(&lab, &["--help"]);
+    let login = wine.run(&lab, &["--api", lab.api_url(), "login", "--token", lab.token()]);
+    let status = wine.run(&lab, &["vpn", "status"]);
+    let up = wine.run(&lab, &["vpn", "up", "--auto-disconnect", "alpha"]);
+
+    assert_success("corridor.exe --help", &help);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("login") && help.contains("vpn"), "{help}");
+
+    assert_success("corridor.exe login", &login);
+    let token = wine.find("token");
+    assert_eq!(token.len(), 1, "one stored token in the user's profile: {token:?}");
+    assert!(
+        token[0].to_string_lossy().contains("AppData/Roaming/corridor"),
+        "{token:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&token[0]).unwrap().trim(), lab.token());
+
+    assert_success("corridor.exe vpn status", &status);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("not connected"));
+
+    assert!(!up.status.success(), "vpn up cannot succeed without Wintun");
+    let error = String::from_utf8_lossy(&up.stderr);
+    eprintln!("vpn up under Wine: {}", error.trim());
+    let says_what_to_do = error.contains("run it from an Administrator terminal")
+        || (error.contains("wintun.dll is missing")
+            && error.contains("beside corridor.exe")
+            && error.contains("wintun.net"));
+    assert!(says_what_to_do, "{error}");
+    assert_eq!(
+        wine.find(".journal"),
+        Vec::<PathBuf>::new(),
+        "no host-change journal is left"
+    );
+    let registry = std::fs::read_to_string(wine.prefix().join("system.reg")).unwrap_or_default();
+    assert!(!registry.contains("corridor-"), "no NRPT rule is left");
+    assert_eq!(
+        lab.laptop_ok(&["ip", "-o", "link"]),
+        links_before,
+        "no interface is left"
+    );
+}
+
+/// A Wine prefix of its own with corridor.exe and the ProcessPrng stand-in beside it; the
+/// prefix is removed and its wineserver stopped when dropped.
+struct Wine {
+    dir: tempfile::TempDir,
+    wine: PathBuf,
+    wineserver: PathBuf,
+}
+
+impl Wine {
+    /// `None` (after saying why) when the exe, Wine or mingw is missing; a failure under CI=true.
+    fn new() -> Option<Wine> {
+        let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join(TARGET_EXE);
+        let wine = find_program(&["wine64", "/usr/lib/wine/wine64"]);
+        let wineserver = find_program(&["wineserver", "/usr/lib/wine/wineserver"]);
+        let mingw = find_program(&["x86_64-w64-mingw32-gcc"]);
+        let problem = if !exe.is_file() {
+            Some(format!("{} is missing: run scripts/check-platforms.sh", exe.display()))
+        } else if wine.is_none() || wineserver.is_none() {
+            Some("wine64 is not installed (Debian: apt-get install wine64)".into())
+        } else if mingw.is_none() {
+            Some("x86_64-w64-mingw32-gcc is not installed (Debian: gcc-mingw-w64-x86-64)".into())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("the Wine test cannot run: {problem}");
+            }
+            eprintln!("SKIPPED Wine test: {problem}");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        std::fs::create_dir(dir.path().join("tmp")).unwrap();
+        std::fs::copy(&exe, dir.path().join("bin/corridor.exe")).unwrap();
+        let stub = Command::new(mingw.unwrap())
+            .args(["-shared", "-O2", "-o"])
+            .arg(dir.path().join("bin/bcryptprimitives.dll"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/wine/bcryptprimitives.c"))
+            .arg("-ladvapi32")
+            .output()
+            .unwrap();
+        assert_success("building the ProcessPrng stand-in", &stub);
+        Some(Wine {
+            dir,
+            wine: wine.unwrap(),
+            wineserver: wineserver.unwrap(),
+        })
+    }
+
+    fn prefix(&self) -> PathBuf {
+        self.dir.path().join("prefix")
+    }
+
+    /// Where Debian's wineserver makes its socket directory, so that it goes with the prefix.
+    fn tmp(&self) -> PathBuf {
+        self.dir.path().join("tmp")
+    }
+
+    /// Runs corridor.exe with `args` in the lab's laptop namespace.
+    fn run(&self, lab: &Lab, args: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", lab.laptop()])
+            .arg(&self.wine)
+            .arg(self.dir.path().join("bin/corridor.exe"))
+            .args(args)
+            .env("WINEPREFIX", self.prefix())
+            .env("TMPDIR", self.tmp())
+            .env("WINEDEBUG", "-all")
+            // The stand-in beside the exe, not a builtin; no Mono or Gecko installer prompts.
+            .env("WINEDLLOVERRIDES", "bcryptprimitives=n;mscoree=;mshtml=")
+            .env_remove("DISPLAY")
+            .env_remove("CORRIDOR_CONFIG_DIR")
+            .env_remove("CORRIDOR_TOKEN")
+            .output()
+            .expect("running wine")
+    }
+
+    /// Files under the prefix's C: drive whose names end with `suffix`.
+    fn find(&self, suffix: &str) -> Vec<PathBuf> {
+        let mut found = Vec::new();
+        let mut dirs = vec![self.prefix().join("drive_c")];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+                let Ok(kind) = entry.file_type() else { continue };
+                if kind.is_dir() {
+                    dirs.push(entry.path());
+                } else if entry.file_name().to_string_lossy().ends_with(suffix) {
+                    found.push(entry.path());
+                }
+            }
+        }
+        found
+    }
+}
+
+impl Drop for Wine {
+    fn drop(&mut self) {
+        // Stop the prefix's wineserver and wait until it has gone, before the prefix goes.
+        for flag in ["-k", "-w"] {
+            let _ = Command::new(&self.wineserver)
+                .arg(flag)
+                .env("WINEPREFIX", self.prefix())
+                .env("TMPDIR", self.tmp())
+                .output();
+        }
+    }
+}
+
+fn find_program(candidates: &[&str]) -> Option<PathBuf> {
+    candidates.iter().find_map(|name| {
+        let path = Path::new(name);
+        if path.is_absolute() {
+            return path.is_file().then(|| path.to_path_buf());
+        }
+        std::env::var_os("PATH")
+            .map(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.is_file())
+    })
+}
