@@ -31,6 +31,8 @@ if ! command -v cargo-zigbuild >/dev/null || ! python3 -m ziglang version >/dev/
         python3 -m pip install -q --break-system-packages ziglang cargo-zigbuild
     hash -r
 fi
+# pip's scripts directory may not be on PATH (a CI shell without pyenv's shims).
+PATH=$PATH:$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
 
 echo "==> clippy for Windows ($WINDOWS)"
 cargo clippy --all-targets --target "$WINDOWS" -- -D warnings
