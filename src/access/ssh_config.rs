@@ -173,11 +173,10 @@ fn backup(path: &Path, content: &str) -> Result<()> {
 /// (dotfile managers) stays a symlink, and owner and mode stay as they were.
 fn write_file(path: &Path, content: &[u8]) -> Result<()> {
     use std::io::Write as _;
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
+    let mut file = crate::platform::private_open_options()
+        .write(true)
+        .create(true)
+        .truncate(true)
         .open(path)
         .with_context(|| format!("writing {}", path.display()))?;
     file.write_all(content)
@@ -186,13 +185,7 @@ fn write_file(path: &Path, content: &[u8]) -> Result<()> {
 
 /// Directories only their owner may read (`~/.ssh` must not be open to others).
 fn create_dirs(dir: &Path) -> Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder
-        .create(dir)
-        .with_context(|| format!("creating {}", dir.display()))
+    crate::platform::create_private_dir_all(dir).with_context(|| format!("creating {}", dir.display()))
 }
 
 #[cfg(test)]

@@ -208,18 +208,7 @@ pub fn print_inventory(inventory: &Inventory) {
     }
 }
 
-#[cfg(unix)]
 fn exec(invocation: &Invocation) -> Result<()> {
-    use std::os::unix::process::CommandExt as _;
-    let error = Command::new(&invocation.program).args(&invocation.args).exec();
+    let error = crate::platform::exec(Command::new(&invocation.program).args(&invocation.args));
     Err(error).with_context(|| format!("running {} (is OpenSSH's client installed?)", invocation.program))
-}
-
-#[cfg(not(unix))]
-fn exec(invocation: &Invocation) -> Result<()> {
-    let status = Command::new(&invocation.program)
-        .args(&invocation.args)
-        .status()
-        .with_context(|| format!("running {} (is the OpenSSH client installed?)", invocation.program))?;
-    std::process::exit(status.code().unwrap_or(1));
 }

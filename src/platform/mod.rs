@@ -13,8 +13,9 @@ mod windows;
 use windows as os;
 
 pub use os::{
-    asleep, config_dir_in, create_private_dir, create_private_file, detach, hand_over, home_of, ipc, is_elevated,
-    process_alive, process_is_daemon_of, signal_stop, sudo_invoker, system_runtime_dir, system_state_dir, Shutdown,
+    asleep, config_dir_in, create_private_dir, create_private_dir_all, create_private_file, detach, exec, hand_over,
+    home_of, ipc, is_elevated, private_open_options, process_alive, process_is_daemon_of, signal_stop, sudo_invoker,
+    system_runtime_dir, system_state_dir, Shutdown,
 };
 pub use os::{try_lock, FileLock};
 

@@ -71,6 +71,24 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
     DirBuilder::new().mode(0o700).create(path)
 }
 
+/// `create_private_dir` for `path` and its missing parents.
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// Options that create files only their owner may read (an existing file keeps its mode).
+pub fn private_open_options() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.mode(0o600);
+    options
+}
+
+/// Replaces this process with `command`, whose exit status becomes ours. Returns only when it
+/// could not be started.
+pub fn exec(command: &mut Command) -> io::Error {
+    command.exec()
+}
+
 /// A new file (never an existing one) that only its owner may read.
 pub fn create_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create_new(true).mode(0o600).open(path)

@@ -90,6 +90,25 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new().append(true).create_new(true).open(path)
 }
 
+/// `create_private_dir` for `path` and its missing parents.
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path)
+}
+
+/// Options that create files as private as their directory (see [`create_private_dir`]).
+pub fn private_open_options() -> OpenOptions {
+    OpenOptions::new()
+}
+
+/// Runs `command` in this process's place as far as Windows allows: it inherits the console, and
+/// its exit status becomes ours. Returns only when it could not be started.
+pub fn exec(command: &mut std::process::Command) -> io::Error {
+    match command.status() {
+        Ok(status) => std::process::exit(status.code().unwrap_or(1)),
+        Err(e) => e,
+    }
+}
+
 /// An exclusive lock on a file, held until dropped (closing the handle releases it).
 pub struct FileLock(#[allow(dead_code)] File);
 
