@@ -22,6 +22,10 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
     let help = wine.run(&lab, &["--help"]);
     let login = wine.run(&lab, &["--api", lab.api_url(), "login", "--token", lab.token()]);
     let status = wine.run(&lab, &["vpn", "status"]);
+    let ls = wine.run(&lab, &["ls", "demo", "--json"]);
+    let ini = wine.prefix().join("demo.ini");
+    let winscp_out = format!("Z:{}", ini.display());
+    let winscp = wine.run(&lab, &["export", "winscp", "demo", "-o", &winscp_out]);
     let up = wine.run(&lab, &["vpn", "up", "--auto-disconnect", "alpha"]);
 
     assert_success("corridor.exe --help", &help);
@@ -39,6 +43,20 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
 
     assert_success("corridor.exe vpn status", &status);
     assert!(String::from_utf8_lossy(&status.stdout).contains("not connected"));
+
+    assert_success("corridor.exe ls demo --json", &ls);
+    let listing = String::from_utf8_lossy(&ls.stdout);
+    for name in [
+        "node-id-13.runtime.api.zerops",
+        "node-id-14.runtime.api.zerops",
+        "node1.db.db.zerops",
+    ] {
+        assert!(listing.contains(name), "{name} missing from {listing}");
+    }
+    assert_success("corridor.exe export winscp", &winscp);
+    let sessions = std::fs::read_to_string(&ini).unwrap_or_default();
+    assert!(sessions.contains("PortNumber=65437"), "{sessions}");
+    assert!(sessions.contains("corridor-demo-api"), "{sessions}");
 
     assert!(!up.status.success(), "vpn up cannot succeed without Wintun");
     let error = String::from_utf8_lossy(&up.stderr);
