@@ -113,6 +113,22 @@ pub fn configure_host(plan: &HostDns, responder: SocketAddr, interface: &str, jo
     platform::apply(plan, responder, interface, journal)
 }
 
+/// The system's nameservers as hickory's system-config reader finds them, without `ours` (the
+/// responder's address). macOS and Windows use it; Linux reads resolv.conf itself.
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn system_nameservers(ours: std::net::IpAddr) -> Vec<SocketAddr> {
+    hickory_resolver::system_conf::read_system_conf()
+        .map(|(config, _)| {
+            config
+                .name_servers()
+                .iter()
+                .filter(|ns| ns.ip != ours)
+                .map(|ns| SocketAddr::new(ns.ip, 53))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// The host's own nameservers, for what the responder must not answer itself: the original
 /// ones when corridor's rewrite is in place, never the responder.
 pub fn host_nameservers() -> Vec<SocketAddr> {

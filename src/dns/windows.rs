@@ -57,15 +57,4 @@ pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, journal: &
 }
 
 /// The system's nameservers as hickory reads them, without `ours`.
-pub fn host_nameservers(ours: std::net::IpAddr) -> Vec<std::net::SocketAddr> {
-    hickory_resolver::system_conf::read_system_conf()
-        .map(|(config, _)| {
-            config
-                .name_servers()
-                .iter()
-                .filter(|ns| ns.ip != ours)
-                .map(|ns| std::net::SocketAddr::new(ns.ip, 53))
-                .collect()
-        })
-        .unwrap_or_default()
-}
+pub(crate) use super::system_nameservers as host_nameservers;
