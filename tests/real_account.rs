@@ -65,27 +65,7 @@ fn ipv6_only_project_connects_without_any_ipv4() {
     let up = client.run(&["vpn", "up", "demo"]);
 
     assert_success("vpn up ipv6-only", &up);
-    let ssh = lab.run_in(
-        lab.laptop(),
-        &[
-            "ssh",
-            "-6",
-            "-p",
-            "65437",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=5",
-            &format!("root@{N13}"),
-            "hostname",
-        ],
-    );
+    let ssh = lab.ssh_with(lab.laptop(), &["-6"], N13, "hostname");
     assert_success("ssh -6 by name", &ssh);
     assert_eq!(stdout(&ssh), N13);
     let status = client.status();

@@ -104,10 +104,16 @@ impl Lab {
 
     /// `ssh` from namespace `ns` to a container, running `command`.
     pub fn ssh_from(&self, ns: &str, host: &str, command: &str) -> Output {
-        self.run_in(
-            ns,
-            &[
-                "ssh",
+        self.ssh_with(ns, &[], host, command)
+    }
+
+    /// `ssh` from namespace `ns` with `extra` options (`-6`, say) before the usual ones.
+    pub fn ssh_with(&self, ns: &str, extra: &[&str], host: &str, command: &str) -> Output {
+        let target = format!("root@{host}");
+        let args: Vec<&str> = ["ssh"]
+            .into_iter()
+            .chain(extra.iter().copied())
+            .chain([
                 "-p",
                 "65437",
                 "-o",
@@ -120,10 +126,11 @@ impl Lab {
                 "LogLevel=ERROR",
                 "-o",
                 "ConnectTimeout=5",
-                &format!("root@{host}"),
+                &target,
                 command,
-            ],
-        )
+            ])
+            .collect();
+        self.run_in(ns, &args)
     }
 
     /// PuTTY's `plink` from the laptop namespace, pinned to the lab's host key.
