@@ -63,61 +63,48 @@ pub fn routes(os: Os, interface: &str, networks: &[IpNet]) -> Vec<Step> {
 
 /// Routes `destination` into the tunnel interface.
 pub fn add_route(os: Os, destination: IpNet, interface: &str) -> Run {
-    match os {
-        Os::Linux => run("ip", ["route", "replace", &destination.to_string(), "dev", interface]),
-        Os::MacOs => run(
-            "route",
-            [
-                "-n",
-                "add",
-                inet(destination),
-                &destination.to_string(),
-                "-interface",
-                interface,
-            ],
-        ),
-        // `store=active`: the route is gone after a reboot, as the adapter is.
-        Os::Windows => run(
-            "netsh",
-            [
-                "interface",
-                netsh_family(destination),
-                "add",
-                "route",
-                &format!("prefix={destination}"),
-                &format!("interface={interface}"),
-                "store=active",
-            ],
-        ),
-    }
+    route(os, true, destination, interface)
 }
 
 /// Undoes [`add_route`].
 pub fn delete_route(os: Os, destination: IpNet, interface: &str) -> Run {
+    route(os, false, destination, interface)
+}
+
+fn route(os: Os, add: bool, destination: IpNet, interface: &str) -> Run {
+    let prefix = destination.to_string();
     match os {
-        Os::Linux => run("ip", ["route", "del", &destination.to_string(), "dev", interface]),
+        Os::Linux => run(
+            "ip",
+            ["route", if add { "replace" } else { "del" }, &prefix, "dev", interface],
+        ),
         Os::MacOs => run(
             "route",
             [
                 "-n",
-                "delete",
+                if add { "add" } else { "delete" },
                 inet(destination),
-                &destination.to_string(),
+                &prefix,
                 "-interface",
                 interface,
             ],
         ),
-        Os::Windows => run(
-            "netsh",
-            [
+        Os::Windows => {
+            let (prefix, interface) = (format!("prefix={destination}"), format!("interface={interface}"));
+            let mut args = vec![
                 "interface",
                 netsh_family(destination),
-                "delete",
+                if add { "add" } else { "delete" },
                 "route",
-                &format!("prefix={destination}"),
-                &format!("interface={interface}"),
-            ],
-        ),
+                &prefix,
+                &interface,
+            ];
+            // `store=active`: the route is gone after a reboot, as the adapter is.
+            if add {
+                args.push("store=active");
+            }
+            run("netsh", args)
+        }
     }
 }
 
@@ -172,10 +159,10 @@ fn netsh_family(destination: IpNet) -> &'static str {
     }
 }
 
-fn run<const N: usize>(program: &'static str, args: [&str; N]) -> Run {
+fn run<'a>(program: &'static str, args: impl IntoIterator<Item = &'a str>) -> Run {
     Run {
         program,
-        args: args.iter().map(|a| a.to_string()).collect(),
+        args: args.into_iter().map(str::to_string).collect(),
     }
 }
 
