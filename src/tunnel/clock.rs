@@ -24,6 +24,40 @@ impl Clock for SystemClock {
     }
 }
 
+/// A clock whose readings a test sets.
+#[cfg(test)]
+pub struct TestClock {
+    now: std::cell::Cell<Instant>,
+    asleep: std::cell::Cell<Duration>,
+}
+
+#[cfg(test)]
+impl TestClock {
+    pub fn new(start: Instant) -> TestClock {
+        TestClock {
+            now: start.into(),
+            asleep: Duration::from_secs(3).into(),
+        }
+    }
+
+    /// Moves monotonic time on by `awake` and the time spent suspended by `asleep`.
+    pub fn advance(&self, awake: Duration, asleep: Duration) {
+        self.now.set(self.now.get() + awake);
+        self.asleep.set(self.asleep.get() + asleep);
+    }
+}
+
+#[cfg(test)]
+impl Clock for TestClock {
+    fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    fn asleep(&self) -> Duration {
+        self.asleep.get()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -766,6 +766,7 @@ fn is_well_formed(packet: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::clock::TestClock;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
@@ -1363,36 +1364,6 @@ mod tests {
         reply[16..20].copy_from_slice(&packet[12..16]);
         reply[20] = 0;
         Some(reply)
-    }
-
-    /// A clock whose readings the test sets.
-    struct TestClock {
-        now: std::cell::Cell<Instant>,
-        asleep: std::cell::Cell<Duration>,
-    }
-
-    impl TestClock {
-        fn new(start: Instant) -> TestClock {
-            TestClock {
-                now: start.into(),
-                asleep: Duration::from_secs(3).into(),
-            }
-        }
-
-        fn advance(&self, awake: Duration, asleep: Duration) {
-            self.now.set(self.now.get() + awake);
-            self.asleep.set(self.asleep.get() + asleep);
-        }
-    }
-
-    impl Clock for TestClock {
-        fn now(&self) -> Instant {
-            self.now.get()
-        }
-
-        fn asleep(&self) -> Duration {
-            self.asleep.get()
-        }
     }
 
     /// Moves control datagrams between the peers until both are quiet.

@@ -22,6 +22,7 @@ use tokio::sync::{watch, Notify};
 
 use super::dns::{self, Answer};
 use super::stack::{ConnectError, Stack};
+use crate::tunnel::clock::SystemClock;
 use crate::tunnel::core::Stats;
 
 /// Buffers of one recvmmsg, each possibly a GRO train, and recvmmsg calls before the stack is
@@ -247,7 +248,7 @@ async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<boo
     loop {
         let deadline = {
             let mut stack = shared.lock();
-            let now = Instant::now();
+            let now = stack.handle_clock(&SystemClock);
             stack.poll(now);
             while let Some(datagram) = stack.poll_datagram() {
                 out.push(datagram);

@@ -15,6 +15,7 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpCidr};
 
+use crate::tunnel::clock::Clock;
 use crate::tunnel::core::{out_buf_len, FromNetwork, Session, Stats, MAX_PACKET};
 
 /// TCP buffers per connection, each way: big enough for a window that fills a fast link.
@@ -117,6 +118,14 @@ impl Stack {
         };
         link.inbound.extend(packet);
         link.drain_control();
+    }
+
+    /// Reads the time for the work that follows (`Session::handle_clock`): a machine that slept
+    /// gets a fresh handshake at once.
+    pub fn handle_clock(&mut self, clock: &dyn Clock) -> Instant {
+        let now = self.link.session.handle_clock(clock);
+        self.link.drain_control();
+        now
     }
 
     /// Runs smoltcp: delivers queued packets to the sockets, lets the sockets transmit, and
@@ -373,6 +382,7 @@ impl phy::TxToken for TxToken<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tunnel::clock::TestClock;
     use crate::tunnel::core::Config;
     use boringtun::x25519::{PublicKey, StaticSecret};
     use rand_core::OsRng;
@@ -438,6 +448,24 @@ mod tests {
         client.poll(now);
 
         assert_eq!(client.socket_count(), 0);
+    }
+
+    #[test]
+    fn a_suspend_sends_a_fresh_handshake() {
+        let now = Instant::now();
+        let (mut client, mut server) = pair(now);
+        client.initiate_handshake(now);
+        shuttle(&mut client, &mut server, now);
+        assert!(client.is_connected());
+        let clock = TestClock::new(now);
+        client.handle_clock(&clock);
+
+        clock.advance(Duration::from_secs(1), Duration::from_secs(600));
+        client.handle_clock(&clock);
+
+        let initiation = client.poll_datagram().expect("no handshake after the suspend");
+        assert_eq!(initiation[0], 1, "a handshake initiation");
+        assert_eq!(client.stats().sleeps_detected, 1);
     }
 
     fn pair(now: Instant) -> (Stack, Stack) {
