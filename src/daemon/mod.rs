@@ -462,7 +462,8 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
 }
 
 /// Registers the project with the host's DNS service (starting it if this is the first
-/// connection that needs names); in resolved mode, points this connection's link at it.
+/// connection that needs names), then sets what the resolver needs on this connection's
+/// interface (`dns::configure_link`).
 async fn set_up_names(
     config: &DaemonConfig,
     project_dns: IpAddr,
@@ -484,13 +485,7 @@ async fn set_up_names(
         Ok(registered) => registered,
         Err(e) => return Err(e).context(format!("registering with the DNS service (pid {})", service.pid)),
     };
-    if service.mode == dns::Mode::Resolved {
-        let plan = dns::HostDns {
-            mode: dns::Mode::Resolved,
-            upstreams: Vec::new(),
-        };
-        dns::configure_host(&plan, service.listen, interface, journal)?;
-    }
+    dns::configure_link(service.mode, service.listen, interface, journal)?;
     Ok(service)
 }
 

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 
+use super::plan::SEARCH_DOMAIN;
 use super::{HostDns, Mode};
 use crate::host::{Change, Journal};
 
@@ -21,7 +22,6 @@ const RESOLV_CONF: &str = "/etc/resolv.conf";
 const MARKER: &str = "# Written by corridor while a VPN is connected; `corridor vpn down` restores the original.";
 /// Prefix of the original lines the rewrite turns off.
 const DISABLED: &str = "# corridor: ";
-const SEARCH_DOMAIN: &str = "zerops";
 const RESOLVED_STUBS: [IpAddr; 2] = [
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 53)),
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, 54)),
@@ -32,13 +32,21 @@ pub fn plan(mode: Mode, listen: SocketAddr) -> Result<HostDns> {
     plan_at(Path::new(RESOLV_CONF), mode, listen, resolved_running)
 }
 
-pub fn apply(plan: &HostDns, responder: SocketAddr, interface: &str, journal: &mut Journal) -> Result<()> {
+pub fn apply(plan: &HostDns, responder: SocketAddr, journal: &mut Journal) -> Result<()> {
     match plan.mode {
-        Mode::Off => Ok(()),
-        Mode::Resolved => configure_resolved(responder, interface),
+        // Resolved is per link: `apply_link`.
+        Mode::Off | Mode::Resolved => Ok(()),
         Mode::ResolvConf => rewrite_resolv_conf(Path::new(RESOLV_CONF), responder, journal),
         Mode::Auto => bail!("the DNS mode must be decided (plan_host) before it is applied"),
         Mode::Scoped => bail!("--dns scoped is for macOS and Windows; on Linux use --dns auto"),
+    }
+}
+
+/// systemd-resolved's settings are per link: the tunnel interface's DNS server and domain.
+pub fn apply_link(mode: Mode, responder: SocketAddr, interface: &str, _journal: &mut Journal) -> Result<()> {
+    match mode {
+        Mode::Resolved => configure_resolved(responder, interface),
+        _ => Ok(()),
     }
 }
 

@@ -25,7 +25,7 @@ pub fn plan(mode: Mode, _listen: SocketAddr) -> Result<HostDns> {
 
 /// Refuses to replace a resolver file for the zone that is not ours: another tool sends
 /// `.zerops` elsewhere, and its file is not ours to remove later.
-pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, journal: &mut Journal) -> Result<()> {
+pub fn apply(plan: &HostDns, responder: SocketAddr, journal: &mut Journal) -> Result<()> {
     if plan.mode != Mode::Scoped {
         return Ok(());
     }
@@ -41,6 +41,11 @@ pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, journal: &
     fs::create_dir_all("/etc/resolver").context("creating /etc/resolver")?;
     fs::write(path, plan::resolver_file(responder)).with_context(|| format!("writing {RESOLVER_FILE}"))?;
     tracing::info!(path = RESOLVER_FILE, %responder, "the zerops zone goes to the responder");
+    Ok(())
+}
+
+/// The resolver file is one per host; nothing is set per link.
+pub fn apply_link(_mode: Mode, _responder: SocketAddr, _interface: &str, _journal: &mut Journal) -> Result<()> {
     Ok(())
 }
 

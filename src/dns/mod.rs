@@ -108,9 +108,16 @@ pub fn plan_host(mode: Mode, listen: SocketAddr) -> Result<HostDns> {
 }
 
 /// Points the host's resolver at the running responder; every change is journaled before it is
-/// made, so `host::restore` undoes it. `interface` is the tunnel interface.
-pub fn configure_host(plan: &HostDns, responder: SocketAddr, interface: &str, journal: &mut Journal) -> Result<()> {
-    platform::apply(plan, responder, interface, journal)
+/// made, so `host::restore` undoes it.
+pub fn configure_host(plan: &HostDns, responder: SocketAddr, journal: &mut Journal) -> Result<()> {
+    platform::apply(plan, responder, journal)
+}
+
+/// What the resolver needs on each tunnel interface (`interface`) in `mode`: systemd-resolved's
+/// link DNS on Linux, the adapter's search domain on Windows, nothing on macOS. Journaled where
+/// it outlives the interface.
+pub fn configure_link(mode: Mode, responder: SocketAddr, interface: &str, journal: &mut Journal) -> Result<()> {
+    platform::apply_link(mode, responder, interface, journal)
 }
 
 /// The system's nameservers as hickory's system-config reader finds them, without `ours` (the

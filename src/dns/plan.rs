@@ -97,6 +97,32 @@ fn nrpt_key(owner: &str) -> String {
     format!("{NRPT_RULES}\\{{corridor-{owner}}}")
 }
 
+/// The per-adapter TCP/IP settings of each address family (under HKEY_LOCAL_MACHINE), one
+/// subkey per adapter GUID.
+pub const TCPIP_INTERFACES: [&str; 2] = [
+    r"SYSTEM\CurrentControlSet\Services\Tcpip\Parameters\Interfaces",
+    r"SYSTEM\CurrentControlSet\Services\Tcpip6\Parameters\Interfaces",
+];
+/// The value that adds an adapter's domains to the system's search list (as Tailscale does):
+/// NRPT routes `.zerops` but does not complete a bare `api`, and the global `SearchList` would
+/// replace the suffixes every other adapter contributes.
+pub const SEARCH_LIST: &str = "SearchList";
+/// The suffix a bare name gets.
+pub const SEARCH_DOMAIN: &str = "zerops";
+
+/// The registry values that give the tunnel adapter `interface` (GUID `guid`) the search
+/// domain, each with the journal entry recorded before it is set.
+pub fn adapter_search_list(interface: &str, guid: &str) -> Vec<Change> {
+    TCPIP_INTERFACES
+        .iter()
+        .map(|interfaces| Change::RegistryValue {
+            key: format!("{interfaces}\\{guid}"),
+            name: SEARCH_LIST.to_string(),
+            interface: interface.to_string(),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,6 +195,20 @@ mod tests {
             line,
             r#"{"kind":"registry_key","key":"SYSTEM\\CurrentControlSet\\Services\\Dnscache\\Parameters\\DnsPolicyConfig\\{corridor-p1}"}"#
         );
+    }
+
+    #[test]
+    fn the_tunnel_adapter_carries_the_search_domain_for_both_families() {
+        let changes = adapter_search_list("corridor0", "{6B29FC40-CA47-1067-B31D-00DD010662DA}");
+
+        assert_eq!(
+            serde_json::to_string(&changes).unwrap(),
+            concat!(
+                r#"[{"kind":"registry_value","key":"SYSTEM\\CurrentControlSet\\Services\\Tcpip\\Parameters\\Interfaces\\{6B29FC40-CA47-1067-B31D-00DD010662DA}","name":"SearchList","interface":"corridor0"},"#,
+                r#"{"kind":"registry_value","key":"SYSTEM\\CurrentControlSet\\Services\\Tcpip6\\Parameters\\Interfaces\\{6B29FC40-CA47-1067-B31D-00DD010662DA}","name":"SearchList","interface":"corridor0"}]"#
+            )
+        );
+        assert_eq!(SEARCH_DOMAIN, "zerops");
     }
 
     #[test]

@@ -304,7 +304,7 @@ async fn serve(
     // Resolved mode is per link: each daemon points its own interface at us. The others
     // (resolv.conf, macOS's resolver file, Windows's NRPT rule) are one per host: ours.
     if plan.mode != Mode::Resolved {
-        configure_host(&plan, responder.local_addr(), "", journal)?;
+        configure_host(&plan, responder.local_addr(), journal)?;
     }
     let listener = ipc::bind(&files.socket, platform::invoker().as_ref())?;
     std::fs::write(&files.pid, std::process::id().to_string())

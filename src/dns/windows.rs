@@ -11,7 +11,7 @@ use winreg::RegKey;
 
 use super::plan::{self, RegValue, NRPT_GROUP_POLICY};
 use super::{HostDns, Mode};
-use crate::host::Journal;
+use crate::host::{Change, Journal};
 
 /// NRPT names servers by address only, so port 53; Windows answers on all of 127.0.0.0/8.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 153)), 53);
@@ -23,7 +23,7 @@ pub fn plan(mode: Mode, _listen: SocketAddr) -> Result<HostDns> {
     })
 }
 
-pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, journal: &mut Journal) -> Result<()> {
+pub fn apply(plan: &HostDns, responder: SocketAddr, journal: &mut Journal) -> Result<()> {
     if plan.mode != Mode::Scoped {
         return Ok(());
     }
@@ -53,6 +53,36 @@ pub fn apply(plan: &HostDns, responder: SocketAddr, _interface: &str, journal: &
     // Names looked up before the rule may be cached as missing.
     let _ = Command::new("ipconfig").arg("/flushdns").output();
     tracing::info!(key = %rule.key, %responder, "NRPT sends .zerops to the responder");
+    Ok(())
+}
+
+/// Gives the tunnel adapter the search domain, so a bare `api` becomes `api.zerops` (which the
+/// NRPT rule sends to the responder). The values live on the adapter's own keys, beside the
+/// suffixes of every other adapter.
+pub fn apply_link(mode: Mode, _responder: SocketAddr, interface: &str, journal: &mut Journal) -> Result<()> {
+    if mode != Mode::Scoped {
+        return Ok(());
+    }
+    let guid = crate::host::windows::adapter_guid(interface)
+        .with_context(|| format!("finding the adapter {interface} to give it the search domain"))?;
+    let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
+    for change in plan::adapter_search_list(interface, &guid) {
+        journal.record(change.clone())?;
+        if let Change::RegistryValue { key, name, .. } = &change {
+            let (handle, _) = hklm
+                .create_subkey(key)
+                .with_context(|| format!("opening HKLM\\{key}"))?;
+            handle
+                .set_value(name, &plan::SEARCH_DOMAIN)
+                .with_context(|| format!("setting {name} of HKLM\\{key}"))?;
+        }
+    }
+    // What makes the DNS client re-read adapter settings (Tailscale found the same); it can take
+    // seconds, and names work by their full name meanwhile, so it is not waited for.
+    if let Err(e) = Command::new("ipconfig").arg("/registerdns").spawn() {
+        tracing::warn!(error = %e, "ipconfig /registerdns did not start; bare names may wait for the next DNS refresh");
+    }
+    tracing::info!(%interface, domain = plan::SEARCH_DOMAIN, "bare names get the zerops suffix");
     Ok(())
 }
 

@@ -35,6 +35,14 @@ pub enum Change {
     /// A registry key we created under HKEY_LOCAL_MACHINE (Windows's NRPT rule); undone by
     /// deleting it with its values.
     RegistryKey { key: String },
+    /// A registry value we set under HKEY_LOCAL_MACHINE on a key that is not ours (the search
+    /// list of Windows's tunnel adapter); undone by deleting the value, and only while
+    /// `interface` is still ours.
+    RegistryValue {
+        key: String,
+        name: String,
+        interface: String,
+    },
 }
 
 pub struct Journal {

@@ -61,6 +61,8 @@ pub fn undo(change: &Change) -> Result<()> {
         }
         Change::File { path, backup, marker } => super::restore_file(path, backup, marker.as_deref()),
         Change::CreatedFile { path, marker } => super::remove_created_file(path, marker),
-        Change::RegistryKey { key } => bail!("the registry key {key} is a Windows change; undo it on Windows"),
+        Change::RegistryKey { key } | Change::RegistryValue { key, .. } => {
+            bail!("the registry key {key} is a Windows change; undo it on Windows")
+        }
     }
 }

@@ -13,7 +13,7 @@ mod macos;
 #[cfg(target_os = "macos")]
 use macos as platform;
 #[cfg(windows)]
-mod windows;
+pub(crate) mod windows;
 #[cfg(windows)]
 use windows as platform;
 
@@ -139,7 +139,7 @@ fn foreign_interfaces(changes: &[Change], tag_of: &dyn Fn(&str) -> Option<String
 fn names_any(change: &Change, interfaces: &[String]) -> bool {
     match change {
         Change::Interface { name, .. } => interfaces.contains(name),
-        Change::Route { interface, .. } => interfaces.contains(interface),
+        Change::Route { interface, .. } | Change::RegistryValue { interface, .. } => interfaces.contains(interface),
         Change::File { .. } | Change::CreatedFile { .. } | Change::RegistryKey { .. } => false,
     }
 }

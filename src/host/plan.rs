@@ -142,6 +142,14 @@ pub fn manual_fix(os: Os, change: &Change) -> String {
             Os::Windows => format!("registry key HKLM\\{key}: {admin}reg delete \"HKLM\\{key}\" /f"),
             Os::Linux | Os::MacOs => format!("registry key HKLM\\{key}: a Windows change, undone on Windows"),
         },
+        Change::RegistryValue { key, name, .. } => match os {
+            Os::Windows => {
+                format!("registry value {name} of HKLM\\{key}: {admin}reg delete \"HKLM\\{key}\" /v {name} /f")
+            }
+            Os::Linux | Os::MacOs => {
+                format!("registry value {name} of HKLM\\{key}: a Windows change, undone on Windows")
+            }
+        },
     }
 }
 
@@ -284,6 +292,17 @@ mod tests {
         assert_eq!(
             manual_fix(Os::Windows, &rule),
             r#"registry key HKLM\SYSTEM\X\{corridor-p1}: in an Administrator terminal: reg delete "HKLM\SYSTEM\X\{corridor-p1}" /f"#
+        );
+        assert_eq!(
+            manual_fix(
+                Os::Windows,
+                &Change::RegistryValue {
+                    key: r"SYSTEM\X\{g}".into(),
+                    name: "SearchList".into(),
+                    interface: "corridor0".into()
+                }
+            ),
+            r#"registry value SearchList of HKLM\SYSTEM\X\{g}: in an Administrator terminal: reg delete "HKLM\SYSTEM\X\{g}" /v SearchList /f"#
         );
         assert_eq!(
             manual_fix(

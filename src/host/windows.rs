@@ -13,7 +13,7 @@ use windows_sys::Win32::NetworkManagement::IpHelper::{
     IP_ADAPTER_ADDRESSES_LH,
 };
 use windows_sys::Win32::Networking::WinSock::AF_UNSPEC;
-use winreg::enums::HKEY_LOCAL_MACHINE;
+use winreg::enums::{HKEY_LOCAL_MACHINE, KEY_SET_VALUE};
 use winreg::RegKey;
 
 use super::plan::{self, Os};
@@ -69,7 +69,12 @@ pub fn tag_interface(_name: &str, _tag: &str) -> Result<()> {
 
 /// The description of the adapter named `name`; `None` when there is no such adapter.
 pub fn interface_tag(name: &str) -> Option<String> {
-    adapters().into_iter().find(|(n, _)| n == name).map(|(_, tag)| tag)
+    adapters().into_iter().find(|a| a.name == name).map(|a| a.description)
+}
+
+/// The GUID (`{…}`) of the adapter named `name`, which names its keys in the registry.
+pub fn adapter_guid(name: &str) -> Option<String> {
+    adapters().into_iter().find(|a| a.name == name).map(|a| a.guid)
 }
 
 /// Undoes one change; a change that is already gone is undone.
@@ -91,11 +96,30 @@ pub fn undo(change: &Change) -> Result<()> {
             }
             _ => Ok(()),
         },
+        Change::RegistryValue { key, name, interface } => {
+            // The adapter's keys may have gone with it.
+            let Ok(key_handle) = RegKey::predef(HKEY_LOCAL_MACHINE).open_subkey_with_flags(key, KEY_SET_VALUE) else {
+                return Ok(());
+            };
+            match key_handle.delete_value(name) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("deleting {name} of HKLM\\{key} (adapter {interface})"))
+                }
+                _ => Ok(()),
+            }
+        }
     }
 }
 
-/// Every adapter's friendly name and description.
-fn adapters() -> Vec<(String, String)> {
+struct Adapter {
+    /// The friendly name (`corridor0`).
+    name: String,
+    description: String,
+    guid: String,
+}
+
+/// Every adapter.
+fn adapters() -> Vec<Adapter> {
     let flags = GAA_FLAG_SKIP_ANYCAST | GAA_FLAG_SKIP_MULTICAST | GAA_FLAG_SKIP_DNS_SERVER;
     let mut len: u32 = 16 * 1024;
     for _ in 0..4 {
@@ -115,9 +139,19 @@ fn adapters() -> Vec<(String, String)> {
         while !next.is_null() {
             // SAFETY: a linked list inside `buf`, written by GetAdaptersAddresses.
             let adapter = unsafe { &*next };
-            // SAFETY: NUL-terminated UTF-16 strings owned by the same buffer.
-            let (name, description) = unsafe { (wide_str(adapter.FriendlyName), wide_str(adapter.Description)) };
-            found.push((name, description));
+            // SAFETY: NUL-terminated strings (UTF-16, and ANSI for the GUID) owned by the same buffer.
+            let (name, description, guid) = unsafe {
+                (
+                    wide_str(adapter.FriendlyName),
+                    wide_str(adapter.Description),
+                    ansi_str(adapter.AdapterName),
+                )
+            };
+            found.push(Adapter {
+                name,
+                description,
+                guid,
+            });
             next = adapter.Next;
         }
         return found;
@@ -138,4 +172,16 @@ unsafe fn wide_str(ptr: *const u16) -> String {
     }
     // SAFETY: `len` units were just read.
     String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// # Safety
+/// `ptr` is null or points to a NUL-terminated byte string.
+unsafe fn ansi_str(ptr: *const u8) -> String {
+    if ptr.is_null() {
+        return String::new();
+    }
+    // SAFETY: the caller's promise: the string ends with a NUL.
+    unsafe { std::ffi::CStr::from_ptr(ptr.cast()) }
+        .to_string_lossy()
+        .into_owned()
 }
