@@ -59,7 +59,7 @@ if [[ ! -x $ONETUN ]]; then
 fi
 if ((build)); then
     echo "==> building corridor and the lab (release)"
-    cargo build --release --bin corridor --example lab
+    cargo build --release --bin corridor --bin corridor-daemon --example lab
 fi
 
 cleanup() {

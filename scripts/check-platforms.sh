@@ -38,6 +38,6 @@ echo "==> clippy for Windows ($WINDOWS)"
 cargo clippy --all-targets --target "$WINDOWS" -- -D warnings
 echo "==> clippy for macOS ($MACOS, zig as ring's C compiler)"
 cargo-zigbuild clippy --all-targets --target "$MACOS" -- -D warnings
-echo "==> release corridor.exe"
-cargo build --release --bin corridor --target "$WINDOWS"
+echo "==> release corridor.exe and corridor-daemon.exe"
+cargo build --release --bin corridor --bin corridor-daemon --target "$WINDOWS"
 echo "==> platforms checked in $((SECONDS - start)) s: target/$WINDOWS/release/corridor.exe"

@@ -9,7 +9,7 @@ if [[ $(id -u) != 0 ]]; then
 fi
 scripts/deps.sh
 echo "==> building corridor and the lab (release)"
-cargo build --release --bin corridor --example lab
+cargo build --release --bin corridor --bin corridor-daemon --example lab
 LAB=target/release/examples/lab
 CORRIDOR=$PWD/target/release/corridor
 export CORRIDOR_LAB_PREFIX=crdemo CORRIDOR_LAB_SLOT=0

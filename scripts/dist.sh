@@ -2,11 +2,13 @@
 # Release artifacts, one function per target: `scripts/dist.sh [TARGET…]` (default: deb).
 #   docs   man page and shell completions, generated from the binary, into packaging/
 #   deb    Debian package (cargo-deb, metadata in Cargo.toml) into target/debian/
-#   linux    dist/corridor-<version>-x86_64-linux.tar.gz: corridor, README, the systemd unit
-#   windows  dist/corridor-<version>-x86_64-windows.zip: corridor.exe, README, WINTUN.txt (mingw-w64)
+#   linux    dist/corridor-<version>-x86_64-linux.tar.gz: corridor, corridor-daemon, README, the
+#            systemd unit
+#   windows  dist/corridor-<version>-x86_64-windows.zip: corridor.exe, corridor-daemon.exe, README,
+#            WINTUN.txt (mingw-w64)
 #   macos    says plainly that this machine cannot link for macOS (it only type-checks it)
-# A release build is made first unless --no-build is given (then the binary already built is
-# used). PROFILE=dev packages the debug build instead: a quick check of the packaging only.
+# A release build is made first unless --no-build is given (then the binaries already built
+# are used). PROFILE=dev packages the debug build instead: a quick check of the packaging only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
@@ -20,8 +22,8 @@ case $PROFILE in
 esac
 
 build() {
-    echo "==> building corridor ($PROFILE)"
-    cargo build --profile "$PROFILE" --locked --bin corridor
+    echo "==> building corridor and corridor-daemon ($PROFILE)"
+    cargo build --profile "$PROFILE" --locked --bin corridor --bin corridor-daemon
 }
 
 docs() {
@@ -40,7 +42,7 @@ linux() {
     stage=$(mktemp -d)
     local dir="$stage/corridor-$VERSION-x86_64-linux"
     mkdir -p "$OUT" "$dir"
-    cp "$BIN" README.md packaging/corridor@.service "$dir/"
+    cp "$BIN" "$BIN-daemon" README.md packaging/corridor@.service "$dir/"
     tar -C "$stage" -czf "$OUT/corridor-$VERSION-x86_64-linux.tar.gz" "$(basename "$dir")"
     rm -rf "$stage"
     echo "    $OUT/corridor-$VERSION-x86_64-linux.tar.gz"
@@ -48,14 +50,14 @@ linux() {
 
 windows() {
     echo "==> Windows x86_64 (mingw-w64; scripts/check-platforms.sh installs it)"
-    cargo build --release --bin corridor --target x86_64-pc-windows-gnu
+    cargo build --release --bin corridor --bin corridor-daemon --target x86_64-pc-windows-gnu
     local stage
     stage=$(mktemp -d)
     local dir="$stage/corridor-$VERSION-x86_64-windows"
     mkdir -p "$OUT" "$dir"
-    cp target/x86_64-pc-windows-gnu/release/corridor.exe README.md "$dir/"
+    cp target/x86_64-pc-windows-gnu/release/{corridor,corridor-daemon}.exe README.md "$dir/"
     cat > "$dir/WINTUN.txt" <<'NOTE'
-corridor needs wintun.dll (the Wintun TUN driver) beside corridor.exe.
+corridor needs wintun.dll (the Wintun TUN driver) beside corridor.exe and corridor-daemon.exe.
 
 1. Download the Wintun zip from https://www.wintun.net
 2. Copy bin\amd64\wintun.dll from it into this folder, next to corridor.exe.
@@ -96,7 +98,9 @@ for arg in "$@"; do
 done
 ((${#targets[@]})) || targets=(deb)
 ((build)) && build
-[[ -x $BIN ]] || { echo "$BIN is missing: run without --no-build" >&2; exit 1; }
+for bin in "$BIN" "$BIN-daemon"; do
+    [[ -x $bin ]] || { echo "$bin is missing: run without --no-build" >&2; exit 1; }
+done
 for target in "${targets[@]}"; do
     "$target"
 done

@@ -40,7 +40,7 @@ if [[ $(id -u) != 0 ]]; then
 fi
 if ((build)); then
     echo "==> building corridor and the lab (release)"
-    cargo build --release --bin corridor --example lab
+    cargo build --release --bin corridor --bin corridor-daemon --example lab
 fi
 
 total=$((minutes * 60))

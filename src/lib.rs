@@ -1,7 +1,8 @@
 //! corridor: put this machine inside a cloud project's private network.
 //!
-//! The binary (`src/main.rs`) only parses and dispatches; everything it uses lives here so that
-//! tests drive the same code.
+//! The binaries only parse and dispatch: `corridor` (`src/main.rs`), the commands, and
+//! `corridor-daemon` (`src/bin/corridor-daemon.rs`), the processes that hold a connection and the
+//! DNS service. Everything they use lives here so that tests drive the same code.
 
 pub mod access;
 pub mod api;
@@ -11,6 +12,7 @@ pub mod dns;
 pub mod doctor;
 pub mod host;
 pub mod keys;
+pub mod logging;
 pub mod paths;
 pub mod platform;
 pub mod report;

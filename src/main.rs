@@ -8,10 +8,7 @@ use corridor::vpn;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(
-        cli.verbose,
-        matches!(cli.command, Command::Daemon { .. } | Command::DnsService { .. }),
-    );
+    corridor::logging::init(cli.verbose, false);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -22,11 +19,7 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    if let Command::Daemon { project } = &cli.command {
-        return vpn::daemon_main(project);
-    }
     match cli.command {
-        Command::DnsService { mode } => return corridor::dns::service::main(mode),
         Command::Completions { shell } => {
             cli::docs::completions(shell, &mut std::io::stdout());
             return Ok(());
@@ -80,25 +73,9 @@ fn run(cli: Cli) -> Result<()> {
             Command::SshConfig(args) => cli::access::ssh_config(api, args, &mut term).await,
             Command::Export(export) => cli::access::export(api, export, &mut term).await,
             Command::Doctor(args) => cli::doctor::doctor(api, args).await,
-            Command::Daemon { .. } | Command::DnsService { .. } | Command::Completions { .. } | Command::ManPage => {
+            Command::Completions { .. } | Command::ManPage => {
                 unreachable!("handled above")
             }
         }
     })
-}
-
-fn init_logging(verbose: u8, daemon: bool) {
-    let default = match (verbose, daemon) {
-        (0, false) => "warn",
-        (0, true) | (1, _) => "corridor=info",
-        (2, _) => "corridor=debug",
-        _ => "corridor=trace",
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(!daemon)
-        .init();
 }

@@ -204,9 +204,9 @@ fn spawn_daemon(
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let log = std::fs::File::create(&files.log).with_context(|| format!("creating {}", files.log.display()))?;
-    let mut command = Command::new(std::env::current_exe().context("locating the corridor binary")?);
+    let mut command = Command::new(platform::daemon_exe()?);
     command
-        .args(["daemon", "--project", config.project_id.as_str()])
+        .args(["--project", config.project_id.as_str()])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(log);

@@ -49,6 +49,12 @@ fn up_reaches_containers_status_counts_and_down_restores_the_host() {
     let interface = conn["interface"].as_str().unwrap().to_string();
     let pid = conn["pid"].as_u64().unwrap();
     assert!(links(lab.laptop()).contains(&interface));
+    let program = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(
+        program.file_name().unwrap(),
+        "corridor-daemon",
+        "the connection runs in the daemon program, not in the whole of corridor"
+    );
 
     let down = client.run(&["vpn", "down"]);
     assert_success("vpn down", &down);

@@ -1,6 +1,7 @@
-//! corridor.exe (x86_64-pc-windows-gnu, release, built by scripts/check-platforms.sh) under
-//! Wine, inside a lab's laptop namespace: help, login against the lab API, status when not
-//! connected, and `vpn up` refused with what to do, leaving nothing behind. Wine has no Wintun,
+//! corridor.exe and corridor-daemon.exe (x86_64-pc-windows-gnu, release, built by
+//! scripts/check-platforms.sh) under Wine, inside a lab's laptop namespace: help, login against
+//! the lab API, status when not connected, the daemon program started by hand refusing, and
+//! `vpn up` refused with what to do, leaving nothing behind. Wine has no Wintun,
 //! so this is as far as Windows goes here.
 #![cfg(target_os = "linux")]
 
@@ -11,7 +12,9 @@ use std::process::{Command, Output};
 
 use common::{assert_success, Lab};
 
-const TARGET_EXE: &str = "target/x86_64-pc-windows-gnu/release/corridor.exe";
+const TARGET_DIR: &str = "target/x86_64-pc-windows-gnu/release";
+/// The two programs of the Windows zip.
+const EXES: [&str; 2] = ["corridor.exe", "corridor-daemon.exe"];
 
 #[test]
 fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
@@ -27,6 +30,7 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
     let winscp_out = format!("Z:{}", ini.display());
     let winscp = wine.run(&lab, &["export", "winscp", "demo", "-o", &winscp_out]);
     let up = wine.run(&lab, &["vpn", "up", "--auto-disconnect", "alpha"]);
+    let daemon_by_hand = wine.run_exe("corridor-daemon.exe", &lab, &[]);
 
     assert_success("corridor.exe --help", &help);
     let help = String::from_utf8_lossy(&help.stdout);
@@ -57,6 +61,13 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
     let sessions = std::fs::read_to_string(&ini).unwrap_or_default();
     assert!(sessions.contains("PortNumber=65437"), "{sessions}");
     assert!(sessions.contains("corridor-demo-api"), "{sessions}");
+
+    assert!(!daemon_by_hand.status.success());
+    let error = String::from_utf8_lossy(&daemon_by_hand.stderr);
+    assert!(
+        error.contains("started by corridor"),
+        "corridor-daemon.exe runs and says what it is: {error}"
+    );
 
     assert!(!up.status.success(), "vpn up cannot succeed without Wintun");
     let error = String::from_utf8_lossy(&up.stderr);
@@ -91,11 +102,12 @@ struct Wine {
 impl Wine {
     /// `None` (after saying why) when the exe, Wine or mingw is missing; a failure under CI=true.
     fn new() -> Option<Wine> {
-        let exe = Path::new(env!("CARGO_MANIFEST_DIR")).join(TARGET_EXE);
+        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(TARGET_DIR);
+        let missing = EXES.iter().map(|exe| built.join(exe)).find(|exe| !exe.is_file());
         let wine = find_program(&["wine64", "/usr/lib/wine/wine64"]);
         let wineserver = find_program(&["wineserver", "/usr/lib/wine/wineserver"]);
         let mingw = find_program(&["x86_64-w64-mingw32-gcc"]);
-        let problem = if !exe.is_file() {
+        let problem = if let Some(exe) = missing {
             Some(format!("{} is missing: run scripts/check-platforms.sh", exe.display()))
         } else if wine.is_none() || wineserver.is_none() {
             Some("wine64 is not installed (Debian: apt-get install wine64)".into())
@@ -114,7 +126,9 @@ impl Wine {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("bin")).unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        std::fs::copy(&exe, dir.path().join("bin/corridor.exe")).unwrap();
+        for exe in EXES {
+            std::fs::copy(built.join(exe), dir.path().join("bin").join(exe)).unwrap();
+        }
         let stub = Command::new(mingw.unwrap())
             .args(["-shared", "-O2", "-o"])
             .arg(dir.path().join("bin/bcryptprimitives.dll"))
@@ -141,10 +155,14 @@ impl Wine {
 
     /// Runs corridor.exe with `args` in the lab's laptop namespace.
     fn run(&self, lab: &Lab, args: &[&str]) -> Output {
+        self.run_exe("corridor.exe", lab, args)
+    }
+
+    fn run_exe(&self, exe: &str, lab: &Lab, args: &[&str]) -> Output {
         Command::new("ip")
             .args(["netns", "exec", lab.laptop()])
             .arg(&self.wine)
-            .arg(self.dir.path().join("bin/corridor.exe"))
+            .arg(self.dir.path().join("bin").join(exe))
             .args(args)
             .env("WINEPREFIX", self.prefix())
             .env("TMPDIR", self.tmp())

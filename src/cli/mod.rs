@@ -80,20 +80,6 @@ pub enum Command {
     /// Print the man page, corridor(1), in roff.
     #[command(hide = true)]
     ManPage,
-    /// Run a connection's daemon (started by `vpn up`; reads its configuration from stdin).
-    #[command(hide = true)]
-    Daemon {
-        /// The project id it serves (also in its configuration): names the process.
-        #[arg(long)]
-        project: String,
-    },
-    /// Run the host-wide DNS responder (started by the first connection that needs names).
-    #[command(hide = true, name = "dns-service")]
-    DnsService {
-        /// How the host's resolver is pointed at it.
-        #[arg(long, value_enum)]
-        mode: crate::dns::Mode,
-    },
 }
 
 #[derive(Subcommand)]

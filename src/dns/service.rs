@@ -1,4 +1,4 @@
-//! One responder per host, in its own process (`corridor dns-service`), for every connected
+//! One responder per host, in its own process (`corridor-daemon dns-service`), for every connected
 //! project. The first connection that needs names starts it; daemons register their project
 //! (id, name, DNS address, when it connected, their pid) and unregister on the way down. The
 //! service owns the host resolver rewrite (resolv-conf mode) under its own journal; in resolved
@@ -191,7 +191,7 @@ async fn spawn(mode: Mode) -> Result<ServiceStatus> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let log = std::fs::File::create(&files.log).with_context(|| format!("creating {}", files.log.display()))?;
-    let mut command = Command::new(std::env::current_exe().context("locating the corridor binary")?);
+    let mut command = Command::new(platform::daemon_exe()?);
     let mode = serde_json::to_value(mode)?;
     command
         .args([SUBCOMMAND, "--mode", mode.as_str().unwrap_or("auto")])
@@ -233,7 +233,7 @@ async fn spawn(mode: Mode) -> Result<ServiceStatus> {
 
 // ---- the service process
 
-/// `corridor dns-service`: serves until the last project is gone (or a stop signal), then
+/// `corridor-daemon dns-service`: serves until the last project is gone (or a stop signal), then
 /// restores the host. Its first stdout line says whether it is ready.
 pub fn main(mode: Mode) -> Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;

@@ -145,9 +145,6 @@ fn modes(facts: &Facts) -> Check {
 }
 
 pub fn evaluate(facts: &Facts) -> Vec<Check> {
-    let exe = std::env::current_exe()
-        .map(|p| p.display().to_string())
-        .unwrap_or_else(|_| "corridor".into());
     let mut checks = vec![
         check(
             "privileges",
@@ -157,7 +154,10 @@ pub fn evaluate(facts: &Facts) -> Vec<Check> {
             } else {
                 "no CAP_NET_ADMIN: `vpn up` cannot create the tunnel".into()
             },
-            format!("run `vpn up` with sudo, or once: `sudo setcap cap_net_admin,cap_net_bind_service+ep {exe}`"),
+            format!(
+                "run `vpn up` with sudo, or once: `{}`",
+                crate::platform::grant_capabilities()
+            ),
         ),
         check(
             "tun",

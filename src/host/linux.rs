@@ -17,12 +17,10 @@ const CAP_NET_ADMIN: u32 = 12;
 /// Checks what the tunnel needs before anything is changed, with errors that say what to do.
 pub fn preflight(need_ipv6: bool) -> Result<()> {
     if !has_net_admin() {
-        let exe = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "corridor".into());
         bail!(
             "corridor needs CAP_NET_ADMIN to create the tunnel interface: run it with sudo, \
-             or grant it once with `sudo setcap cap_net_admin,cap_net_bind_service+ep {exe}`"
+             or grant it once: `{}`",
+            crate::platform::grant_capabilities()
         );
     }
     if !Path::new("/dev/net/tun").exists() {

@@ -19,6 +19,60 @@ pub use os::{
 };
 pub use os::{try_lock, FileLock};
 
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+/// The program of the long-running processes (a connection's daemon, the DNS service), beside
+/// `corridor` (see `src/bin/corridor-daemon.rs`).
+const DAEMON_PROGRAM: &str = "corridor-daemon";
+
+/// The daemon program's file name on this platform.
+pub fn daemon_file_name() -> String {
+    format!("{DAEMON_PROGRAM}{}", std::env::consts::EXE_SUFFIX)
+}
+
+/// The file names a corridor process runs from: the commands (which hold a connection with
+/// `--foreground`), the daemon program, and whatever this executable is called.
+pub fn program_names() -> Vec<String> {
+    let suffix = std::env::consts::EXE_SUFFIX;
+    let mut names = vec![format!("corridor{suffix}"), daemon_file_name()];
+    names.extend(
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned())),
+    );
+    names
+}
+
+/// Where the daemon program is: beside the running executable (the daemon starts the DNS
+/// service from itself).
+pub fn daemon_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the corridor binary")?;
+    let daemon = exe.with_file_name(daemon_file_name());
+    if !daemon.is_file() {
+        bail!(
+            "{} is missing: corridor runs its connections in it; install it beside {} (both \
+             come in the same package or archive)",
+            daemon.display(),
+            exe.display()
+        );
+    }
+    Ok(daemon)
+}
+
+/// The one-time grant that lets Linux users connect without sudo: `corridor` checks it and
+/// `corridor-daemon` uses it (the tunnel, and port 53 for the responder), so both files get it.
+pub fn grant_capabilities() -> String {
+    let exe = std::env::current_exe().unwrap_or_else(|_| "corridor".into());
+    let daemon = exe.with_file_name(daemon_file_name());
+    [exe, daemon]
+        .iter()
+        .map(|file| format!("sudo setcap cap_net_admin,cap_net_bind_service+ep {}", file.display()))
+        .collect::<Vec<_>>()
+        .join(" && ")
+}
+
 /// The user behind this elevated run, if any.
 pub fn invoker() -> Option<Invoker> {
     if !is_elevated() {

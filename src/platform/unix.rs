@@ -125,20 +125,17 @@ pub fn process_alive(pid: Pid) -> bool {
     matches!(kill(nix_pid(pid), None), Ok(()) | Err(nix::errno::Errno::EPERM))
 }
 
-/// Whether `pid` is a corridor process serving `project`: a status file or a control socket
-/// names a pid, and after a crash and a reboot that pid may belong to anyone.
+/// Whether `pid` is a corridor process serving `project` (the daemon program, or this program
+/// with `--foreground`): a status file or a control socket names a pid, and after a crash and a
+/// reboot that pid may belong to anyone.
 pub fn process_is_daemon_of(pid: Pid, project: &str) -> bool {
     let Some(args) = command_line(pid) else {
         return false;
     };
-    let ours = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
-        .unwrap_or_else(|| "corridor".into());
     let is_corridor = args
         .first()
         .and_then(|a| Path::new(a).file_name())
-        .is_some_and(|n| n.to_string_lossy() == ours);
+        .is_some_and(|n| super::program_names().iter().any(|ours| n == ours.as_str()));
     is_corridor && args.iter().any(|a| a == project || a == "--foreground")
 }
 

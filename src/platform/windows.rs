@@ -159,7 +159,7 @@ pub fn process_alive(pid: Pid) -> bool {
     ok != 0 && code == STILL_ACTIVE as u32
 }
 
-/// Whether `pid` runs our own executable. Windows gives no other process's arguments without
+/// Whether `pid` runs one of corridor's programs. Windows gives no other process's arguments without
 /// reading its memory, so the image name is the whole check here.
 pub fn process_is_daemon_of(pid: Pid, _project: &str) -> bool {
     let Some(process) = open_process(pid, PROCESS_QUERY_LIMITED_INFORMATION) else {
@@ -172,9 +172,10 @@ pub fn process_is_daemon_of(pid: Pid, _project: &str) -> bool {
         return false;
     }
     let image = PathBuf::from(OsString::from_wide(&buf[..len as usize]));
-    let ours = std::env::current_exe().ok();
-    let name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().to_lowercase());
-    ours.is_some_and(|ours| name(&ours).is_some() && name(&ours) == name(&image))
+    image
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .is_some_and(|image| super::program_names().iter().any(|ours| ours.to_lowercase() == image))
 }
 
 /// Gracefully: sets the daemon's stop event (see [`Shutdown`]), so it undoes its host changes;
