@@ -41,6 +41,7 @@ pub struct UpOptions {
 pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -> Result<Status> {
     // Cheap checks first: nothing is registered for a machine that cannot build the tunnel.
     host::preflight(false)?;
+    platform::daemon_exe()?;
     clean_up_crashed(report).await;
     if let Err(e) = dns::service::repair().await {
         report.progress(Progress::Warning(format!("{e:#}")));

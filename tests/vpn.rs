@@ -200,6 +200,24 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
     assert!(err.contains("/dev/net/tun"), "{err}");
     assert_eq!(links(lab.laptop()), before);
 
+    // corridor without corridor-daemon beside it: refused before the platform hears of it.
+    let alone = tempfile::tempdir().unwrap();
+    std::fs::copy(&corridor, alone.path().join("corridor")).unwrap();
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.laptop()])
+        .arg(alone.path().join("corridor"))
+        .args(["--api", lab.api_url(), "vpn", "up", "demo"])
+        .env("CORRIDOR_CONFIG_DIR", client.dir.path().join("config"))
+        .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run"))
+        .env("CORRIDOR_STATE_DIR", client.dir.path().join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("corridor-daemon is missing"), "{err}");
+    assert!(!err.contains("key registered"), "{err}");
+    assert_eq!(links(lab.laptop()), before);
+
     assert_success("unblocking", &lab.run_in(gw, &["nft", "delete table inet block"]));
     let sysctl = |v: &str| {
         lab.run_in(
