@@ -73,6 +73,13 @@ fn up_reaches_containers_status_counts_and_down_restores_the_host() {
         left.iter().all(|f| f.to_string_lossy().ends_with(".log")),
         "runtime files left: {left:?}"
     );
+    for log in &left {
+        let text = std::fs::read_to_string(run_dir.join(log)).unwrap_or_default();
+        assert!(
+            !text.contains("could not take the project's names off"),
+            "the DNS service answers the last project's unregistration: {text}"
+        );
+    }
     assert_eq!(client.status()["connections"].as_array().unwrap().len(), 0);
 }
 

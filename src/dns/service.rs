@@ -329,13 +329,15 @@ async fn serve(
     tracing::info!(mode = ?plan.mode, listen = %responder.local_addr(), "dns service ready");
 
     let (asks, mut asked) = mpsc::channel::<Ask>(16);
-    let accept = async {
+    // Each client task holds a clone until it has written its answer: the last answer is
+    // written before the service exits.
+    let (in_flight, mut all_written) = mpsc::channel::<()>(1);
+    let mut accept = Box::pin(async move {
         loop {
             let Ok(stream) = listener.accept().await else { continue };
-            tokio::spawn(read_request(stream, asks.clone()));
+            tokio::spawn(read_request(stream, asks.clone(), in_flight.clone()));
         }
-    };
-    tokio::pin!(accept);
+    });
     let started = Instant::now();
     let mut had_projects = false;
     let mut tick = tokio::time::interval(PRUNE_EVERY);
@@ -380,6 +382,8 @@ async fn serve(
                     responder.shutdown().await;
                     let restored = host::restore(journal.path()).map(drop).map_err(|e| format!("{e:#}"));
                     let _ = ask.reply.send(restored.map(|()| current));
+                    drop(accept);
+                    let _ = tokio::time::timeout(TIMEOUT, all_written.recv()).await;
                     return Ok(());
                 }
                 let _ = ask.reply.send(Ok(current));
@@ -406,7 +410,7 @@ fn prune(registry: &mut Registry, responder: &Responder) -> bool {
 }
 
 /// One client: one request line, one answer line; a silent client only holds its own task.
-async fn read_request(stream: ipc::Stream, asks: mpsc::Sender<Ask>) {
+async fn read_request(stream: ipc::Stream, asks: mpsc::Sender<Ask>, _in_flight: mpsc::Sender<()>) {
     let (read, mut write) = tokio::io::split(stream);
     let mut line = String::new();
     let mut read = tokio::io::BufReader::new(read);
