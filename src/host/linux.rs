@@ -5,8 +5,7 @@ use std::path::Path;
 
 use anyhow::{bail, Result};
 
-use super::plan::{self, Os};
-use super::Change;
+use super::plan::Os;
 
 pub const OS: Os = Os::Linux;
 /// Tunnel interfaces are `corridor0`, `corridor1`, …
@@ -49,27 +48,21 @@ pub fn interface_tag(name: &str) -> Option<String> {
     Some(alias.trim_end_matches('\n').to_string())
 }
 
-/// Undoes one change; a change that is already gone is undone.
-pub fn undo(change: &Change) -> Result<()> {
-    match change {
-        Change::Interface { name, .. } => {
-            if interface_tag(name).is_some() {
-                ip(&["link", "del", name])?;
-            }
-            Ok(())
-        }
-        Change::Route { destination, interface } => {
-            if interface_tag(interface).is_some() {
-                let _ = super::run(&plan::delete_route(OS, *destination, interface));
-            }
-            Ok(())
-        }
-        Change::File { path, backup, marker } => super::restore_file(path, backup, marker.as_deref()),
-        Change::CreatedFile { path, marker } => super::remove_created_file(path, marker),
-        Change::RegistryKey { key } | Change::RegistryValue { key, .. } => {
-            bail!("the registry key {key} is a Windows change; undo it on Windows")
-        }
+/// Removes a tunnel interface that is still there.
+pub fn remove_interface(name: &str) -> Result<()> {
+    if interface_tag(name).is_some() {
+        ip(&["link", "del", name])?;
     }
+    Ok(())
+}
+
+/// Registry changes are Windows's; a journal carrying one was written there.
+pub fn delete_registry_key(key: &str) -> Result<()> {
+    bail!("the registry key {key} is a Windows change; undo it on Windows")
+}
+
+pub fn delete_registry_value(key: &str, _name: &str, _interface: &str) -> Result<()> {
+    delete_registry_key(key)
 }
 
 pub fn has_net_admin() -> bool {
@@ -94,7 +87,7 @@ fn ip(args: &[&str]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::host::{undo, Change};
 
     #[test]
     fn a_file_rewritten_by_someone_else_is_left_alone() {

@@ -7,8 +7,7 @@ use std::ffi::CString;
 
 use anyhow::{bail, Result};
 
-use super::plan::{self, Os};
-use super::Change;
+use super::plan::Os;
 
 pub const OS: Os = Os::MacOs;
 /// The kernel names tunnel interfaces `utunN`; no other name can be asked for.
@@ -48,21 +47,16 @@ pub fn interface_tag(name: &str) -> Option<String> {
     (index != 0).then(String::new)
 }
 
-/// Undoes one change; a change that is already gone is undone.
-pub fn undo(change: &Change) -> Result<()> {
-    match change {
-        // Gone with the process that held it.
-        Change::Interface { .. } => Ok(()),
-        Change::Route { destination, interface } => {
-            if interface_tag(interface).is_some() {
-                let _ = super::run(&plan::delete_route(OS, *destination, interface));
-            }
-            Ok(())
-        }
-        Change::File { path, backup, marker } => super::restore_file(path, backup, marker.as_deref()),
-        Change::CreatedFile { path, marker } => super::remove_created_file(path, marker),
-        Change::RegistryKey { key } | Change::RegistryValue { key, .. } => {
-            bail!("the registry key {key} is a Windows change; undo it on Windows")
-        }
-    }
+/// A utun interface is gone with the process that held it.
+pub fn remove_interface(_name: &str) -> Result<()> {
+    Ok(())
+}
+
+/// Registry changes are Windows's; a journal carrying one was written there.
+pub fn delete_registry_key(key: &str) -> Result<()> {
+    bail!("the registry key {key} is a Windows change; undo it on Windows")
+}
+
+pub fn delete_registry_value(key: &str, _name: &str, _interface: &str) -> Result<()> {
+    delete_registry_key(key)
 }

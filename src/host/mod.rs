@@ -18,7 +18,7 @@ pub(crate) mod windows;
 use windows as platform;
 
 pub use journal::{Change, Journal};
-pub use platform::{has_net_admin, interface_tag, ipv6_disabled, preflight, tag_interface, undo, INTERFACE_PREFIX, OS};
+pub use platform::{has_net_admin, interface_tag, ipv6_disabled, preflight, tag_interface, INTERFACE_PREFIX, OS};
 
 use std::fs;
 use std::path::Path;
@@ -134,6 +134,24 @@ fn foreign_interfaces(changes: &[Change], tag_of: &dyn Fn(&str) -> Option<String
             _ => None,
         })
         .collect()
+}
+
+/// Undoes one change; a change that is already gone is undone. Routes and files are undone the
+/// same way everywhere; interfaces and the registry per platform.
+pub fn undo(change: &Change) -> Result<()> {
+    match change {
+        Change::Interface { name, .. } => platform::remove_interface(name),
+        Change::Route { destination, interface } => {
+            if interface_tag(interface).is_some() {
+                let _ = run(&plan::delete_route(OS, *destination, interface));
+            }
+            Ok(())
+        }
+        Change::File { path, backup, marker } => restore_file(path, backup, marker.as_deref()),
+        Change::CreatedFile { path, marker } => remove_created_file(path, marker),
+        Change::RegistryKey { key } => platform::delete_registry_key(key),
+        Change::RegistryValue { key, name, interface } => platform::delete_registry_value(key, name, interface),
+    }
 }
 
 fn names_any(change: &Change, interfaces: &[String]) -> bool {

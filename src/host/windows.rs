@@ -16,8 +16,7 @@ use windows_sys::Win32::Networking::WinSock::AF_UNSPEC;
 use winreg::enums::{HKEY_LOCAL_MACHINE, KEY_SET_VALUE};
 use winreg::RegKey;
 
-use super::plan::{self, Os};
-use super::Change;
+use super::plan::Os;
 
 pub const OS: Os = Os::Windows;
 /// Tunnel adapters are `corridor0`, `corridor1`, …
@@ -77,37 +76,30 @@ pub fn adapter_guid(name: &str) -> Option<String> {
     adapters().into_iter().find(|a| a.name == name).map(|a| a.guid)
 }
 
-/// Undoes one change; a change that is already gone is undone.
-pub fn undo(change: &Change) -> Result<()> {
-    match change {
-        // Gone with the process that held it.
-        Change::Interface { .. } => Ok(()),
-        Change::Route { destination, interface } => {
-            if interface_tag(interface).is_some() {
-                let _ = super::run(&plan::delete_route(OS, *destination, interface));
-            }
-            Ok(())
+/// A Wintun adapter is gone with the process that held it.
+pub fn remove_interface(_name: &str) -> Result<()> {
+    Ok(())
+}
+
+pub fn delete_registry_key(key: &str) -> Result<()> {
+    match RegKey::predef(HKEY_LOCAL_MACHINE).delete_subkey_all(key) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("deleting the registry key HKLM\\{key}"))
         }
-        Change::File { path, backup, marker } => super::restore_file(path, backup, marker.as_deref()),
-        Change::CreatedFile { path, marker } => super::remove_created_file(path, marker),
-        Change::RegistryKey { key } => match RegKey::predef(HKEY_LOCAL_MACHINE).delete_subkey_all(key) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(e).with_context(|| format!("deleting the registry key HKLM\\{key}"))
-            }
-            _ => Ok(()),
-        },
-        Change::RegistryValue { key, name, interface } => {
-            // The adapter's keys may have gone with it.
-            let Ok(key_handle) = RegKey::predef(HKEY_LOCAL_MACHINE).open_subkey_with_flags(key, KEY_SET_VALUE) else {
-                return Ok(());
-            };
-            match key_handle.delete_value(name) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    Err(e).with_context(|| format!("deleting {name} of HKLM\\{key} (adapter {interface})"))
-                }
-                _ => Ok(()),
-            }
+        _ => Ok(()),
+    }
+}
+
+pub fn delete_registry_value(key: &str, name: &str, interface: &str) -> Result<()> {
+    // The adapter's keys may have gone with it.
+    let Ok(key_handle) = RegKey::predef(HKEY_LOCAL_MACHINE).open_subkey_with_flags(key, KEY_SET_VALUE) else {
+        return Ok(());
+    };
+    match key_handle.delete_value(name) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("deleting {name} of HKLM\\{key} (adapter {interface})"))
         }
+        _ => Ok(()),
     }
 }
 
