@@ -49,6 +49,20 @@ fn up_reaches_containers_status_counts_and_down_restores_the_host() {
     let interface = conn["interface"].as_str().unwrap().to_string();
     let pid = conn["pid"].as_u64().unwrap();
     assert!(links(lab.laptop()).contains(&interface));
+    let alias = lab.laptop_ok(&["cat", &format!("/sys/class/net/{interface}/ifalias")]);
+    let project_id = conn["project_id"].as_str().unwrap();
+    assert!(
+        alias.starts_with(&format!("corridor:{project_id}:")),
+        "the interface carries its connection's tag: {alias:?}"
+    );
+    let table = routes(lab.laptop());
+    for network in conn["networks"].as_array().unwrap() {
+        let route = format!("{} dev {interface}", network.as_str().unwrap());
+        assert!(
+            table.lines().any(|r| r.starts_with(&route)),
+            "{route} in the routing table: {table}"
+        );
+    }
     let program = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
     assert_eq!(
         program.file_name().unwrap(),

@@ -3,8 +3,10 @@
 use std::fs;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use ipnet::IpNet;
 
+use super::netlink;
 use super::plan::Os;
 
 pub const OS: Os = Os::Linux;
@@ -37,9 +39,9 @@ pub fn preflight(need_ipv6: bool) -> Result<()> {
     Ok(())
 }
 
-/// Marks an interface as one connection's (`ip link … alias`), see [`Change::Interface`].
+/// Marks an interface as one connection's (its alias), see [`Change::Interface`].
 pub fn tag_interface(name: &str, tag: &str) -> Result<()> {
-    ip(&["link", "set", "dev", name, "alias", tag])
+    netlink::set_alias(index(name)?, tag).with_context(|| format!("setting the alias of {name}"))
 }
 
 /// The tag an existing interface carries; `None` when there is no such interface.
@@ -51,9 +53,25 @@ pub fn interface_tag(name: &str) -> Option<String> {
 /// Removes a tunnel interface that is still there.
 pub fn remove_interface(name: &str) -> Result<()> {
     if interface_tag(name).is_some() {
-        ip(&["link", "del", name])?;
+        netlink::delete_link(index(name)?).with_context(|| format!("removing interface {name}"))?;
     }
     Ok(())
+}
+
+/// Routes `destination` into the interface (`ip route replace … dev …`).
+pub fn add_route(destination: IpNet, interface: &str) -> Result<()> {
+    netlink::replace_route(destination, index(interface)?)
+        .with_context(|| format!("routing {destination} into {interface}"))
+}
+
+/// Undoes [`add_route`].
+pub fn delete_route(destination: IpNet, interface: &str) -> Result<()> {
+    netlink::delete_route(destination, index(interface)?)
+        .with_context(|| format!("removing the route {destination} from {interface}"))
+}
+
+fn index(interface: &str) -> Result<u32> {
+    nix::net::if_::if_nametoindex(interface).with_context(|| format!("no interface {interface}"))
 }
 
 /// Registry changes are Windows's; a journal carrying one was written there.
@@ -79,10 +97,6 @@ pub fn has_net_admin() -> bool {
 pub fn ipv6_disabled() -> bool {
     !Path::new("/proc/net/if_inet6").exists()
         || fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v.trim() == "1")
-}
-
-fn ip(args: &[&str]) -> Result<()> {
-    super::run_tool("ip", args, "is iproute2 installed?")
 }
 
 #[cfg(test)]

@@ -8,8 +8,12 @@ pub mod plan;
 mod linux;
 #[cfg(target_os = "linux")]
 use linux as platform;
+#[cfg(target_os = "linux")]
+use linux::{add_route, delete_route};
 #[cfg(target_os = "macos")]
 mod macos;
+#[cfg(target_os = "linux")]
+mod netlink;
 #[cfg(target_os = "macos")]
 use macos as platform;
 #[cfg(windows)]
@@ -58,11 +62,23 @@ pub fn restore(journal: &Path) -> Result<Vec<Change>> {
 
 /// Routes `networks` into the tunnel interface, each journaled before it is added.
 pub fn add_routes(interface: &str, networks: &[IpNet], journal: &mut Journal) -> Result<()> {
-    for step in plan::routes(OS, interface, networks) {
+    for (step, &destination) in plan::routes(OS, interface, networks).into_iter().zip(networks) {
         journal.record(step.change)?;
-        run(&step.apply)?;
+        add_route(destination, interface)?;
     }
     Ok(())
+}
+
+/// Linux changes routes through its routing socket (`vpn up` runs no `ip`); macOS and Windows
+/// run the plan's tool.
+#[cfg(not(target_os = "linux"))]
+fn add_route(destination: IpNet, interface: &str) -> Result<()> {
+    run(&plan::add_route(OS, destination, interface))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn delete_route(destination: IpNet, interface: &str) -> Result<()> {
+    run(&plan::delete_route(OS, destination, interface))
 }
 
 /// Runs a system tool to completion; its stderr becomes the error, `hint` says what to check
@@ -85,6 +101,7 @@ pub fn run_tool(program: &str, args: &[&str], hint: &str) -> Result<()> {
     Ok(())
 }
 
+#[cfg(not(target_os = "linux"))]
 fn run(step: &plan::Run) -> Result<()> {
     let args: Vec<&str> = step.args.iter().map(String::as_str).collect();
     run_tool(step.program, &args, "a system tool corridor needs")
@@ -143,7 +160,7 @@ pub fn undo(change: &Change) -> Result<()> {
         Change::Interface { name, .. } => platform::remove_interface(name),
         Change::Route { destination, interface } => {
             if interface_tag(interface).is_some() {
-                let _ = run(&plan::delete_route(OS, *destination, interface));
+                let _ = delete_route(*destination, interface);
             }
             Ok(())
         }
