@@ -6,7 +6,8 @@
 
 mod common;
 
-use std::process::Output;
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{assert_success, routes, stdout, Client, Lab};
 use serde_json::Value;
@@ -39,7 +40,7 @@ fn gateways_that_drop_ping_still_connect_with_a_warning() {
 }
 
 #[test]
-fn a_handshake_that_never_completes_still_fails() {
+fn a_handshake_that_never_completes_still_fails_and_leaves_the_resolver_alone() {
     let Some(lab) = Lab::up("crrnohs", 31) else { return };
     assert_success("misbehave no-icmp", &lab.lab(&["misbehave", "no-icmp"]));
     let gw = lab.project("demo")["gateway_ns"].as_str().unwrap();
@@ -47,12 +48,46 @@ fn a_handshake_that_never_completes_still_fails() {
     let drop_udp = lab.run_in(gw, &["nft", "add table inet crrdrop; add chain inet crrdrop in { type filter hook input priority 0; udp dport 51820 drop; }"]);
     assert_success("drop WireGuard", &drop_udp);
     let client = Client::new(&lab);
+    let resolv_before = lab.laptop_ok(&["cat", "/etc/resolv.conf"]);
+    let service_pid = client.dir.path().join("run/dns.pid");
 
-    let up = client.run(&["vpn", "up", "demo", "--timeout", "3"]);
+    let up = client
+        .command(&["vpn", "up", "demo", "--timeout", "3"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The DNS service starts with the connection, but the host is pointed at it only once a
+    // project registers, which a tunnel that never comes up never does.
+    let started = wait_for(Duration::from_secs(3), || service_pid.exists());
+    let resolv_while_waiting = lab.laptop_ok(&["cat", "/etc/resolv.conf"]);
+    let up = up.wait_with_output().unwrap();
 
+    assert!(started, "the DNS service started while the tunnel came up");
+    assert_eq!(
+        resolv_while_waiting, resolv_before,
+        "resolver untouched while connecting"
+    );
     assert!(!up.status.success(), "vpn up succeeded without a handshake");
     assert!(stderr(&up).contains("not even a handshake"), "{}", stderr(&up));
     assert_eq!(client.status()["connections"], serde_json::json!([]));
+    assert!(
+        wait_for(Duration::from_secs(3), || !service_pid.exists()),
+        "the DNS service the failed connection started is gone"
+    );
+    assert_eq!(lab.laptop_ok(&["cat", "/etc/resolv.conf"]), resolv_before);
+}
+
+/// Polls `done` every 10 ms until it holds or `limit` passes.
+fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }
 
 #[test]

@@ -128,7 +128,13 @@ pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn 
     // A crashed predecessor's leftovers go first.
     host::restore(&files.journal)?;
     let mut journal = Journal::create(&files.journal)?;
-    let result = serve(&config, &files, &mut journal, events).await;
+    let mut names = Names::start(&config);
+    // Lets the service's start begin before the interface is made.
+    tokio::task::yield_now().await;
+    let result = serve(&config, &files, &mut journal, names.as_mut(), events).await;
+    if let Some(names) = names {
+        names.end(&config.project_id).await;
+    }
     drop(journal);
     let restored = host::restore(&files.journal);
     platform::ipc::remove(&files.socket);
@@ -145,6 +151,7 @@ async fn serve(
     config: &DaemonConfig,
     files: &ConnectionFiles,
     journal: &mut Journal,
+    names: Option<&mut Names>,
     events: &mut dyn FnMut(&Event),
 ) -> Result<()> {
     // From the first change on, a signal must lead to the cleanup, never to a plain exit.
@@ -214,12 +221,12 @@ async fn serve(
 
     // Names are reported separately from the tunnel: a resolver we cannot configure (no
     // privilege over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
-    let names = match (config.dns, config.dns_mode) {
-        (Some(project_dns), mode) if mode != dns::Mode::Off => {
-            let names = set_up_names(config, project_dns, &name, journal).await;
+    let names = match (names, config.dns) {
+        (Some(names), Some(project_dns)) => {
+            let names = names.register(config, project_dns, &name, journal).await;
             let (mode, answer) = match &names {
                 Ok(service) => (service.mode, system_lookup(DNS_PROBE_NAME).await),
-                Err(e) => (mode, Err(format!("{e:#}"))),
+                Err(e) => (config.dns_mode, Err(format!("{e:#}"))),
             };
             events(&Event::Dns {
                 mode,
@@ -288,14 +295,6 @@ async fn serve(
     tracing::info!(project = %config.project_name, "disconnecting");
     drop(req_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), io).await;
-    if names.is_some() {
-        let gone = dns::service::Request::Unregister {
-            id: config.project_id.to_string(),
-        };
-        if let Err(e) = dns::service::request(&gone).await {
-            tracing::warn!(error = %format!("{e:#}"), "could not take the project's names off the DNS service");
-        }
-    }
     Ok(())
 }
 
@@ -461,32 +460,72 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
     found
 }
 
-/// Registers the project with the host's DNS service (starting it if this is the first
-/// connection that needs names), then sets what the resolver needs on this connection's
-/// interface (`dns::configure_link`).
-async fn set_up_names(
-    config: &DaemonConfig,
-    project_dns: IpAddr,
-    interface: &str,
-    journal: &mut Journal,
-) -> Result<dns::service::ServiceStatus> {
-    let service = dns::service::ensure_running(config.dns_mode).await?;
-    let registration = dns::service::Registration {
-        project: dns::ProjectDns {
-            id: config.project_id.to_string(),
-            name: config.project_name.clone(),
-            dns: SocketAddr::new(project_dns, 53),
-            connected_at: dns::service::now_millis(),
-            priority: config.dns_priority,
-        },
-        daemon_pid: std::process::id(),
-    };
-    let service = match dns::service::request(&dns::service::Request::Register { project: registration }).await {
-        Ok(registered) => registered,
-        Err(e) => return Err(e).context(format!("registering with the DNS service (pid {})", service.pid)),
-    };
-    dns::configure_link(service.mode, service.listen, interface, journal)?;
-    Ok(service)
+/// The project's names on the host's DNS service, which runs in a process of its own: started
+/// with the connection (it gets ready while the tunnel comes up, and changes the host only when
+/// a project registers), the project registered once the tunnel carries traffic, and taken off
+/// again however the connection ends.
+struct Names {
+    starting: Option<tokio::task::JoinHandle<Result<dns::service::ServiceStatus>>>,
+    registered: bool,
+}
+
+impl Names {
+    fn start(config: &DaemonConfig) -> Option<Self> {
+        (config.dns.is_some() && config.dns_mode != dns::Mode::Off).then(|| Names {
+            starting: Some(tokio::spawn(dns::service::ensure_running(config.dns_mode))),
+            registered: false,
+        })
+    }
+
+    /// Registers the project, then sets what the resolver needs on this connection's interface
+    /// (`dns::configure_link`).
+    async fn register(
+        &mut self,
+        config: &DaemonConfig,
+        project_dns: IpAddr,
+        interface: &str,
+        journal: &mut Journal,
+    ) -> Result<dns::service::ServiceStatus> {
+        self.started().await;
+        // Running still, or started again if it gave up waiting for a slow tunnel.
+        let service = dns::service::ensure_running(config.dns_mode).await?;
+        let registration = dns::service::Registration {
+            project: dns::ProjectDns {
+                id: config.project_id.to_string(),
+                name: config.project_name.clone(),
+                dns: SocketAddr::new(project_dns, 53),
+                connected_at: dns::service::now_millis(),
+                priority: config.dns_priority,
+            },
+            daemon_pid: std::process::id(),
+        };
+        let registered = dns::service::request(&dns::service::Request::Register { project: registration })
+            .await
+            .with_context(|| format!("registering with the DNS service (pid {})", service.pid))?;
+        self.registered = true;
+        dns::configure_link(registered.mode, registered.listen, interface, journal)?;
+        Ok(registered)
+    }
+
+    async fn started(&mut self) {
+        if let Some(starting) = self.starting.take() {
+            let _ = starting.await;
+        }
+    }
+
+    /// Unregisters; a service this connection started and never used goes with it.
+    async fn end(mut self, project: &ProjectId) {
+        self.started().await;
+        let gone = dns::service::Request::Unregister {
+            id: project.to_string(),
+        };
+        match dns::service::request(&gone).await {
+            Err(e) if self.registered => {
+                tracing::warn!(error = %format!("{e:#}"), "could not take the project's names off the DNS service")
+            }
+            _ => {}
+        }
+    }
 }
 
 /// A lookup through the system resolver (getaddrinfo), as any program on the host makes it.

@@ -1,7 +1,8 @@
 //! One responder per host, in its own process (`corridor-daemon dns-service`), for every connected
-//! project. The first connection that needs names starts it; daemons register their project
-//! (id, name, DNS address, when it connected, their pid) and unregister on the way down. The
-//! service owns the host resolver rewrite (resolv-conf mode) under its own journal; in resolved
+//! project. A connection that needs names starts it as it begins, if none runs; daemons register
+//! their project (id, name, DNS address, when it connected, their pid) once their tunnel carries
+//! traffic and unregister on the way down. The service owns the host resolver rewrite
+//! (resolv-conf mode), made at the first registration, under its own journal; in resolved
 //! mode each daemon points its own link at the service. Projects whose daemon died are dropped
 //! (checked on every request and once a second); when the last one is gone the service restores
 //! the resolver and exits. A service that died leaves its journal, which the next `vpn up` or
@@ -24,7 +25,7 @@ use crate::platform::{self, ipc, Pid, Stop};
 
 /// The word in the service's command line that names it (see `platform::process_is_daemon_of`).
 pub const SUBCOMMAND: &str = "dns-service";
-/// How long the service waits for its first project before it gives up and restores.
+/// How long the service waits for its first project before it gives up.
 const FIRST_REGISTRATION: Duration = Duration::from_secs(30);
 /// How often dead daemons are looked for between requests.
 const PRUNE_EVERY: Duration = Duration::from_secs(1);
@@ -302,10 +303,10 @@ async fn serve(
     .await
     .context("starting the DNS responder")?;
     // Resolved mode is per link: each daemon points its own interface at us. The others
-    // (resolv.conf, macOS's resolver file, Windows's NRPT rule) are one per host: ours.
-    if plan.mode != Mode::Resolved {
-        configure_host(&plan, responder.local_addr(), journal)?;
-    }
+    // (resolv.conf, macOS's resolver file, Windows's NRPT rule) are one per host: ours, made
+    // at the first registration, so that a service started while a tunnel comes up changes
+    // nothing when the tunnel never does.
+    let mut host_configured = plan.mode == Mode::Resolved;
     let listener = ipc::bind(&files.socket, platform::invoker().as_ref())?;
     std::fs::write(&files.pid, std::process::id().to_string())
         .with_context(|| format!("writing {}", files.pid.display()))?;
@@ -359,8 +360,16 @@ async fn serve(
             }
             Some(ask) = asked.recv() => {
                 prune(&mut registry, &responder);
+                let unregistered = matches!(ask.request, Request::Unregister { .. });
                 match ask.request {
                     Request::Register { project } => {
+                        if !host_configured {
+                            if let Err(e) = configure_host(&plan, responder.local_addr(), journal) {
+                                let _ = ask.reply.send(Err(format!("{e:#}")));
+                                continue;
+                            }
+                            host_configured = true;
+                        }
                         tracing::info!(project = %project.project.name, dns = %project.project.dns, pid = project.daemon_pid, "project registered");
                         registry.register(project);
                         had_projects = true;
@@ -377,7 +386,8 @@ async fn serve(
                     continue;
                 }
                 let current = status(&registry, &responder);
-                if registry.is_empty() && had_projects {
+                // A daemon that never connected unregisters too: a service it started idle goes.
+                if registry.is_empty() && (had_projects || unregistered) {
                     // The last one out gets its answer once the host is back as it was.
                     responder.shutdown().await;
                     let restored = host::restore(journal.path()).map(drop).map_err(|e| format!("{e:#}"));
