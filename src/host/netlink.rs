@@ -6,7 +6,8 @@ use std::io;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
+    ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
+    NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
@@ -79,19 +80,54 @@ fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
     socket.send(&bytes, 0)?;
     let mut answer = Vec::with_capacity(8192);
     socket.recv(&mut answer, 0)?;
-    let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer).map_err(io::Error::other)?;
-    match answer.payload {
-        NetlinkPayload::Error(e) if e.code.is_some() => Err(e.to_io()),
-        NetlinkPayload::Error(_) => Ok(()),
-        other => Err(io::Error::other(format!(
-            "unexpected answer from the kernel: {other:?}"
-        ))),
+    acknowledgement(&answer)
+}
+
+/// The kernel's answer to a request with `NLM_F_ACK`: its error code, 0 for success. Read by
+/// its buffer: parsing it as a `RouteNetlinkMessage` would link the parsers of every message
+/// the kernel can send (1 MB of code in the daemon).
+fn acknowledgement(answer: &[u8]) -> io::Result<()> {
+    let answer = NetlinkBuffer::new_checked(answer).map_err(io::Error::other)?;
+    if answer.message_type() != NLMSG_ERROR {
+        return Err(io::Error::other(format!(
+            "unexpected answer from the kernel (message type {})",
+            answer.message_type()
+        )));
+    }
+    match ErrorBuffer::new_checked(answer.payload())
+        .map_err(io::Error::other)?
+        .code()
+    {
+        Some(code) => Err(io::Error::from_raw_os_error(code.get().abs())),
+        None => Ok(()),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An NLMSG_ERROR message as the kernel sends it: header, error code, the request's header.
+    fn answer(code: i32) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&36u32.to_ne_bytes());
+        bytes.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        bytes.extend_from_slice(&[0; 10]);
+        bytes.extend_from_slice(&code.to_ne_bytes());
+        bytes.extend_from_slice(&[0; 16]);
+        bytes
+    }
+
+    #[test]
+    fn an_acknowledgement_is_success_and_a_refusal_its_errno() {
+        assert!(acknowledgement(&answer(0)).is_ok());
+        let refused = acknowledgement(&answer(-libc::EEXIST)).unwrap_err();
+        assert_eq!(refused.raw_os_error(), Some(libc::EEXIST));
+        assert!(
+            acknowledgement(&answer(0)[..8]).is_err(),
+            "a truncated answer is an error"
+        );
+    }
 
     #[test]
     fn an_ipv4_route_is_link_scope_in_the_main_table_and_a_deletion_matches_any_scope() {
