@@ -83,9 +83,8 @@ fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
     acknowledgement(&answer)
 }
 
-/// The kernel's answer to a request with `NLM_F_ACK`: its error code, 0 for success. Read by
-/// its buffer: parsing it as a `RouteNetlinkMessage` would link the parsers of every message
-/// the kernel can send (1 MB of code in the daemon).
+/// The kernel's answer to a request with `NLM_F_ACK`: its error code, 0 for success. Only the
+/// code is read, from the buffer, without the parsers of every message the kernel can send.
 fn acknowledgement(answer: &[u8]) -> io::Result<()> {
     let answer = NetlinkBuffer::new_checked(answer).map_err(io::Error::other)?;
     if answer.message_type() != NLMSG_ERROR {
