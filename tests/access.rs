@@ -484,23 +484,22 @@ impl<'a> Home<'a> {
             .unwrap()
             .expect("root in the password database")
             .dir;
-        Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.client.ns,
-                "unshare",
-                "--mount",
-                "--propagation",
-                "private",
-            ])
-            .args(["sh", "-c", "mount --bind \"$TEST_HOME\" \"$HOME\" && exec \"$@\"", "sh"])
-            .args(argv)
-            .env("TEST_HOME", self.path())
-            .env("HOME", root_home)
-            .env("CORRIDOR_CONFIG_DIR", self.client.dir.path().join("config"))
-            .env("CORRIDOR_RUNTIME_DIR", self.client.dir.path().join("run"))
-            .env("CORRIDOR_STATE_DIR", self.client.dir.path().join("state"))
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.client.ns,
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+        ])
+        .args(["sh", "-c", "mount --bind \"$TEST_HOME\" \"$HOME\" && exec \"$@\"", "sh"])
+        .args(argv)
+        .env("TEST_HOME", self.path())
+        .env("HOME", root_home);
+        self.client
+            .with_dirs(&mut cmd)
             .env_remove("PUTTYDIR")
             .env_remove("CORRIDOR_TOKEN")
             .env_remove("SUDO_USER")

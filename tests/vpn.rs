@@ -209,13 +209,9 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
         corridor.display(),
         lab.api_url()
     );
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", lab.laptop(), "unshare", "--mount", "sh", "-c", &script])
-        .env("CORRIDOR_CONFIG_DIR", client.dir.path().join("config"))
-        .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run"))
-        .env("CORRIDOR_STATE_DIR", client.dir.path().join("state"))
-        .output()
-        .unwrap();
+    let mut unshared = std::process::Command::new("ip");
+    unshared.args(["netns", "exec", lab.laptop(), "unshare", "--mount", "sh", "-c", &script]);
+    let out = client.with_dirs(&mut unshared).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("/dev/net/tun"), "{err}");
@@ -224,15 +220,12 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
     // corridor without corridor-daemon beside it: refused before the platform hears of it.
     let alone = tempfile::tempdir().unwrap();
     std::fs::copy(&corridor, alone.path().join("corridor")).unwrap();
-    let out = std::process::Command::new("ip")
+    let mut without_daemon = std::process::Command::new("ip");
+    without_daemon
         .args(["netns", "exec", lab.laptop()])
         .arg(alone.path().join("corridor"))
-        .args(["--api", lab.api_url(), "vpn", "up", "demo"])
-        .env("CORRIDOR_CONFIG_DIR", client.dir.path().join("config"))
-        .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run"))
-        .env("CORRIDOR_STATE_DIR", client.dir.path().join("state"))
-        .output()
-        .unwrap();
+        .args(["--api", lab.api_url(), "vpn", "up", "demo"]);
+    let out = client.with_dirs(&mut without_daemon).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("corridor-daemon is missing"), "{err}");

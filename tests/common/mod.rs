@@ -253,15 +253,20 @@ impl<'a> Client<'a> {
         cmd.args(["netns", "exec", &self.ns])
             .arg(corridor_binary())
             .args(["--api", self.lab.api_url()])
-            .args(args)
-            .env("CORRIDOR_CONFIG_DIR", self.dir.path().join("config"))
-            .env("CORRIDOR_RUNTIME_DIR", self.dir.path().join("run"))
-            .env("CORRIDOR_STATE_DIR", self.dir.path().join("state"))
+            .args(args);
+        self.with_dirs(&mut cmd)
             .env_remove("CORRIDOR_TOKEN")
             .env_remove("ZEROPS_TOKEN")
             .env_remove("CORRIDOR_REGION_URL")
             .env_remove("SUDO_USER");
         cmd
+    }
+
+    /// Points a corridor command line at this client's config, runtime and state directories.
+    pub fn with_dirs<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        cmd.env("CORRIDOR_CONFIG_DIR", self.dir.path().join("config"))
+            .env("CORRIDOR_RUNTIME_DIR", self.dir.path().join("run"))
+            .env("CORRIDOR_STATE_DIR", self.dir.path().join("state"))
     }
 
     pub fn status(&self) -> Value {
