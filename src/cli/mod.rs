@@ -123,8 +123,8 @@ pub struct UpArgs {
     /// Run in this terminal until interrupted (for systemd and containers).
     #[arg(long)]
     pub foreground: bool,
-    /// Interface name (default: the first free corridorN).
-    #[arg(long)]
+    /// Interface name, corridorN (utunN on macOS); default: the first free one.
+    #[arg(long, value_parser = tunnel_interface)]
     pub interface: Option<String>,
     /// Seconds to wait for the tunnel to carry traffic.
     #[arg(long, default_value_t = 10)]
@@ -378,4 +378,15 @@ pub(crate) fn bytes(n: u64) -> String {
         1_000_000..1_000_000_000 => format!("{:.1} MB", n as f64 / 1e6),
         _ => format!("{:.2} GB", n as f64 / 1e9),
     }
+}
+
+/// Only names corridor gives its interfaces, so that no journal ever names another one.
+fn tunnel_interface(name: &str) -> Result<String, String> {
+    let prefix = crate::host::INTERFACE_PREFIX;
+    if crate::host::Allowed::for_os(crate::host::OS).is_tunnel_name(name) {
+        return Ok(name.to_string());
+    }
+    Err(format!(
+        "tunnel interfaces are named {prefix}N ({prefix}0, {prefix}1, …)"
+    ))
 }

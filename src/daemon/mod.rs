@@ -123,7 +123,7 @@ pub const DNS_PROBE_NAME: &str = "logger.core.zerops";
 /// Whatever happens, the host changes are undone before it returns.
 pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn FnMut(&Event)) -> Result<()> {
     if let Some(dir) = files.socket.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        platform::create_corridor_dir(dir, true).with_context(|| format!("creating {}", dir.display()))?;
     }
     // A crashed predecessor's leftovers go first.
     host::restore(&files.journal)?;

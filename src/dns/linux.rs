@@ -16,10 +16,7 @@ use crate::host::{Change, Journal};
 /// systemd-resolved's 127.0.0.53 and 127.0.0.54.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 153)), 53);
 
-const RESOLV_CONF: &str = "/etc/resolv.conf";
-/// The first line of a rewritten resolv.conf; finding it anywhere else means a rewrite was never
-/// restored.
-const MARKER: &str = "# Written by corridor while a VPN is connected; `corridor vpn down` restores the original.";
+use crate::host::allowed::{RESOLV_CONF, RESOLV_CONF_MARKER as MARKER};
 /// Prefix of the original lines the rewrite turns off.
 const DISABLED: &str = "# corridor: ";
 const RESOLVED_STUBS: [IpAddr; 2] = [
@@ -264,7 +261,8 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
 
         drop(journal);
-        crate::host::restore(&journal_path).unwrap();
+        let allowed = crate::host::Allowed::for_os(crate::host::OS).with_file(&path, MARKER, false);
+        crate::host::restore_with(&journal_path, &allowed).unwrap();
 
         assert_eq!(fs::read(&path).unwrap(), ORIGINAL.as_bytes());
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode);

@@ -10,13 +10,9 @@ use anyhow::{bail, Result};
 use super::Mode;
 use crate::host::Change;
 
-/// macOS's resolver(5) file for the zone: only names under `zerops` are sent where it says.
-pub const RESOLVER_FILE: &str = "/etc/resolver/zerops";
-/// The first line of our resolver file: a file without it is someone else's.
-pub const RESOLVER_MARKER: &str = "# Written by corridor while a VPN is connected; `corridor vpn down` removes it.";
+use crate::host::allowed::nrpt_key;
+pub use crate::host::allowed::{RESOLVER_FILE, RESOLVER_MARKER, SEARCH_LIST, TCPIP_INTERFACES};
 
-/// Where Windows keeps local NRPT rules (under HKEY_LOCAL_MACHINE), one subkey each.
-pub const NRPT_RULES: &str = r"SYSTEM\CurrentControlSet\Services\Dnscache\Parameters\DnsPolicyConfig";
 /// When this key exists, Group Policy's NRPT rules are in force and local ones are ignored.
 pub const NRPT_GROUP_POLICY: &str = r"SOFTWARE\Policies\Microsoft\Windows NT\DNSClient\DnsPolicyConfig";
 /// The namespace of our rule: a leading dot matches every name under it.
@@ -93,20 +89,9 @@ pub fn nrpt_change(owner: &str) -> Change {
     Change::RegistryKey { key: nrpt_key(owner) }
 }
 
-fn nrpt_key(owner: &str) -> String {
-    format!("{NRPT_RULES}\\{{corridor-{owner}}}")
-}
-
-/// The per-adapter TCP/IP settings of each address family (under HKEY_LOCAL_MACHINE), one
-/// subkey per adapter GUID.
-pub const TCPIP_INTERFACES: [&str; 2] = [
-    r"SYSTEM\CurrentControlSet\Services\Tcpip\Parameters\Interfaces",
-    r"SYSTEM\CurrentControlSet\Services\Tcpip6\Parameters\Interfaces",
-];
-/// The value that adds an adapter's domains to the system's search list (as Tailscale does):
-/// NRPT routes `.zerops` but does not complete a bare `api`, and the global `SearchList` would
-/// replace the suffixes every other adapter contributes.
-pub const SEARCH_LIST: &str = "SearchList";
+// `SEARCH_LIST` adds an adapter's domains to the system's search list (as Tailscale does):
+// NRPT routes `.zerops` but does not complete a bare `api`, and the global `SearchList` would
+// replace the suffixes every other adapter contributes.
 /// The suffix a bare name gets.
 pub const SEARCH_DOMAIN: &str = "zerops";
 
@@ -163,7 +148,10 @@ mod tests {
         }
         drop(writer);
 
-        crate::host::restore(&journal).unwrap();
+        let allowed = crate::host::Allowed::for_os(crate::host::plan::Os::MacOs)
+            .with_file(&ours, RESOLVER_MARKER, true)
+            .with_file(&theirs, RESOLVER_MARKER, true);
+        crate::host::restore_with(&journal, &allowed).unwrap();
 
         assert!(!ours.exists());
         assert_eq!(std::fs::read_to_string(&theirs).unwrap(), "nameserver 10.0.0.1\n");

@@ -189,7 +189,7 @@ pub async fn repair() -> Result<()> {
 async fn spawn(mode: Mode) -> Result<ServiceStatus> {
     let files = paths::DnsServiceFiles::get();
     if let Some(dir) = files.log.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        platform::create_corridor_dir(dir, true).with_context(|| format!("creating {}", dir.display()))?;
     }
     let log = std::fs::File::create(&files.log).with_context(|| format!("creating {}", files.log.display()))?;
     let mut command = Command::new(platform::daemon_exe()?);
@@ -243,8 +243,10 @@ pub fn main(mode: Mode) -> Result<()> {
 
 async fn run(mode: Mode) -> Result<()> {
     let files = paths::DnsServiceFiles::get();
-    for dir in [files.socket.parent(), files.journal.parent()].into_iter().flatten() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (dir, shared) in [(files.socket.parent(), true), (files.journal.parent(), false)] {
+        if let Some(dir) = dir {
+            platform::create_corridor_dir(dir, shared).with_context(|| format!("creating {}", dir.display()))?;
+        }
     }
     // Only one service per host; it holds the lock until it exits.
     let Some(_lock) = platform::try_lock(&files.lock).with_context(|| format!("locking {}", files.lock.display()))?

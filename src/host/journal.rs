@@ -54,7 +54,7 @@ impl Journal {
     /// Starts a journal; an existing one must have been restored first.
     pub fn create(path: &Path) -> Result<Journal> {
         if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            crate::platform::create_corridor_dir(dir, false).with_context(|| format!("creating {}", dir.display()))?;
         }
         let file = crate::platform::create_private_file(path)
             .with_context(|| format!("creating the host-change journal {}", path.display()))?;

@@ -1,6 +1,7 @@
 //! Everything corridor changes on the host, journaled so it can always be undone (DESIGN §6),
 //! and the checks that tell a user what is missing before anything is changed.
 
+pub mod allowed;
 mod journal;
 pub mod plan;
 
@@ -21,6 +22,7 @@ pub(crate) mod windows;
 #[cfg(windows)]
 use windows as platform;
 
+pub use allowed::Allowed;
 pub use journal::{Change, Journal};
 pub use platform::{has_net_admin, interface_tag, ipv6_disabled, preflight, tag_interface, INTERFACE_PREFIX, OS};
 
@@ -34,11 +36,47 @@ use ipnet::IpNet;
 /// Undoes every change a journal holds, newest first, then removes the journal. Used by
 /// `vpn down`, a clean daemon exit and the next start after a crash. Changes already gone
 /// (the kernel removes a TUN interface with its process) count as undone.
+///
+/// The journal is replayed with privilege, so it is trusted only as far as corridor could have
+/// written it: a journal another user could have written is refused whole, and an entry
+/// corridor never makes (see [`Allowed`]) is refused and never carried out; either way the
+/// journal stays for inspection.
 pub fn restore(journal: &Path) -> Result<Vec<Change>> {
+    restore_with(journal, &Allowed::for_os(OS))
+}
+
+pub(crate) fn restore_with(journal: &Path, allowed: &Allowed) -> Result<Vec<Change>> {
+    if fs::symlink_metadata(journal).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+        return Ok(Vec::new());
+    }
+    if let Err(why) = crate::platform::check_private(journal) {
+        tracing::error!(journal = %journal.display(), %why, "refusing to replay a journal another user could have written");
+        bail!(
+            "refusing to replay the host-change journal {}: {why}. corridor writes its journals \
+             only where no one else can; inspect the file and remove it",
+            journal.display()
+        );
+    }
     let changes = journal::read(journal)?;
-    let foreign = foreign_interfaces(&changes, &interface_tag);
+    let verdicts = allowed.check(journal, &changes);
+    let refused: Vec<String> = changes
+        .iter()
+        .zip(&verdicts)
+        .filter_map(|(change, verdict)| {
+            let why = verdict.as_ref().err()?;
+            tracing::error!(journal = %journal.display(), ?change, %why, "refused a journal entry corridor never makes");
+            Some(format!("  {why}"))
+        })
+        .collect();
+    let permitted: Vec<Change> = changes
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, verdict)| verdict.is_ok())
+        .map(|(change, _)| change.clone())
+        .collect();
+    let foreign = foreign_interfaces(&permitted, &interface_tag);
     let mut left = Vec::new();
-    for change in changes.iter().rev() {
+    for change in permitted.iter().rev() {
         if names_any(change, &foreign) {
             tracing::info!(?change, "interface belongs to another connection now; left alone");
             continue;
@@ -47,6 +85,14 @@ pub fn restore(journal: &Path) -> Result<Vec<Change>> {
             tracing::warn!(?change, error = %e, "could not undo a host change");
             left.push(change.clone());
         }
+    }
+    if !refused.is_empty() {
+        bail!(
+            "the host-change journal {} holds changes corridor never makes; they were refused \
+             and not carried out:\n{}\ninspect the file and remove it",
+            journal.display(),
+            refused.join("\n")
+        );
     }
     if left.is_empty() {
         journal::remove(journal)?;
@@ -113,6 +159,7 @@ fn restore_file(path: &Path, backup: &Path, marker: Option<&str>) -> Result<()> 
     if !backup.exists() {
         return Ok(());
     }
+    crate::platform::check_private(backup).map_err(|why| anyhow::anyhow!("refusing the backup: {why}"))?;
     let current = fs::read_to_string(path).unwrap_or_default();
     if marker.is_some_and(|m| !current.contains(m)) {
         tracing::warn!(path = %path.display(), "rewritten by someone else since; leaving their version");
@@ -158,6 +205,7 @@ fn foreign_interfaces(changes: &[Change], tag_of: &dyn Fn(&str) -> Option<String
 pub fn undo(change: &Change) -> Result<()> {
     match change {
         Change::Interface { name, .. } => platform::remove_interface(name),
+        // The journal's own interface, checked by `restore`; routes go with it when it is gone.
         Change::Route { destination, interface } => {
             if interface_tag(interface).is_some() {
                 let _ = delete_route(*destination, interface);
@@ -182,6 +230,68 @@ fn names_any(change: &Change, interfaces: &[String]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A journal in `dir` that rewrote `victim` from `backup` (a change of the list only when
+    /// `allowed` names the victim).
+    fn planted(dir: &Path, victim: &Path) -> std::path::PathBuf {
+        let journal = dir.join("p1.journal");
+        let backup = dir.join("p1.resolv.conf.orig");
+        std::fs::write(&backup, "planted\n").unwrap();
+        let mut writer = Journal::create(&journal).unwrap();
+        writer
+            .record(Change::File {
+                path: victim.to_path_buf(),
+                backup,
+                marker: Some("ours".into()),
+            })
+            .unwrap();
+        journal
+    }
+
+    #[test]
+    fn a_file_outside_the_list_is_refused_and_the_journal_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "ours, the victim's\n").unwrap();
+        let journal = planted(dir.path(), &victim);
+
+        let refused = restore_with(&journal, &Allowed::for_os(plan::Os::Linux)).unwrap_err();
+
+        assert!(
+            format!("{refused:#}").contains("is no file corridor rewrites"),
+            "{refused:#}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "ours, the victim's\n");
+        assert!(journal.exists(), "kept for inspection");
+        let allowed = Allowed::for_os(plan::Os::Linux).with_file(&victim, "ours", false);
+        restore_with(&journal, &allowed).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "planted\n",
+            "the same journal, listed"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_journal_others_could_have_written_is_refused_whole() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        std::fs::write(&victim, "ours, the victim's\n").unwrap();
+        let journal = planted(dir.path(), &victim);
+        let allowed = Allowed::for_os(plan::Os::Linux).with_file(&victim, "ours", false);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o775)).unwrap();
+
+        let refused = restore_with(&journal, &allowed).unwrap_err();
+
+        assert!(
+            format!("{refused:#}").contains("may be written by other users (mode 0775)"),
+            "{refused:#}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "ours, the victim's\n");
+        assert!(journal.exists());
+    }
 
     #[test]
     fn an_interface_that_carries_another_tag_is_left_with_its_routes() {

@@ -17,6 +17,7 @@ use winreg::enums::{HKEY_LOCAL_MACHINE, KEY_SET_VALUE};
 use winreg::RegKey;
 
 use super::plan::Os;
+use crate::platform::wide_to_string as wide_str;
 
 pub const OS: Os = Os::Windows;
 /// Tunnel adapters are `corridor0`, `corridor1`, …
@@ -149,21 +150,6 @@ fn adapters() -> Vec<Adapter> {
         return found;
     }
     Vec::new()
-}
-
-/// # Safety
-/// `ptr` is null or points to a NUL-terminated UTF-16 string.
-unsafe fn wide_str(ptr: *const u16) -> String {
-    if ptr.is_null() {
-        return String::new();
-    }
-    let mut len = 0;
-    // SAFETY: the caller's promise: the string ends with a NUL.
-    while unsafe { *ptr.add(len) } != 0 {
-        len += 1;
-    }
-    // SAFETY: `len` units were just read.
-    String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(ptr, len) })
 }
 
 /// # Safety

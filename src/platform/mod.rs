@@ -7,17 +7,21 @@
 mod unix;
 #[cfg(unix)]
 use unix as os;
+#[cfg(any(windows, test))]
+mod sddl;
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
 use windows as os;
 
 pub use os::{
-    asleep, config_dir_in, create_private_dir, create_private_dir_all, create_private_file, detach, exec, hand_over,
-    home_of, ipc, is_elevated, private_open_options, process_alive, process_is_daemon_of, signal_stop, sudo_invoker,
-    system_runtime_dir, system_state_dir, Shutdown,
+    asleep, check_private, config_dir_in, create_corridor_dir, create_private_dir, create_private_dir_all,
+    create_private_file, detach, exec, hand_over, home_of, ipc, is_elevated, private_open_options, process_alive,
+    process_is_daemon_of, signal_stop, sudo_invoker, system_runtime_dir, system_state_dir, Shutdown,
 };
 pub use os::{try_lock, FileLock};
+#[cfg(windows)]
+pub(crate) use windows::wide_to_string;
 
 use std::path::PathBuf;
 

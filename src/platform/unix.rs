@@ -3,7 +3,7 @@
 use std::ffi::OsString;
 use std::fs::{DirBuilder, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -74,6 +74,66 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
 /// `create_private_dir` for `path` and its missing parents.
 pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+/// A directory of corridor's own (runtime or state) with an explicit mode: `shared` lets other
+/// users look in (the system runtime dir, where they find connections made with sudo), never
+/// write. An existing one must be root's or ours, and loses any write bits for others.
+pub fn create_corridor_dir(path: &Path, shared: bool) -> io::Result<()> {
+    let mode = if shared { 0o755 } else { 0o700 };
+    DirBuilder::new().recursive(true).mode(mode).create(path)?;
+    let meta = std::fs::metadata(path)?;
+    owned_by_root_or_us(path, &meta).map_err(|e| io::Error::new(io::ErrorKind::PermissionDenied, e))?;
+    if meta.mode() & 0o022 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(meta.mode() & 0o7755))?;
+    }
+    Ok(())
+}
+
+/// Why `path` (a journal, its backup, or their directory) may hold what another user wrote:
+/// it is a symbolic link, or it or a directory above it belongs to someone other than root or
+/// us, or others may write it (a sticky directory above, like /tmp, only lets them replace
+/// their own entries).
+pub fn check_private(path: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        return Err(format!("{} is a symbolic link", path.display()));
+    }
+    owned_by_root_or_us(path, &meta)?;
+    closed_to_others(path, &meta, false)?;
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let parent = std::fs::canonicalize(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    for (i, dir) in parent.ancestors().enumerate() {
+        let meta = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        owned_by_root_or_us(dir, &meta)?;
+        closed_to_others(dir, &meta, i > 0)?;
+    }
+    Ok(())
+}
+
+fn owned_by_root_or_us(path: &Path, meta: &std::fs::Metadata) -> Result<(), String> {
+    let (owner, me) = (meta.uid(), nix::unistd::geteuid().as_raw());
+    if owner == 0 || owner == me {
+        return Ok(());
+    }
+    Err(format!(
+        "{} belongs to uid {owner}, neither root nor uid {me}",
+        path.display()
+    ))
+}
+
+fn closed_to_others(path: &Path, meta: &std::fs::Metadata, sticky_will_do: bool) -> Result<(), String> {
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 == 0 || (sticky_will_do && mode & 0o1000 != 0) {
+        return Ok(());
+    }
+    Err(format!(
+        "{} may be written by other users (mode {mode:04o})",
+        path.display()
+    ))
 }
 
 /// Options that create files only their owner may read (an existing file keeps its mode).
@@ -256,5 +316,80 @@ pub mod ipc {
     /// Removes what `bind` left.
     pub fn remove(path: &Path) {
         let _ = std::fs::remove_file(path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    use super::*;
+
+    fn set_mode(path: &Path, mode: u32) {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn only_files_no_one_else_could_write_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.journal");
+        std::fs::write(&file, "").unwrap();
+        set_mode(&file, 0o600);
+        let link = dir.path().join("link.journal");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+
+        assert_eq!(check_private(&file), Ok(()));
+        assert!(check_private(&link).unwrap_err().contains("symbolic link"));
+        set_mode(&file, 0o620);
+        assert!(check_private(&file).unwrap_err().contains("mode 0620"));
+        set_mode(&file, 0o600);
+        set_mode(dir.path(), 0o1777);
+        assert!(
+            check_private(&file).unwrap_err().contains("mode 1777"),
+            "a sticky directory still lets others plant journals in it"
+        );
+        set_mode(dir.path(), 0o700);
+    }
+
+    #[test]
+    fn files_of_another_user_are_not_private() {
+        if !is_elevated() {
+            assert!(std::env::var("CI").is_err(), "CI runs the tests as root");
+            eprintln!("skipped: needs root to give a file to another uid");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("p.journal");
+        std::fs::write(&file, "").unwrap();
+        let nobody = Some(Uid::from_raw(65534));
+        nix::unistd::chown(&file, nobody, None).unwrap();
+
+        assert!(check_private(&file).unwrap_err().contains("belongs to uid 65534"));
+        nix::unistd::chown(&file, Some(Uid::from_raw(0)), None).unwrap();
+        nix::unistd::chown(dir.path(), nobody, None).unwrap();
+        assert!(
+            check_private(&file).unwrap_err().contains("belongs to uid 65534"),
+            "its directory"
+        );
+        assert!(
+            create_corridor_dir(dir.path(), false).is_err(),
+            "nor is it taken as ours"
+        );
+    }
+
+    #[test]
+    fn corridor_dirs_get_their_mode_and_lose_others_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("a/state");
+        let run = dir.path().join("run");
+
+        create_corridor_dir(&state, false).unwrap();
+        std::fs::create_dir(&run).unwrap();
+        set_mode(&run, 0o777);
+        create_corridor_dir(&run, true).unwrap();
+
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+        assert_eq!(mode(&state), 0o700);
+        assert_eq!(mode(&run), 0o755);
     }
 }

@@ -13,37 +13,17 @@ use std::process::Command;
 use tokio::signal::windows::{ctrl_c, ctrl_close, ctrl_shutdown, CtrlC, CtrlClose, CtrlShutdown};
 use tokio::sync::mpsc;
 use windows_sys::Win32::Foundation::{CloseHandle, GetLastError, ERROR_ACCESS_DENIED, HANDLE, STILL_ACTIVE};
-use windows_sys::Win32::Security::{GetTokenInformation, TokenElevation, TOKEN_ELEVATION, TOKEN_QUERY};
 use windows_sys::Win32::System::Threading::{
-    CreateEventW, GetCurrentProcess, GetExitCodeProcess, OpenEventW, OpenProcess, OpenProcessToken,
-    QueryFullProcessImageNameW, SetEvent, TerminateProcess, WaitForSingleObject, CREATE_NEW_PROCESS_GROUP,
-    DETACHED_PROCESS, EVENT_MODIFY_STATE, INFINITE, PROCESS_NAME_WIN32, PROCESS_QUERY_LIMITED_INFORMATION,
-    PROCESS_TERMINATE,
+    CreateEventW, GetExitCodeProcess, OpenEventW, OpenProcess, QueryFullProcessImageNameW, SetEvent, TerminateProcess,
+    WaitForSingleObject, CREATE_NEW_PROCESS_GROUP, DETACHED_PROCESS, EVENT_MODIFY_STATE, INFINITE, PROCESS_NAME_WIN32,
+    PROCESS_QUERY_LIMITED_INFORMATION, PROCESS_TERMINATE,
 };
 
 use super::{Invoker, Pid, Stop};
 
 /// Whether the process token is elevated (an Administrator terminal, or a service).
 pub fn is_elevated() -> bool {
-    let mut token: HANDLE = std::ptr::null_mut();
-    // SAFETY: the pseudo-handle of our own process; `token` is written on success only.
-    if unsafe { OpenProcessToken(GetCurrentProcess(), TOKEN_QUERY, &mut token) } == 0 {
-        return false;
-    }
-    let token = Handle(token);
-    let mut elevation = TOKEN_ELEVATION { TokenIsElevated: 0 };
-    let mut len = 0u32;
-    // SAFETY: the buffer is a TOKEN_ELEVATION and its size is passed.
-    let ok = unsafe {
-        GetTokenInformation(
-            token.0,
-            TokenElevation,
-            (&mut elevation as *mut TOKEN_ELEVATION).cast(),
-            std::mem::size_of::<TOKEN_ELEVATION>() as u32,
-            &mut len,
-        )
-    };
-    ok != 0 && elevation.TokenIsElevated != 0
+    security::token_of(None).is_ok_and(|(_, elevated)| elevated)
 }
 
 /// Connections made by an elevated process live here, for everyone to find.
@@ -76,6 +56,35 @@ pub fn config_dir_in(home: &Path) -> PathBuf {
 
 /// Never needed: see [`sudo_invoker`].
 pub fn hand_over(_path: &Path, _invoker: &Invoker) -> io::Result<()> {
+    Ok(())
+}
+
+/// A directory of corridor's own (runtime or state). An elevated process gives it a protected
+/// DACL of SYSTEM and the Administrators (`shared`: users may read), since `%ProgramData%`
+/// would otherwise pass down its own, under which users may create files. One in a user's
+/// profile inherits the profile's, which is already private.
+pub fn create_corridor_dir(path: &Path, shared: bool) -> io::Result<()> {
+    std::fs::create_dir_all(path)?;
+    if !is_elevated() {
+        return Ok(());
+    }
+    let descriptor = security::Descriptor::from_sddl(&super::sddl::private_dir(shared))?;
+    descriptor.apply_dacl(path)
+}
+
+/// Why `path` (a journal, its backup, or their directory) may hold what someone other than
+/// SYSTEM, the Administrators or this user wrote: it is a link, or its owner or access list
+/// (or its directory's) lets someone else write it.
+pub fn check_private(path: &Path) -> Result<(), String> {
+    let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if meta.file_type().is_symlink() {
+        return Err(format!("{} is a symbolic link", path.display()));
+    }
+    let me = security::token_user(None).map_err(|e| format!("reading this process's user: {e}"))?;
+    for object in [Some(path), path.parent()].into_iter().flatten() {
+        let sddl = security::file_sddl(object).map_err(|e| format!("{}: {e}", object.display()))?;
+        super::sddl::check(&sddl, &me).map_err(|why| format!("{} is {why}", object.display()))?;
+    }
     Ok(())
 }
 
@@ -299,6 +308,204 @@ impl Drop for Handle {
     }
 }
 
+/// Security descriptors and tokens: the text form of a file's, the user behind a process.
+mod security {
+    use std::io;
+    use std::path::Path;
+
+    use windows_sys::Win32::Foundation::{LocalFree, HANDLE};
+    use windows_sys::Win32::Security::Authorization::{
+        ConvertSecurityDescriptorToStringSecurityDescriptorW, ConvertSidToStringSidW,
+        ConvertStringSecurityDescriptorToSecurityDescriptorW, GetNamedSecurityInfoW, SetNamedSecurityInfoW,
+        SDDL_REVISION_1, SE_FILE_OBJECT,
+    };
+    use windows_sys::Win32::Security::{
+        GetSecurityDescriptorDacl, GetTokenInformation, TokenElevation, TokenUser, ACL, DACL_SECURITY_INFORMATION,
+        OWNER_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, TOKEN_ELEVATION,
+        TOKEN_QUERY, TOKEN_USER,
+    };
+    use windows_sys::Win32::System::Threading::{GetCurrentProcess, OpenProcessToken};
+
+    use super::{wide, Handle};
+
+    /// A security descriptor allocated by the system, freed when dropped.
+    pub struct Descriptor(pub PSECURITY_DESCRIPTOR);
+
+    impl Descriptor {
+        pub fn from_sddl(sddl: &str) -> io::Result<Descriptor> {
+            let text = wide(sddl);
+            let mut descriptor: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+            // SAFETY: a NUL-terminated string; the descriptor is freed with LocalFree on drop.
+            let ok = unsafe {
+                ConvertStringSecurityDescriptorToSecurityDescriptorW(
+                    text.as_ptr(),
+                    SDDL_REVISION_1,
+                    &mut descriptor,
+                    std::ptr::null_mut(),
+                )
+            };
+            if ok == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(Descriptor(descriptor))
+        }
+
+        /// Puts this descriptor's DACL on `path`, protected from inheritance.
+        pub fn apply_dacl(&self, path: &Path) -> io::Result<()> {
+            let (mut present, mut defaulted) = (0, 0);
+            let mut dacl: *mut ACL = std::ptr::null_mut();
+            // SAFETY: a valid descriptor; the DACL pointer points into it.
+            if unsafe { GetSecurityDescriptorDacl(self.0, &mut present, &mut dacl, &mut defaulted) } == 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let name = wide(&path.to_string_lossy());
+            // SAFETY: a NUL-terminated name and a DACL that outlives the call.
+            let status = unsafe {
+                SetNamedSecurityInfoW(
+                    name.as_ptr(),
+                    SE_FILE_OBJECT,
+                    DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+                    std::ptr::null_mut(),
+                    std::ptr::null_mut(),
+                    dacl,
+                    std::ptr::null(),
+                )
+            };
+            if status != 0 {
+                return Err(io::Error::from_raw_os_error(status as i32));
+            }
+            Ok(())
+        }
+    }
+
+    impl Drop for Descriptor {
+        fn drop(&mut self) {
+            // SAFETY: allocated by the system with LocalAlloc.
+            unsafe { LocalFree(self.0) };
+        }
+    }
+
+    /// The owner and DACL of a file or directory, as SDDL.
+    pub fn file_sddl(path: &Path) -> io::Result<String> {
+        let name = wide(&path.to_string_lossy());
+        let info = OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION;
+        let mut descriptor: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: a NUL-terminated name; only the descriptor is asked for, freed below.
+        let status = unsafe {
+            GetNamedSecurityInfoW(
+                name.as_ptr(),
+                SE_FILE_OBJECT,
+                info,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut descriptor,
+            )
+        };
+        if status != 0 {
+            return Err(io::Error::from_raw_os_error(status as i32));
+        }
+        let descriptor = Descriptor(descriptor);
+        let mut text = std::ptr::null_mut();
+        // SAFETY: a valid descriptor; the string is freed with LocalFree.
+        let ok = unsafe {
+            ConvertSecurityDescriptorToStringSecurityDescriptorW(
+                descriptor.0,
+                SDDL_REVISION_1,
+                info,
+                &mut text,
+                std::ptr::null_mut(),
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(take_wide(text))
+    }
+
+    /// The SID (as text) of the user `process` runs as (`None`: this process), and whether
+    /// its token is elevated.
+    pub fn token_user(process: Option<HANDLE>) -> io::Result<String> {
+        token_of(process).map(|(sid, _)| sid)
+    }
+
+    pub fn token_of(process: Option<HANDLE>) -> io::Result<(String, bool)> {
+        let mut token: HANDLE = std::ptr::null_mut();
+        // SAFETY: a process handle with query access (or our own pseudo-handle).
+        if unsafe { OpenProcessToken(process.unwrap_or(GetCurrentProcess()), TOKEN_QUERY, &mut token) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let token = Handle(token);
+        // u64 elements keep the buffer aligned for the TOKEN_USER written into it.
+        let mut buf = vec![0u64; 64];
+        let mut len = 0u32;
+        // SAFETY: the buffer's size in bytes is passed.
+        let ok = unsafe {
+            GetTokenInformation(
+                token.0,
+                TokenUser,
+                buf.as_mut_ptr().cast(),
+                (buf.len() * 8) as u32,
+                &mut len,
+            )
+        };
+        if ok == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: GetTokenInformation wrote a TOKEN_USER at the start of the buffer.
+        let user = unsafe { &*buf.as_ptr().cast::<TOKEN_USER>() };
+        let mut text = std::ptr::null_mut();
+        // SAFETY: a SID inside `buf`; the string is freed with LocalFree.
+        if unsafe { ConvertSidToStringSidW(user.User.Sid, &mut text) } == 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let sid = take_wide(text);
+        let mut elevation = TOKEN_ELEVATION { TokenIsElevated: 0 };
+        // SAFETY: the buffer is a TOKEN_ELEVATION and its size is passed.
+        let ok = unsafe {
+            GetTokenInformation(
+                token.0,
+                TokenElevation,
+                (&mut elevation as *mut TOKEN_ELEVATION).cast(),
+                std::mem::size_of::<TOKEN_ELEVATION>() as u32,
+                &mut len,
+            )
+        };
+        Ok((sid, ok != 0 && elevation.TokenIsElevated != 0))
+    }
+
+    /// A string the system allocated with LocalAlloc, copied and freed.
+    fn take_wide(text: *mut u16) -> String {
+        // SAFETY: a NUL-terminated string from the system.
+        let value = unsafe { super::wide_to_string(text) };
+        // SAFETY: allocated by the system with LocalAlloc.
+        unsafe { LocalFree(text.cast()) };
+        value
+    }
+}
+
+/// # Safety
+/// `ptr` is null or points to a NUL-terminated UTF-16 string.
+pub(crate) unsafe fn wide_to_string(ptr: *const u16) -> String {
+    if ptr.is_null() {
+        return String::new();
+    }
+    let mut len = 0;
+    // SAFETY: the caller's promise: the string ends with a NUL.
+    while unsafe { *ptr.add(len) } != 0 {
+        len += 1;
+    }
+    // SAFETY: `len` units were just read.
+    String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+/// Whether a control channel's server may be believed: it runs as SYSTEM or elevated, as
+/// corridor's daemons do, never as a process an ordinary user could start first.
+fn trusted_server(sid: &str, elevated: bool) -> bool {
+    sid == "S-1-5-18" || elevated
+}
+
 /// The control channel: a named pipe, local clients only, that only the owner, SYSTEM and
 /// Administrators may open. Its name is made from the connection's socket path, so connections
 /// kept under different runtime dirs never meet.
@@ -312,11 +519,12 @@ pub mod ipc {
     use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
     use tokio::net::windows::named_pipe::{ClientOptions, NamedPipeClient, NamedPipeServer, ServerOptions};
     use tokio::sync::Mutex;
-    use windows_sys::Win32::Foundation::{LocalFree, ERROR_PIPE_BUSY};
-    use windows_sys::Win32::Security::Authorization::{
-        ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
-    };
-    use windows_sys::Win32::Security::{PSECURITY_DESCRIPTOR, SECURITY_ATTRIBUTES};
+    use windows_sys::Win32::Foundation::ERROR_PIPE_BUSY;
+    use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+    use windows_sys::Win32::System::Pipes::GetNamedPipeServerProcessId;
+    use windows_sys::Win32::System::Threading::PROCESS_QUERY_LIMITED_INFORMATION;
+
+    use super::security::Descriptor;
 
     use crate::platform::Invoker;
 
@@ -358,7 +566,12 @@ pub mod ipc {
         let name = pipe_name(path);
         for _ in 0..50 {
             match ClientOptions::new().open(&name) {
-                Ok(client) => return Ok(Stream::Client(client)),
+                Ok(client) => {
+                    check_server(&client).map_err(|why| {
+                        io::Error::new(io::ErrorKind::PermissionDenied, format!("refusing {name}: {why}"))
+                    })?;
+                    return Ok(Stream::Client(client));
+                }
                 Err(e) if e.raw_os_error() == Some(ERROR_PIPE_BUSY as i32) => {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
@@ -366,6 +579,27 @@ pub mod ipc {
             }
         }
         Err(io::Error::new(io::ErrorKind::TimedOut, format!("{name} stays busy")))
+    }
+
+    /// Whoever creates a pipe name first serves it: the server must be SYSTEM or elevated.
+    fn check_server(client: &NamedPipeClient) -> Result<(), String> {
+        use std::os::windows::io::AsRawHandle as _;
+        let mut pid = 0u32;
+        // SAFETY: a valid pipe handle; `pid` is written on success.
+        if unsafe { GetNamedPipeServerProcessId(client.as_raw_handle(), &mut pid) } == 0 {
+            return Err(format!("its server is unknown ({})", io::Error::last_os_error()));
+        }
+        let process = super::Pid::new(pid)
+            .and_then(|pid| super::open_process(pid, PROCESS_QUERY_LIMITED_INFORMATION))
+            .ok_or_else(|| format!("its server (pid {pid}) cannot be queried"))?;
+        let (sid, elevated) =
+            super::security::token_of(Some(process.0)).map_err(|e| format!("the server's user is unknown ({e})"))?;
+        if super::trusted_server(&sid, elevated) {
+            return Ok(());
+        }
+        Err(format!(
+            "its server (pid {pid}) runs as {sid}, neither SYSTEM nor elevated"
+        ))
     }
 
     /// A pipe vanishes with its last handle: nothing to remove.
@@ -381,7 +615,7 @@ pub mod ipc {
     }
 
     fn create(name: &str, first: bool) -> io::Result<NamedPipeServer> {
-        let descriptor = SecurityDescriptor::from_sddl(SDDL)?;
+        let descriptor = Descriptor::from_sddl(SDDL)?;
         let mut attributes = SECURITY_ATTRIBUTES {
             nLength: std::mem::size_of::<SECURITY_ATTRIBUTES>() as u32,
             lpSecurityDescriptor: descriptor.0,
@@ -393,35 +627,6 @@ pub mod ipc {
                 .first_pipe_instance(first)
                 .reject_remote_clients(true)
                 .create_with_security_attributes_raw(name, (&mut attributes as *mut SECURITY_ATTRIBUTES).cast())
-        }
-    }
-
-    struct SecurityDescriptor(PSECURITY_DESCRIPTOR);
-
-    impl SecurityDescriptor {
-        fn from_sddl(sddl: &str) -> io::Result<SecurityDescriptor> {
-            let text = super::wide(sddl);
-            let mut descriptor: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
-            // SAFETY: a NUL-terminated string; the descriptor is freed with LocalFree on drop.
-            let ok = unsafe {
-                ConvertStringSecurityDescriptorToSecurityDescriptorW(
-                    text.as_ptr(),
-                    SDDL_REVISION_1,
-                    &mut descriptor,
-                    std::ptr::null_mut(),
-                )
-            };
-            if ok == 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok(SecurityDescriptor(descriptor))
-        }
-    }
-
-    impl Drop for SecurityDescriptor {
-        fn drop(&mut self) {
-            // SAFETY: allocated by ConvertStringSecurityDescriptorToSecurityDescriptorW.
-            unsafe { LocalFree(self.0) };
         }
     }
 
