@@ -13,7 +13,7 @@ use crate::daemon::{self, control, DaemonConfig, Event, Status};
 use crate::dns;
 use crate::host;
 use crate::paths::ConnectionFiles;
-use crate::platform::{self, Pid, Stop};
+use crate::platform::{self, Pid, Stop, UntrustedServer};
 use crate::report::{Progress, Report};
 use crate::store::Store;
 
@@ -135,6 +135,9 @@ pub async fn status(report: &mut dyn Report) -> Result<Vec<Status>> {
     for (id, files) in ConnectionFiles::all() {
         match control::request(&files.socket, control::Command::Status).await {
             Ok(status) => statuses.push(status),
+            Err(e) if UntrustedServer::is_cause_of(&e) => report.progress(Progress::Warning(format!(
+                "connection {id}: {e:#}; corridor neither talks to it nor replays its journal"
+            ))),
             Err(e) if !daemon_gone(&id, &files, &e) => report.progress(Progress::Warning(format!(
                 "connection {id} is up, but its control socket is not yours: `sudo corridor vpn status` shows it"
             ))),
@@ -273,7 +276,13 @@ fn spawn_daemon(
 /// Stops one connection: asks its daemon, waits for it, then replays whatever journal is left
 /// (all of it, if the daemon had crashed).
 async fn down_one(id: &ProjectId, files: &ConnectionFiles) -> Result<()> {
-    if let Ok(status) = control::request(&files.socket, control::Command::Down).await {
+    let asked = control::request(&files.socket, control::Command::Down).await;
+    if let Err(e) = &asked {
+        if UntrustedServer::is_cause_of(e) {
+            bail!("not stopping connection {id}: {e:#}");
+        }
+    }
+    if let Ok(status) = asked {
         // The pid comes from a socket: signal it only if it is this project's daemon.
         if let Some(pid) = Pid::new(status.pid).filter(|&pid| platform::process_is_daemon_of(pid, id.as_str())) {
             let deadline = Instant::now() + Duration::from_secs(5);

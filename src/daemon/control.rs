@@ -56,11 +56,7 @@ pub fn serve(path: &Path) -> Result<Server> {
     let (sender, asks) = mpsc::channel(8);
     let task = tokio::spawn(async move {
         loop {
-            let Ok(stream) = listener.accept().await else {
-                // Out of descriptors, say: let the clients that hold them finish.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
+            let stream = platform::accept_patiently(|| listener.accept()).await;
             tokio::spawn(answer(stream, sender.clone()));
         }
     });

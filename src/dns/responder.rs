@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -67,7 +67,7 @@ impl Responder {
     }
 
     pub fn stats(&self) -> DnsStats {
-        self.handler.core.lock().expect("core lock").stats()
+        lock(&self.handler.core).stats()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -80,7 +80,7 @@ impl Responder {
     }
 
     pub fn projects(&self) -> Vec<ProjectDns> {
-        self.handler.core.lock().expect("core lock").projects().to_vec()
+        lock(&self.handler.core).projects().to_vec()
     }
 
     /// Stops serving and waits until the sockets are closed.
@@ -88,6 +88,20 @@ impl Responder {
         if let Err(e) = self.server.shutdown_gracefully().await {
             tracing::debug!(error = %e, "dns responder stopped with an error");
         }
+    }
+}
+
+#[cfg(test)]
+impl Responder {
+    /// Panics a thread while it holds the cache's lock, as a bug in a query's handling would.
+    pub(super) fn poison(&self) {
+        let shared = self.handler.clone();
+        let panicked = std::thread::spawn(move || {
+            let _held = shared.core.lock();
+            panic!("a query's handling panicked");
+        })
+        .join();
+        assert!(panicked.is_err() && self.handler.core.is_poisoned());
     }
 }
 
@@ -114,6 +128,16 @@ async fn bind(listen: SocketAddr) -> Result<(UdpSocket, TcpListener)> {
     bail!("found no port free for both UDP and TCP on {}", listen.ip())
 }
 
+/// A lock whose holder panicked is taken over: the cache and the project table stay usable
+/// (at worst an entry is stale), where a panic on every later query would end all names.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| {
+        tracing::error!("a DNS task panicked while holding a lock; going on with what it left");
+        mutex.clear_poison();
+        PoisonError::into_inner(poisoned)
+    })
+}
+
 struct Shared {
     core: Mutex<Core>,
     /// One pool per project DNS server, so each keeps its own connections and statistics.
@@ -124,7 +148,7 @@ struct Shared {
 
 impl Shared {
     fn set_projects(&self, projects: Vec<ProjectDns>) -> Result<()> {
-        let mut pools = self.projects.lock().expect("pools lock");
+        let mut pools = lock(&self.projects);
         let mut kept = HashMap::new();
         for project in &projects {
             let pool = match pools.remove(&project.dns) {
@@ -134,7 +158,7 @@ impl Shared {
             kept.insert(project.dns, pool);
         }
         *pools = kept;
-        self.core.lock().expect("core lock").set_projects(projects);
+        lock(&self.core).set_projects(projects);
         Ok(())
     }
 
@@ -147,7 +171,7 @@ impl Shared {
             Route::Projects { servers, in_order } => (servers, in_order),
         };
         let pools: Vec<Option<Arc<Upstream>>> = {
-            let pools = self.projects.lock().expect("pools lock");
+            let pools = lock(&self.projects);
             servers.iter().map(|s| pools.get(s).cloned()).collect()
         };
         if let [Some(only)] = pools.as_slice() {
@@ -212,16 +236,12 @@ impl RequestHandler for Handler {
             }
         };
 
-        let decision = shared.core.lock().expect("core lock").handle(&question, Instant::now());
+        let decision = lock(&shared.core).handle(&question, Instant::now());
         let answer = match decision {
             Decision::Answer(answer) => answer,
             Decision::Forward(route) => {
                 let result = shared.forward(&question, route).await;
-                shared
-                    .core
-                    .lock()
-                    .expect("core lock")
-                    .complete(&question, result, Instant::now())
+                lock(&shared.core).complete(&question, result, Instant::now())
             }
         };
         metadata.response_code = answer.metadata.response_code;

@@ -337,7 +337,7 @@ async fn serve(
     let (in_flight, mut all_written) = mpsc::channel::<()>(1);
     let mut accept = Box::pin(async move {
         loop {
-            let Ok(stream) = listener.accept().await else { continue };
+            let stream = platform::accept_patiently(|| listener.accept()).await;
             tokio::spawn(read_request(stream, asks.clone(), in_flight.clone()));
         }
     });

@@ -53,6 +53,20 @@ async fn other_names_go_to_the_upstreams_or_are_refused_without_them() {
 }
 
 #[tokio::test]
+async fn a_panic_under_the_lock_does_not_end_all_later_queries() {
+    let project = FakeDns::start(FakeDns::default()).await;
+    let responder = start(vec![project.addr], vec![]).await;
+
+    responder.poison();
+    let first = ask(&responder, "node1.db.zerops.", RecordType::A).await;
+    let second = ask(&responder, "example.com.", RecordType::A).await;
+
+    assert_eq!(first.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(second.metadata.response_code, ResponseCode::Refused);
+    assert_eq!(responder.stats().queries, 2);
+}
+
+#[tokio::test]
 async fn a_silent_upstream_gives_servfail_within_the_bound() {
     let silent = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let silent_tcp = TcpListener::bind(silent.local_addr().unwrap()).await.unwrap();

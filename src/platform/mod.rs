@@ -23,7 +23,9 @@ pub use os::{try_lock, FileLock};
 #[cfg(windows)]
 pub(crate) use windows::wide_to_string;
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -77,6 +79,48 @@ pub fn grant_capabilities() -> String {
         .join(" && ")
 }
 
+/// The next connection of a listener. An error (out of descriptors, typically) is logged and
+/// retried after a pause that doubles up to a second, so a listener that keeps failing never
+/// spins and the connections that hold descriptors get time to close.
+pub async fn accept_patiently<T, F: Future<Output = std::io::Result<T>>>(mut accept: impl FnMut() -> F) -> T {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match accept().await {
+            Ok(accepted) => return accepted,
+            Err(error) => {
+                tracing::warn!(%error, retry_in_ms = pause.as_millis() as u64, "accepting a connection");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// A control channel's other end that corridor does not talk to: a process of another user
+/// answers on a connection's name.
+#[derive(Debug, thiserror::Error)]
+#[error("refusing the control channel {channel}: {why}")]
+pub struct UntrustedServer {
+    pub channel: String,
+    pub why: String,
+}
+
+impl UntrustedServer {
+    /// Whether `error` (anywhere in its chain) is this refusal.
+    pub fn is_cause_of(error: &anyhow::Error) -> bool {
+        error.chain().any(|e| {
+            e.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .is_some_and(|inner| inner.is::<UntrustedServer>())
+                || e.is::<UntrustedServer>()
+        })
+    }
+
+    pub(crate) fn into_io(self) -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::PermissionDenied, self)
+    }
+}
+
 /// The user behind this elevated run, if any.
 pub fn invoker() -> Option<Invoker> {
     if !is_elevated() {
@@ -122,6 +166,22 @@ pub enum Stop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_listener_that_keeps_failing_is_retried_a_few_times_a_second_at_most() {
+        let calls = std::cell::Cell::new(0u32);
+        let failing = || {
+            calls.set(calls.get() + 1);
+            async { Err::<(), _>(std::io::Error::from_raw_os_error(24)) }
+        };
+
+        let gave_up = tokio::time::timeout(Duration::from_secs(10), accept_patiently(failing)).await;
+
+        assert!(gave_up.is_err(), "never accepts");
+        // 0, 0.1, 0.3, 0.7, 1.5, then once a second: 14 in 10 s, where an immediate retry
+        // would be millions.
+        assert!((10..=15).contains(&calls.get()), "{} accepts in 10 s", calls.get());
+    }
 
     #[test]
     fn pids_that_must_never_be_signalled_are_refused() {

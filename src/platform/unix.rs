@@ -279,7 +279,7 @@ fn command_line(pid: Pid) -> Option<Vec<String>> {
 
 /// The control channel: a Unix socket only its owner may open.
 pub mod ipc {
-    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
     use std::path::Path;
 
     use anyhow::{Context, Result};
@@ -309,13 +309,54 @@ pub mod ipc {
         }
     }
 
+    /// Connects, then checks the other end: a process of root or of this user, behind a
+    /// socket of theirs (a root daemon hands its socket to the user who ran sudo).
     pub async fn connect(path: &Path) -> std::io::Result<Stream> {
-        UnixStream::connect(path).await
+        let stream = UnixStream::connect(path).await?;
+        let owner = std::fs::metadata(path)?.uid();
+        let server = stream.peer_cred()?.uid();
+        if let Err(why) = trusted(owner, server, nix::unistd::geteuid().as_raw()) {
+            return Err(crate::platform::UntrustedServer {
+                channel: path.display().to_string(),
+                why,
+            }
+            .into_io());
+        }
+        Ok(stream)
+    }
+
+    fn trusted(owner: u32, server: u32, me: u32) -> Result<(), String> {
+        if server != 0 && server != me {
+            return Err(format!("it is served by uid {server}, neither root nor uid {me}"));
+        }
+        if owner != 0 && owner != me && server != 0 {
+            return Err(format!("the socket belongs to uid {owner}, neither root nor uid {me}"));
+        }
+        Ok(())
     }
 
     /// Removes what `bind` left.
     pub fn remove(path: &Path) {
         let _ = std::fs::remove_file(path);
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::trusted;
+
+        #[test]
+        fn servers_of_other_users_are_refused() {
+            assert_eq!(trusted(1000, 1000, 1000), Ok(()));
+            assert_eq!(
+                trusted(1000, 0, 1000),
+                Ok(()),
+                "a root daemon's, handed to its sudo user"
+            );
+            assert_eq!(trusted(1000, 0, 0), Ok(()), "the same, asked by root");
+            assert!(trusted(65534, 65534, 1000).unwrap_err().contains("served by uid 65534"));
+            assert!(trusted(1000, 65534, 0).unwrap_err().contains("served by uid 65534"));
+            assert!(trusted(65534, 1000, 1000).unwrap_err().contains("belongs to uid 65534"));
+        }
     }
 }
 

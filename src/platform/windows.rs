@@ -568,7 +568,11 @@ pub mod ipc {
             match ClientOptions::new().open(&name) {
                 Ok(client) => {
                     check_server(&client).map_err(|why| {
-                        io::Error::new(io::ErrorKind::PermissionDenied, format!("refusing {name}: {why}"))
+                        crate::platform::UntrustedServer {
+                            channel: name.clone(),
+                            why,
+                        }
+                        .into_io()
                     })?;
                     return Ok(Stream::Client(client));
                 }

@@ -23,6 +23,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::platform;
 use crate::report::Report;
 use crate::store::Store;
 use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
@@ -328,15 +329,7 @@ impl Forward {
         let this = Arc::new(self);
         let mut next = 0usize;
         loop {
-            let mut local = match listener.accept().await {
-                Ok((local, _)) => local,
-                Err(error) => {
-                    // Out of file descriptors, typically: give connections time to close.
-                    tracing::warn!(%error, "accepting a connection");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
+            let (mut local, _) = platform::accept_patiently(|| listener.accept()).await;
             let _ = local.set_nodelay(true);
             let first = next;
             next = next.wrapping_add(1);
@@ -443,14 +436,7 @@ pub async fn proxy(api: ApiSettings, options: ProxyOptions, report: &mut dyn Wat
     let serve_counters = counters.clone();
     let server = tokio::spawn(async move {
         loop {
-            let mut local = match listener.accept().await {
-                Ok((local, _)) => local,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting a connection");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            };
+            let (mut local, _) = platform::accept_patiently(|| listener.accept()).await;
             let _ = local.set_nodelay(true);
             let (dialer, counters, events) = (dialer.clone(), serve_counters.clone(), events_tx.clone());
             tokio::spawn(async move {
@@ -470,7 +456,6 @@ pub async fn proxy(api: ApiSettings, options: ProxyOptions, report: &mut dyn Wat
     result
 }
 
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 
 async fn bind(listen: SocketAddr) -> Result<TcpListener> {
