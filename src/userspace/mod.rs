@@ -367,8 +367,10 @@ pub async fn forward(api: ApiSettings, options: ForwardOptions, report: &mut dyn
     for spec in &options.forwards {
         listeners.push((spec.clone(), bind(SocketAddr::new(options.bind, spec.local)).await?));
     }
+    // Before the key is registered, so that no signal ends the process with it still there.
+    let shutdown = crate::platform::Shutdown::with_hangup()?;
     let mut tunnel = Tunnel::open(api, &options.tunnel, report).await?;
-    let result = serve_forwards(&mut tunnel, listeners, report).await;
+    let result = serve_forwards(&mut tunnel, listeners, shutdown, report).await;
     tunnel.close().await;
     result
 }
@@ -376,6 +378,7 @@ pub async fn forward(api: ApiSettings, options: ForwardOptions, report: &mut dyn
 async fn serve_forwards(
     tunnel: &mut Tunnel,
     listeners: Vec<(ForwardSpec, TcpListener)>,
+    shutdown: crate::platform::Shutdown,
     report: &mut dyn Watch,
 ) -> Result<()> {
     let counters = Arc::new(Counters::default());
@@ -403,7 +406,7 @@ async fn serve_forwards(
         handshake: tunnel.handshake,
         listeners: ready,
     });
-    run_until_interrupted(tunnel, &counters, &mut events, report).await
+    run_until_interrupted(tunnel, &counters, &mut events, shutdown, report).await
 }
 
 /// One `LOCAL:TARGET:PORT`, serving its listener.
@@ -532,13 +535,19 @@ fn stdin_chunks() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
 /// A SOCKS5 server into the project until Ctrl-C.
 pub async fn proxy(api: ApiSettings, options: ProxyOptions, report: &mut dyn Watch) -> Result<()> {
     let listener = bind(options.listen).await?;
+    let shutdown = crate::platform::Shutdown::with_hangup()?;
     let mut tunnel = Tunnel::open(api, &options.tunnel, report).await?;
-    let result = serve_proxy(&mut tunnel, listener, report).await;
+    let result = serve_proxy(&mut tunnel, listener, shutdown, report).await;
     tunnel.close().await;
     result
 }
 
-async fn serve_proxy(tunnel: &mut Tunnel, listener: TcpListener, report: &mut dyn Watch) -> Result<()> {
+async fn serve_proxy(
+    tunnel: &mut Tunnel,
+    listener: TcpListener,
+    shutdown: crate::platform::Shutdown,
+    report: &mut dyn Watch,
+) -> Result<()> {
     let counters = Arc::new(Counters::default());
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let listen = listener.local_addr()?;
@@ -577,7 +586,7 @@ async fn serve_proxy(tunnel: &mut Tunnel, listener: TcpListener, report: &mut dy
             });
         }
     });
-    let result = run_until_interrupted(tunnel, &counters, &mut events, report).await;
+    let result = run_until_interrupted(tunnel, &counters, &mut events, shutdown, report).await;
     server.abort();
     result
 }
@@ -603,9 +612,9 @@ async fn run_until_interrupted(
     tunnel: &mut Tunnel,
     counters: &Counters,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    mut shutdown: crate::platform::Shutdown,
     report: &mut dyn Watch,
 ) -> Result<()> {
-    let mut shutdown = crate::platform::Shutdown::with_hangup()?;
     let mut status = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
