@@ -88,6 +88,8 @@ pub enum KeyError {
          pass --force (it then loses its tunnel); nothing removed"
     )]
     RunningProcess { key: String, slot: usize },
+    #[error("connected to {project}: run `corridor vpn down {project}` first; nothing removed")]
+    Connected { project: String },
 }
 
 /// What `vpn key remove` and `vpn clear` did.
@@ -458,9 +460,8 @@ fn plan(
             for (i, l) in locals.iter().enumerate() {
                 match (l.role, l.in_use) {
                     (KeyRole::Connection, true) if all => {
-                        return Err(KeyError::RunningConnection {
+                        return Err(KeyError::Connected {
                             project: project.to_owned(),
-                            key: l.public_key.clone(),
                         })
                     }
                     (KeyRole::Connection, true) => plan.kept.push(kept(l, KeptBecause::ConnectionRunning)),
@@ -679,7 +680,7 @@ mod tests {
         let targets: Vec<&str> = plan_.targets.iter().map(|t| t.public_key.as_str()).collect();
         assert_eq!(targets, [key(1), key(3)]);
         assert_eq!(plan_.kept.len(), 1);
-        assert!(matches!(refused, KeyError::RunningConnection { .. }));
+        assert_eq!(refused, KeyError::Connected { project: "demo".into() });
     }
 
     #[test]

@@ -186,11 +186,20 @@ fn the_config_file_as_it_stands_serves_wireguard_go_by_address_and_by_name() {
         !client.dir.path().join("config/wireguard").exists(),
         "--qr alone writes no file"
     );
-    assert_eq!(
-        api_keys(&lab, &project_id(&lab, "demo")).len(),
-        1,
-        "one key for every config"
+    let id = project_id(&lab, "demo");
+    let config_key = cmd_ok("wg", &["pubkey"], Some(&value(&text, "PrivateKey")));
+    assert_eq!(api_keys(&lab, &id), [config_key.trim()], "one key for every config");
+
+    let cleared = client.run(&["vpn", "clear", "demo"]);
+
+    assert_success("vpn clear", &cleared);
+    assert!(
+        stdout(&cleared).contains(&format!("removed {}", config_key.trim())),
+        "clear lists what it removed: {}",
+        stdout(&cleared)
     );
+    assert!(api_keys(&lab, &id).is_empty());
+    assert!(!client.key_file(&format!("{id}.config.key")).exists());
 }
 
 #[test]
