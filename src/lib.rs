@@ -20,3 +20,5 @@ pub mod store;
 pub mod tunnel;
 pub mod userspace;
 pub mod vpn;
+pub mod vpn_keys;
+pub mod wg_conf;

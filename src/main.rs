@@ -58,8 +58,10 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
             Command::Vpn(Vpn::Clear { project, project_id }) => {
-                vpn::clear(api, project_id.or(project).as_deref(), &mut term).await
+                cli::keys::clear(api, project_id.or(project).as_deref(), &mut term).await
             }
+            Command::Vpn(Vpn::Key(command)) => cli::keys::key(api, command, &mut term).await,
+            Command::Vpn(Vpn::Config(args)) => cli::keys::config(api, args, &mut term).await,
             Command::Forward(args) => {
                 let options = args.options().map_err(anyhow::Error::msg)?;
                 corridor::userspace::forward(api, options, &mut cli::userspace::Live::new()).await

@@ -26,9 +26,6 @@ pub enum Progress<'a> {
     NotConnected {
         project: Option<&'a str>,
     },
-    KeyRemoved {
-        project: &'a str,
-    },
     /// DNS was not set up because the platform's answer lacks what it needs.
     DnsSkipped {
         reason: &'a str,

@@ -178,9 +178,96 @@ impl Store {
         read_key(path)?.with_context(|| format!("key file {} vanished", path.display()))
     }
 
+    /// The key pair of `vpn config` for a project, and its file: a peer of its own, so that a
+    /// configuration used elsewhere never fights this machine's `vpn up` for the endpoint.
+    pub fn config_key(&self, project_id: &ProjectId) -> Result<(KeyPair, PathBuf)> {
+        let path = self.keys_dir().join(format!("{project_id}.config.key"));
+        Ok((self.key_at(&path, project_id)?, path))
+    }
+
+    /// Every key file this machine holds for a project, with what it serves, in the order
+    /// connection, rootless slots, config. A file that is no key (corrupted) is an error naming it.
+    pub fn local_keys(&self, project_id: &ProjectId) -> Result<Vec<LocalKey>> {
+        let entries = match fs::read_dir(self.keys_dir()) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", self.keys_dir().display())),
+        };
+        let mut keys = Vec::new();
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot read {}", self.keys_dir().display()))?;
+            let Some(role) = KeyRole::of_file(project_id, &entry.file_name().to_string_lossy()) else {
+                continue;
+            };
+            let path = entry.path();
+            // Gone since the listing: another corridor removed it.
+            let Some(pair) = read_key(&path)? else {
+                continue;
+            };
+            keys.push(LocalKey { role, path, pair });
+        }
+        keys.sort_by_key(|k| k.role);
+        Ok(keys)
+    }
+
     /// Returns whether there was a key.
     pub fn remove_project_key(&self, project_id: &ProjectId) -> Result<bool> {
         remove_optional(&self.key_path(project_id))
+    }
+
+    /// Removes one of [`Store::local_keys`]; returns whether it was there.
+    pub fn remove_key_file(&self, key: &LocalKey) -> Result<bool> {
+        remove_optional(&key.path)
+    }
+
+    /// Writes a private (0600) file outside the store's own names, such as a WireGuard
+    /// configuration, complete or not at all; under sudo it belongs to the user who ran sudo.
+    /// Missing parent directories are created private.
+    pub fn write_private_file(&self, path: &Path, contents: &[u8]) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            self.ensure_dir(dir)?;
+        }
+        self.write_private(path, contents, Replace::Yes)?;
+        Ok(())
+    }
+}
+
+/// A key file of this machine's for one project.
+#[derive(Debug, Clone)]
+pub struct LocalKey {
+    pub role: KeyRole,
+    pub path: PathBuf,
+    pub pair: KeyPair,
+}
+
+/// What one of this machine's keys for a project serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(tag = "role", rename_all = "lowercase")]
+pub enum KeyRole {
+    /// `vpn up`: `<project>.key`.
+    Connection,
+    /// `forward`, `connect`, `proxy`: `<project>.userspace.key` (slot 0),
+    /// `<project>.userspace-N.key`.
+    Rootless { slot: usize },
+    /// `vpn config`: `<project>.config.key`.
+    Config,
+}
+
+impl KeyRole {
+    /// The role of a file in the keys directory named `name`, if it is a key of `project_id`.
+    fn of_file(project_id: &ProjectId, name: &str) -> Option<KeyRole> {
+        let rest = name.strip_prefix(project_id.as_str())?;
+        match rest {
+            ".key" => Some(KeyRole::Connection),
+            ".userspace.key" => Some(KeyRole::Rootless { slot: 0 }),
+            ".config.key" => Some(KeyRole::Config),
+            _ => {
+                let digits = rest.strip_prefix(".userspace-")?.strip_suffix(".key")?;
+                // `-0` and leading zeros are no name `userspace_key` makes.
+                let slot: usize = digits.parse().ok().filter(|&n| n > 0 && !digits.starts_with('0'))?;
+                Some(KeyRole::Rootless { slot })
+            }
+        }
     }
 }
 
@@ -539,6 +626,58 @@ mod tests {
         let new = store.project_key(&id("proj1")).unwrap();
 
         assert_ne!(old.public, new.public);
+    }
+
+    #[test]
+    fn local_keys_are_every_key_file_of_the_project_with_its_role() {
+        let (_tmp, store) = store();
+        let connection = store.project_key(&id("p1")).unwrap();
+        let (slot0, _) = store.userspace_key(&id("p1"), 0).unwrap();
+        let (slot12, _) = store.userspace_key(&id("p1"), 12).unwrap();
+        let (config, config_path) = store.config_key(&id("p1")).unwrap();
+        store.project_key(&id("p10")).unwrap();
+        store.userspace_key(&id("p10"), 1).unwrap();
+        fs::write(store.dir().join("keys/p1.userspace-01.key"), BASE64.encode([1; 32])).unwrap();
+
+        let local = store.local_keys(&id("p1")).unwrap();
+
+        let found: Vec<(KeyRole, String)> = local.iter().map(|k| (k.role, k.pair.public_base64())).collect();
+        assert_eq!(
+            found,
+            vec![
+                (KeyRole::Connection, connection.public_base64()),
+                (KeyRole::Rootless { slot: 0 }, slot0.public_base64()),
+                (KeyRole::Rootless { slot: 12 }, slot12.public_base64()),
+                (KeyRole::Config, config.public_base64()),
+            ]
+        );
+        assert_eq!(local[3].path, config_path);
+        assert_eq!(mode(&config_path), 0o600);
+        assert!(store.local_keys(&id("nothing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_removed_key_file_is_gone_from_the_local_keys() {
+        let (_tmp, store) = store();
+        store.userspace_key(&id("p1"), 3).unwrap();
+        let key = store.local_keys(&id("p1")).unwrap().remove(0);
+
+        assert!(store.remove_key_file(&key).unwrap());
+        assert!(!store.remove_key_file(&key).unwrap());
+        assert!(store.local_keys(&id("p1")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn private_files_are_0600_and_replaced_whole() {
+        let (tmp, store) = store();
+        let path = tmp.path().join("out/demo.conf");
+
+        store.write_private_file(&path, b"one").unwrap();
+        store.write_private_file(&path, b"two").unwrap();
+
+        assert_eq!(fs::read_to_string(&path).unwrap(), "two");
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&tmp.path().join("out")), 0o700);
     }
 
     #[test]

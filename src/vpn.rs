@@ -1,4 +1,4 @@
-//! `vpn up`, `vpn down`, `vpn status`, `vpn clear`: the command side of a connection. It talks
+//! `vpn up`, `vpn down`, `vpn status`: the command side of a connection. It talks
 //! to the platform and to daemons; it never holds a tunnel itself (except with --foreground).
 //! It reports through [`Report`] and returns data; rendering is the CLI's.
 
@@ -147,23 +147,14 @@ pub async fn status(report: &mut dyn Report) -> Result<Vec<Status>> {
     Ok(statuses)
 }
 
-/// Removes this machine's key for a project, from the platform and from this machine.
-pub async fn clear(api: ApiSettings, project: Option<&str>, report: &mut dyn Report) -> Result<()> {
-    let store = Store::open()?;
-    let client = client(&store, api).await?;
-    let project = choose_project(&client, project, report).await?;
-    let files = ConnectionFiles::for_project(&project.id);
-    if control::request(&files.socket, control::Command::Status).await.is_ok() {
-        bail!("connected to {}: run `corridor vpn down` first", project.name);
+/// Whether a `vpn up` connection to the project runs: its daemon answers, or (its socket being
+/// another user's, say root's) the pid it recorded is that project's daemon.
+pub async fn connection_running(id: &ProjectId) -> bool {
+    let files = ConnectionFiles::for_project(id);
+    match control::request(&files.socket, control::Command::Status).await {
+        Ok(_) => true,
+        Err(e) => !daemon_gone(id, &files, &e),
     }
-    let keys = store.project_key(&project.id)?;
-    match client.delete_vpn_key(&project.id, &keys.public_base64()).await {
-        Err(e) if e.is_not_found() => {}
-        other => other.context("removing the key from the platform")?,
-    }
-    store.remove_project_key(&project.id)?;
-    report.progress(Progress::KeyRemoved { project: &project.name });
-    Ok(())
 }
 
 /// Runs the daemon: reads the configuration from stdin, reports progress on stdout as JSON

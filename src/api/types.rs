@@ -167,6 +167,9 @@ pub struct VpnPeer {
     pub ipv4: VpnPeerNet,
     #[serde(default, deserialize_with = "nullable")]
     pub ipv6: VpnPeerNet,
+    /// When the key was registered, as the platform writes it; not every answer has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -433,6 +433,7 @@ mod tests {
                     },
                     assigned_ip_address: "fd00:1:2::2".into(),
                 },
+                created: None,
             },
         }
     }

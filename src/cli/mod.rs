@@ -3,6 +3,7 @@
 pub mod access;
 pub mod docs;
 pub mod doctor;
+pub mod keys;
 pub mod regions;
 
 use std::io::IsTerminal;
@@ -98,7 +99,13 @@ pub enum Vpn {
         #[arg(long)]
         json: bool,
     },
-    /// Remove this machine's key for a project, from the platform and from this machine.
+    /// The project's VPN keys: list them, remove them.
+    #[command(subcommand)]
+    Key(keys::Key),
+    /// Register a key of its own and write a WireGuard configuration (wg-quick, the WireGuard
+    /// apps) for the project.
+    Config(keys::ConfigArgs),
+    /// Remove this machine's keys for a project, from the platform and from this machine.
     Clear {
         /// Project name or id.
         project: Option<String>,
@@ -185,9 +192,6 @@ impl Report for Terminal {
             Progress::Disconnected { project } => step(&format!("disconnected from {project} (host restored)")),
             Progress::NotConnected { project: Some(p) } => println!("not connected to {p}"),
             Progress::NotConnected { project: None } => println!("not connected"),
-            Progress::KeyRemoved { project } => {
-                step(&format!("key for {project} removed from the platform and this machine"))
-            }
             Progress::DnsSkipped { reason } => fail(&format!(
                 "dns not set up: {reason}; the project's names will not resolve, the host's resolver stays as it is"
             )),

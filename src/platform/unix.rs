@@ -216,6 +216,7 @@ pub fn signal_stop(pid: Pid, how: Stop) -> io::Result<()> {
 pub struct Shutdown {
     term: Stream,
     int: Stream,
+    hangup: Option<Stream>,
 }
 
 impl Shutdown {
@@ -223,14 +224,30 @@ impl Shutdown {
         Ok(Shutdown {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            hangup: None,
+        })
+    }
+
+    /// Also SIGHUP: OpenSSH ends its ProxyCommand with it.
+    pub fn with_hangup() -> io::Result<Shutdown> {
+        Ok(Shutdown {
+            hangup: Some(signal(SignalKind::hangup())?),
+            ..Shutdown::new()?
         })
     }
 
     /// Waits for the next stop signal; returns its name.
     pub async fn recv(&mut self) -> &'static str {
+        let hangup = async {
+            match &mut self.hangup {
+                Some(hangup) => hangup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = self.term.recv() => "SIGTERM",
             _ = self.int.recv() => "SIGINT",
+            _ = hangup => "SIGHUP",
         }
     }
 }

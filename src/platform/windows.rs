@@ -235,6 +235,11 @@ impl Shutdown {
         })
     }
 
+    /// The same as [`Shutdown::new`]: closing the console already counts.
+    pub fn with_hangup() -> io::Result<Shutdown> {
+        Shutdown::new()
+    }
+
     /// Waits for the next stop request; returns its name.
     pub async fn recv(&mut self) -> &'static str {
         tokio::select! {

@@ -12,11 +12,26 @@ use crate::store::{KeyPair, Store};
 /// Userspace processes that can run at once for one project.
 pub const POOL: usize = 32;
 
+/// Slots below this keep their key registered when their process ends; the others deregister
+/// it. The first slot serves the common case, one process at a time (an ssh ProxyCommand runs
+/// `connect` for every session): its key stays a peer on the gateway, so the next start skips
+/// the peer's set-up there and exits without a call to the platform. Extra slots serve bursts
+/// of parallel processes and would otherwise stay registered forever, up to [`POOL`] keys a
+/// machine.
+pub const KEPT_REGISTERED: usize = 1;
+
 /// A key no other process uses while this is alive.
 pub struct LeasedKey {
     pub keys: KeyPair,
     pub slot: usize,
     _lock: FileLock,
+}
+
+impl LeasedKey {
+    /// Whether the key stays registered with the platform after its process ends.
+    pub fn stays_registered(&self) -> bool {
+        self.slot < KEPT_REGISTERED
+    }
 }
 
 pub fn lease(store: &Store, project_id: &ProjectId) -> Result<LeasedKey> {
@@ -53,5 +68,7 @@ mod tests {
         assert_eq!((second.slot, again.slot), (1, 0));
         assert_ne!(second.keys.public_base64(), first_public);
         assert_eq!(again.keys.public_base64(), first_public);
+        assert!(again.stays_registered());
+        assert!(!second.stays_registered());
     }
 }

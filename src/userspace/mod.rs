@@ -4,10 +4,11 @@
 //!
 //! It has its own keys per project (`<project>.userspace.key` in the store, one per running
 //! process), registered like `vpn up`'s, so both modes can be up at once with different tunnel
-//! addresses.
+//! addresses. A process that ends deregisters its key unless it is the first slot's
+//! ([`keys::KEPT_REGISTERED`]).
 
 pub mod dns;
-mod keys;
+pub mod keys;
 pub mod net;
 mod socks;
 pub mod stack;
@@ -23,6 +24,7 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::api::{Client, ProjectId};
 use crate::platform;
 use crate::report::Report;
 use crate::store::Store;
@@ -119,7 +121,41 @@ pub struct Tunnel {
     pub handshake: Duration,
     dialer: Dialer,
     driver: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// Taken by [`Tunnel::close`]; dropped after it, so the slot stays ours until then.
+    registration: Option<Registration>,
     _key: keys::LeasedKey,
+}
+
+/// A key registered for the life of one process, and whether it goes when the process ends.
+struct Registration {
+    client: Client,
+    project_id: ProjectId,
+    public_key: String,
+    stays: bool,
+}
+
+/// How long an ending process waits for the platform to take its key back.
+const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+
+impl Registration {
+    /// Deregisters the key unless it stays; a failure is logged, never an error of the command
+    /// (`vpn key remove --mine-unused` removes what was left).
+    async fn end(self) {
+        if self.stays {
+            return;
+        }
+        let delete = self.client.delete_vpn_key(&self.project_id, &self.public_key);
+        match tokio::time::timeout(DEREGISTER_TIMEOUT, delete).await {
+            Ok(Ok(())) => tracing::debug!(project = %self.project_id, "userspace key deregistered"),
+            Ok(Err(e)) if e.is_not_found() => {}
+            Ok(Err(error)) => {
+                tracing::warn!(project = %self.project_id, %error, "could not deregister the userspace key")
+            }
+            Err(_) => {
+                tracing::warn!(project = %self.project_id, "the platform did not take the userspace key back in time")
+            }
+        }
+    }
 }
 
 impl Tunnel {
@@ -136,6 +172,72 @@ impl Tunnel {
             .register_vpn_key(&project.id, &keys.public_base64())
             .await
             .with_context(|| format!("registering this machine's userspace key with project {}", project.name))?;
+        let registration = Registration {
+            client: client.clone(),
+            project_id: project.id.clone(),
+            public_key: keys.public_base64(),
+            stays: lease.stays_registered(),
+        };
+        let opened = Tunnel::start(&lease, &item, options, started).await;
+        let (net, driver, endpoint, dialer_families) = match opened {
+            Ok(parts) => parts,
+            Err(e) => {
+                registration.end().await;
+                return Err(e);
+            }
+        };
+        let shaking = Instant::now();
+        if !net.handshake(options.handshake_timeout).await {
+            driver.abort();
+            registration.end().await;
+            bail!(
+                "no WireGuard handshake with the gateway {endpoint} within {}s: the gateway is unreachable \
+                 from here, or UDP is blocked on the way",
+                options.handshake_timeout.as_secs()
+            );
+        }
+        tracing::debug!(elapsed = ?started.elapsed(), "tunnel up");
+        let dialer = Dialer {
+            net: net.clone(),
+            timeout: options.connect_timeout,
+            project: project.name.clone(),
+            ipv4: dialer_families.0,
+            ipv6: dialer_families.1,
+        };
+        Ok(Tunnel {
+            net,
+            project: project.name,
+            handshake: shaking.elapsed(),
+            dialer,
+            driver,
+            registration: Some(registration),
+            _key: lease,
+        })
+    }
+
+    /// Ends the tunnel and, unless its slot keeps it, deregisters its key before the slot is
+    /// free for another process.
+    pub async fn close(mut self) {
+        self.driver.abort();
+        if let Some(registration) = self.registration.take() {
+            registration.end().await;
+        }
+    }
+
+    /// The socket and the stack of a tunnel whose key is registered: the net, its driver, the
+    /// gateway's address and the address families the tunnel carries (IPv4, IPv6).
+    async fn start(
+        lease: &keys::LeasedKey,
+        item: &crate::api::ProjectVpnItem,
+        options: &TunnelOptions,
+        started: Instant,
+    ) -> Result<(
+        Net,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+        SocketAddr,
+        (bool, bool),
+    )> {
+        let keys = &lease.keys;
         let vpn = item.to_config().context("the platform's VPN answer")?;
         let dns = item.dns_server().context("the platform's VPN answer")?;
         tracing::debug!(elapsed = ?started.elapsed(), "key registered");
@@ -182,31 +284,11 @@ impl Tunnel {
         };
         let stack = Stack::new(session, &config, Instant::now());
         let (net, driver) = Net::start(stack, udp, SocketAddr::new(dns, 53));
-        let shaking = Instant::now();
-        if !net.handshake(options.handshake_timeout).await {
-            driver.abort();
-            bail!(
-                "no WireGuard handshake with the gateway {endpoint} within {}s: the gateway is unreachable \
-                 from here, or UDP is blocked on the way",
-                options.handshake_timeout.as_secs()
-            );
-        }
-        tracing::debug!(elapsed = ?started.elapsed(), "tunnel up");
-        let dialer = Dialer {
-            net: net.clone(),
-            timeout: options.connect_timeout,
-            project: project.name.clone(),
-            ipv4: vpn.addresses.iter().any(|a| a.addr().is_ipv4()),
-            ipv6: vpn.addresses.iter().any(|a| a.addr().is_ipv6()),
-        };
-        Ok(Tunnel {
-            net,
-            project: project.name,
-            handshake: shaking.elapsed(),
-            dialer,
-            driver,
-            _key: lease,
-        })
+        let families = (
+            vpn.addresses.iter().any(|a| a.addr().is_ipv4()),
+            vpn.addresses.iter().any(|a| a.addr().is_ipv6()),
+        );
+        Ok((net, driver, endpoint, families))
     }
 
     pub fn dialer(&self) -> Dialer {
@@ -286,7 +368,20 @@ pub async fn forward(api: ApiSettings, options: ForwardOptions, report: &mut dyn
     for spec in &options.forwards {
         listeners.push((spec.clone(), bind(SocketAddr::new(options.bind, spec.local)).await?));
     }
+    // Before the key is registered, so that no signal ends the process with it still there.
+    let shutdown = crate::platform::Shutdown::with_hangup()?;
     let mut tunnel = Tunnel::open(api, &options.tunnel, report).await?;
+    let result = serve_forwards(&mut tunnel, listeners, shutdown, report).await;
+    tunnel.close().await;
+    result
+}
+
+async fn serve_forwards(
+    tunnel: &mut Tunnel,
+    listeners: Vec<(ForwardSpec, TcpListener)>,
+    shutdown: crate::platform::Shutdown,
+    report: &mut dyn Watch,
+) -> Result<()> {
     let counters = Arc::new(Counters::default());
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let mut ready = Vec::new();
@@ -312,7 +407,7 @@ pub async fn forward(api: ApiSettings, options: ForwardOptions, report: &mut dyn
         handshake: tunnel.handshake,
         listeners: ready,
     });
-    run_until_interrupted(&mut tunnel, &counters, &mut events, report).await
+    run_until_interrupted(tunnel, &counters, &mut events, shutdown, report).await
 }
 
 /// One `LOCAL:TARGET:PORT`, serving its listener.
@@ -358,7 +453,21 @@ impl Forward {
 
 /// Bridges stdin and stdout to one connection, until the remote end closes it.
 pub async fn connect(api: ApiSettings, options: ConnectOptions, report: &mut dyn Report) -> Result<()> {
+    // Before the key is registered, so that no signal ends the process with it still there.
+    let mut shutdown = crate::platform::Shutdown::with_hangup()?;
     let tunnel = Tunnel::open(api, &options.tunnel, report).await?;
+    let result = tokio::select! {
+        result = bridge(&tunnel, &options) => result,
+        signal = shutdown.recv() => {
+            tracing::debug!(signal, "connect ends");
+            Ok(())
+        }
+    };
+    tunnel.close().await;
+    result
+}
+
+async fn bridge(tunnel: &Tunnel, options: &ConnectOptions) -> Result<()> {
     let addresses = tunnel.dialer.resolve(&options.host).await?;
     let remote = tunnel
         .dialer()
@@ -419,7 +528,19 @@ fn stdin_chunks() -> tokio::sync::mpsc::Receiver<std::io::Result<Vec<u8>>> {
 /// A SOCKS5 server into the project until Ctrl-C.
 pub async fn proxy(api: ApiSettings, options: ProxyOptions, report: &mut dyn Watch) -> Result<()> {
     let listener = bind(options.listen).await?;
+    let shutdown = crate::platform::Shutdown::with_hangup()?;
     let mut tunnel = Tunnel::open(api, &options.tunnel, report).await?;
+    let result = serve_proxy(&mut tunnel, listener, shutdown, report).await;
+    tunnel.close().await;
+    result
+}
+
+async fn serve_proxy(
+    tunnel: &mut Tunnel,
+    listener: TcpListener,
+    shutdown: crate::platform::Shutdown,
+    report: &mut dyn Watch,
+) -> Result<()> {
     let counters = Arc::new(Counters::default());
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let listen = listener.local_addr()?;
@@ -451,7 +572,7 @@ pub async fn proxy(api: ApiSettings, options: ProxyOptions, report: &mut dyn Wat
             });
         }
     });
-    let result = run_until_interrupted(&mut tunnel, &counters, &mut events, report).await;
+    let result = run_until_interrupted(tunnel, &counters, &mut events, shutdown, report).await;
     server.abort();
     result
 }
@@ -471,14 +592,14 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener> {
 }
 
 /// Reports status every second and connection failures as they happen, until Ctrl-C,
-/// SIGTERM, or the tunnel's end.
+/// SIGTERM, SIGHUP (the terminal closed), or the tunnel's end.
 async fn run_until_interrupted(
     tunnel: &mut Tunnel,
     counters: &Counters,
     events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    mut shutdown: crate::platform::Shutdown,
     report: &mut dyn Watch,
 ) -> Result<()> {
-    let mut shutdown = crate::platform::Shutdown::new()?;
     let mut status = tokio::time::interval(STATUS_EVERY);
     loop {
         tokio::select! {
