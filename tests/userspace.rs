@@ -32,7 +32,7 @@ const SSH_OPTIONS: [&str; 10] = [
 
 #[test]
 fn forward_without_root_serves_ssh_parallel_sessions_and_scp() {
-    let Some(lab) = Lab::up("crtusfw", 50) else { return };
+    let Some(lab) = Lab::up("crtusfw") else { return };
     let user = Nobody::new(&lab);
     let links_before = links(lab.laptop());
     let routes_before = routes(lab.laptop());
@@ -90,7 +90,7 @@ fn forward_without_root_serves_ssh_parallel_sessions_and_scp() {
 
 #[test]
 fn connect_is_a_proxy_command_for_ssh_and_plink() {
-    let Some(lab) = Lab::up("crtuscn", 51) else { return };
+    let Some(lab) = Lab::up("crtuscn") else { return };
     let user = Nobody::new(&lab);
     let connect = format!(
         "{} --api {} connect -P demo %h %p",
@@ -145,7 +145,7 @@ fn connect_is_a_proxy_command_for_ssh_and_plink() {
 
 #[test]
 fn socks5_proxy_resolves_names_in_the_project_for_curl_and_ssh() {
-    let Some(lab) = Lab::up("crtussx", 52) else { return };
+    let Some(lab) = Lab::up("crtussx") else { return };
     let user = Nobody::new(&lab);
     let container = lab.container("node-id-13.runtime.api.zerops")["ns"]
         .as_str()
@@ -185,7 +185,7 @@ fn socks5_proxy_resolves_names_in_the_project_for_curl_and_ssh() {
 
 #[test]
 fn bad_input_is_explained_and_other_connections_carry_on() {
-    let Some(lab) = Lab::up("crtusbad", 53) else { return };
+    let Some(lab) = Lab::up("crtusbad") else { return };
     let user = Nobody::new(&lab);
 
     let mut forward = user.start(&["forward", "demo", "2222:api:65437", "2223:api:1"]);
@@ -228,7 +228,7 @@ fn bad_input_is_explained_and_other_connections_carry_on() {
 
 #[test]
 fn silent_gateway_fails_fast_with_a_clear_message() {
-    let Some(lab) = Lab::up("crtussil", 54) else { return };
+    let Some(lab) = Lab::up("crtussil") else { return };
     let user = Nobody::new(&lab);
     let _drop = DropUdp::install(&lab);
 
@@ -243,7 +243,7 @@ fn silent_gateway_fails_fast_with_a_clear_message() {
 
 #[test]
 fn forward_from_a_container_of_another_project_without_privilege() {
-    let Some(lab) = Lab::up("crtusc2c", 56) else { return };
+    let Some(lab) = Lab::up("crtusc2c") else { return };
     let other = lab.project("other")["containers"][0]["ns"]
         .as_str()
         .unwrap()
@@ -262,7 +262,7 @@ fn forward_from_a_container_of_another_project_without_privilege() {
 
 #[test]
 fn forward_and_vpn_up_to_one_project_work_side_by_side() {
-    let Some(lab) = Lab::up("crtusvpn", 55) else { return };
+    let Some(lab) = Lab::up("crtusvpn") else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
 

@@ -2,6 +2,8 @@
 //! also when the test fails) and helpers to run commands inside its namespaces.
 #![allow(dead_code)]
 
+pub mod labs;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -15,9 +17,11 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Brings up a lab with its own prefix and slot. `None` (after saying why) when this machine
-    /// cannot run it; under CI=true that is a failure instead, so no test passes by skipping.
-    pub fn up(prefix: &str, slot: u8) -> Option<Lab> {
+    /// Brings up the lab registered as `prefix` in [`labs::LABS`], on its slot. `None` (after
+    /// saying why) when this machine cannot run it; under CI=true that is a failure instead, so
+    /// no test passes by skipping.
+    pub fn up(prefix: &str) -> Option<Lab> {
+        let slot = labs::slot_of(prefix);
         if !can_run_labs() {
             return None;
         }
