@@ -238,6 +238,64 @@ fn misbehave_no_icmp_drops_ping_through_the_gateway_until_ok() {
 }
 
 #[test]
+fn ssh_into_containers_survives_the_host_replacing_etc_shadow() {
+    let Some(lab) = Lab::up("crtshad") else { return };
+    let containers: Vec<(String, String, String)> = lab.status["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["containers"].as_array().unwrap())
+        .filter(|c| c["status"] == "ACTIVE")
+        .map(|c| {
+            let field = |name: &str| c[name].as_str().unwrap().to_string();
+            (field("name"), field("ns"), field("ipv4"))
+        })
+        .collect();
+    assert!(containers.len() >= 4, "{containers:?}");
+    let ssh_into_every_container = |when: &str| {
+        for (name, ns, addr) in &containers {
+            let ssh = lab.ssh_from(ns, addr, "hostname");
+            assert_success(&format!("ssh into {name} {when}"), &ssh);
+            assert_eq!(stdout(&ssh), *name);
+        }
+    };
+    ssh_into_every_container("before useradd");
+
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/etc/shadow").unwrap());
+    let before = inode();
+    let _user = ThrowawayUser::add("crtshad-tmp");
+    assert_ne!(inode(), before, "useradd replaced /etc/shadow by a rename");
+
+    ssh_into_every_container("after useradd");
+}
+
+/// A user of this machine added with `useradd` (which replaces /etc/passwd and /etc/shadow by
+/// rename) and removed with `userdel` when dropped.
+struct ThrowawayUser(String);
+
+impl ThrowawayUser {
+    fn add(name: &str) -> ThrowawayUser {
+        // Left over by an earlier, killed run.
+        let _ = Command::new("userdel").arg(name).output();
+        cmd_ok(
+            "useradd",
+            &["--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            None,
+        );
+        ThrowawayUser(name.to_string())
+    }
+}
+
+impl Drop for ThrowawayUser {
+    fn drop(&mut self) {
+        let out = Command::new("userdel").arg(&self.0).output().expect("running userdel");
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("userdel {} failed: {}", self.0, String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+#[test]
 fn every_lab_has_a_prefix_and_slot_of_its_own_across_all_test_files() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
     let mut sources: Vec<(String, String)> = std::fs::read_dir(&dir)

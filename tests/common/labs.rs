@@ -15,6 +15,7 @@ pub const LABS: &[(&str, u8)] = &[
     ("crtlife", 2),
     ("crtgwrs", 30),
     ("crticmp", 31),
+    ("crtshad", 36),
     // tests/vpn.rs
     ("crtvpn", 3),
     ("crtapi", 4),
