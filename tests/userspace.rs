@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{assert_success, corridor_binary, links, routes, stdout, Client, Lab};
+use common::{assert_success, links, routes, stdout, Client, Lab, Staged};
 
 const NOBODY: u32 = 65534;
 const SSH_PORT: &str = "65437";
@@ -94,7 +94,7 @@ fn connect_is_a_proxy_command_for_ssh_and_plink() {
     let user = Nobody::new(&lab);
     let connect = format!(
         "{} --api {} connect -P demo %h %p",
-        corridor_binary().display(),
+        user.staged.corridor().display(),
         lab.api_url()
     );
 
@@ -307,12 +307,13 @@ fn listening(lab: &Lab, port: u16) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-/// An unprivileged user of the laptop (or of another namespace) with its own corridor store
-/// and the lab's token.
+/// An unprivileged user of the laptop (or of another namespace) with its own corridor store,
+/// the lab's token and a copy of corridor it can reach.
 struct Nobody<'a> {
     lab: &'a Lab,
     dir: tempfile::TempDir,
     ns: String,
+    staged: Staged,
 }
 
 impl<'a> Nobody<'a> {
@@ -327,6 +328,7 @@ impl<'a> Nobody<'a> {
             lab,
             dir,
             ns: ns.to_string(),
+            staged: Staged::new(),
         };
         user.chown(user.dir.path());
         user
@@ -352,7 +354,7 @@ impl<'a> Nobody<'a> {
 
     /// `corridor --api … ARGS` as nobody in the user's namespace.
     fn corridor(&self, args: &[&str]) -> Command {
-        let binary = corridor_binary();
+        let binary = self.staged.corridor();
         let mut command = self.nobody_command(&[binary.to_str().unwrap(), "--api", self.lab.api_url()]);
         command.args(args);
         command

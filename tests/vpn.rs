@@ -192,7 +192,8 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
     assert_eq!(links(lab.laptop()), before);
     assert_eq!(routes(lab.laptop()), routes_before);
 
-    let mut unprivileged = common::as_nobody(&lab, &["--api", lab.api_url(), "vpn", "up", "demo"]);
+    let staged = common::Staged::new();
+    let mut unprivileged = common::as_nobody(&lab, &staged, &["--api", lab.api_url(), "vpn", "up", "demo"]);
     unprivileged
         .env("CORRIDOR_TOKEN", lab.token())
         .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run-nobody"))
@@ -333,8 +334,9 @@ fn status_without_sudo_sees_its_own_connection_and_never_tears_down_others() {
     let Some(lab) = Lab::up("crtuser") else { return };
     let client = Client::new(&lab);
     std::fs::set_permissions(client.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let staged = common::Staged::new();
     let as_nobody = |args: &[&str]| {
-        common::as_nobody(&lab, args)
+        common::as_nobody(&lab, &staged, args)
             .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run"))
             .env("CORRIDOR_STATE_DIR", client.dir.path().join("state-nobody"))
             .env("CORRIDOR_CONFIG_DIR", client.dir.path().join("config-nobody"))
