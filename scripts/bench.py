@@ -440,11 +440,18 @@ class CorridorForward:
     name = "corridor forward"
 
     def __init__(self, lab, binary, work):
-        self.lab, self.binary = lab, binary
+        self.lab = lab
         config = os.path.join(work, "corridor-userspace")
         os.makedirs(config, mode=0o700, exist_ok=True)
         os.chown(config, 65534, 65534)
         os.chmod(work, 0o711)  # the unprivileged user passes through to its own directory
+        # and runs a copy of corridor: the checkout may be where only root gets in (/root).
+        staged = os.path.join(work, "corridor-userspace-bin")
+        os.makedirs(staged, mode=0o755, exist_ok=True)
+        os.chmod(staged, 0o755)
+        self.binary = os.path.join(staged, "corridor")
+        shutil.copy(binary, self.binary)
+        os.chmod(self.binary, 0o755)
         self.log_path = os.path.join(ROOT, "target", "bench", "logs", "corridor-forward.log")
         self.env = dict(os.environ, CORRIDOR_CONFIG_DIR=config, CORRIDOR_TOKEN=lab.token, HOME=config)
         self.proc, self.pid = None, None

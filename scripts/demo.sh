@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then
-    echo "the demo builds network namespaces: run as root (sudo $0)" >&2
+    echo "the demo builds network namespaces: run as root (sudo $0, or $0 in a root shell)" >&2
     exit 1
 fi
 scripts/deps.sh
@@ -47,8 +47,11 @@ laptop "$CORRIDOR" vpn down
 echo "==> without root and without vpn up: ssh through corridor's userspace stack (ProxyCommand)"
 chmod 711 "$WORK"
 install -d -o 65534 -g 65534 -m 700 "$WORK/nobody"
+# That user runs a copy: the checkout may be where only root gets in (/root, a 0700 directory).
+install -d -m 755 "$WORK/bin"
+install -m 755 "$CORRIDOR" "$WORK/bin/corridor"
 laptop setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all \
     env CORRIDOR_CONFIG_DIR="$WORK/nobody" CORRIDOR_API="$API" ZEROPS_TOKEN="$TOKEN" \
-    "${SSH[@]}" -o ProxyCommand="$CORRIDOR connect -P demo %h %p" root@node1.db.db.zerops \
+    "${SSH[@]}" -o ProxyCommand="$WORK/bin/corridor connect -P demo %h %p" root@node1.db.db.zerops \
     'echo "uid 65534 reached $(hostname) with no tunnel interface"'
 echo "==> demo done"

@@ -2,7 +2,7 @@
 # Installs the Debian packages the lab, the tests and the demo need (root; only what is missing).
 set -euo pipefail
 PACKAGES=(iproute2 iputils-ping nftables procps curl wireguard-go wireguard-tools dnsmasq openssh-server
-          openssh-client putty-tools dnsutils iperf3 netcat-openbsd rsync man-db)
+          openssh-client putty-tools dnsutils iperf3 netcat-openbsd rsync man-db python3)
 missing=()
 for p in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ $(id -u) != 0 ]]; then
-    echo "the end-to-end tests build network namespaces: run as root (sudo $0)" >&2
+    echo "the end-to-end tests build network namespaces: run as root (sudo $0, or $0 in a root shell)" >&2
     exit 1
 fi
 scripts/deps.sh

@@ -22,7 +22,7 @@ const DB: &str = "node1.db.db.zerops";
 
 #[test]
 fn ls_shows_services_containers_stopped_and_empty_projects_then_addresses_once_connected() {
-    let Some(lab) = Lab::up("cracls", 60) else { return };
+    let Some(lab) = Lab::up("cracls") else { return };
     let client = Client::new(&lab);
 
     let before = ls_json(&client, "demo");
@@ -107,7 +107,7 @@ fn ls_shows_services_containers_stopped_and_empty_projects_then_addresses_once_c
 
 #[test]
 fn ssh_reaches_a_service_instance_a_container_picks_on_a_terminal_and_lists_choices_without_one() {
-    let Some(lab) = Lab::up("cracssh", 61) else { return };
+    let Some(lab) = Lab::up("cracssh") else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
 
@@ -143,7 +143,7 @@ fn ssh_reaches_a_service_instance_a_container_picks_on_a_terminal_and_lists_choi
 
 #[test]
 fn ssh_config_install_gives_plain_ssh_scp_rsync_and_uninstall_restores_the_file() {
-    let Some(lab) = Lab::up("cracconf", 62) else { return };
+    let Some(lab) = Lab::up("cracconf") else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
     let home = Home::new(&client);
@@ -211,7 +211,7 @@ fn ssh_config_install_gives_plain_ssh_scp_rsync_and_uninstall_restores_the_file(
 
 #[test]
 fn ssh_config_with_proxy_reaches_containers_with_no_tunnel_at_all() {
-    let Some(lab) = Lab::up("cracprox", 65) else { return };
+    let Some(lab) = Lab::up("cracprox") else { return };
     let client = Client::new(&lab);
     let home = Home::new(&client);
     let links_before = common::links(lab.laptop());
@@ -238,7 +238,7 @@ fn ssh_config_with_proxy_reaches_containers_with_no_tunnel_at_all() {
 
 #[test]
 fn exported_putty_sessions_load_in_plink_and_psftp_and_match_the_documented_formats() {
-    let Some(lab) = Lab::up("cracpty", 63) else { return };
+    let Some(lab) = Lab::up("cracpty") else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
     let home = Home::new(&client);
@@ -293,7 +293,7 @@ fn exported_putty_sessions_load_in_plink_and_psftp_and_match_the_documented_form
 
 #[test]
 fn doctor_passes_when_healthy_and_names_a_narrow_path_an_expired_token_a_blocked_endpoint_and_no_ipv6() {
-    let Some(lab) = Lab::up("cracdoc", 64) else { return };
+    let Some(lab) = Lab::up("cracdoc") else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
 

@@ -13,7 +13,7 @@ const N14: &str = "node-id-14.runtime.api.zerops";
 
 #[test]
 fn names_work_in_every_tool_and_resolv_conf_comes_back_byte_identical() {
-    let Some(lab) = Lab::up("crtdns", 7) else { return };
+    let Some(lab) = Lab::up("crtdns") else { return };
     let client = Client::new(&lab);
     let before = resolv_conf(&lab, lab.laptop());
     let isp = lab.status["isp_names"][0]["name"].as_str().unwrap().to_string();
@@ -72,7 +72,7 @@ fn names_work_in_every_tool_and_resolv_conf_comes_back_byte_identical() {
 
 #[test]
 fn after_kill_9_down_or_up_restores_resolv_conf() {
-    let Some(lab) = Lab::up("crtdnsk", 8) else { return };
+    let Some(lab) = Lab::up("crtdnsk") else { return };
     let client = Client::new(&lab);
     let before = resolv_conf(&lab, lab.laptop());
 
@@ -98,7 +98,7 @@ fn after_kill_9_down_or_up_restores_resolv_conf() {
 
 #[test]
 fn after_a_reboot_the_next_down_restores_resolv_conf() {
-    let Some(lab) = Lab::up("crtboot", 10) else { return };
+    let Some(lab) = Lab::up("crtboot") else { return };
     let client = Client::new(&lab);
     let before = resolv_conf(&lab, lab.laptop());
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
@@ -118,7 +118,7 @@ fn after_a_reboot_the_next_down_restores_resolv_conf() {
 
 #[test]
 fn container_to_container_and_responder_only_answers_locally() {
-    let Some(lab) = Lab::up("crtc2c", 9) else { return };
+    let Some(lab) = Lab::up("crtc2c") else { return };
     let other = lab.project("other")["containers"][0]["ns"]
         .as_str()
         .unwrap()

@@ -15,7 +15,7 @@ const OTHER_NAME: &str = "node-id-1.runtime.app.zerops";
 
 #[test]
 fn two_projects_names_side_by_side_and_each_leaves_alone() {
-    let Some(lab) = Lab::up("crtdnsp", 40) else { return };
+    let Some(lab) = Lab::up("crtdnsp") else { return };
     let client = Client::new(&lab);
     let before = resolv_conf(&lab);
     let isp = lab.status["isp_names"][0]["name"].as_str().unwrap().to_string();

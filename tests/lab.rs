@@ -11,7 +11,7 @@ use serde_json::Value;
 
 #[test]
 fn reference_client_reaches_containers_by_ssh_plink_and_dns() {
-    let Some(lab) = Lab::up("crtref", 1) else { return };
+    let Some(lab) = Lab::up("crtref") else { return };
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key");
     let private = cmd_ok("wg", &["genkey"], None);
@@ -84,7 +84,7 @@ fn reference_client_reaches_containers_by_ssh_plink_and_dns() {
 
 #[test]
 fn lab_up_twice_then_kill_then_down_leaves_nothing() {
-    let Some(lab) = Lab::up("crtlife", 2) else { return };
+    let Some(lab) = Lab::up("crtlife") else { return };
     let again = lab.lab(&["up"]);
     assert_success("second lab up", &again);
     assert!(
@@ -141,7 +141,7 @@ fn lab_up_twice_then_kill_then_down_leaves_nothing() {
 
 #[test]
 fn gateway_restart_keeps_key_port_and_peers_and_loses_sessions() {
-    let Some(lab) = Lab::up("crtgwrs", 30) else { return };
+    let Some(lab) = Lab::up("crtgwrs") else { return };
     let demo = lab.project("demo");
     let (gw, wg_if) = (
         demo["gateway_ns"].as_str().unwrap(),
@@ -195,7 +195,7 @@ fn gateway_restart_keeps_key_port_and_peers_and_loses_sessions() {
 
 #[test]
 fn misbehave_no_icmp_drops_ping_through_the_gateway_until_ok() {
-    let Some(lab) = Lab::up("crticmp", 31) else { return };
+    let Some(lab) = Lab::up("crticmp") else { return };
     let dir = tempfile::tempdir().unwrap();
     let key_file = dir.path().join("key");
     let private = cmd_ok("wg", &["genkey"], None);
@@ -235,6 +235,117 @@ fn misbehave_no_icmp_drops_ping_through_the_gateway_until_ok() {
         String::from_utf8_lossy(&unknown.stderr).contains("no-icmp"),
         "the modes are listed"
     );
+}
+
+#[test]
+fn ssh_into_containers_survives_the_host_replacing_etc_shadow() {
+    let Some(lab) = Lab::up("crtshad") else { return };
+    let containers: Vec<(String, String, String)> = lab.status["projects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["containers"].as_array().unwrap())
+        .filter(|c| c["status"] == "ACTIVE")
+        .map(|c| {
+            let field = |name: &str| c[name].as_str().unwrap().to_string();
+            (field("name"), field("ns"), field("ipv4"))
+        })
+        .collect();
+    assert!(containers.len() >= 4, "{containers:?}");
+    let ssh_into_every_container = |when: &str| {
+        for (name, ns, addr) in &containers {
+            let ssh = lab.ssh_from(ns, addr, "hostname");
+            assert_success(&format!("ssh into {name} {when}"), &ssh);
+            assert_eq!(stdout(&ssh), *name);
+        }
+    };
+    ssh_into_every_container("before useradd");
+
+    let inode = || std::os::unix::fs::MetadataExt::ino(&std::fs::metadata("/etc/shadow").unwrap());
+    let before = inode();
+    let _user = ThrowawayUser::add("crtshad-tmp");
+    assert_ne!(inode(), before, "useradd replaced /etc/shadow by a rename");
+
+    ssh_into_every_container("after useradd");
+}
+
+/// A user of this machine added with `useradd` (which replaces /etc/passwd and /etc/shadow by
+/// rename) and removed with `userdel` when dropped.
+struct ThrowawayUser(String);
+
+impl ThrowawayUser {
+    fn add(name: &str) -> ThrowawayUser {
+        // Left over by an earlier, killed run.
+        let _ = Command::new("userdel").arg(name).output();
+        cmd_ok(
+            "useradd",
+            &["--no-create-home", "--shell", "/usr/sbin/nologin", name],
+            None,
+        );
+        ThrowawayUser(name.to_string())
+    }
+}
+
+impl Drop for ThrowawayUser {
+    fn drop(&mut self) {
+        let out = Command::new("userdel").arg(&self.0).output().expect("running userdel");
+        if !out.status.success() && !std::thread::panicking() {
+            panic!("userdel {} failed: {}", self.0, String::from_utf8_lossy(&out.stderr));
+        }
+    }
+}
+
+#[test]
+fn every_lab_has_a_prefix_and_slot_of_its_own_across_all_test_files() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests");
+    let mut sources: Vec<(String, String)> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "rs"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            (name, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect();
+    sources.sort();
+    assert!(
+        sources.len() >= 9,
+        "{:?}",
+        sources.iter().map(|s| &s.0).collect::<Vec<_>>()
+    );
+    let problems = common::labs::problems(common::labs::LABS, &sources);
+    assert!(problems.is_empty(), "{problems:#?}");
+
+    // The check itself catches what it is for (written so this file does not call them).
+    let call = |prefix: &str| format!("Lab::up(\"{prefix}\")");
+    let twice = [
+        ("a.rs".to_string(), call("crtref")),
+        ("b.rs".to_string(), call("crtref") + &call("crtnope")),
+    ];
+    let found = common::labs::problems(common::labs::LABS, &twice);
+    assert_eq!(found.len(), 2, "{found:#?}");
+    assert!(found[0].contains("another test too (in a.rs)"), "{found:#?}");
+    assert!(found[1].contains("crtnope is not in LABS"), "{found:#?}");
+    let clashing = [
+        ("crta", 1),
+        ("crta", 2),
+        ("crtb", 2),
+        ("crtc", 81),
+        ("crdemo", 3),
+        ("crtlonger9", 200),
+    ];
+    let found = common::labs::problems(&clashing, &[]);
+    for expected in [
+        "crta is registered twice",
+        "crtb and crta share slot 2",
+        "crtc: slot 81 is reserved for tests/keys.rs",
+        "crdemo: a script uses this prefix",
+        "crtlonger9: a prefix is 1 to 8",
+        "crtlonger9: slot 200 is above 127",
+    ] {
+        assert!(found.iter().any(|p| p.starts_with(expected)), "{expected}: {found:#?}");
+    }
 }
 
 fn pings(lab: &Lab, target: &str) -> bool {

@@ -16,7 +16,7 @@ const N13: &str = "node-id-13.runtime.api.zerops";
 
 #[test]
 fn gateways_that_drop_ping_still_connect_with_a_warning() {
-    let Some(lab) = Lab::up("crrping", 30) else { return };
+    let Some(lab) = Lab::up("crrping") else { return };
     assert_success("misbehave no-icmp", &lab.lab(&["misbehave", "no-icmp"]));
     let client = Client::new(&lab);
 
@@ -41,7 +41,7 @@ fn gateways_that_drop_ping_still_connect_with_a_warning() {
 
 #[test]
 fn a_handshake_that_never_completes_still_fails_and_leaves_the_resolver_alone() {
-    let Some(lab) = Lab::up("crrnohs", 31) else { return };
+    let Some(lab) = Lab::up("crrnohs") else { return };
     assert_success("misbehave no-icmp", &lab.lab(&["misbehave", "no-icmp"]));
     let gw = lab.project("demo")["gateway_ns"].as_str().unwrap();
     // The gateway stops answering altogether: no handshake can complete.
@@ -92,7 +92,7 @@ fn wait_for(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn ipv6_only_project_connects_without_any_ipv4() {
-    let Some(lab) = Lab::up("crrv6", 32) else { return };
+    let Some(lab) = Lab::up("crrv6") else { return };
     assert_success("misbehave ipv6-only", &lab.lab(&["misbehave", "ipv6-only"]));
     let client = Client::new(&lab);
     let routes_before = routes(lab.laptop());
@@ -119,7 +119,7 @@ fn ipv6_only_project_connects_without_any_ipv4() {
 
 #[test]
 fn no_dns_gateway_connects_and_leaves_the_resolver_alone() {
-    let Some(lab) = Lab::up("crrnodns", 33) else { return };
+    let Some(lab) = Lab::up("crrnodns") else { return };
     assert_success("misbehave no-dns", &lab.lab(&["misbehave", "no-dns"]));
     let client = Client::new(&lab);
     let resolv_before = lab.laptop_ok(&["cat", "/etc/resolv.conf"]);
@@ -161,7 +161,7 @@ fn no_dns_gateway_connects_and_leaves_the_resolver_alone() {
 
 #[test]
 fn zerops_token_connects_without_login() {
-    let Some(lab) = Lab::up("crrztok", 34) else { return };
+    let Some(lab) = Lab::up("crrztok") else { return };
     let client = Client {
         lab: &lab,
         dir: tempfile::tempdir().unwrap(),
@@ -191,7 +191,7 @@ fn stderr(out: &Output) -> String {
 
 #[test]
 fn login_and_vpn_up_find_the_api_in_the_region_list() {
-    let Some(lab) = Lab::up("crrregn", 35) else { return };
+    let Some(lab) = Lab::up("crrregn") else { return };
     let client = Client {
         lab: &lab,
         dir: tempfile::tempdir().unwrap(),

@@ -13,7 +13,7 @@ const N13: &str = "node-id-13.runtime.api.zerops";
 
 #[test]
 fn ssh_works_again_within_seconds_after_the_gateway_restarts() {
-    let Some(lab) = Lab::up("crtrel", 70) else { return };
+    let Some(lab) = Lab::up("crtrel") else { return };
     let client = Client::new(&lab);
     assert_success("vpn up demo", &client.run(&["vpn", "up", "demo"]));
     let target = lab.container(N13)["ipv6"].as_str().unwrap().to_string();
@@ -43,7 +43,7 @@ fn ssh_works_again_within_seconds_after_the_gateway_restarts() {
 
 #[test]
 fn an_idle_connection_wakes_the_daemon_at_most_once_a_second() {
-    let Some(lab) = Lab::up("crtidle", 71) else { return };
+    let Some(lab) = Lab::up("crtidle") else { return };
     let client = Client::new(&lab);
     assert_success("vpn up demo", &client.run(&["vpn", "up", "demo"]));
     let pid = client.status()["connections"][0]["pid"].as_u64().unwrap();

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{assert_success, corridor_binary, links, routes, stdout, Client, Lab};
+use common::{assert_success, links, routes, stdout, Client, Lab, Staged};
 
 const NOBODY: u32 = 65534;
 const SSH_PORT: &str = "65437";
@@ -32,7 +32,7 @@ const SSH_OPTIONS: [&str; 10] = [
 
 #[test]
 fn forward_without_root_serves_ssh_parallel_sessions_and_scp() {
-    let Some(lab) = Lab::up("crtusfw", 50) else { return };
+    let Some(lab) = Lab::up("crtusfw") else { return };
     let user = Nobody::new(&lab);
     let links_before = links(lab.laptop());
     let routes_before = routes(lab.laptop());
@@ -90,11 +90,11 @@ fn forward_without_root_serves_ssh_parallel_sessions_and_scp() {
 
 #[test]
 fn connect_is_a_proxy_command_for_ssh_and_plink() {
-    let Some(lab) = Lab::up("crtuscn", 51) else { return };
+    let Some(lab) = Lab::up("crtuscn") else { return };
     let user = Nobody::new(&lab);
     let connect = format!(
         "{} --api {} connect -P demo %h %p",
-        corridor_binary().display(),
+        user.staged.corridor().display(),
         lab.api_url()
     );
 
@@ -145,7 +145,7 @@ fn connect_is_a_proxy_command_for_ssh_and_plink() {
 
 #[test]
 fn socks5_proxy_resolves_names_in_the_project_for_curl_and_ssh() {
-    let Some(lab) = Lab::up("crtussx", 52) else { return };
+    let Some(lab) = Lab::up("crtussx") else { return };
     let user = Nobody::new(&lab);
     let container = lab.container("node-id-13.runtime.api.zerops")["ns"]
         .as_str()
@@ -185,7 +185,7 @@ fn socks5_proxy_resolves_names_in_the_project_for_curl_and_ssh() {
 
 #[test]
 fn bad_input_is_explained_and_other_connections_carry_on() {
-    let Some(lab) = Lab::up("crtusbad", 53) else { return };
+    let Some(lab) = Lab::up("crtusbad") else { return };
     let user = Nobody::new(&lab);
 
     let mut forward = user.start(&["forward", "demo", "2222:api:65437", "2223:api:1"]);
@@ -228,7 +228,7 @@ fn bad_input_is_explained_and_other_connections_carry_on() {
 
 #[test]
 fn silent_gateway_fails_fast_with_a_clear_message() {
-    let Some(lab) = Lab::up("crtussil", 54) else { return };
+    let Some(lab) = Lab::up("crtussil") else { return };
     let user = Nobody::new(&lab);
     let _drop = DropUdp::install(&lab);
 
@@ -243,7 +243,7 @@ fn silent_gateway_fails_fast_with_a_clear_message() {
 
 #[test]
 fn forward_from_a_container_of_another_project_without_privilege() {
-    let Some(lab) = Lab::up("crtusc2c", 56) else { return };
+    let Some(lab) = Lab::up("crtusc2c") else { return };
     let other = lab.project("other")["containers"][0]["ns"]
         .as_str()
         .unwrap()
@@ -262,7 +262,7 @@ fn forward_from_a_container_of_another_project_without_privilege() {
 
 #[test]
 fn forward_and_vpn_up_to_one_project_work_side_by_side() {
-    let Some(lab) = Lab::up("crtusvpn", 55) else { return };
+    let Some(lab) = Lab::up("crtusvpn") else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
 
@@ -307,12 +307,13 @@ fn listening(lab: &Lab, port: u16) -> bool {
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
 }
 
-/// An unprivileged user of the laptop (or of another namespace) with its own corridor store
-/// and the lab's token.
+/// An unprivileged user of the laptop (or of another namespace) with its own corridor store,
+/// the lab's token and a copy of corridor it can reach.
 struct Nobody<'a> {
     lab: &'a Lab,
     dir: tempfile::TempDir,
     ns: String,
+    staged: Staged,
 }
 
 impl<'a> Nobody<'a> {
@@ -327,6 +328,7 @@ impl<'a> Nobody<'a> {
             lab,
             dir,
             ns: ns.to_string(),
+            staged: Staged::new(),
         };
         user.chown(user.dir.path());
         user
@@ -352,7 +354,7 @@ impl<'a> Nobody<'a> {
 
     /// `corridor --api … ARGS` as nobody in the user's namespace.
     fn corridor(&self, args: &[&str]) -> Command {
-        let binary = corridor_binary();
+        let binary = self.staged.corridor();
         let mut command = self.nobody_command(&[binary.to_str().unwrap(), "--api", self.lab.api_url()]);
         command.args(args);
         command

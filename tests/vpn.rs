@@ -11,7 +11,7 @@ const N14: &str = "node-id-14.runtime.api.zerops";
 
 #[test]
 fn up_reaches_containers_status_counts_and_down_restores_the_host() {
-    let Some(lab) = Lab::up("crtvpn", 3) else { return };
+    let Some(lab) = Lab::up("crtvpn") else { return };
     let client = Client::new(&lab);
     let links_before = links(lab.laptop());
     let routes_before = routes(lab.laptop());
@@ -99,7 +99,7 @@ fn up_reaches_containers_status_counts_and_down_restores_the_host() {
 
 #[test]
 fn kill_9_of_the_daemon_then_down_then_up_again() {
-    let Some(lab) = Lab::up("crtkill", 5) else { return };
+    let Some(lab) = Lab::up("crtkill") else { return };
     let client = Client::new(&lab);
     let routes_before = routes(lab.laptop());
     assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
@@ -137,7 +137,7 @@ fn kill_9_of_the_daemon_then_down_then_up_again() {
 
 #[test]
 fn api_failures_are_explained_and_leave_no_interface() {
-    let Some(lab) = Lab::up("crtapi", 4) else { return };
+    let Some(lab) = Lab::up("crtapi") else { return };
     let client = Client::new(&lab);
     let before = links(lab.laptop());
     let cases: [(&[&str], &str, &str); 5] = [
@@ -177,7 +177,7 @@ fn api_failures_are_explained_and_leave_no_interface() {
 
 #[test]
 fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
-    let Some(lab) = Lab::up("crtfail", 6) else { return };
+    let Some(lab) = Lab::up("crtfail") else { return };
     let client = Client::new(&lab);
     let before = links(lab.laptop());
     let routes_before = routes(lab.laptop());
@@ -192,7 +192,8 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
     assert_eq!(links(lab.laptop()), before);
     assert_eq!(routes(lab.laptop()), routes_before);
 
-    let mut unprivileged = common::as_nobody(&lab, &["--api", lab.api_url(), "vpn", "up", "demo"]);
+    let staged = common::Staged::new();
+    let mut unprivileged = common::as_nobody(&lab, &staged, &["--api", lab.api_url(), "vpn", "up", "demo"]);
     unprivileged
         .env("CORRIDOR_TOKEN", lab.token())
         .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run-nobody"))
@@ -253,7 +254,7 @@ fn unreachable_endpoint_and_missing_privilege_fail_cleanly() {
 fn foreground_serves_until_sigterm_then_restores_the_host() {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
-    let Some(lab) = Lab::up("crtfg", 12) else { return };
+    let Some(lab) = Lab::up("crtfg") else { return };
     let client = Client::new(&lab);
     let (links_before, routes_before) = (links(lab.laptop()), routes(lab.laptop()));
     let resolv_before = lab.run_in(lab.laptop(), &["cat", "/etc/resolv.conf"]).stdout;
@@ -306,7 +307,7 @@ fn foreground_serves_until_sigterm_then_restores_the_host() {
 
 #[test]
 fn without_tun_offload_the_tunnel_still_carries_bulk_data() {
-    let Some(lab) = Lab::up("crtnooff", 13) else { return };
+    let Some(lab) = Lab::up("crtnooff") else { return };
     let client = Client::new(&lab);
     let mut up = client.command(&["vpn", "up", "demo"]);
     up.env("CORRIDOR_NO_OFFLOAD", "1");
@@ -330,11 +331,12 @@ fn without_tun_offload_the_tunnel_still_carries_bulk_data() {
 #[test]
 fn status_without_sudo_sees_its_own_connection_and_never_tears_down_others() {
     use std::os::unix::fs::PermissionsExt;
-    let Some(lab) = Lab::up("crtuser", 14) else { return };
+    let Some(lab) = Lab::up("crtuser") else { return };
     let client = Client::new(&lab);
     std::fs::set_permissions(client.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let staged = common::Staged::new();
     let as_nobody = |args: &[&str]| {
-        common::as_nobody(&lab, args)
+        common::as_nobody(&lab, &staged, args)
             .env("CORRIDOR_RUNTIME_DIR", client.dir.path().join("run"))
             .env("CORRIDOR_STATE_DIR", client.dir.path().join("state-nobody"))
             .env("CORRIDOR_CONFIG_DIR", client.dir.path().join("config-nobody"))

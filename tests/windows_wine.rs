@@ -19,7 +19,7 @@ const EXES: [&str; 2] = ["corridor.exe", "corridor-daemon.exe"];
 #[test]
 fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
     let Some(wine) = Wine::new() else { return };
-    let Some(lab) = Lab::up("wine", 90) else { return };
+    let Some(lab) = Lab::up("wine") else { return };
     let links_before = lab.laptop_ok(&["ip", "-o", "link"]);
 
     let help = wine.run(&lab, &["--help"]);

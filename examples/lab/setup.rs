@@ -555,8 +555,11 @@ fn dnsmasq(plan: &Plan, ns: &str, name: &str, extra: &[String]) -> Result<()> {
     spawn(ns, &args, &[], &state(plan, &format!("{name}.log")))
 }
 
-/// Host key, sshd config and an /etc/shadow in which root has an empty password: sshd gets the
-/// latter by a bind mount in its own mount namespace, so the host's accounts are never touched.
+/// Host key, sshd config and a private copy of /etc in which root has an empty password: each
+/// container's sshd gets the copy by a bind mount over /etc in its own mount namespace, so the
+/// host's accounts are never touched. The whole directory, not /etc/shadow alone: when the host
+/// replaces a file by rename (useradd, passwd, a package adding a system user), the kernel drops
+/// every mount on that file in all namespaces, and sshd would see the host's `root:*` again.
 fn ensure_ssh_material(plan: &Plan) -> Result<()> {
     let key = state(plan, "ssh_host_ed25519_key");
     run(
@@ -573,7 +576,13 @@ fn ensure_ssh_material(plan: &Plan) -> Result<()> {
             &key.to_string_lossy(),
         ],
     )?;
-    let shadow = fs::read_to_string("/etc/shadow").context("reading /etc/shadow")?;
+    let etc = state(plan, "etc");
+    if etc.exists() {
+        fs::remove_dir_all(&etc)?;
+    }
+    run("cp", &["-a", "/etc", &etc.to_string_lossy()])?;
+    let shadow_path = etc.join("shadow");
+    let shadow = fs::read_to_string(&shadow_path).context("reading the copy of /etc/shadow")?;
     let lab_shadow: String = shadow
         .lines()
         .map(|line| match line.strip_prefix("root:") {
@@ -581,7 +590,15 @@ fn ensure_ssh_material(plan: &Plan) -> Result<()> {
             None => format!("{line}\n"),
         })
         .collect();
-    fs::write(state(plan, "shadow"), lab_shadow)?;
+    // Written in place: the copy keeps the host's owner and mode (0640 root:shadow).
+    fs::write(&shadow_path, lab_shadow)?;
+    // Each container's own resolv.conf (from /etc/netns) is mounted here at its start; the
+    // host's may be a symlink into /run or a bind mount, neither of which can take it.
+    let resolv = etc.join("resolv.conf");
+    if resolv.symlink_metadata().is_ok() {
+        fs::remove_file(&resolv)?;
+    }
+    fs::write(&resolv, "")?;
     // Platform containers let root in with no key and no password: the tunnel is the boundary.
     let config = format!(
         "Port {SSH_PORT}\nHostKey {}\nPermitRootLogin yes\nPermitEmptyPasswords yes\nPasswordAuthentication yes\n\
@@ -614,11 +631,15 @@ fn host_key_fingerprint(plan: &Plan) -> Result<String> {
 /// sshd and iperf3 in a container, in a UTS namespace of its own so `hostname` answers the
 /// container's name.
 fn start_container(plan: &Plan, c: &crate::plan::Container) -> Result<()> {
+    // `ip netns exec` has put the container's resolv.conf over /etc/resolv.conf; it moves into
+    // the private /etc before that covers the host's.
+    let etc = state(plan, "etc");
     let script = format!(
-        "mount --bind {} /etc/shadow && hostname {} && exec /usr/sbin/sshd -D -e -f {}",
-        state(plan, "shadow").display(),
+        "mount --bind /etc/resolv.conf {etc}/resolv.conf && mount --rbind {etc} /etc && hostname {} && \
+         exec /usr/sbin/sshd -D -e -f {}",
         c.name,
-        state(plan, "sshd_config").display()
+        state(plan, "sshd_config").display(),
+        etc = etc.display(),
     );
     let log = state(plan, &format!("c{}.log", c.number));
     spawn(&c.ns, &["unshare", "--mount", "--uts", "sh", "-c", &script], &[], &log)?;

@@ -2,6 +2,8 @@
 //! also when the test fails) and helpers to run commands inside its namespaces.
 #![allow(dead_code)]
 
+pub mod labs;
+
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
@@ -15,9 +17,11 @@ pub struct Lab {
 }
 
 impl Lab {
-    /// Brings up a lab with its own prefix and slot. `None` (after saying why) when this machine
-    /// cannot run it; under CI=true that is a failure instead, so no test passes by skipping.
-    pub fn up(prefix: &str, slot: u8) -> Option<Lab> {
+    /// Brings up the lab registered as `prefix` in [`labs::LABS`], on its slot. `None` (after
+    /// saying why) when this machine cannot run it; under CI=true that is a failure instead, so
+    /// no test passes by skipping.
+    pub fn up(prefix: &str) -> Option<Lab> {
+        let slot = labs::slot_of(prefix);
         if !can_run_labs() {
             return None;
         }
@@ -202,6 +206,11 @@ pub fn corridor_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_corridor"))
 }
 
+/// The corridor-daemon binary under test.
+pub fn daemon_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_corridor-daemon"))
+}
+
 pub fn assert_success(what: &str, out: &Output) {
     assert!(
         out.status.success(),
@@ -282,9 +291,9 @@ impl Drop for Client<'_> {
     }
 }
 
-/// `corridor ARGS` in the laptop namespace as uid/gid 65534 with no capabilities: an
-/// unprivileged user of the machine.
-pub fn as_nobody(lab: &Lab, args: &[&str]) -> Command {
+/// `corridor ARGS` (the copy in `staged`) in the laptop namespace as uid/gid 65534 with no
+/// capabilities: an unprivileged user of the machine.
+pub fn as_nobody(lab: &Lab, staged: &Staged, args: &[&str]) -> Command {
     let mut cmd = Command::new("ip");
     cmd.args([
         "netns",
@@ -295,9 +304,54 @@ pub fn as_nobody(lab: &Lab, args: &[&str]) -> Command {
         "--regid=65534",
     ])
     .args(["--clear-groups", "--inh-caps=-all"])
-    .arg(corridor_binary())
+    .arg(staged.corridor())
     .args(args);
     cmd
+}
+
+/// corridor and corridor-daemon copied for another user to run, into a 0755 directory of
+/// their own under the system's temporary directory, removed when dropped (also when the
+/// test fails). Running a program needs search permission on every directory above it, and
+/// the checkout may sit where only its owner gets in: /root, a 0750 home, a 0700 `mktemp -d`.
+pub struct Staged {
+    dir: tempfile::TempDir,
+}
+
+impl Staged {
+    pub fn new() -> Staged {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = std::env::temp_dir();
+        if let Some(closed) = tmp
+            .ancestors()
+            .find(|d| std::fs::metadata(d).map_or(true, |m| m.permissions().mode() & 0o001 == 0))
+        {
+            panic!(
+                "{} (in the temporary directory {}) is not searchable by other users, who must run \
+                 corridor from there: set TMPDIR to a directory everyone can reach, such as /tmp",
+                closed.display(),
+                tmp.display()
+            );
+        }
+        let dir = tempfile::Builder::new().prefix("corridor-bin").tempdir().unwrap();
+        let everyone = || std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(dir.path(), everyone()).unwrap();
+        for binary in [corridor_binary(), daemon_binary()] {
+            let staged = dir.path().join(binary.file_name().unwrap());
+            // A hard link is free where it works (debug builds weigh 150 MB); the inode must
+            // already let others read and run it.
+            let runnable = std::fs::metadata(&binary).unwrap().permissions().mode() & 0o005 == 0o005;
+            if !(runnable && std::fs::hard_link(&binary, &staged).is_ok()) {
+                std::fs::copy(&binary, &staged).unwrap();
+                std::fs::set_permissions(&staged, everyone()).unwrap();
+            }
+        }
+        Staged { dir }
+    }
+
+    /// The staged corridor (corridor-daemon beside it, as installed).
+    pub fn corridor(&self) -> PathBuf {
+        self.dir.path().join(corridor_binary().file_name().unwrap())
+    }
 }
 
 /// Links in a namespace, by name.
