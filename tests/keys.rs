@@ -19,7 +19,7 @@ const READY: Duration = Duration::from_secs(30);
 
 #[test]
 fn key_list_marks_the_connection_and_a_forward_as_this_machines_and_a_reference_key_as_anothers() {
-    let Some(lab) = Lab::up("crklist", 80) else { return };
+    let Some(lab) = Lab::up("crklist") else { return };
     let client = Client::new(&lab);
     assert_success("vpn up", &client.run(&["vpn", "up", "demo", "--dns", "off"]));
     let mut forward = Running::spawn(&mut client.command(&["forward", "demo", "2222:api:65437"]));
@@ -57,7 +57,7 @@ fn key_list_marks_the_connection_and_a_forward_as_this_machines_and_a_reference_
 
 #[test]
 fn remove_mine_unused_takes_exactly_the_idle_keys_and_the_connections_key_needs_force() {
-    let Some(lab) = Lab::up("crkrm", 81) else { return };
+    let Some(lab) = Lab::up("crkrm") else { return };
     let client = Client::new(&lab);
     let id = project_id(&lab, "demo");
     assert_success("vpn up", &client.run(&["vpn", "up", "demo", "--dns", "off"]));
@@ -134,7 +134,7 @@ fn remove_mine_unused_takes_exactly_the_idle_keys_and_the_connections_key_needs_
 
 #[test]
 fn the_config_file_as_it_stands_serves_wireguard_go_by_address_and_by_name() {
-    let Some(lab) = Lab::up("crkconf", 82) else { return };
+    let Some(lab) = Lab::up("crkconf") else { return };
     let client = Client::new(&lab);
     let dir = tempfile::tempdir().unwrap();
     let conf = dir.path().join("demo.conf");
@@ -204,7 +204,7 @@ fn the_config_file_as_it_stands_serves_wireguard_go_by_address_and_by_name() {
 
 #[test]
 fn twenty_rootless_connects_leave_only_the_first_slots_key_registered() {
-    let Some(lab) = Lab::up("crkconn", 83) else { return };
+    let Some(lab) = Lab::up("crkconn") else { return };
     let client = Client::new(&lab);
     let id = project_id(&lab, "demo");
 
@@ -239,7 +239,7 @@ fn twenty_rootless_connects_leave_only_the_first_slots_key_registered() {
 
 #[test]
 fn bad_keys_an_empty_project_and_a_bad_answer_are_explained_and_remove_nothing() {
-    let Some(lab) = Lab::up("crkbad", 84) else { return };
+    let Some(lab) = Lab::up("crkbad") else { return };
     let client = Client::new(&lab);
     let id = project_id(&lab, "demo");
     let other = reference_key(&lab, "demo");

@@ -56,6 +56,12 @@ pub const LABS: &[(&str, u8)] = &[
     // tests/reliability.rs
     ("crtrel", 70),
     ("crtidle", 71),
+    // tests/keys.rs
+    ("crklist", 80),
+    ("crkrm", 81),
+    ("crkconf", 82),
+    ("crkconn", 83),
+    ("crkbad", 84),
     // tests/windows_wine.rs
     ("wine", 90),
 ];
