@@ -17,12 +17,12 @@ use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::api::ProjectId;
 use crate::dns;
-use crate::host::{self, Journal};
+use crate::host::{self, device, Journal};
 use crate::paths::ConnectionFiles;
 use crate::platform;
 use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
 use crate::tunnel::io::{Request, Tunnel};
-use crate::tunnel::{device, probe};
+use crate::tunnel::probe;
 
 pub use status::{ConnectionState, TunnelStatus};
 

@@ -2,6 +2,7 @@
 //! and the checks that tell a user what is missing before anything is changed.
 
 pub mod allowed;
+pub mod device;
 mod journal;
 pub mod plan;
 

@@ -2,7 +2,6 @@
 
 pub mod clock;
 pub mod core;
-pub mod device;
 pub mod io;
 pub mod probe;
 pub mod tun;

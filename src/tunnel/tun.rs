@@ -1,58 +1,12 @@
-//! The TUN side of the data path, per OS: creating the device, reading packets from it and
-//! writing packets to it. Linux reads and writes in batches through TUN offload (a read yields a
+//! The TUN side of the data path, per OS: reading packets from the device and writing packets
+//! to it (`host::device` creates it). Linux reads and writes in batches through TUN offload (a read yields a
 //! TCP super-packet split into segments, a write hands the kernel coalesced segments); every
 //! other OS moves one packet per read and write, as Linux does when offload is refused.
-
-use ipnet::IpNet;
-use tun_rs::{AsyncDevice, DeviceBuilder};
 
 #[cfg(target_os = "linux")]
 pub use batched::{TunRx, TunTx, OFFLOAD, OFFSET};
 #[cfg(not(target_os = "linux"))]
 pub use portable::{TunRx, TunTx, OFFLOAD, OFFSET};
-
-/// What a new device is made of.
-pub struct Spec<'a> {
-    pub name: &'a str,
-    /// Marks the interface as one connection's: Windows keeps it as the adapter's description.
-    pub tag: &'a str,
-    pub mtu: u16,
-    pub addresses: &'a [IpNet],
-    /// Asks for TUN offload (Linux only; elsewhere there is none to ask for).
-    pub offload: bool,
-}
-
-/// Creates the device with its addresses.
-pub fn build(spec: &Spec) -> std::io::Result<AsyncDevice> {
-    let mut builder = os_options(DeviceBuilder::new().name(spec.name).mtu(spec.mtu), spec);
-    for addr in spec.addresses {
-        builder = match addr {
-            IpNet::V4(v4) => builder.ipv4(v4.addr(), v4.prefix_len(), None),
-            IpNet::V6(v6) => builder.ipv6(v6.addr(), v6.prefix_len()),
-        };
-    }
-    builder.build_async()
-}
-
-#[cfg(target_os = "linux")]
-fn os_options(builder: DeviceBuilder, spec: &Spec) -> DeviceBuilder {
-    builder.offload(spec.offload)
-}
-
-/// `wintun.dll` is loaded from beside corridor.exe (the preflight checked it is there).
-#[cfg(windows)]
-fn os_options(builder: DeviceBuilder, spec: &Spec) -> DeviceBuilder {
-    let builder = builder.description(spec.tag);
-    match std::env::current_exe() {
-        Ok(exe) => builder.wintun_file(exe.with_file_name("wintun.dll").to_string_lossy().into_owned()),
-        Err(_) => builder,
-    }
-}
-
-#[cfg(target_os = "macos")]
-fn os_options(builder: DeviceBuilder, _spec: &Spec) -> DeviceBuilder {
-    builder
-}
 
 #[cfg(target_os = "linux")]
 mod batched {

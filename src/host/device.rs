@@ -1,13 +1,13 @@
 //! The TUN device: the only code that creates interfaces, sets their addresses and routes.
-//! Every change goes through the host-change journal first.
+//! Every change goes through the host-change journal first; the data plane (`tunnel`) only
+//! moves packets through the device it is handed.
 
 use anyhow::{Context, Result};
 use ipnet::IpNet;
-use tun_rs::AsyncDevice;
-
-use super::tun::{self, Spec};
+use tun_rs::{AsyncDevice, DeviceBuilder};
 
 use crate::host::{self, Change, Journal};
+use crate::tunnel::tun;
 
 pub struct DeviceConfig<'a> {
     pub name: &'a str,
@@ -46,20 +46,44 @@ pub fn create(config: &DeviceConfig, journal: &mut Journal) -> Result<AsyncDevic
     Ok(device)
 }
 
-fn build(config: &DeviceConfig, offload: bool) -> std::io::Result<AsyncDevice> {
-    tun::build(&Spec {
-        name: config.name,
-        tag: config.tag,
-        mtu: config.mtu,
-        addresses: config.addresses,
-        offload,
-    })
-}
-
 /// The first interface name (`corridorN`, `utunN` on macOS) not taken on this host.
 pub fn free_name() -> String {
     (0..)
         .map(|n| format!("{}{n}", host::INTERFACE_PREFIX))
         .find(|name| host::interface_tag(name).is_none())
         .expect("some interface name is free")
+}
+
+/// Creates the device with its addresses; `offload` asks for TUN offload (Linux only; elsewhere
+/// there is none to ask for).
+fn build(config: &DeviceConfig, offload: bool) -> std::io::Result<AsyncDevice> {
+    let mut builder = os_options(DeviceBuilder::new().name(config.name).mtu(config.mtu), config, offload);
+    for addr in config.addresses {
+        builder = match addr {
+            IpNet::V4(v4) => builder.ipv4(v4.addr(), v4.prefix_len(), None),
+            IpNet::V6(v6) => builder.ipv6(v6.addr(), v6.prefix_len()),
+        };
+    }
+    builder.build_async()
+}
+
+#[cfg(target_os = "linux")]
+fn os_options(builder: DeviceBuilder, _config: &DeviceConfig, offload: bool) -> DeviceBuilder {
+    builder.offload(offload)
+}
+
+/// `wintun.dll` is loaded from beside corridor.exe (the preflight checked it is there); the
+/// tag is kept as the adapter's description.
+#[cfg(windows)]
+fn os_options(builder: DeviceBuilder, config: &DeviceConfig, _offload: bool) -> DeviceBuilder {
+    let builder = builder.description(config.tag);
+    match std::env::current_exe() {
+        Ok(exe) => builder.wintun_file(exe.with_file_name("wintun.dll").to_string_lossy().into_owned()),
+        Err(_) => builder,
+    }
+}
+
+#[cfg(target_os = "macos")]
+fn os_options(builder: DeviceBuilder, _config: &DeviceConfig, _offload: bool) -> DeviceBuilder {
+    builder
 }
