@@ -58,30 +58,25 @@ pub(crate) fn restore_with(journal: &Path, allowed: &Allowed) -> Result<Vec<Chan
             journal.display()
         );
     }
-    let changes = journal::read(journal)?;
-    let verdicts = allowed.check(journal, &changes);
-    let refused: Vec<String> = changes
+    let text = match fs::read(journal) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", journal.display())),
+    };
+    let replay = plan_replay(journal, &text, allowed, &interface_tag);
+    let refused: Vec<String> = replay
+        .refused
         .iter()
-        .zip(&verdicts)
-        .filter_map(|(change, verdict)| {
-            let why = verdict.as_ref().err()?;
+        .map(|(change, why)| {
             tracing::error!(journal = %journal.display(), ?change, %why, "refused a journal entry corridor never makes");
-            Some(format!("  {why}"))
+            format!("  {why}")
         })
         .collect();
-    let permitted: Vec<Change> = changes
-        .iter()
-        .zip(&verdicts)
-        .filter(|(_, verdict)| verdict.is_ok())
-        .map(|(change, _)| change.clone())
-        .collect();
-    let foreign = foreign_interfaces(&permitted, &interface_tag);
+    for change in &replay.left_alone {
+        tracing::info!(?change, "interface belongs to another connection now; left alone");
+    }
     let mut left = Vec::new();
-    for change in permitted.iter().rev() {
-        if names_any(change, &foreign) {
-            tracing::info!(?change, "interface belongs to another connection now; left alone");
-            continue;
-        }
+    for change in &replay.undo {
         if let Err(e) = undo(change) {
             tracing::warn!(?change, error = %e, "could not undo a host change");
             left.push(change.clone());
@@ -105,6 +100,41 @@ pub(crate) fn restore_with(journal: &Path, allowed: &Allowed) -> Result<Vec<Chan
         fixes.join("\n"),
         journal.display()
     )
+}
+
+/// What replaying a journal does, decided from its text and the live tags of the interfaces it
+/// names (`tag_of`), before anything is executed.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// The changes to undo, newest first: each one corridor could have made.
+    pub undo: Vec<Change>,
+    /// Entries corridor never makes, with why: never carried out.
+    pub refused: Vec<(Change, String)>,
+    /// Changes on an interface that carries another connection's tag now.
+    pub left_alone: Vec<Change>,
+}
+
+/// Plans the replay of the journal at `journal` (its name says whose it is) holding `text`.
+pub fn plan_replay(journal: &Path, text: &[u8], allowed: &Allowed, tag_of: &dyn Fn(&str) -> Option<String>) -> Replay {
+    let changes = journal::parse(text, journal);
+    let verdicts = allowed.check(journal, &changes);
+    let mut replay = Replay::default();
+    let mut permitted = Vec::new();
+    for (change, verdict) in changes.into_iter().zip(verdicts) {
+        match verdict {
+            Ok(()) => permitted.push(change),
+            Err(why) => replay.refused.push((change, why)),
+        }
+    }
+    let foreign = foreign_interfaces(&permitted, tag_of);
+    for change in permitted.into_iter().rev() {
+        if names_any(&change, &foreign) {
+            replay.left_alone.push(change);
+        } else {
+            replay.undo.push(change);
+        }
+    }
+    replay
 }
 
 /// Routes `networks` into the tunnel interface, each journaled before it is added.
@@ -247,6 +277,29 @@ mod tests {
             })
             .unwrap();
         journal
+    }
+
+    /// The fuzz target's property on its seeds cut at every byte (a torn write anywhere): the
+    /// planner never plans what corridor could not have made.
+    #[test]
+    fn torn_and_hostile_journals_plan_only_corridors_own_changes() {
+        let seeds = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds/journal");
+        let journal = Path::new("/var/lib/corridor/p1.journal");
+        let tag_of = |_: &str| Some("corridor:p1:0123456789abcdef".to_string());
+        let mut planned = 0;
+        for seed in std::fs::read_dir(seeds).unwrap() {
+            let text = std::fs::read(seed.unwrap().path()).unwrap();
+            for cut in 0..=text.len() {
+                for os in [plan::Os::Linux, plan::Os::MacOs, plan::Os::Windows] {
+                    let allowed = Allowed::for_os(os);
+                    let replay = plan_replay(journal, &text[..cut], &allowed, &tag_of);
+                    let order: Vec<Change> = replay.undo.iter().rev().cloned().collect();
+                    assert!(allowed.check(journal, &order).iter().all(Result::is_ok), "{order:?}");
+                    planned += replay.undo.len();
+                }
+            }
+        }
+        assert!(planned > 0, "the seeds hold changes corridor makes");
     }
 
     #[test]
