@@ -671,3 +671,18 @@ pub mod ipc {
         }
     }
 }
+
+#[cfg(test)]
+mod server_tests {
+    use super::trusted_server;
+
+    #[test]
+    fn only_system_or_an_elevated_server_is_believed() {
+        assert!(trusted_server("S-1-5-18", false));
+        assert!(trusted_server("S-1-5-21-1-2-3-1001", true));
+        assert!(
+            !trusted_server("S-1-5-21-1-2-3-1001", false),
+            "an ordinary user's squatter"
+        );
+    }
+}
