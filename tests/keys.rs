@@ -5,17 +5,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{assert_success, corridor_binary, stdout, Client, Lab};
+use common::{assert_success, cmd_ok, corridor_binary, stdout, Client, Lab, Running, SSH_OPTIONS};
 use serde_json::Value;
-
-const READY: Duration = Duration::from_secs(30);
 
 #[test]
 fn key_list_marks_the_connection_and_a_forward_as_this_machines_and_a_reference_key_as_anothers() {
@@ -329,27 +325,7 @@ fn api_keys(lab: &Lab, project_id: &str) -> Vec<String> {
 fn reference_key(lab: &Lab, project: &str) -> String {
     let public = cmd_ok("wg", &["pubkey"], Some(&cmd_ok("wg", &["genkey"], None)));
     let public = public.trim();
-    let url = format!(
-        "{}/api/rest/public/project/{}/vpn",
-        lab.api_url(),
-        project_id(lab, project)
-    );
-    let body = serde_json::json!({"publicKey": public, "instanceId": null}).to_string();
-    let auth = format!("Authorization: Bearer {}", lab.token());
-    lab.laptop_ok(&[
-        "curl",
-        "-sS",
-        "--fail-with-body",
-        "-X",
-        "POST",
-        "-H",
-        &auth,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &body,
-        &url,
-    ]);
+    lab.register_key(&project_id(lab, project), public);
     public.to_string()
 }
 
@@ -377,26 +353,13 @@ fn value(conf: &str, key: &str) -> String {
 
 /// ssh from the laptop to a local port (a `forward`), running `hostname`.
 fn ssh_local(lab: &Lab, port: u16) -> Output {
-    lab.run_in(
-        lab.laptop(),
-        &[
-            "ssh",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "ConnectTimeout=10",
-            "-p",
-            &port.to_string(),
-            "root@127.0.0.1",
-            "hostname",
-        ],
-    )
+    let port = port.to_string();
+    let args: Vec<&str> = ["ssh"]
+        .into_iter()
+        .chain(SSH_OPTIONS)
+        .chain(["-p", &port, "root@127.0.0.1", "hostname"])
+        .collect();
+    lab.run_in(lab.laptop(), &args)
 }
 
 fn stderr(out: &Output) -> String {
@@ -415,25 +378,6 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn cmd_ok(program: &str, args: &[&str], input: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("starting {program}: {e}"));
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(input) = input {
-        stdin.write_all(input.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert_success(&format!("{program} {}", args.join(" ")), &out);
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 trait ClientExt {
@@ -550,86 +494,5 @@ impl NamespaceResolvConf {
 impl Drop for NamespaceResolvConf {
     fn drop(&mut self) {
         let _ = std::fs::write(&self.path, &self.original);
-    }
-}
-
-/// A long-running corridor whose output is read line by line; killed when dropped.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(command: &mut Command) -> Running {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting corridor");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Waits for an output line containing `text`; fails the test after `READY`.
-    fn wait_for(&mut self, text: &str) {
-        let deadline = Instant::now() + READY;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(text) => return,
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line with {text:?} within {READY:?}; output: {:#?}", self.seen),
-            }
-        }
-    }
-
-    fn interrupt(&self) {
-        nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(self.child.id() as i32),
-            nix::sys::signal::Signal::SIGINT,
-        )
-        .unwrap();
-    }
-
-    fn kill(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("corridor did not exit within {timeout:?}");
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{assert_success, stdout, Lab};
+use common::{assert_success, cmd_ok, stdout, Lab};
 use serde_json::Value;
 
 #[test]
@@ -19,7 +19,7 @@ fn reference_client_reaches_containers_by_ssh_plink_and_dns() {
     let public = cmd_ok("wg", &["pubkey"], Some(&private));
 
     let demo = lab.project("demo");
-    let answer = register_key(&lab, demo["id"].as_str().unwrap(), public.trim());
+    let answer = lab.register_key(demo["id"].as_str().unwrap(), public.trim());
     configure_reference_client(&lab, "crtref-ref", &key_file, &answer);
 
     for name in ["node-id-13.runtime.api.zerops", "node-id-14.runtime.api.zerops"] {
@@ -152,9 +152,9 @@ fn gateway_restart_keeps_key_port_and_peers_and_loses_sessions() {
     let private = cmd_ok("wg", &["genkey"], None);
     std::fs::write(&key_file, &private).unwrap();
     let public = cmd_ok("wg", &["pubkey"], Some(&private));
-    let answer = register_key(&lab, demo["id"].as_str().unwrap(), public.trim());
+    let answer = lab.register_key(demo["id"].as_str().unwrap(), public.trim());
     let second = cmd_ok("wg", &["pubkey"], Some(&cmd_ok("wg", &["genkey"], None)));
-    register_key(&lab, demo["id"].as_str().unwrap(), second.trim());
+    lab.register_key(demo["id"].as_str().unwrap(), second.trim());
     configure_reference_client(&lab, "crtgwrs-ref", &key_file, &answer);
     let n13 = lab.container("node-id-13.runtime.api.zerops")["ipv6"]
         .as_str()
@@ -202,7 +202,7 @@ fn misbehave_no_icmp_drops_ping_through_the_gateway_until_ok() {
     std::fs::write(&key_file, &private).unwrap();
     let public = cmd_ok("wg", &["pubkey"], Some(&private));
     let demo = lab.project("demo");
-    let answer = register_key(&lab, demo["id"].as_str().unwrap(), public.trim());
+    let answer = lab.register_key(demo["id"].as_str().unwrap(), public.trim());
     configure_reference_client(&lab, "crticmp-ref", &key_file, &answer);
     let n13 = lab.container("node-id-13.runtime.api.zerops");
     let targets = [
@@ -390,28 +390,6 @@ fn wireguard_pid(ns: &str) -> String {
     found[0].to_string()
 }
 
-/// POST /project/{id}/vpn from inside the laptop, as the platform's CLI does.
-fn register_key(lab: &Lab, project_id: &str, public_key: &str) -> Value {
-    let url = format!("{}/api/rest/public/project/{project_id}/vpn", lab.api_url());
-    let body = serde_json::json!({"publicKey": public_key, "instanceId": null}).to_string();
-    let auth = format!("Authorization: Bearer {}", lab.token());
-    let out = lab.laptop_ok(&[
-        "curl",
-        "-sS",
-        "--fail-with-body",
-        "-X",
-        "POST",
-        "-H",
-        &auth,
-        "-H",
-        "Content-Type: application/json",
-        "-d",
-        &body,
-        &url,
-    ]);
-    serde_json::from_str(&out).expect("ProjectVpnItem JSON")
-}
-
 /// wireguard-go in the laptop namespace, set up from the answer: addresses, allowed IPs = the
 /// four networks, endpoint = project.ipv4.sharedEndpoint, keepalive.
 fn configure_reference_client(lab: &Lab, ifname: &str, key_file: &std::path::Path, answer: &Value) {
@@ -465,24 +443,4 @@ fn list_namespaces() -> Vec<String> {
         .filter_map(|l| l.split_whitespace().next())
         .map(str::to_string)
         .collect()
-}
-
-fn cmd_ok(program: &str, args: &[&str], input: Option<&str>) -> String {
-    use std::io::Write;
-    use std::process::Stdio;
-    let mut child = Command::new(program)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    if let Some(input) = input {
-        stdin.write_all(input.as_bytes()).unwrap();
-    }
-    drop(stdin);
-    let out = child.wait_with_output().unwrap();
-    assert_success(&format!("{program} {}", args.join(" ")), &out);
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -4,8 +4,11 @@
 
 pub mod labs;
 
+use std::io::{BufRead, BufReader, Read};
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -47,6 +50,28 @@ impl Lab {
             .args(args)
             .output()
             .expect("running the lab binary")
+    }
+
+    /// POST /project/{id}/vpn from inside the laptop, as the platform's CLI does.
+    pub fn register_key(&self, project_id: &str, public_key: &str) -> Value {
+        let url = format!("{}/api/rest/public/project/{project_id}/vpn", self.api_url());
+        let body = serde_json::json!({"publicKey": public_key, "instanceId": null}).to_string();
+        let auth = format!("Authorization: Bearer {}", self.token());
+        let out = self.laptop_ok(&[
+            "curl",
+            "-sS",
+            "--fail-with-body",
+            "-X",
+            "POST",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &url,
+        ]);
+        serde_json::from_str(&out).expect("ProjectVpnItem JSON")
     }
 
     pub fn laptop(&self) -> &str {
@@ -117,22 +142,9 @@ impl Lab {
         let args: Vec<&str> = ["ssh"]
             .into_iter()
             .chain(extra.iter().copied())
-            .chain([
-                "-p",
-                "65437",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "LogLevel=ERROR",
-                "-o",
-                "ConnectTimeout=5",
-                &target,
-                command,
-            ])
+            .chain(["-p", "65437"])
+            .chain(SSH_OPTIONS)
+            .chain([target.as_str(), command])
             .collect();
         self.run_in(ns, &args)
     }
@@ -376,4 +388,128 @@ pub fn routes(ns: &str) -> String {
         String::from_utf8_lossy(&v4.stdout),
         String::from_utf8_lossy(&v6.stdout)
     )
+}
+
+const READY: Duration = Duration::from_secs(30);
+
+/// A long-running corridor whose output is read line by line; killed when dropped.
+pub struct Running {
+    pub child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    pub fn spawn(command: &mut Command) -> Running {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting corridor");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits for an output line containing `text`; fails the test after `READY` (30 s).
+    pub fn wait_for(&mut self, text: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + READY;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(text) => return line,
+                Ok(line) => self.seen.push(line),
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!("no line with {text:?} within {READY:?}; output: {:#?}", self.seen);
+                }
+            }
+        }
+    }
+
+    pub fn interrupt(&self) {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGINT,
+        )
+        .unwrap();
+    }
+
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn wait(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        panic!("corridor did not exit within {timeout:?}");
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// ssh's options for the lab's throwaway hosts: no prompts, no known_hosts.
+pub const SSH_OPTIONS: [&str; 10] = [
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "ConnectTimeout=10",
+];
+
+/// Runs `program` to success with `input` on its stdin; its stdout.
+pub fn cmd_ok(program: &str, args: &[&str], input: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(input) = input {
+        stdin.write_all(input.as_bytes()).unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert_success(&format!("{program} {}", args.join(" ")), &out);
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
