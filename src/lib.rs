@@ -15,6 +15,7 @@ pub mod keys;
 pub mod logging;
 pub mod paths;
 pub mod platform;
+pub mod project_id;
 pub mod report;
 pub mod store;
 pub mod tunnel;

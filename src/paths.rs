@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::api::ProjectId;
+use crate::project_id::ProjectId;
 use crate::platform;
 
 /// `CORRIDOR_RUNTIME_DIR`, else the system's runtime dir (for root, and for everyone once a root

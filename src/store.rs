@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _, Result};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::api::ProjectId;
+use crate::project_id::ProjectId;
 use crate::platform::{self, Invoker};
 
 /// Overrides the store's directory.

@@ -3,7 +3,6 @@
 //! Every failure is an [`ApiError`] that callers match on; none of them, and no log line,
 //! carries the token.
 
-mod project_id;
 pub mod region;
 pub mod types;
 mod vpn_config;
@@ -16,7 +15,7 @@ use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-pub use project_id::{InvalidProjectId, ProjectId};
+pub use crate::project_id::{InvalidProjectId, ProjectId};
 pub use types::{
     ClientUser, Container, Project, ProjectVpnItem, Region, Service, ServiceTypeInfo, UserInfo, VpnKeyList, VpnNetwork,
     VpnPeer, VpnPeerNet, VpnProject, VpnProjectNet,

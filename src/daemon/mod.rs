@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::api::ProjectId;
+use crate::project_id::ProjectId;
 use crate::dns;
 use crate::host::{self, device, Journal};
 use crate::paths::ConnectionFiles;

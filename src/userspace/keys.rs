@@ -5,7 +5,7 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::api::ProjectId;
+use crate::project_id::ProjectId;
 use crate::platform::{self, FileLock};
 use crate::store::{KeyPair, Store};
 
