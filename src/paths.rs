@@ -4,8 +4,8 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::project_id::ProjectId;
 use crate::platform;
+use crate::project_id::ProjectId;
 
 /// `CORRIDOR_RUNTIME_DIR`, else the system's runtime dir (for root, and for everyone once a root
 /// daemon made it, so `corridor vpn status` without sudo finds connections made with it), else

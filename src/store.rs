@@ -7,10 +7,11 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _, Result};
+use serde::{Deserialize, Serialize};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::project_id::ProjectId;
 use crate::platform::{self, Invoker};
+use crate::project_id::ProjectId;
 
 /// Overrides the store's directory.
 pub const CONFIG_DIR_ENV: &str = "CORRIDOR_CONFIG_DIR";
@@ -94,56 +95,38 @@ impl Store {
 
     /// Remembers the API address, for when neither `--api` nor `CORRIDOR_API` is given.
     pub fn save_api_base(&self, base: &str) -> Result<()> {
-        self.update_config(|config| {
-            config.insert("api".to_owned(), base.trim().into());
-        })
+        self.update_config(|config| config.api = Some(base.trim().to_owned()))
     }
 
     /// Remembers the region the API address came from (`None`: it came from `--api`).
     pub fn save_region(&self, name: Option<&str>) -> Result<()> {
-        self.update_config(|config| match name {
-            Some(name) => {
-                config.insert("region".to_owned(), name.into());
-            }
-            None => {
-                config.remove("region");
-            }
-        })
+        self.update_config(|config| config.region = name.map(str::to_owned))
     }
 
     pub fn region(&self) -> Result<Option<String>> {
-        self.config_text("region")
-    }
-
-    fn update_config(&self, change: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>)) -> Result<()> {
-        let path = self.config_path();
-        let mut config = match read_optional(&path)? {
-            Some(text) => parse_config(&path, &text)?,
-            None => serde_json::Map::new(),
-        };
-        change(&mut config);
-        let text = serde_json::to_string_pretty(&config)? + "\n";
-        self.ensure_dir(&self.dir)?;
-        self.write_private(&path, text.as_bytes(), Replace::Yes)?;
-        Ok(())
+        Ok(self.read_config()?.region.and_then(non_empty))
     }
 
     pub fn api_base(&self) -> Result<Option<String>> {
-        self.config_text("api")
+        Ok(self.read_config()?.api.and_then(non_empty))
     }
 
-    fn config_text(&self, key: &str) -> Result<Option<String>> {
+    fn update_config(&self, change: impl FnOnce(&mut Config)) -> Result<()> {
+        let mut config = self.read_config()?;
+        change(&mut config);
+        let text = serde_json::to_string_pretty(&config)? + "\n";
+        self.ensure_dir(&self.dir)?;
+        self.write_private(&self.config_path(), text.as_bytes(), Replace::Yes)?;
+        Ok(())
+    }
+
+    fn read_config(&self) -> Result<Config> {
         let path = self.config_path();
         let Some(text) = read_optional(&path)? else {
-            return Ok(None);
+            return Ok(Config::default());
         };
-        let config = parse_config(&path, &text)?;
-        Ok(config
-            .get(key)
-            .and_then(|v| v.as_str())
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned))
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a JSON object of settings; fix or delete it", path.display()))
     }
 
     /// The project's key pair, generated and saved on first use, the same one afterwards.
@@ -412,8 +395,21 @@ fn read_key(path: &Path) -> Result<Option<KeyPair>> {
     Ok(Some(KeyPair::from_secret(StaticSecret::from(bytes))))
 }
 
-fn parse_config(path: &Path, text: &str) -> Result<serde_json::Map<String, serde_json::Value>> {
-    serde_json::from_str(text).with_context(|| format!("{} is not a JSON object; fix or delete it", path.display()))
+/// The settings file (`config.json`): where `login` found the API.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Config {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    api: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    region: Option<String>,
+    /// Settings another version wrote, kept as they were.
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+
+fn non_empty(text: String) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_owned())
 }
 
 fn read_optional(path: &Path) -> Result<Option<String>> {

@@ -15,11 +15,11 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use x25519_dalek::{PublicKey, StaticSecret};
 
-use crate::project_id::ProjectId;
 use crate::dns;
 use crate::host::{self, device, Journal};
 use crate::paths::ConnectionFiles;
 use crate::platform;
+use crate::project_id::ProjectId;
 use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
 use crate::tunnel::io::{Request, Tunnel};
 use crate::tunnel::probe;

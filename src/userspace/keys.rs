@@ -5,8 +5,8 @@
 
 use anyhow::{bail, Context, Result};
 
-use crate::project_id::ProjectId;
 use crate::platform::{self, FileLock};
+use crate::project_id::ProjectId;
 use crate::store::{KeyPair, Store};
 
 /// Userspace processes that can run at once for one project.
