@@ -26,7 +26,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::api::{Client, ProjectId};
 use crate::platform;
-use crate::report::Report;
+use crate::report::{Progress, Report};
 use crate::store::Store;
 use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
 use crate::vpn::{self, ApiSettings};
@@ -178,6 +178,12 @@ impl Tunnel {
             public_key: keys.public_base64(),
             stays: lease.stays_registered(),
         };
+        if let Err(e) = item.dns_server() {
+            report.progress(Progress::Warning(format!(
+                "{e}: names of project {} cannot resolve; use addresses",
+                project.name
+            )));
+        }
         let opened = Tunnel::start(&lease, &item, options, started).await;
         let (net, driver, endpoint, dialer_families) = match opened {
             Ok(parts) => parts,
@@ -239,7 +245,8 @@ impl Tunnel {
     )> {
         let keys = &lease.keys;
         let vpn = item.to_config().context("the platform's VPN answer")?;
-        let dns = item.dns_server().context("the platform's VPN answer")?;
+        // Addresses work without the project's DNS server; names then fail with `NoDns`.
+        let dns = item.dns_server().ok();
         tracing::debug!(elapsed = ?started.elapsed(), "key registered");
 
         let endpoint = tokio::net::lookup_host(&vpn.endpoint)
@@ -283,7 +290,7 @@ impl Tunnel {
             seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
         };
         let stack = Stack::new(session, &config, Instant::now());
-        let (net, driver) = Net::start(stack, udp, SocketAddr::new(dns, 53));
+        let (net, driver) = Net::start(stack, udp, dns.map(|dns| SocketAddr::new(dns, 53)));
         let families = (
             vpn.addresses.iter().any(|a| a.addr().is_ipv4()),
             vpn.addresses.iter().any(|a| a.addr().is_ipv6()),

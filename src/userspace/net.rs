@@ -50,7 +50,8 @@ pub struct Net {
 struct Shared {
     stack: Mutex<Stack>,
     wake: Notify,
-    dns: SocketAddr,
+    /// The project's DNS server; `None` when the platform's answer names none.
+    dns: Option<SocketAddr>,
 }
 
 /// Why a connection through the tunnel did not open.
@@ -71,6 +72,10 @@ pub enum DialError {
 pub enum ResolveError {
     #[error("no container or service named {0:?} in this project")]
     NotFound(String),
+    #[error(
+        "cannot resolve {0:?}: the project's VPN answer names no DNS server, so names cannot resolve; use an address"
+    )]
+    NoDns(String),
     #[error("the project DNS {0} did not answer through the tunnel")]
     NoAnswer(SocketAddr),
     #[error("the project DNS {0} failed to answer for {1:?}: {2}")]
@@ -82,7 +87,11 @@ pub enum ResolveError {
 impl Net {
     /// Starts the driver task on `udp` (connected to the gateway). The task ends with an error
     /// only if the UDP socket fails; dropping its handle does not stop it, aborting does.
-    pub fn start(mut stack: Stack, udp: UdpSocket, dns: SocketAddr) -> (Net, tokio::task::JoinHandle<io::Result<()>>) {
+    pub fn start(
+        mut stack: Stack,
+        udp: UdpSocket,
+        dns: Option<SocketAddr>,
+    ) -> (Net, tokio::task::JoinHandle<io::Result<()>>) {
         stack.initiate_handshake(Instant::now());
         let shared = Arc::new(Shared {
             stack: Mutex::new(stack),
@@ -150,8 +159,11 @@ impl Net {
         if let Some(ip) = dns::literal(target) {
             return Ok(vec![ip]);
         }
+        let Some(server) = self.shared.dns else {
+            return Err(ResolveError::NoDns(target.to_string()));
+        };
         for name in dns::candidates(target) {
-            let addresses = self.lookup(&name).await?;
+            let addresses = self.lookup(server, &name).await?;
             if !addresses.is_empty() {
                 return Ok(addresses);
             }
@@ -160,7 +172,7 @@ impl Net {
     }
 
     /// A and AAAA of one fully qualified name, asked at once; IPv6 first.
-    async fn lookup(&self, name: &str) -> Result<Vec<IpAddr>, ResolveError> {
+    async fn lookup(&self, server: SocketAddr, name: &str) -> Result<Vec<IpAddr>, ResolveError> {
         let udp = UdpGuard {
             handle: self.shared.lock().bind_udp()?,
             shared: &self.shared,
@@ -177,7 +189,7 @@ impl Net {
                     }
                     let id = base.wrapping_add(i as u16);
                     let packet = dns::query(name, *kind, id).ok_or_else(|| ResolveError::NotFound(name.into()))?;
-                    if let Err(error) = stack.udp(udp.handle).send_slice(&packet, self.shared.dns) {
+                    if let Err(error) = stack.udp(udp.handle).send_slice(&packet, server) {
                         tracing::debug!(%error, "dns query not queued");
                     }
                 }
@@ -188,7 +200,7 @@ impl Net {
                 let socket = stack.udp(udp.handle);
                 let mut buf = [0; 4096];
                 while let Ok((len, meta)) = socket.recv_slice(&mut buf) {
-                    if SocketAddr::from((meta.endpoint.addr, meta.endpoint.port)) != self.shared.dns {
+                    if SocketAddr::from((meta.endpoint.addr, meta.endpoint.port)) != server {
                         continue;
                     }
                     for (i, slot) in answers.iter_mut().enumerate() {
@@ -212,10 +224,8 @@ impl Net {
             match answer {
                 Some(Answer::Addresses(found)) => addresses.extend(found),
                 Some(Answer::Nothing) => {}
-                Some(Answer::Failed(code)) => {
-                    return Err(ResolveError::Failed(self.shared.dns, name.into(), code.to_string()))
-                }
-                None if addresses.is_empty() => return Err(ResolveError::NoAnswer(self.shared.dns)),
+                Some(Answer::Failed(code)) => return Err(ResolveError::Failed(server, name.into(), code.to_string())),
+                None if addresses.is_empty() => return Err(ResolveError::NoAnswer(server)),
                 None => {}
             }
         }
