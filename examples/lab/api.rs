@@ -104,6 +104,12 @@ const DUMMY_SERVER_KEY: &str = "Y29ycmlkb3IgbGFiIGR1bW15IGdhdGV3YXkga2V5ISE=";
 const CREATED: &str = "2024-01-01T00:00:00.000Z";
 
 type AppState = State<Arc<App>>;
+
+/// A project's side of the tunnel, as the API answers it.
+struct Gateway {
+    key: String,
+    endpoint: String,
+}
 type Answer = Result<Json<Value>, ApiError>;
 
 struct App {
@@ -124,15 +130,31 @@ impl App {
         })
     }
 
-    async fn server_key(&self, project: &Project) -> Result<String, ApiError> {
+    /// The gateway's key and endpoint as they are now: `gateway-rekey` changes both.
+    async fn gateway(&self, project: &Project) -> Result<Gateway, ApiError> {
+        let port_path = Path::new(&self.plan.state_dir).join(format!("{}.port", project.wg_if));
+        let port = match tokio::fs::read_to_string(&port_path).await {
+            Ok(text) => text
+                .trim()
+                .parse()
+                .map_err(|e| ApiError::internal(format!("reading {}: {e}", port_path.display())))?,
+            Err(_) => project.endpoint.port(),
+        };
+        let endpoint = std::net::SocketAddr::new(project.endpoint.ip(), port).to_string();
         if !self.configure_wg {
-            return Ok(DUMMY_SERVER_KEY.to_string());
+            return Ok(Gateway {
+                key: DUMMY_SERVER_KEY.to_string(),
+                endpoint,
+            });
         }
         let path = Path::new(&self.plan.state_dir).join(format!("{}.pub", project.wg_if));
         let key = tokio::fs::read_to_string(&path)
             .await
             .map_err(|e| ApiError::internal(format!("reading the gateway key {}: {e}", path.display())))?;
-        Ok(key.trim().to_string())
+        Ok(Gateway {
+            key: key.trim().to_string(),
+            endpoint,
+        })
     }
 
     /// Runs `wg set <wg_if> <args…>` when the lab manages real gateways.
@@ -379,7 +401,7 @@ async fn vpn_register(State(app): AppState, UrlPath(id): UrlPath<String>, body: 
     let project = app.project(&id)?;
     let key = parse::<KeyBody>(&body)?.public_key;
     check_key(&key)?;
-    let server_key = app.server_key(project).await?;
+    let gateway = app.gateway(project).await?;
     let mut peers = app.peers.lock().await;
     let mut peer = peers.assign(project, &key)?;
     let (v4, v6) = (
@@ -397,7 +419,7 @@ async fn vpn_register(State(app): AppState, UrlPath(id): UrlPath<String>, body: 
     peers.0.entry(project.id.clone()).or_default().insert(key.clone(), peer);
     peers.save(&app.assignments_path)?;
     wg_result?;
-    Ok(Json(vpn_item(project, &server_key, &key, peer, mode)))
+    Ok(Json(vpn_item(project, &gateway, &key, peer, mode)))
 }
 
 async fn vpn_remove(State(app): AppState, UrlPath(id): UrlPath<String>, body: Bytes) -> Answer {
@@ -417,7 +439,7 @@ async fn vpn_remove(State(app): AppState, UrlPath(id): UrlPath<String>, body: By
 
 async fn vpn_list(State(app): AppState, UrlPath(id): UrlPath<String>) -> Answer {
     let project = app.project(&id)?;
-    let server_key = app.server_key(project).await?;
+    let gateway = app.gateway(project).await?;
     let mode = Mode::read(&app);
     let peers = app.peers.lock().await;
     let list: Vec<Value> = peers
@@ -429,7 +451,7 @@ async fn vpn_list(State(app): AppState, UrlPath(id): UrlPath<String>) -> Answer 
         .map(|(key, p)| peer_part(project, key, *p, mode))
         .collect();
     Ok(Json(
-        json!({"project": project_part(project, &server_key, mode), "peers": list}),
+        json!({"project": project_part(project, &gateway, mode), "peers": list}),
     ))
 }
 
@@ -441,11 +463,11 @@ async fn vpn_get(State(app): AppState, UrlPath((id, encoded)): UrlPath<(String, 
         .and_then(|bytes| String::from_utf8(bytes).ok())
         .ok_or_else(|| ApiError::invalid_key("the key in the path is not base64url (with padding) of a key"))?;
     check_key(&key)?;
-    let server_key = app.server_key(project).await?;
+    let gateway = app.gateway(project).await?;
     let Some(peer) = app.peers.lock().await.registered(project, &key) else {
         return Err(ApiError::key_not_found(&key));
     };
-    Ok(Json(vpn_item(project, &server_key, &key, peer, Mode::read(&app))))
+    Ok(Json(vpn_item(project, &gateway, &key, peer, Mode::read(&app))))
 }
 
 async fn service_search(State(app): AppState, body: Bytes) -> Answer {
@@ -593,21 +615,21 @@ fn search(body: &Bytes, rows: impl Iterator<Item = Row>) -> Answer {
     ))
 }
 
-fn vpn_item(project: &Project, server_key: &str, key: &str, peer: Peer, mode: Mode) -> Value {
-    json!({"project": project_part(project, server_key, mode), "peer": peer_part(project, key, peer, mode)})
+fn vpn_item(project: &Project, gateway: &Gateway, key: &str, peer: Peer, mode: Mode) -> Value {
+    json!({"project": project_part(project, gateway, mode), "peer": peer_part(project, key, peer, mode)})
 }
 
 /// In the SDK every part of a VPN answer is a plain string (`types.String`): an absent network,
 /// gateway or address is `""`. `ipv6-only` empties the IPv4 networks and addresses (the
 /// endpoint, the gateway's own address, stays); `no-dns` empties the project gateways, the
 /// addresses a client would use for DNS.
-fn project_part(p: &Project, server_key: &str, mode: Mode) -> Value {
+fn project_part(p: &Project, gateway: &Gateway, mode: Mode) -> Value {
     // The underlay is IPv4 only, so the IPv6 side names the same endpoint.
-    let endpoint = p.endpoint.to_string();
+    let endpoint = &gateway.endpoint;
     let v4 = mode != Mode::Ipv6Only;
     let dns = mode != Mode::NoDns;
     json!({
-        "publicKey": server_key,
+        "publicKey": gateway.key,
         "ipv4": {
             "network": {"network": part(v4, p.v4_net), "gateway": part(v4 && dns, p.v4_gateway)},
             "sharedEndpoint": endpoint,

@@ -1,6 +1,7 @@
 //! The lab: a simulated platform project in network namespaces on this machine.
 //!
-//! `cargo run --example lab -- up | down | status [--json] | misbehave MODE | gateway-restart [PROJECT]`
+//! `cargo run --example lab -- up | down | status [--json] | misbehave MODE | gateway-restart [PROJECT] |
+//! gateway-rekey [PROJECT] [--port N]`
 //! (as root).
 //! The demo, the end-to-end tests and the benchmark all drive this one binary. Network
 //! namespaces are Linux's: elsewhere it only says so.
@@ -53,6 +54,14 @@ enum Cmd {
         #[arg(default_value = "demo")]
         project: String,
     },
+    /// Give a project's gateway a new key (and, with --port, a new listen port), as a redeployed
+    /// gateway: peers stay, sessions are lost, and the API answers the new key and endpoint.
+    GatewayRekey {
+        #[arg(default_value = "demo")]
+        project: String,
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Make the lab misbehave: ok, slow MS, error500, garbage, ratelimit, expired, no-icmp,
     /// ipv6-only, no-dns (one at a time; `ok` undoes them all).
     Misbehave { mode: Vec<String> },
@@ -83,6 +92,10 @@ fn main() -> Result<()> {
         Cmd::GatewayRestart { project } => {
             require_root()?;
             setup::restart_gateway(&plan, &project)
+        }
+        Cmd::GatewayRekey { project, port } => {
+            require_root()?;
+            setup::rekey_gateway(&plan, &project, port)
         }
         Cmd::Status { json } => setup::status(&plan, json),
         Cmd::Misbehave { mode } => {

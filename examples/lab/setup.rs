@@ -94,7 +94,7 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
                 .collect();
             json!({
                 "name": p.name, "id": p.id, "dns": p.v4_gateway, "dns6": p.v6_gateway,
-                "endpoint": p.endpoint, "gateway_ns": p.gw_ns, "wg_interface": p.wg_if,
+                "endpoint": std::net::SocketAddr::new(p.endpoint.ip(), listen_port(plan, p)), "gateway_ns": p.gw_ns, "wg_interface": p.wg_if,
                 "services": p.services.iter().map(|s| &s.name).collect::<Vec<_>>(),
                 "containers": containers,
             })
@@ -293,6 +293,8 @@ fn start_wireguard(plan: &Plan, p: &Project) -> Result<()> {
     fs::write(&key, &private)?;
     let public = pipe_to("wg", &["pubkey"], &private)?;
     fs::write(state(plan, &format!("{}.pub", p.wg_if)), public.trim())?;
+    // A new lab listens where the plan says, whatever an earlier `gateway-rekey --port` set.
+    let _ = fs::remove_file(state(plan, &format!("{}.port", p.wg_if)));
     spawn_wireguard(plan, p)?;
     let key_path = key.to_string_lossy();
     let port = WG_PORT.to_string();
@@ -409,7 +411,7 @@ pub fn restart_gateway(plan: &Plan, project: &str) -> Result<()> {
     run("wg", &["setconf", &p.wg_if, &conf_path.to_string_lossy()])?;
     address_wireguard(p)?;
     wait_for("the new gateway in `wg show`", READY_TIMEOUT, || {
-        wg_dump(p).is_ok_and(|now| now == before) && netns::listening(&p.gw_ns, true, WG_PORT)
+        wg_dump(p).is_ok_and(|now| now == before) && netns::listening(&p.gw_ns, true, listen_port(plan, p))
     })?;
     let peers = before.len() - 1;
     println!(
@@ -419,6 +421,57 @@ pub fn restart_gateway(plan: &Plan, project: &str) -> Result<()> {
         p.endpoint
     );
     Ok(())
+}
+
+/// Redeploys a project's gateway as the platform might: a new private key, and with `port` a new
+/// listen port, on the running wireguard-go, so every session is lost while the peers stay. The
+/// API answers the new key and endpoint from then on (it reads both from the state dir).
+pub fn rekey_gateway(plan: &Plan, project: &str, port: Option<u16>) -> Result<()> {
+    let p = plan
+        .projects
+        .iter()
+        .find(|p| p.name == project)
+        .with_context(|| format!("no project {project} in the lab (`lab status` lists them)"))?;
+    anyhow::ensure!(is_up(plan), "lab {} is not up (`lab up` first)", plan.prefix);
+    let key = state(plan, &format!("{}.key", p.wg_if));
+    let private = run("wg", &["genkey"])?;
+    fs::write(&key, &private)?;
+    let public = pipe_to("wg", &["pubkey"], &private)?;
+    let mut args = vec![
+        "set".to_string(),
+        p.wg_if.clone(),
+        "private-key".into(),
+        key.to_string_lossy().into_owned(),
+    ];
+    if let Some(port) = port {
+        args.extend(["listen-port".into(), port.to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("wg", &args)?;
+    // The API reads these on every answer.
+    fs::write(state(plan, &format!("{}.pub", p.wg_if)), public.trim())?;
+    if let Some(port) = port {
+        fs::write(state(plan, &format!("{}.port", p.wg_if)), port.to_string())?;
+    }
+    let port = listen_port(plan, p);
+    wait_for("the gateway on its port", READY_TIMEOUT, || {
+        netns::listening(&p.gw_ns, true, port)
+    })?;
+    println!(
+        "gateway of {} rekeyed: public key {}, listening on {}:{port}",
+        p.name,
+        public.trim(),
+        p.gw_underlay_addr
+    );
+    Ok(())
+}
+
+/// The port a project's gateway listens on: `WG_PORT` until `gateway-rekey --port` moves it.
+fn listen_port(plan: &Plan, p: &Project) -> u16 {
+    fs::read_to_string(state(plan, &format!("{}.port", p.wg_if)))
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(WG_PORT)
 }
 
 /// Sets the lab's misbehaviour: the API reads `mode` from the state dir on every request; `no-icmp`
