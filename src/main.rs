@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Parser;
 use corridor::cli::{self, Cli, Command, Terminal, Vpn};
 use corridor::vpn;
@@ -59,6 +59,13 @@ fn run(cli: Cli) -> Result<()> {
             }
             Command::Vpn(Vpn::Clear { project, project_id }) => {
                 cli::keys::clear(api, project_id.or(project).as_deref(), &mut term).await
+            }
+            Command::Vpn(Vpn::Recheck) => {
+                let mut input = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+                let request = serde_json::from_str(&input).context("reading the recheck request")?;
+                println!("{}", serde_json::to_string(&vpn::recheck(request).await)?);
+                Ok(())
             }
             Command::Vpn(Vpn::Key(command)) => cli::keys::key(api, command, &mut term).await,
             Command::Vpn(Vpn::Config(args)) => cli::keys::config(api, args, &mut term).await,

@@ -30,6 +30,8 @@ pub enum Progress<'a> {
     DnsSkipped {
         reason: &'a str,
     },
+    /// A route, rule or address of the host takes some of the project's addresses elsewhere.
+    RouteClash(&'a crate::host::clash::Clash),
     /// Something the user should know that stops nothing.
     Warning(String),
 }

@@ -63,6 +63,7 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     report.progress(Progress::KeyRegistered { project: &project.name });
     let vpn = item.to_config().context("the platform's VPN answer")?;
     host::preflight(vpn.addresses.iter().any(|a| a.addr().is_ipv6()))?;
+    report_route_clashes(&vpn.allowed_networks, report);
     // The DNS address is read only to set DNS up: an answer without one still connects.
     let (dns, dns_missing) = match options.dns {
         dns::Mode::Off => (None, None),
@@ -87,6 +88,10 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
         dns_mode: options.dns,
         dns_priority: options.dns_priority,
         probe_targets: vpn.gateways.clone(),
+        platform: store.token()?.map(|token| daemon::heal::PlatformAccess {
+            api: client.base().to_string(),
+            token,
+        }),
     };
     if let Some(reason) = &dns_missing {
         report.progress(Progress::DnsSkipped { reason });
@@ -105,6 +110,87 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
         return ready.context("stopped before the tunnel was ready");
     }
     spawn_daemon(&config, &files, Duration::from_secs(options.timeout_secs + 10), report)
+}
+
+/// Says, before the routes are added, where the host would take project addresses elsewhere; the
+/// connection goes ahead (the clash may be intended, and the rest of the project works).
+fn report_route_clashes(networks: &[ipnet::IpNet], report: &mut dyn Report) {
+    match host::route_clashes(networks, None) {
+        Ok(Some(clashes)) => {
+            for clash in &clashes {
+                tracing::warn!(%clash, "route clash");
+                report.progress(Progress::RouteClash(clash));
+            }
+        }
+        Ok(None) => tracing::debug!("route clashes are not checked on this platform"),
+        Err(e) => report.progress(Progress::Warning(format!("{e:#}: route clashes not checked"))),
+    }
+}
+
+/// `corridor vpn recheck`, run by a daemon whose gateway stopped answering: is the key still
+/// registered (else it is registered again), and what does the project's side look like now?
+pub async fn recheck(request: daemon::heal::RecheckRequest) -> daemon::heal::Recheck {
+    use daemon::heal::Recheck;
+    let project = &request.project_name;
+    let client = match Client::new(&request.access.api, Some(request.access.token.clone()))
+        .and_then(|c| c.with_timeouts(api::CONNECT_TIMEOUT, Duration::from_secs(10)))
+    {
+        Ok(client) => client,
+        Err(e) => return refusal(&e, project),
+    };
+    let id = &request.project_id;
+    let (item, reregistered) = match client.vpn_key(id, &request.public_key).await {
+        Ok(item) => (item, false),
+        Err(e) if e.code() == Some("vpnPublicKeyNotFound") || (e.is_not_found() && e.code().is_none()) => {
+            tracing::info!(%project, "the key is gone from the project; registering it again");
+            match client.register_vpn_key(id, &request.public_key).await {
+                Ok(item) => (item, true),
+                Err(e) => return refusal(&e, project),
+            }
+        }
+        Err(e) => return refusal(&e, project),
+    };
+    let vpn = match item.to_config() {
+        Ok(vpn) => vpn,
+        Err(e) => {
+            return Recheck::Unreachable {
+                problem: format!("the platform's VPN answer: {e}"),
+            }
+        }
+    };
+    let answer = daemon::heal::Answer {
+        server_public_key: crate::keys::encode(&vpn.server_public_key),
+        endpoint: vpn.endpoint,
+        addresses: vpn.addresses,
+        networks: vpn.allowed_networks,
+    };
+    match reregistered {
+        true => Recheck::Reregistered { answer },
+        false => Recheck::Registered { answer },
+    }
+}
+
+/// What a failed call to the platform means for a running connection, with its fix.
+fn refusal(e: &api::ApiError, project: &str) -> daemon::heal::Recheck {
+    use daemon::heal::Recheck;
+    let reconnect = format!("`sudo corridor vpn up {project} --auto-disconnect`");
+    if e.is_auth() {
+        return Recheck::Refused {
+            problem: format!("the platform refused the token: {e}"),
+            fix: format!("`corridor login --token <token>` with a new personal access token, then {reconnect}"),
+        };
+    }
+    match e.status() {
+        Some(403) => Recheck::Refused {
+            problem: format!("no permission for project {project}'s VPN: {e}"),
+            fix: format!("ask the project's owner for access, or log in with a token that has it, then {reconnect}"),
+        },
+        Some(404) => Recheck::Refused {
+            problem: format!("project {project} is gone or no longer yours: {e}"),
+            fix: "`sudo corridor vpn down`, then `corridor vpn up` another project".into(),
+        },
+        _ => Recheck::Unreachable { problem: e.to_string() },
+    }
 }
 
 /// Disconnects `project` (name or id), or every connection; returns the projects disconnected.

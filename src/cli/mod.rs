@@ -112,6 +112,10 @@ pub enum Vpn {
         #[arg(short = 'P', long = "project-id")]
         project_id: Option<String>,
     },
+    /// Run by a connection's daemon whose gateway stopped answering: asks the platform about
+    /// its key (a request on stdin, the verdict on stdout as JSON).
+    #[command(hide = true)]
+    Recheck,
 }
 
 #[derive(Args, Clone)]
@@ -195,6 +199,7 @@ impl Report for Terminal {
             Progress::DnsSkipped { reason } => fail(&format!(
                 "dns not set up: {reason}; the project's names will not resolve, the host's resolver stays as it is"
             )),
+            Progress::RouteClash(clash) => warn(&clash.to_string()),
             Progress::Warning(text) => eprintln!("warning: {text}"),
         }
     }
@@ -336,6 +341,13 @@ pub fn print_status(statuses: &[Status], json: bool) {
             "  recovery    {} reconnects ({} handshakes forced, {} probes), {} sleeps, {} sessions rebuilt",
             t.reconnects, t.handshakes_forced, t.probes_sent, t.sleeps_detected, t.sessions_rebuilt
         );
+        if let Some(note) = &s.platform.note {
+            println!("  platform    {note}");
+        }
+        if let Some(problem) = &s.platform.problem {
+            println!("  problem     {}", problem.what);
+            println!("  fix         {}", problem.fix);
+        }
         if let Some(dns) = &s.dns {
             let at = dns
                 .responder

@@ -3,6 +3,7 @@
 //! status` and `vpn down` talk to it over the control socket.
 
 pub mod control;
+pub mod heal;
 pub mod status;
 
 use std::net::{IpAddr, SocketAddr};
@@ -50,6 +51,9 @@ pub struct DaemonConfig {
     pub dns_priority: i32,
     /// Addresses inside the project (its gateways) to ping, tried in order; they need not answer.
     pub probe_targets: Vec<IpAddr>,
+    /// Where to ask when the gateway stops answering; `None`: nobody is asked.
+    #[serde(default)]
+    pub platform: Option<heal::PlatformAccess>,
 }
 
 /// Progress of a starting daemon, one JSON line each on its stdout.
@@ -101,6 +105,9 @@ pub struct Status {
     pub uptime_secs: u64,
     #[serde(flatten)]
     pub tunnel: TunnelStatus,
+    /// What the platform said when the gateway stopped answering.
+    #[serde(default)]
+    pub platform: heal::PlatformStatus,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -173,7 +180,7 @@ async fn serve(
     let dev = device::create(&device_config, journal)?;
     events(&Event::Interface { name: name.clone() });
 
-    let endpoint = dns::resolve_endpoint(&config.endpoint).await?;
+    let mut endpoint = dns::resolve_endpoint(&config.endpoint).await?;
     let bind: SocketAddr = if endpoint.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
     let udp = tokio::net::UdpSocket::bind(bind)
         .await
@@ -181,6 +188,7 @@ async fn serve(
     let session = Session::new(session_config(config), Instant::now());
     let (req_tx, req_rx) = mpsc::channel(8);
     let tunnel = Tunnel::new(dev, udp, endpoint, session, config.mtu)?;
+    let mut unanswered = tunnel.unanswered();
     let mut io = tokio::spawn(tunnel.run(req_rx));
     let stats = || async {
         let (reply, answer) = oneshot::channel();
@@ -245,7 +253,10 @@ async fn serve(
         }
     };
 
-    let status = |stats: &Stats, service: Option<dns::service::ServiceStatus>| Status {
+    let status = |stats: &Stats,
+                  service: Option<dns::service::ServiceStatus>,
+                  endpoint: SocketAddr,
+                  platform: &heal::PlatformStatus| Status {
         project_id: config.project_id.clone(),
         project_name: config.project_name.clone(),
         pid: std::process::id(),
@@ -267,10 +278,26 @@ async fn serve(
         started_unix,
         uptime_secs: started.elapsed().as_secs(),
         tunnel: TunnelStatus::from(stats),
+        platform: platform.clone(),
     };
 
+    let mut heal = heal::Heal::default();
+    let mut current = heal::Current {
+        server_public_key: config.server_public_key.to_bytes(),
+        endpoint: config.endpoint.clone(),
+        addresses: config.addresses.clone(),
+        networks: config.networks.clone(),
+    };
+    let mut recheck_at: Option<tokio::time::Instant> = None;
+    let mut recheck: Option<tokio::task::JoinHandle<heal::Recheck>> = None;
+
     let mut control = control::serve(&files.socket)?;
-    let ready = status(&stats().await.unwrap_or_default(), service_status().await);
+    let ready = status(
+        &stats().await.unwrap_or_default(),
+        service_status().await,
+        endpoint,
+        &heal.status,
+    );
     std::fs::write(&files.state, serde_json::to_vec(&ready)?)?;
     events(&Event::Ready {
         status: Box::new(ready),
@@ -285,9 +312,51 @@ async fn serve(
                 break;
             }
             Some(ask) = control.next() => {
-                let _ = ask.reply.send(status(&stats().await.unwrap_or_default(), service_status().await));
+                let now = status(&stats().await.unwrap_or_default(), service_status().await, endpoint, &heal.status);
+                let _ = ask.reply.send(now);
                 if ask.command == control::Command::Down {
                     break;
+                }
+            }
+            Ok(()) = unanswered.changed(), if config.platform.is_some() => {
+                if *unanswered.borrow_and_update() {
+                    recheck_at = Some(tokio::time::Instant::now() + heal::RECHECK_AFTER);
+                } else {
+                    heal.answered();
+                    recheck_at = None;
+                }
+            }
+            () = sleep_until(recheck_at), if recheck_at.is_some() && recheck.is_none() => {
+                recheck_at = None;
+                if let Some(access) = &config.platform {
+                    let request = heal::RecheckRequest {
+                        access: access.clone(),
+                        project_id: config.project_id.clone(),
+                        project_name: config.project_name.clone(),
+                        public_key: crate::keys::encode(PublicKey::from(&config.private_key).as_bytes()),
+                    };
+                    tracing::info!(project = %config.project_name, "the gateway does not answer; asking the platform");
+                    recheck = Some(tokio::spawn(async move { heal::ask(&request).await }));
+                }
+            }
+            answer = join_recheck(&mut recheck), if recheck.is_some() => {
+                recheck = None;
+                tracing::info!(?answer, "the platform answered");
+                if let Some(repoint) = heal.absorb(&current, answer, &config.project_name) {
+                    match dns::resolve_endpoint(&repoint.endpoint).await {
+                        Ok(resolved) => {
+                            endpoint = resolved;
+                            current.server_public_key = repoint.server_public_key;
+                            current.endpoint = repoint.endpoint;
+                            let peer = PublicKey::from(repoint.server_public_key);
+                            let _ = req_tx.send(Request::Repoint { peer, endpoint }).await;
+                            tracing::info!(note = ?heal.status.note, %endpoint, "new session with the gateway");
+                        }
+                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot resolve the gateway's new endpoint"),
+                    }
+                }
+                if *unanswered.borrow() {
+                    recheck_at = Some(tokio::time::Instant::now() + heal.next_delay());
                 }
             }
         }
@@ -558,6 +627,24 @@ fn probe_route(config: &DaemonConfig, target: IpAddr) -> Option<ProbeRoute> {
         .map(IpNet::addr)
         .find(|a| a.is_ipv4() == target.is_ipv4())?;
     Some(ProbeRoute { source, target })
+}
+
+/// Sleeps until `at`; forever when there is no deadline (the select arm is disabled then).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The verdict of a running recheck; a recheck that panicked says so as an unreachable platform.
+async fn join_recheck(task: &mut Option<tokio::task::JoinHandle<heal::Recheck>>) -> heal::Recheck {
+    let Some(task) = task else {
+        return std::future::pending().await;
+    };
+    task.await.unwrap_or_else(|e| heal::Recheck::Unreachable {
+        problem: format!("the recheck failed: {e}"),
+    })
 }
 
 fn join_error(r: Result<Result<()>, tokio::task::JoinError>) -> String {

@@ -58,6 +58,17 @@ pub struct ConnectionFacts {
     pub system: Result<IpAddr, String>,
     /// Full-size packets through the tunnel (`None`: not measured, no target or no `ping`).
     pub path_mtu: Option<MtuProbe>,
+    /// Routes, rules and addresses of the host that take project addresses elsewhere.
+    pub route_clashes: RouteClashes,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteClashes {
+    /// Each clash, as `vpn up` words it; none is a pass.
+    Found(Vec<String>),
+    /// This platform's routing table is not read yet.
+    NotChecked,
+    Unreadable(String),
 }
 
 /// Pings with "don't fragment" through the tunnel to the project's DNS server.
@@ -118,11 +129,17 @@ pub async fn gather(client: &Client, logged_in: bool) -> Facts {
             Some(target) => probe_mtu(target, status.mtu).await,
             None => None,
         };
+        let route_clashes = match crate::host::route_clashes(&status.networks, Some(&status.interface)) {
+            Ok(Some(found)) => RouteClashes::Found(found.iter().map(ToString::to_string).collect()),
+            Ok(None) => RouteClashes::NotChecked,
+            Err(e) => RouteClashes::Unreadable(format!("{e:#}")),
+        };
         facts.connections.push(ConnectionFacts {
             status,
             responder,
             system,
             path_mtu,
+            route_clashes,
         });
     }
     facts
@@ -264,7 +281,7 @@ fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
         "UDP to {} is blocked or the gateway is down: check firewalls, then `sudo corridor vpn up {} --auto-disconnect`",
         s.endpoint, s.project_name
     );
-    let mut checks = vec![match (t.state, t.last_handshake_secs) {
+    let handshake = match (t.state, t.last_handshake_secs) {
         (ConnectionState::Connected, Some(age)) if age <= HANDSHAKE_STALE_SECS => check(
             &name("handshake"),
             true,
@@ -293,7 +310,24 @@ fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
             format!("never: {} does not answer", s.endpoint),
             fix,
         ),
-    }];
+    };
+    // The platform, asked by the daemon, knows better than a guess about the network.
+    let handshake = match (&s.platform.problem, handshake.ok) {
+        (Some(problem), false) => check(
+            &name("handshake"),
+            false,
+            format!("{}: {}", handshake.detail, problem.what),
+            problem.fix.clone(),
+        ),
+        _ => handshake,
+    };
+    let mut checks = vec![handshake];
+    checks.push(routes_check(
+        &name("routes"),
+        &c.route_clashes,
+        &s.project_name,
+        &s.interface,
+    ));
     if let Some(probe) = &c.path_mtu {
         checks.push(mtu_check(&name("path mtu"), probe, &s.project_name));
     }
@@ -310,6 +344,34 @@ fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
         "the system resolver does not ask corridor: reconnect with `--dns resolv-conf` (see `corridor vpn status`)",
     ));
     checks
+}
+
+fn routes_check(name: &str, clashes: &RouteClashes, project: &str, interface: &str) -> Check {
+    match clashes {
+        RouteClashes::Found(found) if found.is_empty() => check(
+            name,
+            true,
+            format!("every project address is routed into {interface}"),
+            String::new(),
+        ),
+        RouteClashes::Found(found) => check(
+            name,
+            false,
+            found.join("; "),
+            format!(
+                "that route, rule or address belongs to another network (a LAN, Docker, another VPN): remove it or \
+                 move that network, or reach those containers by their other addresses (`corridor ls {}`)",
+                project
+            ),
+        ),
+        RouteClashes::NotChecked => check(
+            name,
+            true,
+            "not checked: this platform's routing table is not read yet".into(),
+            String::new(),
+        ),
+        RouteClashes::Unreadable(e) => check(name, true, format!("not checked: {e}"), String::new()),
+    }
 }
 
 fn mtu_check(name: &str, p: &MtuProbe, project: &str) -> Check {
@@ -590,6 +652,57 @@ mod tests {
         assert!(!narrow.ok && narrow.fix.unwrap().contains("vpn up demo --auto-disconnect --mtu 1280"));
         let silent = mtu_check("path mtu", &probe(false, false), "demo");
         assert!(silent.ok && silent.detail.contains("not measured"), "{silent:?}");
+    }
+
+    #[test]
+    fn the_routes_line_fails_naming_each_clash_and_passes_where_not_checked() {
+        let shadow = "198.19.0.0/28 via 198.18.0.1 dev underlay shadows the project's 198.19.0.0/26: \
+                      198.19.0.0/28 is unreachable over the tunnel";
+        let found = RouteClashes::Found(vec![shadow.into()]);
+
+        let failed = routes_check("routes (demo)", &found, "demo", "corridor0");
+        let clean = routes_check("routes (demo)", &RouteClashes::Found(Vec::new()), "demo", "corridor0");
+        let unknown = routes_check("routes (demo)", &RouteClashes::NotChecked, "demo", "corridor0");
+
+        assert!(!failed.ok);
+        assert_eq!(failed.detail, shadow);
+        assert!(failed.fix.unwrap().contains("corridor ls demo"));
+        assert!(clean.ok && clean.detail.contains("corridor0"), "{clean:?}");
+        assert!(unknown.ok && unknown.detail.starts_with("not checked"), "{unknown:?}");
+    }
+
+    #[test]
+    fn a_silent_gateway_with_a_refused_token_names_the_token_not_udp() {
+        let mut status: Status = serde_json::from_value(serde_json::json!({
+            "project_id": "demoProjectId1234567890", "project_name": "demo", "pid": 1,
+            "interface": "corridor0", "addresses": [], "networks": [], "endpoint": "198.18.0.10:51820",
+            "mtu": 1420, "dns": null, "started_unix": 0, "uptime_secs": 30,
+            "state": "reconnecting", "reconnecting_secs": 12.0, "last_handshake_secs": 20.0,
+        }))
+        .unwrap();
+        let connection = |status: Status| ConnectionFacts {
+            status,
+            responder: None,
+            system: Ok("198.19.0.13".parse().unwrap()),
+            path_mtu: None,
+            route_clashes: RouteClashes::Found(Vec::new()),
+        };
+        let blamed_on_udp = connection_checks(&connection(status.clone()));
+        status.platform.problem = Some(crate::daemon::heal::Problem {
+            what: "the platform refused the token: tokenExpired".into(),
+            fix: "`corridor login --token <token>`".into(),
+        });
+
+        let checks = connection_checks(&connection(status));
+
+        assert!(blamed_on_udp[0].fix.as_deref().unwrap().contains("UDP"));
+        let handshake = &checks[0];
+        assert!(
+            !handshake.ok && handshake.detail.contains("refused the token"),
+            "{handshake:?}"
+        );
+        let fix = handshake.fix.as_deref().unwrap();
+        assert!(fix.contains("corridor login") && !fix.contains("UDP"), "{fix}");
     }
 
     fn failures(facts: &Facts) -> Vec<Check> {

@@ -2,6 +2,7 @@
 //! and the checks that tell a user what is missing before anything is changed.
 
 pub mod allowed;
+pub mod clash;
 pub mod device;
 mod journal;
 pub mod plan;
@@ -135,6 +136,27 @@ pub fn plan_replay(journal: &Path, text: &[u8], allowed: &Allowed, tag_of: &dyn 
         }
     }
     replay
+}
+
+/// Where the host's routes, policy rules or addresses would take some of `networks` elsewhere
+/// than into the tunnel (`own_interface`, once it exists). `None` where this platform's table
+/// is not read yet (macOS, Windows).
+pub fn route_clashes(networks: &[IpNet], own_interface: Option<&str>) -> Result<Option<Vec<clash::Clash>>> {
+    let Some(table) = routing_table()? else {
+        return Ok(None);
+    };
+    Ok(Some(clash::clashes(networks, &table, own_interface)))
+}
+
+#[cfg(target_os = "linux")]
+fn routing_table() -> Result<Option<clash::RoutingTable>> {
+    let table = netlink::routing_table().context("reading the routing table through the routing socket")?;
+    Ok(Some(table))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn routing_table() -> Result<Option<clash::RoutingTable>> {
+    Ok(None)
 }
 
 /// Routes `networks` into the tunnel interface, each journaled before it is added.

@@ -6,12 +6,18 @@ use std::io;
 
 use ipnet::IpNet;
 use netlink_packet_core::{
-    ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_ERROR, NLM_F_ACK, NLM_F_CREATE,
-    NLM_F_REPLACE, NLM_F_REQUEST,
+    ErrorBuffer, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK,
+    NLM_F_CREATE, NLM_F_DUMP, NLM_F_REPLACE, NLM_F_REQUEST,
 };
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 use netlink_packet_route::link::{LinkAttribute, LinkMessage};
-use netlink_packet_route::route::{RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
+
+use super::clash::{self, HostAddress, HostRoute, HostRule, RoutingTable};
 use netlink_sys::{protocols::NETLINK_ROUTE, Socket, SocketAddr};
 
 /// `ip route replace DESTINATION dev INDEX`.
@@ -38,6 +44,189 @@ pub fn delete_link(index: u32) -> io::Result<()> {
     let mut link = LinkMessage::default();
     link.header.index = index;
     request(RouteNetlinkMessage::DelLink(link), 0)
+}
+
+/// The routes of every table, the policy rules and the addresses of this machine, as `ip route
+/// show table all`, `ip rule` and `ip addr` list them.
+pub fn routing_table() -> io::Result<RoutingTable> {
+    let mut table = RoutingTable::default();
+    for message in dump(RouteNetlinkMessage::GetRoute(RouteMessage::default()))? {
+        if let RouteNetlinkMessage::NewRoute(route) = message {
+            table.routes.extend(host_route(&route));
+        }
+    }
+    for message in dump(RouteNetlinkMessage::GetRule(RuleMessage::default()))? {
+        if let RouteNetlinkMessage::NewRule(rule) = message {
+            table.rules.extend(host_rule(&rule));
+        }
+    }
+    for message in dump(RouteNetlinkMessage::GetAddress(AddressMessage::default()))? {
+        if let RouteNetlinkMessage::NewAddress(address) = message {
+            table.addresses.extend(host_address(&address));
+        }
+    }
+    Ok(table)
+}
+
+/// Routes that send packets out of an interface or drop them; local, broadcast and multicast
+/// routes (the machine's own addresses, reported as addresses) are left out.
+fn host_route(message: &RouteMessage) -> Option<HostRoute> {
+    let header = &message.header;
+    let drops = matches!(
+        header.kind,
+        RouteType::BlackHole | RouteType::Unreachable | RouteType::Prohibit
+    );
+    if header.kind != RouteType::Unicast && !drops {
+        return None;
+    }
+    let mut destination = None;
+    let mut gateway = None;
+    let mut interface = String::new();
+    let mut table = u32::from(header.table);
+    for attribute in &message.attributes {
+        match attribute {
+            RouteAttribute::Destination(address) => destination = ip(address),
+            RouteAttribute::Gateway(address) => gateway = ip(address),
+            RouteAttribute::Oif(index) if !drops => interface = interface_name(*index),
+            RouteAttribute::Table(id) => table = *id,
+            _ => {}
+        }
+    }
+    let unspecified: std::net::IpAddr = match header.address_family {
+        AddressFamily::Inet => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        AddressFamily::Inet6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
+        _ => return None,
+    };
+    let destination = IpNet::new(destination.unwrap_or(unspecified), header.destination_prefix_length).ok()?;
+    Some(HostRoute {
+        destination,
+        gateway,
+        interface,
+        table,
+    })
+}
+
+/// Rules that apply to packets this machine sends to a destination: those that match a source
+/// address or an incoming interface are for other packets and are left out, as are rules that
+/// jump to other rules.
+fn host_rule(message: &RuleMessage) -> Option<HostRule> {
+    let header = &message.header;
+    if header.src_len > 0 {
+        return None;
+    }
+    let mut priority = 0;
+    let mut destination = None;
+    let mut table = u32::from(header.table);
+    for attribute in &message.attributes {
+        match attribute {
+            RuleAttribute::Priority(p) => priority = *p,
+            RuleAttribute::Destination(address) => destination = IpNet::new(*address, header.dst_len).ok(),
+            RuleAttribute::Table(id) => table = *id,
+            RuleAttribute::Iifname(_) => return None,
+            _ => {}
+        }
+    }
+    let action = match header.action {
+        RuleAction::ToTable => clash::RuleAction::Lookup(table),
+        RuleAction::Blackhole | RuleAction::Unreachable | RuleAction::Prohibit => clash::RuleAction::Drop,
+        _ => return None,
+    };
+    Some(HostRule {
+        priority,
+        destination,
+        action,
+    })
+}
+
+fn host_address(message: &AddressMessage) -> Option<HostAddress> {
+    let header = &message.header;
+    // IPv4 reports the peer's address as IFA_ADDRESS on point-to-point links: the local one is
+    // IFA_LOCAL where there is one.
+    let local = message.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(address) => Some(*address),
+        _ => None,
+    });
+    let address = local.or_else(|| {
+        message.attributes.iter().find_map(|a| match a {
+            AddressAttribute::Address(address) => Some(*address),
+            _ => None,
+        })
+    })?;
+    Some(HostAddress {
+        address: IpNet::new(address, header.prefix_len).ok()?,
+        interface: interface_name(header.index),
+    })
+}
+
+fn ip(address: &RouteAddress) -> Option<std::net::IpAddr> {
+    match address {
+        RouteAddress::Inet(v4) => Some((*v4).into()),
+        RouteAddress::Inet6(v6) => Some((*v6).into()),
+        _ => None,
+    }
+}
+
+/// The interface's name, or its index when it has none (it went away meanwhile).
+fn interface_name(index: u32) -> String {
+    let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `name` holds IF_NAMESIZE bytes, as if_indextoname requires; it writes a
+    // NUL-terminated name into it or returns null.
+    let found = unsafe { libc::if_indextoname(index, name.as_mut_ptr()) };
+    if found.is_null() {
+        return format!("if{index}");
+    }
+    // SAFETY: if_indextoname succeeded, so `name` holds a NUL-terminated string.
+    unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// Sends a dump request and collects the messages of every part of its answer.
+fn dump(message: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
+    let mut header = NetlinkHeader::default();
+    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+    let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
+    packet.finalize();
+    let mut bytes = vec![0; packet.buffer_len()];
+    packet.serialize(&mut bytes);
+
+    let mut socket = Socket::new(NETLINK_ROUTE)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    socket.send(&bytes, 0)?;
+    let mut messages = Vec::new();
+    // The kernel fills a part up to 32 KiB at most.
+    let mut answer = Vec::with_capacity(64 * 1024);
+    // A dump ends with NLMSG_DONE; the bound only guards against a kernel that never says so.
+    for _ in 0..100_000 {
+        answer.clear();
+        let len = socket.recv(&mut answer, 0)?;
+        let mut offset = 0;
+        while offset < len {
+            let part = NetlinkBuffer::new_checked(&answer[offset..len]).map_err(io::Error::other)?;
+            let size = part.length() as usize;
+            match part.message_type() {
+                NLMSG_DONE => return Ok(messages),
+                NLMSG_ERROR => {
+                    acknowledgement(&answer[offset..len])?;
+                }
+                _ => match NetlinkMessage::<RouteNetlinkMessage>::deserialize(&answer[offset..offset + size]) {
+                    Ok(NetlinkMessage {
+                        payload: NetlinkPayload::InnerMessage(inner),
+                        ..
+                    }) => messages.push(inner),
+                    Ok(_) => {}
+                    Err(error) => tracing::debug!(%error, "skipped a routing message that does not parse"),
+                },
+            }
+            // Messages are aligned to 4 bytes.
+            offset += (size + 3) & !3;
+            if size == 0 {
+                break;
+            }
+        }
+    }
+    Err(io::Error::other("the kernel's routing dump did not end"))
 }
 
 /// A route into an interface with no gateway, as `ip route` makes it: main table, unicast, link

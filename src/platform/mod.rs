@@ -67,6 +67,17 @@ pub fn daemon_exe() -> Result<PathBuf> {
     Ok(daemon)
 }
 
+/// The commands' program beside this one: the daemon runs it for the few calls it makes to the
+/// platform, so that the daemon itself carries no HTTP client.
+pub fn cli_exe() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the corridor binary")?;
+    let cli = exe.with_file_name(format!("corridor{}", std::env::consts::EXE_SUFFIX));
+    if !cli.is_file() {
+        bail!("{} is missing: install it beside {}", cli.display(), exe.display());
+    }
+    Ok(cli)
+}
+
 /// The one-time grant that lets Linux users connect without sudo: `corridor` checks it and
 /// `corridor-daemon` uses it (the tunnel, and port 53 for the responder), so both files get it.
 pub fn grant_capabilities() -> String {

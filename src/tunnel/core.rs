@@ -333,6 +333,19 @@ impl Session {
         self.config.probe = probe;
     }
 
+    /// The peer was replaced (the gateway redeployed with a new key, or the same key registered
+    /// again): a session with the new peer, the counters kept, and its handshake at once.
+    pub fn set_peer(&mut self, peer_public_key: PublicKey, now: Instant) {
+        self.config.peer_public_key = peer_public_key;
+        self.rebuild();
+        self.initiate_handshake(now);
+    }
+
+    /// Whether the peer answers, cheaply: the data path asks after every batch.
+    pub fn link_state(&self) -> LinkState {
+        self.stats.state
+    }
+
     pub fn stats(&self) -> Stats {
         Stats {
             last_handshake: self.tunn.time_since_last_handshake(),
@@ -1227,6 +1240,28 @@ mod tests {
     }
 
     /// A client that accepts the project prefixes and a gateway that accepts only the client.
+    #[test]
+    fn a_gateway_redeployed_with_a_new_key_is_reached_once_the_client_adopts_it() {
+        let now = Instant::now();
+        let (client_config, old_gateway_config) = configs(None);
+        let mut client = Session::new(client_config, now);
+        connect(&mut client, &mut Session::new(old_gateway_config.clone(), now), now);
+        let new_key = StaticSecret::random_from_rng(OsRng);
+        let mut redeployed = Session::new(
+            Config {
+                private_key: new_key.clone(),
+                ..old_gateway_config
+            },
+            now,
+        );
+
+        client.set_peer(PublicKey::from(&new_key), now);
+        shuttle_at(&mut client, &mut redeployed, now);
+
+        assert!(client.is_connected() && redeployed.is_connected());
+        assert_eq!(client.stats().sessions_rebuilt, 1, "the counters survive");
+    }
+
     fn pair(client_keepalive: Option<u16>) -> (Session, Session) {
         pair_at(client_keepalive, Instant::now())
     }

@@ -14,11 +14,12 @@ use anyhow::Result;
 use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tun_rs::AsyncDevice;
+use x25519_dalek::PublicKey;
 
 use super::clock::SystemClock;
-use super::core::{out_buf_len, FromNetwork, ProbeRoute, Session, Stats};
+use super::core::{out_buf_len, FromNetwork, LinkState, ProbeRoute, Session, Stats};
 use super::probe;
 use super::tun::{TunRx, TunTx, OFFSET};
 /// Datagrams one recvmmsg may return (each possibly a GRO train of several).
@@ -46,6 +47,9 @@ pub enum Request {
     Stats { reply: oneshot::Sender<Stats> },
     /// Where the session probes traffic that goes unanswered (see [`Session::set_probe`]).
     LivenessProbe { route: Option<ProbeRoute> },
+    /// The gateway's key or address changed (or our key was registered again): a new session
+    /// with it, handshaking at once.
+    Repoint { peer: PublicKey, endpoint: SocketAddr },
 }
 
 /// One peer's data path: the TUN, the UDP socket, the session, and buffers allocated once.
@@ -65,6 +69,8 @@ pub struct Tunnel {
     /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
     to_tun: Vec<Vec<u8>>,
     tun_tx: TunTx,
+    /// Whether the peer has stopped answering, published as it changes.
+    unanswered: watch::Sender<bool>,
 }
 
 impl Tunnel {
@@ -92,7 +98,14 @@ impl Tunnel {
             metas: vec![RecvMeta::default(); RX_BATCH],
             to_tun: Vec::new(),
             tun_tx: TunTx::new(),
+            unanswered: watch::Sender::new(false),
         })
+    }
+
+    /// Changes to `true` when the peer stops answering (handshakes are being forced) and back to
+    /// `false` when it answers again.
+    pub fn unanswered(&self) -> watch::Receiver<bool> {
+        self.unanswered.subscribe()
     }
 
     /// Moves packets until `requests` closes.
@@ -148,9 +161,19 @@ impl Tunnel {
                             let _ = reply.send(self.session.stats());
                         }
                         Request::LivenessProbe { route } => self.session.set_probe(route),
+                        Request::Repoint { peer, endpoint } => {
+                            tracing::info!(%endpoint, "new session with the gateway");
+                            self.endpoint = endpoint;
+                            let now = self.session.handle_clock(&self.clock);
+                            self.session.set_peer(peer, now);
+                            self.flush().await;
+                        }
                     }
                 }
             }
+            let unanswered = matches!(self.session.link_state(), LinkState::Reconnecting { .. });
+            self.unanswered
+                .send_if_modified(|was| std::mem::replace(was, unanswered) != unanswered);
             // A deadline that went away fires once for nothing, then the sleep is far off.
             if let Some(next) = self.session.poll_timeout().filter(|next| *next != deadline) {
                 deadline = next;

@@ -62,6 +62,12 @@ pub const LABS: &[(&str, u8)] = &[
     ("crkconf", 82),
     ("crkconn", 83),
     ("crkbad", 84),
+    // tests/heal.rs
+    ("crhroute", 105),
+    ("crhnodns", 106),
+    ("crhkey", 107),
+    ("crhrekey", 108),
+    ("crhtoken", 109),
     // tests/windows_wine.rs
     ("wine", 90),
 ];

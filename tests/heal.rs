@@ -1,0 +1,205 @@
+//! A connection that defends itself against its own machine and a changed platform side
+//! (issue 19): routes that shadow a project network, rootless tunnels to a project without a
+//! DNS gateway, keys removed and gateways rekeyed while connected.
+#![cfg(target_os = "linux")]
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::{assert_success, stdout, Client, Lab};
+use serde_json::Value;
+
+const N13: &str = "node-id-13.runtime.api.zerops";
+const DB: &str = "node1.db.db.zerops";
+
+#[test]
+fn a_shadowing_route_is_named_by_vpn_up_and_doctor_and_no_route_no_warning() {
+    let Some(lab) = Lab::up("crhroute") else { return };
+    let client = Client::new(&lab);
+    let (shadow, network) = demo_shadow(&lab);
+
+    let clean = client.run(&["vpn", "up", "demo"]);
+    assert_success("vpn up without the route", &clean);
+    assert!(!stderr(&clean).contains("shadows"), "{}", stderr(&clean));
+    let healthy = doctor(&client);
+    let routes = check(&healthy, "routes (demo)");
+    assert_eq!(routes["ok"], true, "{routes}");
+    assert_success("vpn down", &client.run(&["vpn", "down"]));
+
+    let router = lab
+        .api_url()
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let add = lab.run_in(
+        lab.laptop(),
+        &["ip", "route", "add", &shadow, "via", &router, "dev", "underlay"],
+    );
+    assert_success("the shadowing route", &add);
+
+    let up = client.run(&["vpn", "up", "demo"]);
+
+    assert_success("vpn up with the route", &up);
+    let expected = format!("! {shadow} via {router} dev underlay shadows the project's {network}");
+    assert!(
+        stderr(&up).lines().any(|l| l.trim_start().starts_with(&expected)),
+        "no {expected:?} in:\n{}",
+        stderr(&up)
+    );
+    let ssh = lab.ssh(N13, "hostname");
+    assert_success("ssh to a container outside the shadowed part", &ssh);
+    assert_eq!(stdout(&ssh), N13);
+    let report = doctor(&client);
+    let routes = check(&report, "routes (demo)");
+    assert_eq!(routes["ok"], false, "{routes}");
+    assert!(
+        routes["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{shadow} via {router} dev underlay")),
+        "{routes}"
+    );
+    let text = stdout(&client.run(&["doctor"]));
+    let line = text.lines().find(|l| l.contains("routes (demo)")).unwrap();
+    assert!(line.starts_with('✗') && line.contains(&shadow), "{line}");
+}
+
+#[test]
+fn forward_reaches_an_address_in_a_project_without_a_dns_gateway_and_says_names_cannot_resolve() {
+    let Some(lab) = Lab::up("crhnodns") else { return };
+    assert_success("misbehave no-dns", &lab.lab(&["misbehave", "no-dns"]));
+    let client = Client::new(&lab);
+    let v4 = lab.container(N13)["ipv4"].as_str().unwrap().to_string();
+
+    let mut forward = Running::spawn(&mut client.command(&["forward", "demo", &format!("2222:{v4}:65437")]));
+    forward.wait_for(&format!("127.0.0.1:2222 → {v4}:65437"));
+
+    let warning = forward.wait_for("names of project demo cannot resolve");
+    assert!(warning.contains("DNS server"), "{warning}");
+    let ssh = ssh_local(&lab, 2222);
+    assert_success("ssh through forward to an address", &ssh);
+    assert_eq!(stdout(&ssh), N13);
+    let by_name = client.run(&["forward", "demo", "2223:api:65437"]);
+    assert!(!by_name.status.success(), "a name cannot resolve");
+    assert!(
+        stderr(&by_name).contains("names cannot resolve"),
+        "{}",
+        stderr(&by_name)
+    );
+}
+
+/// The demo project's second /28 (node1.db's address, not the project DNS nor node-id-13) and
+/// its /26.
+fn demo_shadow(lab: &Lab) -> (String, String) {
+    let v4 = lab.container(DB)["ipv4"].as_str().unwrap();
+    let base = v4.rsplit_once('.').unwrap().0;
+    (format!("{base}.16/28"), format!("{base}.0/26"))
+}
+
+/// `ssh root@127.0.0.1 -p PORT hostname` in the laptop namespace.
+fn ssh_local(lab: &Lab, port: u16) -> Output {
+    let port = port.to_string();
+    let options = [
+        "BatchMode=yes",
+        "StrictHostKeyChecking=no",
+        "UserKnownHostsFile=/dev/null",
+        "LogLevel=ERROR",
+        "ConnectTimeout=5",
+    ];
+    let mut args = vec!["ssh", "-p", &port];
+    for option in &options {
+        args.extend(["-o", option]);
+    }
+    args.extend(["root@127.0.0.1", "hostname"]);
+    lab.run_in(lab.laptop(), &args)
+}
+
+fn doctor(client: &Client) -> Value {
+    let out = client.run(&["doctor", "--json"]);
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json: {e}: {}{}", stdout(&out), stderr(&out)))
+}
+
+fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {report:#}"))
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A long-running corridor command whose output lines are read as they come; killed when dropped.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn spawn(command: &mut Command) -> Running {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting corridor");
+        let (tx, lines) = mpsc::channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line (seen before or coming within 30 s) that contains `text`.
+    fn wait_for(&mut self, text: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
+            return line.clone();
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(line) if line.contains(text) => {
+                    self.seen.push(line.clone());
+                    return line;
+                }
+                Ok(line) => self.seen.push(line),
+                Err(_) => panic!("no line with {text:?} within 30 s; output: {:#?}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
