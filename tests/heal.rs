@@ -94,6 +94,173 @@ fn forward_reaches_an_address_in_a_project_without_a_dns_gateway_and_says_names_
     );
 }
 
+#[test]
+fn a_key_removed_through_the_api_is_registered_again_and_ssh_by_name_works_within_10_s() {
+    let Some(lab) = Lab::up("crhkey") else { return };
+    let client = Client::new(&lab);
+    assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
+    let key = gateway_peer(&lab).expect("the connection's key is a peer of the gateway");
+
+    let removed = remove_key_through_the_api(&lab, &key);
+    assert_success("DELETE the key", &removed);
+    assert_eq!(gateway_peer(&lab), None, "the API took the peer off the gateway");
+    let started = Instant::now();
+
+    let took = ssh_by_name_within(&lab, Duration::from_secs(10));
+
+    assert!(took.is_some(), "ssh by name did not work again within 10 s");
+    assert_eq!(
+        gateway_peer(&lab).as_deref(),
+        Some(key.as_str()),
+        "the same key, registered again"
+    );
+    let status = client.status();
+    let platform = &status["connections"][0]["platform"];
+    assert_eq!(
+        platform["note"], "re-registered after the key was removed from the project",
+        "{status:#}"
+    );
+    assert_eq!(platform["reregistered"], 1);
+    assert_eq!(platform["problem"], Value::Null);
+    let text = stdout(&client.run(&["vpn", "status"]));
+    assert!(
+        text.contains("re-registered after the key was removed from the project"),
+        "{text}"
+    );
+    eprintln!("ssh worked again {:?} after the removal", started.elapsed());
+}
+
+#[test]
+fn a_gateway_rekeyed_on_a_new_port_is_adopted_and_ssh_by_name_works_within_10_s() {
+    let Some(lab) = Lab::up("crhrekey") else { return };
+    let client = Client::new(&lab);
+    assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
+    let endpoint = lab.project("demo")["endpoint"].as_str().unwrap().to_string();
+    let moved = format!("{}:51999", endpoint.rsplit_once(':').unwrap().0);
+
+    let rekey = lab.lab(&["gateway-rekey", "demo", "--port", "51999"]);
+    assert_success("gateway-rekey", &rekey);
+
+    assert!(
+        ssh_by_name_within(&lab, Duration::from_secs(10)).is_some(),
+        "ssh by name did not work again within 10 s"
+    );
+    let status = client.status();
+    let connection = &status["connections"][0];
+    assert_eq!(connection["endpoint"], moved.as_str(), "{status:#}");
+    assert_eq!(connection["platform"]["gateway_changes"], 1, "{status:#}");
+    assert!(
+        connection["platform"]["note"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("new key and endpoint {moved}")),
+        "{status:#}"
+    );
+}
+
+#[test]
+fn with_the_token_refused_a_silent_gateway_is_blamed_on_the_token_not_the_network() {
+    let Some(lab) = Lab::up("crhtoken") else { return };
+    let client = Client::new(&lab);
+    assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
+    let key = gateway_peer(&lab).expect("the connection's key is a peer of the gateway");
+    assert_success("misbehave expired", &lab.lab(&["misbehave", "expired"]));
+    // The platform's own clean-up, seen from the gateway: the API refuses every call now.
+    let wg_if = lab.project("demo")["wg_interface"].as_str().unwrap().to_string();
+    assert_success(
+        "the peer removed on the gateway",
+        &Command::new("wg")
+            .args(["set", &wg_if, "peer", &key, "remove"])
+            .output()
+            .unwrap(),
+    );
+
+    let problem = wait_for_platform_problem(&lab, &client, Duration::from_secs(20));
+
+    assert!(problem["what"].as_str().unwrap().contains("token"), "{problem}");
+    let text = stdout(&client.run(&["vpn", "status"]));
+    let line = |label: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(label))
+            .unwrap_or_else(|| panic!("no {label} line in:\n{text}"))
+            .to_string()
+    };
+    assert!(line("problem").contains("refused the token"), "{text}");
+    assert!(line("fix").contains("corridor login"), "{text}");
+    assert!(!text.contains("UDP"), "{text}");
+    let report = doctor(&client);
+    let handshake = check(&report, "handshake (demo)");
+    assert_eq!(handshake["ok"], false, "{handshake}");
+    assert!(handshake["detail"].as_str().unwrap().contains("token"), "{handshake}");
+    let fix = handshake["fix"].as_str().unwrap();
+    assert!(fix.contains("corridor login") && !fix.contains("UDP"), "{fix}");
+}
+
+/// The public key of the demo gateway's one peer, if it has one.
+fn gateway_peer(lab: &Lab) -> Option<String> {
+    let wg_if = lab.project("demo")["wg_interface"].as_str().unwrap();
+    let out = Command::new("wg").args(["show", wg_if, "peers"]).output().unwrap();
+    assert_success("wg show peers", &out);
+    let peers = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(peers.lines().count() <= 1, "one connection, one peer: {peers}");
+    (!peers.is_empty()).then_some(peers)
+}
+
+/// `DELETE /project/{id}/vpn` with the key, as another machine's `vpn key remove` sends it.
+fn remove_key_through_the_api(lab: &Lab, key: &str) -> Output {
+    let url = format!(
+        "{}/api/rest/public/project/{}/vpn",
+        lab.api_url(),
+        lab.project("demo")["id"].as_str().unwrap()
+    );
+    let auth = format!("Authorization: Bearer {}", lab.token());
+    let body = serde_json::json!({"publicKey": key, "instanceId": null}).to_string();
+    lab.run_in(
+        lab.laptop(),
+        &[
+            "curl",
+            "-sSf",
+            "-X",
+            "DELETE",
+            "-H",
+            &auth,
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &url,
+        ],
+    )
+}
+
+/// Tries `ssh node-id-13… hostname` until it works; how long that took, `None` past `limit`.
+fn ssh_by_name_within(lab: &Lab, limit: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let ssh = lab.ssh(N13, "hostname");
+        if ssh.status.success() && stdout(&ssh) == N13 {
+            return Some(started.elapsed());
+        }
+    }
+    None
+}
+
+/// Sends traffic into the tunnel (a ping to node-id-13, which makes the daemon notice the silent
+/// gateway) until the connection's status names a problem; fails the test past `limit`.
+fn wait_for_platform_problem(lab: &Lab, client: &Client, limit: Duration) -> Value {
+    let target = lab.container(N13)["ipv6"].as_str().unwrap().to_string();
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let _ = lab.run_in(lab.laptop(), &["ping", "-c", "1", "-W", "1", &target]);
+        let status = client.status();
+        let problem = &status["connections"][0]["platform"]["problem"];
+        if !problem.is_null() {
+            return problem.clone();
+        }
+    }
+    panic!("no problem in vpn status within {limit:?}: {:#}", client.status());
+}
+
 /// The demo project's second /28 (node1.db's address, not the project DNS nor node-id-13) and
 /// its /26.
 fn demo_shadow(lab: &Lab) -> (String, String) {
