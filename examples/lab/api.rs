@@ -1160,6 +1160,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_gateway_moved_by_rekey_is_answered_from_then_on() {
+        let lab = Lab::start().await;
+        let before = lab.register(&key(1)).await;
+        let port_file = lab.dir.path().join(format!("{}.port", lab.demo().wg_if));
+        std::fs::write(port_file, "51999\n").expect("write port");
+
+        let after = lab.register(&key(1)).await;
+
+        let moved = format!("{}:51999", lab.demo().gw_underlay_addr);
+        assert_eq!(
+            before["project"]["ipv4"]["sharedEndpoint"],
+            lab.demo().endpoint.to_string()
+        );
+        for family in ["ipv4", "ipv6"] {
+            assert_eq!(after["project"][family]["sharedEndpoint"], moved.as_str(), "{family}");
+            assert_eq!(after["project"][family]["endpoint"], moved.as_str(), "{family}");
+        }
+    }
+
+    #[tokio::test]
     async fn list_shows_registered_keys_only() {
         let lab = Lab::start().await;
         let one = lab.register(&key(1)).await;
