@@ -5,12 +5,10 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{assert_success, stdout, Client, Lab};
+use common::{assert_success, cmd_ok, stdout, Client, Lab, Running, SSH_OPTIONS};
 use serde_json::Value;
 
 const N13: &str = "node-id-13.runtime.api.zerops";
@@ -167,13 +165,7 @@ fn with_the_token_refused_a_silent_gateway_is_blamed_on_the_token_not_the_networ
     assert_success("misbehave expired", &lab.lab(&["misbehave", "expired"]));
     // The platform's own clean-up, seen from the gateway: the API refuses every call now.
     let wg_if = lab.project("demo")["wg_interface"].as_str().unwrap().to_string();
-    assert_success(
-        "the peer removed on the gateway",
-        &Command::new("wg")
-            .args(["set", &wg_if, "peer", &key, "remove"])
-            .output()
-            .unwrap(),
-    );
+    cmd_ok("wg", &["set", &wg_if, "peer", &key, "remove"], None);
 
     let problem = wait_for_platform_problem(&lab, &client, Duration::from_secs(20));
 
@@ -272,17 +264,8 @@ fn demo_shadow(lab: &Lab) -> (String, String) {
 /// `ssh root@127.0.0.1 -p PORT hostname` in the laptop namespace.
 fn ssh_local(lab: &Lab, port: u16) -> Output {
     let port = port.to_string();
-    let options = [
-        "BatchMode=yes",
-        "StrictHostKeyChecking=no",
-        "UserKnownHostsFile=/dev/null",
-        "LogLevel=ERROR",
-        "ConnectTimeout=5",
-    ];
     let mut args = vec!["ssh", "-p", &port];
-    for option in &options {
-        args.extend(["-o", option]);
-    }
+    args.extend(SSH_OPTIONS);
     args.extend(["root@127.0.0.1", "hostname"]);
     lab.run_in(lab.laptop(), &args)
 }
@@ -304,69 +287,4 @@ fn check<'a>(report: &'a Value, name: &str) -> &'a Value {
 
 fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
-}
-
-/// A long-running corridor command whose output lines are read as they come; killed when dropped.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn spawn(command: &mut Command) -> Running {
-        let mut child = command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting corridor");
-        let (tx, lines) = mpsc::channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if tx.send(line).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Running {
-            child,
-            lines,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The first line (seen before or coming within 30 s) that contains `text`.
-    fn wait_for(&mut self, text: &str) -> String {
-        if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
-            return line.clone();
-        }
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            match self
-                .lines
-                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            {
-                Ok(line) if line.contains(text) => {
-                    self.seen.push(line.clone());
-                    return line;
-                }
-                Ok(line) => self.seen.push(line),
-                Err(_) => panic!("no line with {text:?} within 30 s; output: {:#?}", self.seen),
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
