@@ -63,7 +63,7 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     report.progress(Progress::KeyRegistered { project: &project.name });
     let vpn = item.to_config().context("the platform's VPN answer")?;
     host::preflight(vpn.addresses.iter().any(|a| a.addr().is_ipv6()))?;
-    report_route_clashes(&vpn.allowed_networks, report);
+    report_route_clashes(&vpn.allowed_networks, item.dns_server().ok(), report);
     // The DNS address is read only to set DNS up: an answer without one still connects.
     let (dns, dns_missing) = match options.dns {
         dns::Mode::Off => (None, None),
@@ -114,12 +114,17 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
 
 /// Says, before the routes are added, where the host would take project addresses elsewhere; the
 /// connection goes ahead (the clash may be intended, and the rest of the project works).
-fn report_route_clashes(networks: &[ipnet::IpNet], report: &mut dyn Report) {
+fn report_route_clashes(networks: &[ipnet::IpNet], dns: Option<std::net::IpAddr>, report: &mut dyn Report) {
     match host::route_clashes(networks, None) {
         Ok(Some(clashes)) => {
             for clash in &clashes {
                 tracing::warn!(%clash, "route clash");
                 report.progress(Progress::RouteClash(clash));
+            }
+            if let Some(dns) = dns.filter(|dns| clashes.iter().any(|c| c.affected.contains(dns))) {
+                report.progress(Progress::Warning(format!(
+                    "the project's DNS server {dns} is among those addresses: the project's names will not resolve"
+                )));
             }
         }
         Ok(None) => tracing::debug!("route clashes are not checked on this platform"),

@@ -66,6 +66,27 @@ fn a_shadowing_route_is_named_by_vpn_up_and_doctor_and_no_route_no_warning() {
     let text = stdout(&client.run(&["doctor"]));
     let line = text.lines().find(|l| l.contains("routes (demo)")).unwrap();
     assert!(line.starts_with('✗') && line.contains(&shadow), "{line}");
+    assert!(
+        !stderr(&up).contains("DNS server"),
+        "the project DNS is outside {shadow}: {}",
+        stderr(&up)
+    );
+    assert_success("vpn down", &client.run(&["vpn", "down"]));
+
+    let dns = lab.project("demo")["dns"].as_str().unwrap().to_string();
+    let over_dns = format!("{}.0/28", dns.rsplit_once('.').unwrap().0);
+    let add = lab.run_in(
+        lab.laptop(),
+        &["ip", "route", "add", &over_dns, "via", &router, "dev", "underlay"],
+    );
+    assert_success("a route over the project DNS", &add);
+    let up = client.run(&["vpn", "up", "demo"]);
+    assert_success("vpn up with the project DNS shadowed", &up);
+    assert!(
+        stderr(&up).contains(&format!("the project's DNS server {dns} is among those addresses")),
+        "{}",
+        stderr(&up)
+    );
 }
 
 #[test]
