@@ -14,7 +14,7 @@ use netlink_packet_route::link::{LinkAttribute, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
-use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::clash::{self, HostAddress, HostRoute, HostRule, RoutingTable};
@@ -106,9 +106,10 @@ fn host_route(message: &RouteMessage) -> Option<HostRoute> {
     })
 }
 
-/// Rules that apply to packets this machine sends to a destination: those that match a source
-/// address or an incoming interface are for other packets and are left out, as are rules that
-/// jump to other rules.
+/// Rules that apply to what this machine sends to a destination. Rules for some packets only
+/// (from an address or an interface; with a mark, a user, a protocol or a port: another VPN's
+/// own traffic, as Tailscale and wg-quick mark theirs) are left out, but `not fwmark …` matches
+/// nearly everything and stays; so are rules that jump to other rules.
 fn host_rule(message: &RuleMessage) -> Option<HostRule> {
     let header = &message.header;
     if header.src_len > 0 {
@@ -117,14 +118,25 @@ fn host_rule(message: &RuleMessage) -> Option<HostRule> {
     let mut priority = 0;
     let mut destination = None;
     let mut table = u32::from(header.table);
+    let mut some_packets = false;
     for attribute in &message.attributes {
         match attribute {
             RuleAttribute::Priority(p) => priority = *p,
             RuleAttribute::Destination(address) => destination = IpNet::new(*address, header.dst_len).ok(),
             RuleAttribute::Table(id) => table = *id,
-            RuleAttribute::Iifname(_) => return None,
+            RuleAttribute::Iifname(_) | RuleAttribute::Source(_) => return None,
+            RuleAttribute::FwMark(_)
+            | RuleAttribute::UidRange(_)
+            | RuleAttribute::IpProtocol(_)
+            | RuleAttribute::SourcePortRange(_)
+            | RuleAttribute::DestinationPortRange(_)
+            | RuleAttribute::Oifname(_) => some_packets = true,
             _ => {}
         }
+    }
+    let inverted = header.flags.contains(RuleFlags::Invert);
+    if some_packets != inverted {
+        return None;
     }
     let action = match header.action {
         RuleAction::ToTable => clash::RuleAction::Lookup(table),
@@ -315,6 +327,36 @@ mod tests {
             acknowledgement(&answer(0)[..8]).is_err(),
             "a truncated answer is an error"
         );
+    }
+
+    #[test]
+    fn rules_for_marked_packets_are_left_out_and_not_fwmark_rules_kept() {
+        let rule = |attributes: Vec<RuleAttribute>, inverted: bool| {
+            let mut message = RuleMessage::default();
+            message.header.action = RuleAction::ToTable;
+            if inverted {
+                message.header.flags = RuleFlags::Invert;
+            }
+            message.attributes = attributes;
+            host_rule(&message)
+        };
+        let tailscale = rule(
+            vec![RuleAttribute::Priority(5250), RuleAttribute::FwMark(0x80000)],
+            false,
+        );
+        let wg_quick = rule(
+            vec![
+                RuleAttribute::Priority(32765),
+                RuleAttribute::FwMark(51820),
+                RuleAttribute::Table(51820),
+            ],
+            true,
+        );
+        let everything = rule(vec![RuleAttribute::Priority(5270), RuleAttribute::Table(52)], false);
+
+        assert_eq!(tailscale, None);
+        assert_eq!(wg_quick.map(|r| r.action), Some(clash::RuleAction::Lookup(51820)));
+        assert_eq!(everything.map(|r| r.priority), Some(5270));
     }
 
     #[test]
