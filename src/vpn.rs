@@ -567,3 +567,50 @@ pub async fn all_projects(client: &Client) -> Result<Vec<Project>> {
     }
     Ok(projects)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use daemon::heal::Recheck;
+
+    #[test]
+    fn each_refusal_names_its_cause_and_its_fix() {
+        let platform = |status: u16, code: &str| api::ApiError::Platform {
+            status,
+            code: code.into(),
+            message: "refused".into(),
+        };
+        let cases = [
+            (
+                platform(401, "tokenExpired"),
+                "refused the token",
+                "corridor login --token",
+            ),
+            (
+                platform(403, "insufficientPermissions"),
+                "no permission",
+                "ask the project's owner",
+            ),
+            (
+                platform(404, "projectNotFound"),
+                "project demo is gone",
+                "corridor vpn down",
+            ),
+        ];
+        for (error, problem_text, fix_text) in cases {
+            let Recheck::Refused { problem, fix } = refusal(&error, "demo") else {
+                panic!("{error} is a refusal");
+            };
+            assert!(problem.contains(problem_text), "{problem}");
+            assert!(fix.contains(fix_text), "{fix}");
+        }
+        let timeout = api::ApiError::Timeout {
+            url: "http://198.18.0.1:8080".into(),
+        };
+        assert!(matches!(refusal(&timeout, "demo"), Recheck::Unreachable { .. }));
+        assert!(matches!(
+            refusal(&platform(500, "internalServerError"), "demo"),
+            Recheck::Unreachable { .. }
+        ));
+    }
+}

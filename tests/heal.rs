@@ -87,6 +87,36 @@ fn a_shadowing_route_is_named_by_vpn_up_and_doctor_and_no_route_no_warning() {
         "{}",
         stderr(&up)
     );
+    assert_success("vpn down", &client.run(&["vpn", "down"]));
+    assert_success(
+        "route gone",
+        &lab.run_in(lab.laptop(), &["ip", "route", "del", &over_dns]),
+    );
+    assert_success(
+        "route gone",
+        &lab.run_in(lab.laptop(), &["ip", "route", "del", &shadow]),
+    );
+
+    // A LAN numbered like the project: an address of the machine inside its network (a veth
+    // pair inside the lab's laptop namespace, gone with it).
+    let lan = format!("{}.40/29", dns.rsplit_once('.').unwrap().0);
+    let dummy = [
+        vec!["ip", "link", "add", "crhlan", "type", "veth", "peer", "name", "crhlan1"],
+        vec!["ip", "addr", "add", &lan, "dev", "crhlan"],
+        vec!["ip", "link", "set", "crhlan", "up"],
+        vec!["ip", "link", "set", "crhlan1", "up"],
+    ];
+    for args in dummy {
+        assert_success(&args.join(" "), &lab.run_in(lab.laptop(), &args));
+    }
+    let up = client.run(&["vpn", "up", "demo"]);
+    assert_success("vpn up with an address in the project network", &up);
+    let expected = format!("! this machine's address {lan} on crhlan overlaps the project's {network}");
+    assert!(
+        stderr(&up).lines().any(|l| l.trim_start().starts_with(&expected)),
+        "no {expected:?} in:\n{}",
+        stderr(&up)
+    );
 }
 
 #[test]
