@@ -4,7 +4,8 @@
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
@@ -143,7 +144,7 @@ fn rewrite_resolv_conf(path: &Path, responder: SocketAddr, journal: &mut Journal
     let original = fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     let text = String::from_utf8_lossy(&original);
     refuse_leftover(path, &text, responder.ip())?;
-    let backup = journal.path().with_extension("resolv.conf.orig");
+    let backup = backup_path(journal);
     write_synced(&backup, &original, true)?;
     journal.record(Change::File {
         path: path.to_path_buf(),
@@ -152,6 +153,100 @@ fn rewrite_resolv_conf(path: &Path, responder: SocketAddr, journal: &mut Journal
     })?;
     write_synced(path, rewritten(&text, responder.ip()).as_bytes(), false)?;
     tracing::info!(path = %path.display(), backup = %backup.display(), nameserver = %responder.ip(), "resolv.conf points at the responder");
+    Ok(())
+}
+
+fn backup_path(journal: &Journal) -> PathBuf {
+    journal.path().with_extension("resolv.conf.orig")
+}
+
+/// The watch's view of resolv.conf (`super::watch`): what corridor last wrote there, and the
+/// backup `down` restores from.
+pub struct Watched {
+    path: PathBuf,
+    backup: PathBuf,
+    responder: IpAddr,
+    ours: Vec<u8>,
+}
+
+/// resolv.conf is watched in resolv-conf mode, where corridor rewrote it.
+pub fn watch(plan: &HostDns, responder: SocketAddr, journal: &Journal) -> Option<Watched> {
+    (plan.mode == Mode::ResolvConf).then(|| Watched::new(Path::new(RESOLV_CONF), backup_path(journal), responder.ip()))
+}
+
+impl Watched {
+    fn new(path: &Path, backup: PathBuf, responder: IpAddr) -> Watched {
+        // Changed already since the rewrite: the first look finds it foreign.
+        let ours = fs::read(path).ok().filter(|b| is_ours(b)).unwrap_or_default();
+        Watched {
+            path: path.to_path_buf(),
+            backup,
+            responder,
+            ours,
+        }
+    }
+
+    /// What another program put there since corridor last wrote it, if anything. A version that
+    /// still carries the marker is ours edited (a line added by hand, a copy renamed into
+    /// place): it still points at the responder, and `down` restores the backup over it.
+    pub fn foreign(&mut self) -> Result<Option<Vec<u8>>> {
+        let current = match fs::read(&self.path) {
+            Ok(bytes) => bytes,
+            // Between a program's unlink and its rename: the next look sees the new one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.path.display())),
+        };
+        if current == self.ours {
+            return Ok(None);
+        }
+        if is_ours(&current) {
+            self.ours = current;
+            return Ok(None);
+        }
+        Ok(Some(current))
+    }
+
+    /// The other program's version becomes the backup (durably, before the rewrite, as on the
+    /// first rewrite), then resolv.conf points at the responder again, in place.
+    pub fn reapply(&mut self, theirs: &[u8]) -> Result<()> {
+        replace_synced(&self.backup, theirs)?;
+        let ours = rewritten(&String::from_utf8_lossy(theirs), self.responder);
+        write_synced(&self.path, ours.as_bytes(), false)?;
+        self.ours = ours.into_bytes();
+        Ok(())
+    }
+
+    pub fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+fn is_ours(content: &[u8]) -> bool {
+    String::from_utf8_lossy(content).contains(MARKER)
+}
+
+/// `path` replaced whole or not at all, whenever the machine stops: a torn backup would be
+/// restored as the resolver.
+fn replace_synced(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".new");
+    let new = PathBuf::from(name);
+    let _ = fs::remove_file(&new);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&new)
+        .with_context(|| format!("creating {}", new.display()))?;
+    file.write_all(bytes)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", new.display()))?;
+    fs::rename(&new, path).with_context(|| format!("replacing {}", path.display()))?;
+    if let Some(dir) = path.parent() {
+        fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))?;
+    }
     Ok(())
 }
 
@@ -268,6 +363,98 @@ mod tests {
         assert_eq!(fs::metadata(&path).unwrap().ino(), inode);
         assert!(!journal_path.exists());
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1, "the backup is gone too");
+    }
+
+    /// resolv.conf rewritten as on `vpn up`, and its watch: (dir, path, journal path, watch).
+    fn watched() -> (tempfile::TempDir, PathBuf, PathBuf, Watched) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        fs::write(&path, ORIGINAL).unwrap();
+        let journal_path = dir.path().join("p.journal");
+        let mut journal = Journal::create(&journal_path).unwrap();
+        rewrite_resolv_conf(&path, LISTEN.parse().unwrap(), &mut journal).unwrap();
+        let watch = Watched::new(&path, backup_path(&journal), "127.0.0.153".parse().unwrap());
+        (dir, path, journal_path, watch)
+    }
+
+    fn restore(dir: &Path, path: &Path, journal: &Path) {
+        let allowed = crate::host::Allowed::for_os(crate::host::OS).with_file(path, MARKER, false);
+        crate::host::restore_with(journal, &allowed).unwrap();
+        assert_eq!(fs::read_dir(dir).unwrap().count(), 1, "only resolv.conf is left");
+    }
+
+    #[test]
+    fn a_rewrite_in_place_is_put_back_and_down_restores_the_other_programs_version() {
+        let (dir, path, journal, mut watch) = watched();
+        let inode = fs::metadata(&path).unwrap().ino();
+        assert_eq!(watch.foreign().unwrap(), None, "our own rewrite");
+
+        let dhcp = b"# from DHCP\nnameserver 198.18.0.1\nsearch dhcp.example\n";
+        fs::write(&path, dhcp).unwrap();
+        let theirs = watch.foreign().unwrap().expect("noticed");
+        assert_eq!(theirs, dhcp);
+        watch.reapply(&theirs).unwrap();
+
+        let now = fs::read_to_string(&path).unwrap();
+        assert!(now.starts_with(MARKER), "{now}");
+        assert!(
+            now.contains("\nnameserver 127.0.0.153\nsearch zerops dhcp.example\n"),
+            "{now}"
+        );
+        assert!(now.contains("# corridor: nameserver 198.18.0.1"), "{now}");
+        assert_eq!(fs::metadata(&path).unwrap().ino(), inode, "in place");
+        assert_eq!(watch.foreign().unwrap(), None, "our own rewrite again");
+
+        restore(dir.path(), &path, &journal);
+        assert_eq!(
+            fs::read(&path).unwrap(),
+            dhcp,
+            "the newest version, not the one from before up"
+        );
+    }
+
+    #[test]
+    fn a_replacement_by_rename_is_noticed_too() {
+        let (dir, path, journal, mut watch) = watched();
+        let staged = dir.path().join("resolv.conf.nm");
+        let nm = b"# Generated by NetworkManager\nnameserver 198.18.0.9\n";
+        fs::write(&staged, nm).unwrap();
+        fs::rename(&staged, &path).unwrap();
+
+        let theirs = watch.foreign().unwrap().expect("noticed");
+        watch.reapply(&theirs).unwrap();
+
+        assert!(fs::read_to_string(&path).unwrap().contains("nameserver 127.0.0.153"));
+        restore(dir.path(), &path, &journal);
+        assert_eq!(fs::read(&path).unwrap(), nm);
+    }
+
+    #[test]
+    fn our_version_edited_is_still_ours_and_a_missing_file_is_waited_for() {
+        let (_dir, path, _journal, mut watch) = watched();
+        let mut edited = fs::read_to_string(&path).unwrap();
+        edited.push_str("options timeout:2\n");
+        fs::write(&path, &edited).unwrap();
+        assert_eq!(watch.foreign().unwrap(), None);
+
+        fs::remove_file(&path).unwrap();
+        assert_eq!(watch.foreign().unwrap(), None);
+        fs::write(&path, "nameserver 10.9.9.9\n").unwrap();
+        assert!(watch.foreign().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_change_before_the_watch_began_is_foreign_at_the_first_look() {
+        let (dir, path, _journal, _) = watched();
+        fs::write(&path, "nameserver 10.9.9.9\n").unwrap();
+
+        let mut late = Watched::new(
+            &path,
+            dir.path().join("p.resolv.conf.orig"),
+            "127.0.0.153".parse().unwrap(),
+        );
+
+        assert_eq!(late.foreign().unwrap().as_deref(), Some(&b"nameserver 10.9.9.9\n"[..]));
     }
 
     #[test]

@@ -1,0 +1,220 @@
+//! The host's resolver kept pointed at the responder while another program (a DHCP client,
+//! NetworkManager, a second VPN) rewrites it: each change is put back, with the other program's
+//! version as the new backup so that `down` restores what it wrote, not a stale copy. A program
+//! that rewrites it again and again wins: after `LIMIT` re-applies within `WINDOW` the watch
+//! stops and says so, rather than fight it forever.
+//!
+//! [`Backoff`] decides (no I/O, time passed in); [`Watch`] does the looking and the rewriting
+//! through the platform's [`Watched`], once a second on the DNS service's own tick.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(target_os = "linux")]
+use super::linux::{watch, Watched};
+use super::HostDns;
+use crate::host::Journal;
+
+/// Re-applies allowed within `WINDOW`; one change more and the other program keeps the resolver.
+pub const LIMIT: usize = 5;
+pub const WINDOW: Duration = Duration::from_secs(60);
+/// A change is acted on only once it has held this long: a program that truncates and then
+/// writes is never caught halfway.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// What `vpn status` shows of the watch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchStatus {
+    /// Times the resolver was put back after another program changed it.
+    #[serde(default)]
+    pub reapplied: u64,
+    /// Why the watch stopped putting it back; the other program's version stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backed_off: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Reapply,
+    /// Too many changes too fast: leave the resolver to the other program from now on.
+    GiveUp,
+}
+
+/// Counts re-applies in a sliding window.
+#[derive(Debug)]
+pub struct Backoff {
+    limit: usize,
+    window: Duration,
+    recent: VecDeque<Instant>,
+}
+
+impl Backoff {
+    pub fn new(limit: usize, window: Duration) -> Backoff {
+        Backoff {
+            limit,
+            window,
+            recent: VecDeque::new(),
+        }
+    }
+
+    /// Another program changed the resolver at `now`.
+    pub fn changed(&mut self, now: Instant) -> Verdict {
+        while self
+            .recent
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) >= self.window)
+        {
+            self.recent.pop_front();
+        }
+        if self.recent.len() >= self.limit {
+            return Verdict::GiveUp;
+        }
+        self.recent.push_back(now);
+        Verdict::Reapply
+    }
+}
+
+/// The resolver as corridor set it up, looked at on each tick.
+pub struct Watch {
+    watched: Option<Watched>,
+    backoff: Backoff,
+    status: WatchStatus,
+}
+
+impl Watch {
+    /// Nothing to watch (yet).
+    pub fn idle() -> Watch {
+        Watch {
+            watched: None,
+            backoff: Backoff::new(LIMIT, WINDOW),
+            status: WatchStatus::default(),
+        }
+    }
+
+    /// Starts watching what `configure_host` just set up, where the platform can.
+    pub fn start(&mut self, plan: &HostDns, responder: SocketAddr, journal: &Journal) {
+        self.watched = watch(plan, responder, journal);
+    }
+
+    pub fn status(&self) -> WatchStatus {
+        self.status.clone()
+    }
+
+    /// Puts the resolver back if another program changed it, or gives up on it.
+    pub async fn tick(&mut self, now: Instant) {
+        let Some(watched) = &mut self.watched else { return };
+        let theirs = match watched.foreign() {
+            Ok(Some(theirs)) => theirs,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "looking at the host resolver");
+                return;
+            }
+        };
+        tokio::time::sleep(SETTLE).await;
+        if !matches!(watched.foreign(), Ok(Some(again)) if again == theirs) {
+            return;
+        }
+        let what = watched.describe();
+        let stop = match self.backoff.changed(now) {
+            Verdict::Reapply => match watched.reapply(&theirs) {
+                Ok(()) => {
+                    self.status.reapplied += 1;
+                    tracing::info!(resolver = %what, times = self.status.reapplied, "another program changed the resolver; put back, its version kept for down");
+                    None
+                }
+                Err(e) => Some(format!(
+                    "{what} was changed by another program and could not be put back: {e:#}"
+                )),
+            },
+            Verdict::GiveUp => Some(format!(
+                "{what} was changed by another program {} times within {} s; it keeps that \
+                 program's version, so names of the projects may not resolve (`vpn down` and \
+                 `vpn up` take it back)",
+                LIMIT + 1,
+                WINDOW.as_secs()
+            )),
+        };
+        if let Some(why) = stop {
+            tracing::warn!(resolver = %what, reason = %why, "stopped putting the resolver back");
+            self.status.backed_off = Some(why);
+            self.watched = None;
+        }
+    }
+}
+
+/// Only Linux's resolv.conf is watched so far; macOS's resolver file and Windows's NRPT rule are
+/// corridor's own, which other programs have no reason to touch.
+#[cfg(not(target_os = "linux"))]
+pub enum Watched {}
+
+#[cfg(not(target_os = "linux"))]
+fn watch(_plan: &HostDns, _responder: SocketAddr, _journal: &Journal) -> Option<Watched> {
+    None
+}
+
+#[cfg(not(target_os = "linux"))]
+impl Watched {
+    fn foreign(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        match *self {}
+    }
+
+    fn reapply(&mut self, _theirs: &[u8]) -> anyhow::Result<()> {
+        match *self {}
+    }
+
+    fn describe(&self) -> String {
+        match *self {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn changes_are_put_back_until_too_many_come_within_the_window() {
+        let mut backoff = Backoff::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+
+        assert_eq!(backoff.changed(at(0)), Verdict::Reapply);
+        assert_eq!(backoff.changed(at(1)), Verdict::Reapply);
+        assert_eq!(backoff.changed(at(2)), Verdict::Reapply);
+        assert_eq!(backoff.changed(at(3)), Verdict::GiveUp);
+    }
+
+    #[test]
+    fn changes_spread_out_are_put_back_forever() {
+        let mut backoff = Backoff::new(3, Duration::from_secs(60));
+        let t0 = Instant::now();
+
+        // A DHCP lease renewed every 30 s: never more than 2 in any minute.
+        for i in 0..100 {
+            assert_eq!(
+                backoff.changed(t0 + Duration::from_secs(30 * i)),
+                Verdict::Reapply,
+                "renewal {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_window_slides_so_an_old_burst_does_not_count_against_a_new_change() {
+        let mut backoff = Backoff::new(2, Duration::from_secs(10));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+
+        assert_eq!(backoff.changed(at(0)), Verdict::Reapply);
+        assert_eq!(backoff.changed(at(5)), Verdict::Reapply);
+        assert_eq!(
+            backoff.changed(at(10)),
+            Verdict::Reapply,
+            "the first has left the window"
+        );
+        assert_eq!(backoff.changed(at(11)), Verdict::GiveUp);
+    }
+}
