@@ -62,6 +62,10 @@ pub const LABS: &[(&str, u8)] = &[
     ("crkconf", 82),
     ("crkconn", 83),
     ("crkbad", 84),
+    // tests/dns_watch.rs
+    ("crwdns", 100),
+    ("crwloop", 101),
+    ("crwdoh", 102),
     // tests/windows_wine.rs
     ("wine", 90),
 ];
