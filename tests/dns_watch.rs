@@ -1,7 +1,7 @@
 //! The host's resolver defended while connected: another program's rewrite of resolv.conf is put
-//! back within 2 s, `down` restores that program's newest version, a program that rewrites it
-//! again and again is left to it (and status says so); and the Firefox DNS-over-HTTPS canary is
-//! NXDOMAIN while other names resolve.
+//! back within 2 s, `down` (also after a crash) restores that program's newest version, a
+//! program that rewrites it again and again is left to it (and status says so); and the Firefox
+//! DNS-over-HTTPS canary is NXDOMAIN while other names resolve.
 #![cfg(target_os = "linux")]
 
 mod common;
@@ -51,6 +51,29 @@ fn resolv_conf_rewritten_in_place_is_put_back_within_2_s_and_down_restores_that_
         dhcp,
         "down restores the renewal's version byte for byte"
     );
+}
+
+#[test]
+fn after_a_crash_the_next_down_restores_the_other_programs_version_too() {
+    let Some(lab) = Lab::up("crwcrash") else { return };
+    let client = Client::new(&lab);
+    assert_success("vpn up", &client.run(&["vpn", "up", "demo"]));
+    let dhcp = format!("# a DHCP renewal\nnameserver {}\n", isp_dns(&lab));
+    write_resolv_conf(&lab, &dhcp);
+    let put_back = poll(Duration::from_secs(3), || {
+        resolv_conf(&lab).starts_with(MARKER.as_bytes())
+    });
+    assert!(put_back.is_some(), "not put back within 3 s");
+
+    let daemon = client.status()["connections"][0]["pid"].as_u64().unwrap().to_string();
+    let service = std::fs::read_to_string(client.dir.path().join("run/dns.pid")).unwrap();
+    for pid in [daemon.as_str(), service.trim()] {
+        let kill = std::process::Command::new("kill").args(["-9", pid]).output().unwrap();
+        assert_success("kill -9", &kill);
+    }
+
+    assert_success("vpn down after the crash", &client.run(&["vpn", "down"]));
+    assert_eq!(String::from_utf8_lossy(&resolv_conf(&lab)), dhcp);
 }
 
 #[test]

@@ -66,6 +66,7 @@ pub const LABS: &[(&str, u8)] = &[
     ("crwdns", 100),
     ("crwloop", 101),
     ("crwdoh", 102),
+    ("crwcrash", 103),
     // tests/windows_wine.rs
     ("wine", 90),
 ];
