@@ -47,6 +47,9 @@ pub struct Registration {
     #[serde(flatten)]
     pub project: ProjectDns,
     pub daemon_pid: u32,
+    /// The connection's tunnel interface, whose resolver settings (resolved mode) are watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
 }
 
 /// The answer to every request.
@@ -89,6 +92,10 @@ impl Registry {
 
     pub fn projects(&self) -> Vec<ProjectDns> {
         self.entries.iter().map(|e| e.project.clone()).collect()
+    }
+
+    pub fn interfaces(&self) -> Vec<String> {
+        self.entries.iter().filter_map(|e| e.interface.clone()).collect()
     }
 
     pub fn registrations(&self) -> &[Registration] {
@@ -311,6 +318,9 @@ async fn serve(
     // nothing when the tunnel never does.
     let mut host_configured = plan.mode == Mode::Resolved;
     let mut watch = Watch::idle();
+    if host_configured {
+        watch.start(&plan, responder.local_addr(), journal);
+    }
     let listener = ipc::bind(&files.socket, platform::invoker().as_ref())?;
     std::fs::write(&files.pid, std::process::id().to_string())
         .with_context(|| format!("writing {}", files.pid.display()))?;
@@ -357,7 +367,7 @@ async fn serve(
                 break;
             }
             _ = tick.tick() => {
-                watch.tick(Instant::now()).await;
+                watch.tick(Instant::now(), &registry.interfaces()).await;
                 if prune(&mut registry, &responder) {
                     had_projects = true;
                 }
@@ -472,6 +482,7 @@ mod tests {
                 priority: 0,
             },
             daemon_pid: pid,
+            interface: None,
         }
     }
 

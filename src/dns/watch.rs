@@ -103,10 +103,11 @@ impl Watch {
         self.status.clone()
     }
 
-    /// Puts the resolver back if another program changed it, or gives up on it.
-    pub async fn tick(&mut self, now: Instant) {
+    /// Puts the resolver back if another program changed it, or gives up on it. `links`: the
+    /// registered projects' tunnel interfaces.
+    pub async fn tick(&mut self, now: Instant, links: &[String]) {
         let Some(watched) = &mut self.watched else { return };
-        let theirs = match watched.foreign() {
+        let theirs = match watched.foreign(links) {
             Ok(Some(theirs)) => theirs,
             Ok(None) => return,
             Err(e) => {
@@ -115,10 +116,10 @@ impl Watch {
             }
         };
         tokio::time::sleep(SETTLE).await;
-        if !matches!(watched.foreign(), Ok(Some(again)) if again == theirs) {
+        if !matches!(watched.foreign(links), Ok(Some(again)) if again == theirs) {
             return;
         }
-        let what = watched.describe();
+        let what = watched.describe(&theirs);
         let stop = match self.backoff.changed(now) {
             Verdict::Reapply => match watched.reapply(&theirs) {
                 Ok(()) => {
@@ -146,10 +147,14 @@ impl Watch {
     }
 }
 
-/// Only Linux's resolv.conf is watched so far; macOS's resolver file and Windows's NRPT rule are
+/// Only Linux's resolver is watched so far; macOS's resolver file and Windows's NRPT rule are
 /// corridor's own, which other programs have no reason to touch.
 #[cfg(not(target_os = "linux"))]
 pub enum Watched {}
+
+#[cfg(not(target_os = "linux"))]
+#[derive(PartialEq)]
+enum Foreign {}
 
 #[cfg(not(target_os = "linux"))]
 fn watch(_plan: &HostDns, _responder: SocketAddr, _journal: &Journal) -> Option<Watched> {
@@ -158,15 +163,15 @@ fn watch(_plan: &HostDns, _responder: SocketAddr, _journal: &Journal) -> Option<
 
 #[cfg(not(target_os = "linux"))]
 impl Watched {
-    fn foreign(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+    fn foreign(&mut self, _links: &[String]) -> anyhow::Result<Option<Foreign>> {
         match *self {}
     }
 
-    fn reapply(&mut self, _theirs: &[u8]) -> anyhow::Result<()> {
+    fn reapply(&mut self, _theirs: &Foreign) -> anyhow::Result<()> {
         match *self {}
     }
 
-    fn describe(&self) -> String {
+    fn describe(&self, _theirs: &Foreign) -> String {
         match *self {}
     }
 }
