@@ -1,12 +1,14 @@
 //! One responder per host, in its own process (`corridor-daemon dns-service`), for every connected
 //! project. A connection that needs names starts it as it begins, if none runs; daemons register
-//! their project (id, name, DNS address, when it connected, their pid) once their tunnel carries
-//! traffic and unregister on the way down. The service owns the host resolver rewrite
-//! (resolv-conf mode), made at the first registration, under its own journal, and puts it back
-//! when another program changes it (`watch`, once a second); in resolved mode each daemon points
-//! its own link at the service. Projects whose daemon died are dropped (checked on every request
-//! and once a second); when the last one is gone the service restores the resolver and exits. A service that died leaves its journal, which the next `vpn up` or
-//! `vpn down` replays.
+//! their project (id, name, DNS address, when it connected, their pid and interface) once their
+//! tunnel carries traffic and unregister on the way down. The service owns the host resolver
+//! rewrite (resolv-conf mode), made at the first registration, under its own journal, and puts
+//! it back when another program changes it (`watch`, once a second); in resolved mode each
+//! daemon points its own link at the service, and the service puts the link's settings back
+//! after a reset.
+//! Projects whose daemon died are dropped (checked on every request and once a second); when the
+//! last one is gone the service restores the resolver and exits. A service that died leaves its
+//! journal, which the next `vpn up` or `vpn down` replays.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

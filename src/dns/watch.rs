@@ -21,8 +21,8 @@ use crate::host::Journal;
 /// Re-applies allowed within `WINDOW`; one change more and the other program keeps the resolver.
 pub const LIMIT: usize = 5;
 pub const WINDOW: Duration = Duration::from_secs(60);
-/// A change is acted on only once it has held this long: a program that truncates and then
-/// writes is never caught halfway.
+/// A change is acted on only once it has held this long, so that a program that truncates and
+/// then writes is not caught halfway.
 const SETTLE: Duration = Duration::from_millis(100);
 
 /// What `vpn status` shows of the watch.
