@@ -229,7 +229,7 @@ pub struct ResolvConfWatch {
 }
 
 impl ResolvConfWatch {
-    fn new(path: &Path, backup: PathBuf, responder: IpAddr) -> ResolvConfWatch {
+    pub(super) fn new(path: &Path, backup: PathBuf, responder: IpAddr) -> ResolvConfWatch {
         // Changed already since the rewrite: the first look finds it foreign.
         let ours = fs::read(path).ok().filter(|b| is_ours(b)).unwrap_or_default();
         ResolvConfWatch {

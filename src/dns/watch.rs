@@ -222,4 +222,60 @@ mod tests {
         );
         assert_eq!(backoff.changed(at(11)), Verdict::GiveUp);
     }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_change_is_put_back_and_counted_and_one_that_cannot_be_stops_the_watch() {
+        use super::super::linux::ResolvConfWatch;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("resolv.conf");
+        let backups = dir.path().join("state");
+        std::fs::create_dir(&backups).unwrap();
+        std::fs::write(&path, "nameserver 10.0.0.1\n").unwrap();
+        let watched = ResolvConfWatch::new(
+            &path,
+            backups.join("p.resolv.conf.orig"),
+            "127.0.0.153".parse().unwrap(),
+        );
+        let mut watch = Watch {
+            watched: Some(Watched::ResolvConf(watched)),
+            ..Watch::idle()
+        };
+        let t0 = Instant::now();
+
+        watch.tick(t0, &[]).await;
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("nameserver 127.0.0.153"));
+        assert_eq!(
+            std::fs::read_to_string(backups.join("p.resolv.conf.orig")).unwrap(),
+            "nameserver 10.0.0.1\n"
+        );
+        watch.tick(t0 + Duration::from_secs(1), &[]).await;
+        assert_eq!(
+            watch.status(),
+            WatchStatus {
+                reapplied: 1,
+                backed_off: None
+            },
+            "unchanged since"
+        );
+
+        std::fs::remove_dir_all(&backups).unwrap();
+        std::fs::write(&path, "nameserver 10.0.0.2\n").unwrap();
+        watch.tick(t0 + Duration::from_secs(2), &[]).await;
+        let status = watch.status();
+        assert_eq!(status.reapplied, 1);
+        assert!(
+            status.backed_off.as_deref().unwrap().contains("could not be put back"),
+            "{status:?}"
+        );
+        std::fs::write(&path, "nameserver 10.0.0.3\n").unwrap();
+        watch.tick(t0 + Duration::from_secs(3), &[]).await;
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "nameserver 10.0.0.3\n",
+            "left alone"
+        );
+    }
 }
