@@ -241,8 +241,9 @@ impl ResolvConfWatch {
     }
 
     /// What another program put there since corridor last wrote it, if anything. A version that
-    /// still carries the marker is ours edited (a line added by hand, a copy renamed into
-    /// place): it still points at the responder, and `down` restores the backup over it.
+    /// still carries the marker and names the responder first is ours edited (a line added by
+    /// hand, a copy renamed into place): names still work, and `down` restores the backup over
+    /// it.
     pub fn foreign(&mut self) -> Result<Option<Vec<u8>>> {
         let current = match fs::read(&self.path) {
             Ok(bytes) => bytes,
@@ -253,7 +254,7 @@ impl ResolvConfWatch {
         if current == self.ours {
             return Ok(None);
         }
-        if is_ours(&current) {
+        if is_ours(&current) && first_nameserver(&current) == Some(self.responder) {
             self.ours = current;
             return Ok(None);
         }
@@ -261,10 +262,16 @@ impl ResolvConfWatch {
     }
 
     /// The other program's version becomes the backup (durably, before the rewrite, as on the
-    /// first rewrite), then resolv.conf points at the responder again, in place.
+    /// first rewrite), then resolv.conf points at the responder again, in place. Our own version
+    /// with another nameserver is no original: the backup stays and is rewritten again.
     pub fn reapply(&mut self, theirs: &[u8]) -> Result<()> {
-        replace_synced(&self.backup, theirs)?;
-        let ours = rewritten(&String::from_utf8_lossy(theirs), self.responder);
+        let original = if is_ours(theirs) {
+            fs::read(&self.backup).with_context(|| format!("reading {}", self.backup.display()))?
+        } else {
+            replace_synced(&self.backup, theirs)?;
+            theirs.to_vec()
+        };
+        let ours = rewritten(&String::from_utf8_lossy(&original), self.responder);
         write_synced(&self.path, ours.as_bytes(), false)?;
         self.ours = ours.into_bytes();
         Ok(())
@@ -356,6 +363,14 @@ fn points_at(state: &str, responder: SocketAddr) -> bool {
 
 fn is_ours(content: &[u8]) -> bool {
     String::from_utf8_lossy(content).contains(MARKER)
+}
+
+/// The nameserver glibc asks first.
+fn first_nameserver(content: &[u8]) -> Option<IpAddr> {
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    nameservers(&String::from_utf8_lossy(content), any)
+        .first()
+        .map(SocketAddr::ip)
 }
 
 /// `path` replaced whole or not at all, whenever the machine stops: a torn backup would be
@@ -574,6 +589,20 @@ mod tests {
         assert_eq!(watch.foreign().unwrap(), None);
         fs::write(&path, "nameserver 10.9.9.9\n").unwrap();
         assert!(watch.foreign().unwrap().is_some());
+    }
+
+    #[test]
+    fn our_version_with_its_nameserver_changed_is_put_back_from_the_backup() {
+        let (dir, path, journal, mut watch) = watched();
+        let ours = fs::read_to_string(&path).unwrap();
+        fs::write(&path, ours.replace("nameserver 127.0.0.153", "nameserver 10.9.9.9")).unwrap();
+
+        let theirs = watch.foreign().unwrap().expect("noticed");
+        watch.reapply(&theirs).unwrap();
+
+        assert_eq!(fs::read_to_string(&path).unwrap(), ours);
+        restore(dir.path(), &path, &journal);
+        assert_eq!(fs::read(&path).unwrap(), ORIGINAL.as_bytes(), "the backup was kept");
     }
 
     #[test]
