@@ -109,6 +109,8 @@ fn a_program_that_rewrites_resolv_conf_again_and_again_is_left_to_it_and_status_
     let text = stdout(&client.run(&["vpn", "status"]));
     assert!(text.contains(&format!("re-applied {put_back} times")), "{text}");
     assert!(text.contains("! dns       backed off:"), "{text}");
+    let doctor = stdout(&client.run(&["doctor"]));
+    assert!(doctor.contains("stop that program"), "{doctor}");
 
     assert_success("vpn down", &client.run(&["vpn", "down"]));
     assert_eq!(

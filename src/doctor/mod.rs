@@ -326,12 +326,21 @@ fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
             "the tunnel or the project's DNS does not answer: check the handshake line",
         ));
     }
-    checks.push(dns_check(
-        &name("dns system"),
-        &c.system,
-        "the system resolver does not ask corridor: reconnect with `--dns resolv-conf` (see `corridor vpn status`)",
-    ));
+    let backed_off = s.dns.as_ref().and_then(|d| d.stats.resolver.backed_off.as_deref());
+    checks.push(dns_check(&name("dns system"), &c.system, &system_dns_fix(backed_off)));
     checks
+}
+
+/// A resolver another program took over (the watch backed off) is fixed by stopping that
+/// program, not by another mode.
+fn system_dns_fix(backed_off: Option<&str>) -> String {
+    match backed_off {
+        Some(why) => format!("{why}; stop that program (or configure it to leave the resolver alone)"),
+        None => {
+            "the system resolver does not ask corridor: reconnect with `--dns resolv-conf` (see `corridor vpn status`)"
+                .into()
+        }
+    }
 }
 
 fn mtu_check(name: &str, p: &MtuProbe, project: &str) -> Check {
@@ -572,6 +581,15 @@ mod tests {
             can_apply: true,
         };
         assert_eq!(browsers(not_connected), None);
+    }
+
+    #[test]
+    fn a_resolver_taken_over_by_another_program_is_blamed_on_it() {
+        let taken = system_dns_fix(Some(
+            "/etc/resolv.conf was changed by another program 6 times within 60 s",
+        ));
+        assert!(taken.starts_with("/etc/resolv.conf was changed") && taken.contains("stop that program"));
+        assert!(system_dns_fix(None).contains("--dns resolv-conf"));
     }
 
     #[test]
