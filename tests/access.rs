@@ -445,7 +445,12 @@ fn reconnecting(lab: &Lab, client: &Client) -> bool {
 /// `doctor --json`: whether it exited 0, and its report.
 fn doctor(client: &Client) -> (bool, Value) {
     let out = client.run(&["doctor", "--json"]);
-    let report: Value = serde_json::from_slice(&out.stdout).expect("doctor --json parses");
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "doctor --json does not parse ({e}); stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     assert_eq!(report["ok"].as_bool().unwrap(), out.status.success());
     (out.status.success(), report)
 }

@@ -1,5 +1,5 @@
 //! The journal parser and replay planner on arbitrary bytes: never a panic, and nothing planned
-//! for undoing that corridor could not have made (`cargo fuzz run journal fuzz/seeds/journal`).
+//! for undoing that corridor could not have made (`cargo fuzz run journal corpus/journal seeds/journal` in fuzz/).
 #![no_main]
 
 use std::path::Path;

@@ -352,11 +352,19 @@ pub fn print_status(statuses: &[Status], json: bool) {
             let at = dns
                 .responder
                 .map_or("no responder".to_string(), |a| format!("responder {a}"));
+            let reapplied = match dns.stats.resolver.reapplied {
+                0 => String::new(),
+                1 => ", re-applied once".to_string(),
+                n => format!(", re-applied {n} times"),
+            };
             println!(
-                "  dns         {} ({at}, project DNS {})",
+                "  dns         {} ({at}, project DNS {}){reapplied}",
                 mode_name(dns.mode),
                 dns.project_dns
             );
+            if let Some(why) = &dns.stats.resolver.backed_off {
+                println!("  ! dns       backed off: {why}");
+            }
             let last = dns
                 .stats
                 .last_error

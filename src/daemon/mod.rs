@@ -567,6 +567,7 @@ impl Names {
                 priority: config.dns_priority,
             },
             daemon_pid: std::process::id(),
+            interface: Some(interface.to_string()),
         };
         let registered = dns::service::request(&dns::service::Request::Register { project: registration })
             .await

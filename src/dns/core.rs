@@ -13,6 +13,9 @@ use super::cache::{Cache, Key};
 use super::{DnsStats, PROJECT_ZONE};
 
 const CACHE_CAPACITY: usize = 4096;
+/// Firefox asks this name before it turns DNS-over-HTTPS on by itself; NXDOMAIN keeps it on the
+/// system resolver, and so on us (Mozilla's documented signal for networks with their own DNS).
+pub const DOH_CANARY: &str = "use-application-dns.net.";
 
 /// A connected project whose DNS answers names under `zerops.`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +68,7 @@ pub enum Route {
 
 pub struct Core {
     zone: Name,
+    doh_canary: Name,
     cache: Cache,
     /// In order of preference for bare names.
     projects: Vec<ProjectDns>,
@@ -76,6 +80,7 @@ impl Core {
     pub fn new(projects: Vec<ProjectDns>, has_upstreams: bool) -> Core {
         let mut core = Core {
             zone: Name::from_ascii(PROJECT_ZONE).expect("a valid zone name"),
+            doh_canary: Name::from_ascii(DOH_CANARY).expect("a valid name"),
             cache: Cache::new(CACHE_CAPACITY),
             projects: Vec::new(),
             has_upstreams,
@@ -110,6 +115,10 @@ impl Core {
     /// An answer from the cache or a refusal, or where to ask.
     pub fn handle(&mut self, question: &Question, now: Instant) -> Decision {
         self.stats.queries += 1;
+        if question.query.name.eq_ignore_root(&self.doh_canary) {
+            self.stats.answered += 1;
+            return Decision::Answer(empty_answer(question, ResponseCode::NXDomain));
+        }
         if let Some(cached) = self.cache.get(&question.key(), now) {
             self.stats.answered += 1;
             self.stats.cache_hits += 1;
@@ -312,6 +321,32 @@ mod tests {
         assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
         assert_eq!(core.stats().failures, 1);
         assert_eq!(core.stats().last_error.as_deref(), Some("silent"));
+    }
+
+    #[test]
+    fn the_doh_canary_is_nxdomain_in_any_letter_case_and_its_neighbours_are_not() {
+        let mut core = Core::new(vec![project("demo", "10.0.0.1:53", 1, 0)], true);
+        let t0 = Instant::now();
+
+        for name in ["use-application-dns.net.", "Use-Application-DNS.NET."] {
+            let Decision::Answer(answer) = core.handle(&question(name), t0) else {
+                panic!("{name} was forwarded")
+            };
+            assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain, "{name}");
+            assert!(answer.answers.is_empty());
+        }
+        for name in ["www.use-application-dns.net.", "application-dns.net.", "example.net."] {
+            assert_eq!(
+                core.handle(&question(name), t0),
+                Decision::Forward(Route::Upstream),
+                "{name}"
+            );
+        }
+        assert!(matches!(
+            core.handle(&question("use-application-dns.net.zerops."), t0),
+            Decision::Forward(Route::Projects { .. })
+        ));
+        assert_eq!(core.stats().answered, 2);
     }
 
     #[test]

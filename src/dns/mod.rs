@@ -5,7 +5,9 @@
 //! The responder runs in its own process (`service`), whose order keeps the host from pointing
 //! at a responder that is not yet running and reads the original upstreams before the rewrite
 //! hides them: `plan_host` (reads, changes nothing) → `Responder::start` (with the plan's
-//! upstreams) → `configure_host` (journaled) → … → `Responder::shutdown` → `host::restore`.
+//! upstreams) → `configure_host` (journaled) → `watch` (once a second: put back what another
+//! program changed, its version becoming the backup) → … → `Responder::shutdown` →
+//! `host::restore`.
 
 mod cache;
 mod core;
@@ -15,6 +17,7 @@ pub mod service;
 #[cfg(test)]
 mod tests;
 mod upstream;
+pub mod watch;
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -68,6 +71,9 @@ pub struct DnsStats {
     pub failures: u64,
     pub cache_hits: u64,
     pub last_error: Option<String>,
+    /// The host resolver's watch (the service's, not the responder's).
+    #[serde(flatten)]
+    pub resolver: watch::WatchStatus,
 }
 
 /// How the host's resolver is pointed at the responder (`--dns`).

@@ -1,12 +1,14 @@
 //! One responder per host, in its own process (`corridor-daemon dns-service`), for every connected
 //! project. A connection that needs names starts it as it begins, if none runs; daemons register
-//! their project (id, name, DNS address, when it connected, their pid) once their tunnel carries
-//! traffic and unregister on the way down. The service owns the host resolver rewrite
-//! (resolv-conf mode), made at the first registration, under its own journal; in resolved
-//! mode each daemon points its own link at the service. Projects whose daemon died are dropped
-//! (checked on every request and once a second); when the last one is gone the service restores
-//! the resolver and exits. A service that died leaves its journal, which the next `vpn up` or
-//! `vpn down` replays.
+//! their project (id, name, DNS address, when it connected, their pid and interface) once their
+//! tunnel carries traffic and unregister on the way down. The service owns the host resolver
+//! rewrite (resolv-conf mode), made at the first registration, under its own journal, and puts
+//! it back when another program changes it (`watch`, once a second); in resolved mode each
+//! daemon points its own link at the service, and the service puts the link's settings back
+//! after a reset.
+//! Projects whose daemon died are dropped (checked on every request and once a second); when the
+//! last one is gone the service restores the resolver and exits. A service that died leaves its
+//! journal, which the next `vpn up` or `vpn down` replays.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -18,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
+use super::watch::Watch;
 use super::{configure_host, plan_host, DnsStats, Mode, ProjectDns, Responder, ResponderConfig, DEFAULT_LISTEN};
 use crate::host::{self, Journal};
 use crate::paths;
@@ -46,6 +49,9 @@ pub struct Registration {
     #[serde(flatten)]
     pub project: ProjectDns,
     pub daemon_pid: u32,
+    /// The connection's tunnel interface, whose resolver settings (resolved mode) are watched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
 }
 
 /// The answer to every request.
@@ -88,6 +94,10 @@ impl Registry {
 
     pub fn projects(&self) -> Vec<ProjectDns> {
         self.entries.iter().map(|e| e.project.clone()).collect()
+    }
+
+    pub fn interfaces(&self) -> Vec<String> {
+        self.entries.iter().filter_map(|e| e.interface.clone()).collect()
     }
 
     pub fn registrations(&self) -> &[Registration] {
@@ -309,12 +319,16 @@ async fn serve(
     // at the first registration, so that a service started while a tunnel comes up changes
     // nothing when the tunnel never does.
     let mut host_configured = plan.mode == Mode::Resolved;
+    let mut watch = Watch::idle();
+    if host_configured {
+        watch.start(&plan, responder.local_addr(), journal);
+    }
     let listener = ipc::bind(&files.socket, platform::invoker().as_ref())?;
     std::fs::write(&files.pid, std::process::id().to_string())
         .with_context(|| format!("writing {}", files.pid.display()))?;
 
     let mut registry = Registry::default();
-    let status = |registry: &Registry, responder: &Responder| ServiceStatus {
+    let status = |registry: &Registry, responder: &Responder, watch: &Watch| ServiceStatus {
         pid: std::process::id(),
         mode: plan.mode,
         listen: responder.local_addr(),
@@ -324,10 +338,13 @@ async fn serve(
             .filter_map(|p| registry.registrations().iter().find(|r| r.project.id == p.id))
             .cloned()
             .collect(),
-        stats: responder.stats(),
+        stats: DnsStats {
+            resolver: watch.status(),
+            ..responder.stats()
+        },
     };
     if let Some(ready) = ready.take() {
-        ready(&Ok(status(&registry, &responder)));
+        ready(&Ok(status(&registry, &responder, &watch)));
     }
     tracing::info!(mode = ?plan.mode, listen = %responder.local_addr(), "dns service ready");
 
@@ -352,6 +369,7 @@ async fn serve(
                 break;
             }
             _ = tick.tick() => {
+                watch.tick(Instant::now(), &registry.interfaces()).await;
                 if prune(&mut registry, &responder) {
                     had_projects = true;
                 }
@@ -370,6 +388,7 @@ async fn serve(
                                 let _ = ask.reply.send(Err(format!("{e:#}")));
                                 continue;
                             }
+                            watch.start(&plan, responder.local_addr(), journal);
                             host_configured = true;
                         }
                         tracing::info!(project = %project.project.name, dns = %project.project.dns, pid = project.daemon_pid, "project registered");
@@ -387,7 +406,7 @@ async fn serve(
                     let _ = ask.reply.send(Err(format!("{e:#}")));
                     continue;
                 }
-                let current = status(&registry, &responder);
+                let current = status(&registry, &responder, &watch);
                 // A daemon that never connected unregisters too: a service it started idle goes.
                 if registry.is_empty() && (had_projects || unregistered) {
                     // The last one out gets its answer once the host is back as it was.
@@ -465,6 +484,7 @@ mod tests {
                 priority: 0,
             },
             daemon_pid: pid,
+            interface: None,
         }
     }
 

@@ -226,11 +226,33 @@ pub fn evaluate(facts: &Facts) -> Vec<Check> {
             "see the message; `--dns off` skips it".into(),
         ),
     });
+    if let Ok(Resolver::InUse(mode)) = facts.resolver {
+        checks.extend(browsers(mode));
+    }
     checks.extend(api_checks(facts));
     for c in &facts.connections {
         checks.extend(connection_checks(c));
     }
     checks
+}
+
+/// Browsers with DNS-over-HTTPS ask their own server, never the system resolver corridor set
+/// up. Informational: nothing here tells whether one is set that way.
+fn browsers(mode: Mode) -> Option<Check> {
+    let detail = match mode {
+        Mode::Off | Mode::Auto => return None,
+        // Every name reaches the responder, the canary included.
+        Mode::ResolvConf => {
+            "Firefox keeps to the system resolver (use-application-dns.net is NXDOMAIN here); a \
+             browser with DNS-over-HTTPS forced on (Secure DNS, Max Protection) bypasses .zerops names: \
+             turn it off there"
+        }
+        _ => {
+            "a browser with DNS-over-HTTPS on (Secure DNS; Firefox's by default in some regions) \
+             bypasses the system resolver and .zerops names: turn it off there"
+        }
+    };
+    Some(check("browsers", true, detail.into(), String::new()))
 }
 
 fn api_checks(facts: &Facts) -> Vec<Check> {
@@ -338,11 +360,8 @@ fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
             "the tunnel or the project's DNS does not answer: check the handshake line",
         ));
     }
-    checks.push(dns_check(
-        &name("dns system"),
-        &c.system,
-        "the system resolver does not ask corridor: reconnect with `--dns resolv-conf` (see `corridor vpn status`)",
-    ));
+    let backed_off = s.dns.as_ref().and_then(|d| d.stats.resolver.backed_off.as_deref());
+    checks.push(dns_check(&name("dns system"), &c.system, &system_dns_fix(backed_off)));
     checks
 }
 
@@ -371,6 +390,18 @@ fn routes_check(name: &str, clashes: &RouteClashes, project: &str, interface: &s
             String::new(),
         ),
         RouteClashes::Unreadable(e) => check(name, true, format!("not checked: {e}"), String::new()),
+    }
+}
+
+/// A resolver another program took over (the watch backed off) is fixed by stopping that
+/// program, not by another mode.
+fn system_dns_fix(backed_off: Option<&str>) -> String {
+    match backed_off {
+        Some(why) => format!("{why}; stop that program (or configure it to leave the resolver alone)"),
+        None => {
+            "the system resolver does not ask corridor: reconnect with `--dns resolv-conf` (see `corridor vpn status`)"
+                .into()
+        }
     }
 }
 
@@ -590,6 +621,37 @@ mod tests {
             modes(&without)
         );
         assert!(modes(&without).contains("userspace (`forward`, `connect`, `proxy`, `ssh-config --proxy`) possible"));
+    }
+
+    #[test]
+    fn dns_over_https_is_mentioned_only_where_corridor_answers_the_system_resolver() {
+        let browsers = |resolver: Resolver| {
+            let mut facts = healthy();
+            facts.resolver = Ok(resolver);
+            evaluate(&facts).into_iter().find(|c| c.name == "browsers")
+        };
+
+        let resolv_conf = browsers(Resolver::InUse(Mode::ResolvConf)).expect("a browsers line");
+        assert!(resolv_conf.ok && resolv_conf.fix.is_none());
+        assert!(resolv_conf.detail.contains("DNS-over-HTTPS"), "{}", resolv_conf.detail);
+        assert!(resolv_conf.detail.contains("use-application-dns.net is NXDOMAIN"));
+        let resolved = browsers(Resolver::InUse(Mode::Resolved)).expect("a browsers line");
+        assert!(resolved.detail.contains("DNS-over-HTTPS") && !resolved.detail.contains("use-application-dns"));
+        assert_eq!(browsers(Resolver::InUse(Mode::Off)), None);
+        let not_connected = Resolver::WouldUse {
+            mode: Mode::ResolvConf,
+            can_apply: true,
+        };
+        assert_eq!(browsers(not_connected), None);
+    }
+
+    #[test]
+    fn a_resolver_taken_over_by_another_program_is_blamed_on_it() {
+        let taken = system_dns_fix(Some(
+            "/etc/resolv.conf was changed by another program 6 times within 60 s",
+        ));
+        assert!(taken.starts_with("/etc/resolv.conf was changed") && taken.contains("stop that program"));
+        assert!(system_dns_fix(None).contains("--dns resolv-conf"));
     }
 
     #[test]

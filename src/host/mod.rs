@@ -255,7 +255,7 @@ fn foreign_interfaces(changes: &[Change], tag_of: &dyn Fn(&str) -> Option<String
 
 /// Undoes one change; a change that is already gone is undone. Routes and files are undone the
 /// same way everywhere; interfaces and the registry per platform.
-pub fn undo(change: &Change) -> Result<()> {
+pub(crate) fn undo(change: &Change) -> Result<()> {
     match change {
         Change::Interface { name, .. } => platform::remove_interface(name),
         // The journal's own interface, checked by `restore`; routes go with it when it is gone.

@@ -62,6 +62,11 @@ pub const LABS: &[(&str, u8)] = &[
     ("crkconf", 82),
     ("crkconn", 83),
     ("crkbad", 84),
+    // tests/dns_watch.rs
+    ("crwdns", 100),
+    ("crwloop", 101),
+    ("crwdoh", 102),
+    ("crwcrash", 103),
     // tests/heal.rs
     ("crhroute", 105),
     ("crhnodns", 106),
@@ -83,6 +88,8 @@ pub const RESERVED: &[(RangeInclusive<u8>, &str, &str)] = &[
     (72..=72, "crsoak", "scripts/soak.sh"),
     (80..=89, "crk", "tests/keys.rs"),
     (95..=99, "crsec", "tests/security.rs"),
+    (100..=104, "crw", "tests/dns_watch.rs"),
+    (105..=109, "crh", "tests/heal.rs"),
 ];
 
 /// Prefixes the scripts use with their default slots (`lab` alone uses crl).
