@@ -251,29 +251,7 @@ fn gateway_peer(lab: &Lab) -> Option<String> {
 
 /// `DELETE /project/{id}/vpn` with the key, as another machine's `vpn key remove` sends it.
 fn remove_key_through_the_api(lab: &Lab, key: &str) -> Output {
-    let url = format!(
-        "{}/api/rest/public/project/{}/vpn",
-        lab.api_url(),
-        lab.project("demo")["id"].as_str().unwrap()
-    );
-    let auth = format!("Authorization: Bearer {}", lab.token());
-    let body = serde_json::json!({"publicKey": key, "instanceId": null}).to_string();
-    lab.run_in(
-        lab.laptop(),
-        &[
-            "curl",
-            "-sSf",
-            "-X",
-            "DELETE",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body,
-            &url,
-        ],
-    )
+    lab.vpn_key_call("DELETE", lab.project("demo")["id"].as_str().unwrap(), key)
 }
 
 /// Tries `ssh node-id-13… hostname` until it works; how long that took, `None` past `limit`.

@@ -195,17 +195,7 @@ fn interface_name(index: u32) -> String {
 
 /// Sends a dump request and collects the messages of every part of its answer.
 fn dump(message: RouteNetlinkMessage) -> io::Result<Vec<RouteNetlinkMessage>> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
-    packet.finalize();
-    let mut bytes = vec![0; packet.buffer_len()];
-    packet.serialize(&mut bytes);
-
-    let mut socket = Socket::new(NETLINK_ROUTE)?;
-    socket.bind_auto()?;
-    socket.connect(&SocketAddr::new(0, 0))?;
-    socket.send(&bytes, 0)?;
+    let socket = send(message, NLM_F_REQUEST | NLM_F_DUMP)?;
     let mut messages = Vec::new();
     // The kernel fills a part up to 32 KiB at most.
     let mut answer = Vec::with_capacity(64 * 1024);
@@ -266,19 +256,24 @@ fn route(destination: IpNet, index: u32, add: bool) -> RouteMessage {
     message
 }
 
-/// Sends one request and reads its acknowledgement; the kernel's refusal is the error.
-fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+/// A routing socket of its own that has sent `message` with `flags`; the answer is to be read.
+fn send(message: RouteNetlinkMessage, flags: u16) -> io::Result<Socket> {
     let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
+    header.flags = flags;
     let mut packet = NetlinkMessage::new(header, NetlinkPayload::from(message));
     packet.finalize();
     let mut bytes = vec![0; packet.buffer_len()];
     packet.serialize(&mut bytes);
-
     let mut socket = Socket::new(NETLINK_ROUTE)?;
     socket.bind_auto()?;
     socket.connect(&SocketAddr::new(0, 0))?;
     socket.send(&bytes, 0)?;
+    Ok(socket)
+}
+
+/// Sends one request and reads its acknowledgement; the kernel's refusal is the error.
+fn request(message: RouteNetlinkMessage, flags: u16) -> io::Result<()> {
+    let socket = send(message, NLM_F_REQUEST | NLM_F_ACK | flags)?;
     let mut answer = Vec::with_capacity(8192);
     socket.recv(&mut answer, 0)?;
     acknowledgement(&answer)

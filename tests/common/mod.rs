@@ -54,24 +54,33 @@ impl Lab {
 
     /// POST /project/{id}/vpn from inside the laptop, as the platform's CLI does.
     pub fn register_key(&self, project_id: &str, public_key: &str) -> Value {
+        let out = self.vpn_key_call("POST", project_id, public_key);
+        assert_success("POST /project/{id}/vpn", &out);
+        serde_json::from_slice(&out.stdout).expect("ProjectVpnItem JSON")
+    }
+
+    /// `METHOD /project/{id}/vpn` with a key, from inside the laptop.
+    pub fn vpn_key_call(&self, method: &str, project_id: &str, public_key: &str) -> Output {
         let url = format!("{}/api/rest/public/project/{project_id}/vpn", self.api_url());
         let body = serde_json::json!({"publicKey": public_key, "instanceId": null}).to_string();
         let auth = format!("Authorization: Bearer {}", self.token());
-        let out = self.laptop_ok(&[
-            "curl",
-            "-sS",
-            "--fail-with-body",
-            "-X",
-            "POST",
-            "-H",
-            &auth,
-            "-H",
-            "Content-Type: application/json",
-            "-d",
-            &body,
-            &url,
-        ]);
-        serde_json::from_str(&out).expect("ProjectVpnItem JSON")
+        self.run_in(
+            self.laptop(),
+            &[
+                "curl",
+                "-sS",
+                "--fail-with-body",
+                "-X",
+                method,
+                "-H",
+                &auth,
+                "-H",
+                "Content-Type: application/json",
+                "-d",
+                &body,
+                &url,
+            ],
+        )
     }
 
     pub fn laptop(&self) -> &str {
