@@ -5,6 +5,7 @@
 //! DNS service. Everything they use lives here so that tests drive the same code.
 
 pub mod access;
+pub mod account;
 pub mod api;
 pub mod cli;
 pub mod daemon;

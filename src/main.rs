@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use corridor::cli::{self, Cli, Command, Terminal, Vpn};
-use corridor::vpn;
+use corridor::{account, vpn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,7 +28,7 @@ fn run(cli: Cli) -> Result<()> {
         _ => {}
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let api = vpn::ApiSettings {
+    let api = account::ApiSettings {
         base: cli.api.clone(),
         region: cli.region.clone(),
         region_url: Some(cli.region_url.clone()),
@@ -44,10 +44,10 @@ fn run(cli: Cli) -> Result<()> {
                          or set CORRIDOR_TOKEN or ZEROPS_TOKEN"
                     )
                 })?;
-                vpn::login(api, token, &mut term).await
+                account::login(api, token, &mut term).await
             }
             Command::Regions { json } => {
-                cli::regions::print(&vpn::regions(&api).await?, json);
+                cli::regions::print(&account::regions(&api).await?, json);
                 Ok(())
             }
             Command::Vpn(Vpn::Up(args)) => vpn::up(api, args.into(), &mut term).await.map(drop),

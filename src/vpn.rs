@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::api::{self, types::Project, Client, ProjectId};
+use crate::account::{self, ApiSettings};
+use crate::api::{self, Client, ProjectId};
 use crate::daemon::{self, control, DaemonConfig, Event, Status};
 use crate::dns;
 use crate::host;
@@ -47,8 +48,8 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
         report.progress(Progress::Warning(format!("{e:#}")));
     }
     let store = Store::open()?;
-    let client = client(&store, api).await?;
-    let project = choose_project(&client, options.project.as_deref(), report).await?;
+    let client = account::client(&store, api).await?;
+    let project = account::choose_project(&client, options.project.as_deref(), report).await?;
     let files = ConnectionFiles::for_project(&project.id);
     if let Ok(running) = control::request(&files.socket, control::Command::Status).await {
         replace_or_refuse(&running, options.auto_disconnect, report)?;
@@ -56,10 +57,7 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     }
 
     let keys = store.project_key(&project.id)?;
-    let item = client
-        .register_vpn_key(&project.id, &keys.public_base64())
-        .await
-        .with_context(|| format!("registering this machine's key with project {}", project.name))?;
+    let item = account::register_key(&client, &project, &keys, "this machine's key").await?;
     report.progress(Progress::KeyRegistered { project: &project.name });
     let vpn = item.to_config().context("the platform's VPN answer")?;
     host::preflight(vpn.addresses.iter().any(|a| a.addr().is_ipv6()))?;
@@ -248,33 +246,6 @@ pub async fn connection_running(id: &ProjectId) -> bool {
     }
 }
 
-/// Runs the daemon: reads the configuration from stdin, reports progress on stdout as JSON
-/// lines until it is ready (or failed), then keeps running in the background. `project` is the
-/// id it was started for (in its command line, so that it can be recognised).
-pub fn daemon_main(project: &str) -> Result<()> {
-    let mut input = String::new();
-    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
-    let config: DaemonConfig = serde_json::from_str(&input).context("reading the daemon configuration")?;
-    if config.project_id != *project {
-        bail!(
-            "started for project {project} with the configuration of {}",
-            config.project_id
-        );
-    }
-    let files = ConnectionFiles::for_project(&config.project_id);
-    // One thread: the data path is one task that owns the session, and the responder's work is
-    // small beside it; cross-thread wakeups would cost more than they give on a laptop's cores.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let mut stdout = std::io::stdout();
-    let mut report = move |event: &Event| {
-        if let Ok(line) = serde_json::to_string(event) {
-            // The CLI may be gone already (interrupted); the daemon carries on regardless.
-            let _ = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
-        }
-    };
-    runtime.block_on(daemon::run(config, files, &mut report))
-}
-
 /// Variables the daemon must not inherit: it needs no token, and a token in a long-lived
 /// process's environment is readable for its whole life.
 const NOT_FOR_THE_DAEMON: [&str; 2] = [crate::store::TOKEN_ENV, crate::store::ZEROPS_TOKEN_ENV];
@@ -434,138 +405,6 @@ fn replace_or_refuse(running: &Status, auto_disconnect: bool, report: &mut dyn R
         running.project_name,
         running.interface
     )
-}
-
-/// Where and how patiently to talk to the platform.
-pub struct ApiSettings {
-    /// `--api` / `CORRIDOR_API`: overrides everything else.
-    pub base: Option<String>,
-    /// `--region`: a region from the region list.
-    pub region: Option<String>,
-    /// `--region-url` / `CORRIDOR_REGION_URL`; `None` is the platform's list.
-    pub region_url: Option<String>,
-    pub timeout: Duration,
-}
-
-/// The API address to use and the region it belongs to (`None` when given as `--api`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiAddress {
-    pub base: String,
-    pub region: Option<String>,
-}
-
-pub async fn client(store: &Store, settings: ApiSettings) -> Result<Client> {
-    let token = store.token()?.context(
-        "not logged in: run `corridor login --token <token>` (a personal access token from the platform), \
-         or set CORRIDOR_TOKEN (or ZEROPS_TOKEN)",
-    )?;
-    client_with_token(store, settings, token).await
-}
-
-/// A client with `token` at the address [`api_address`] finds.
-pub async fn client_with_token(store: &Store, settings: ApiSettings, token: String) -> Result<Client> {
-    let address = api_address(store, &settings, true).await?;
-    client_at(&address, &settings, token)
-}
-
-fn client_at(address: &ApiAddress, settings: &ApiSettings, token: String) -> Result<Client> {
-    let connect = settings.timeout.min(api::CONNECT_TIMEOUT);
-    Ok(Client::new(&address.base, Some(token))?.with_timeouts(connect, settings.timeout)?)
-}
-
-/// Where the API is, in this order: `--api`/`CORRIDOR_API`; the region named by `--region`,
-/// from the region list; the address stored at login (`use_stored`); the region list's default.
-pub async fn api_address(store: &Store, settings: &ApiSettings, use_stored: bool) -> Result<ApiAddress> {
-    if let Some(base) = &settings.base {
-        return Ok(ApiAddress {
-            base: base.clone(),
-            region: None,
-        });
-    }
-    if settings.region.is_none() && use_stored {
-        if let Some(base) = store.api_base()? {
-            return Ok(ApiAddress {
-                base,
-                region: store.region()?,
-            });
-        }
-    }
-    let regions = regions(settings).await?;
-    let region = api::region::pick(&regions, settings.region.as_deref())?;
-    Ok(ApiAddress {
-        base: region.address,
-        region: Some(region.name),
-    })
-}
-
-/// The platform's regions (or those at `--region-url`).
-pub async fn regions(settings: &ApiSettings) -> Result<Vec<api::Region>> {
-    let url = settings
-        .region_url
-        .as_deref()
-        .unwrap_or(api::region::DEFAULT_REGION_URL);
-    api::region::regions_at(url, settings.timeout)
-        .await
-        .with_context(|| format!("reading the region list at {url}"))
-}
-
-/// Checks the token with the platform and stores it, with the API address and its region.
-pub async fn login(api: ApiSettings, token: String, report: &mut dyn Report) -> Result<()> {
-    let store = Store::open()?;
-    let address = api_address(&store, &api, false).await?;
-    let client = client_at(&address, &api, token.clone())?;
-    let user = client
-        .user_info()
-        .await
-        .context("checking the token with the platform")?;
-    store.save_token(&token)?;
-    store.save_api_base(&address.base)?;
-    store.save_region(address.region.as_deref())?;
-    report.progress(Progress::LoggedIn {
-        name: &user.full_name,
-        email: &user.email,
-        region: address.region.as_deref(),
-        api: client.base(),
-    });
-    Ok(())
-}
-
-/// A project by id or name; without one, or with several matches, a picker on a terminal and a
-/// clear error elsewhere.
-pub async fn choose_project(client: &Client, wanted: Option<&str>, report: &mut dyn Report) -> Result<Project> {
-    let candidates = match wanted {
-        Some(wanted) => client.find_projects(wanted).await.context("looking up the project")?,
-        None => all_projects(client).await?,
-    };
-    match (candidates.len(), wanted) {
-        (1, _) => return Ok(candidates.into_iter().next().expect("one")),
-        (0, Some(wanted)) => {
-            let names: Vec<String> = all_projects(client).await?.into_iter().map(|p| p.name).collect();
-            bail!(
-                "no project named or with id {wanted:?}; your projects: {}",
-                names.join(", ")
-            );
-        }
-        (0, None) => bail!("your account has no projects"),
-        _ => {}
-    }
-    let listing: Vec<String> = candidates.iter().map(|p| format!("{} ({})", p.name, p.id)).collect();
-    let Some(n) = report.pick("project", &listing) else {
-        bail!(
-            "several projects match; name one by id with -P:\n  {}",
-            listing.join("\n  ")
-        );
-    };
-    candidates.into_iter().nth(n).context("no such project number")
-}
-
-pub async fn all_projects(client: &Client) -> Result<Vec<Project>> {
-    let user = client.user_info().await.context("asking the platform who you are")?;
-    let mut projects = Vec::new();
-    for membership in user.client_user_list.iter().filter(|m| m.is_active()) {
-        projects.extend(client.search_projects(&membership.client_id).await?);
-    }
-    Ok(projects)
 }
 
 #[cfg(test)]

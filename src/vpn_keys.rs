@@ -8,11 +8,12 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use crate::account::{self, ApiSettings};
 use crate::api::{types::Project, Client, ProjectId, VpnPeer};
 use crate::platform::{self, FileLock};
 use crate::report::Report;
 use crate::store::{KeyRole, LocalKey, Store};
-use crate::vpn::{self, ApiSettings};
+use crate::vpn;
 use crate::wg_conf::WgConf;
 
 /// `vpn key list`: the project and every key registered with it.
@@ -234,10 +235,7 @@ pub struct WrittenConfig {
 pub async fn config(api: ApiSettings, options: ConfigOptions, report: &mut dyn Report) -> Result<WrittenConfig> {
     let (store, client, project) = open(api, options.project.as_deref(), report).await?;
     let (keys, _) = store.config_key(&project.id)?;
-    let item = client
-        .register_vpn_key(&project.id, &keys.public_base64())
-        .await
-        .with_context(|| format!("registering the configuration's key with project {}", project.name))?;
+    let item = account::register_key(&client, &project, &keys, "the configuration's key").await?;
     let vpn = item.to_config().context("the platform's VPN answer")?;
     let dns = match options.skip_dns {
         true => None,
@@ -279,8 +277,8 @@ pub async fn config(api: ApiSettings, options: ConfigOptions, report: &mut dyn R
 
 async fn open(api: ApiSettings, project: Option<&str>, report: &mut dyn Report) -> Result<(Store, Client, Project)> {
     let store = Store::open()?;
-    let client = vpn::client(&store, api).await?;
-    let project = vpn::choose_project(&client, project, report).await?;
+    let client = account::client(&store, api).await?;
+    let project = account::choose_project(&client, project, report).await?;
     Ok((store, client, project))
 }
 

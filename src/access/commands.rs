@@ -11,9 +11,9 @@ use super::ssh::{self, Invocation};
 use super::ssh_config::{self, Change};
 use super::target::{self, Choice, Instance, TargetError};
 use super::{find, inventory, Found, Inventory};
+use crate::account::{self, ApiSettings};
 use crate::report::Report;
 use crate::store::Store;
-use crate::vpn::{self, ApiSettings};
 
 #[derive(Debug, Clone, Default)]
 pub struct SshOptions {
@@ -59,7 +59,7 @@ pub struct PuttyExport {
 /// choice).
 pub async fn list(api: ApiSettings, project: Option<&str>, report: &mut dyn Report) -> Result<Inventory> {
     let store = Store::open()?;
-    let client = vpn::client(&store, api).await?;
+    let client = account::client(&store, api).await?;
     let project = super::project(&client, project, report).await?;
     inventory(&client, &project).await
 }
@@ -69,7 +69,7 @@ pub async fn list(api: ApiSettings, project: Option<&str>, report: &mut dyn Repo
 pub async fn ssh_command(api: ApiSettings, options: SshOptions, report: &mut dyn Report) -> Result<Invocation> {
     let api_base = api.base.clone();
     let store = Store::open()?;
-    let client = vpn::client(&store, api).await?;
+    let client = account::client(&store, api).await?;
     let target = options.target.as_deref();
     let inventory = match find(&client, options.project.as_deref(), target, report).await? {
         Found::One(inventory) => inventory,

@@ -100,7 +100,7 @@ pub async fn project(client: &Client, wanted: Option<&str>, report: &mut dyn Rep
                 .with_context(|| format!("looking up the connected project {}", only.project_name));
         }
     }
-    crate::vpn::choose_project(client, wanted, report).await
+    crate::account::choose_project(client, wanted, report).await
 }
 
 /// The projects that hold `target` (any target, without one), as described at [`Found`].
@@ -121,7 +121,7 @@ pub async fn find(
         searched.push(inventory(client, &project).await?);
     }
     if connected.is_empty() || target.is_some_and(|t| !searched.iter().any(|i| target::knows(i, t))) {
-        for project in crate::vpn::all_projects(client).await? {
+        for project in crate::account::all_projects(client).await? {
             if !connected.contains(&project.id) {
                 searched.push(inventory(client, &project).await?);
             }

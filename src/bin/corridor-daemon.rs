@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 
 fn run(args: Vec<String>) -> Result<()> {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
-        ["--project", project] => corridor::vpn::daemon_main(project),
+        ["--project", project] => corridor::daemon::main(project),
         [command, "--mode", mode] if command == SUBCOMMAND => {
             let mode: dns::Mode = serde_json::from_value(mode.into()).map_err(|_| anyhow!("no DNS mode {mode:?}"))?;
             dns::service::main(mode)

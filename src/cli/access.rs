@@ -11,8 +11,8 @@ use crate::access::ssh::Invocation;
 use crate::access::ssh_config::Change;
 use crate::access::target::Instance;
 use crate::access::{self, IncludeAction, Inventory, SshOptions};
+use crate::account::ApiSettings;
 use crate::report::Report;
-use crate::vpn::ApiSettings;
 
 #[derive(Args)]
 pub struct LsArgs {

@@ -3,8 +3,8 @@
 use anyhow::{bail, Result};
 use clap::Args;
 
+use crate::account::ApiSettings;
 use crate::doctor::{self, Check};
-use crate::vpn::ApiSettings;
 
 #[derive(Args)]
 pub struct DoctorArgs {

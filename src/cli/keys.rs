@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 
+use crate::account::ApiSettings;
 use crate::store::KeyRole;
-use crate::vpn::ApiSettings;
 use crate::vpn_keys::{
     self, ConfigOptions, ConfigOutput, KeptBecause, KeyEntry, KeyListing, Removal, Removed, Selection,
 };

@@ -126,6 +126,34 @@ pub struct DnsStatus {
 /// The name the platform always serves; its answer proves project DNS works end to end.
 pub const DNS_PROBE_NAME: &str = "logger.core.zerops";
 
+/// Runs the daemon: reads the configuration from stdin, reports progress on stdout as JSON
+/// lines until it is ready (or failed), then keeps running in the background. `project` is the
+/// id it was started for (in its command line, so that it can be recognised).
+pub fn main(project: &str) -> Result<()> {
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin(), &mut input)?;
+    let config: DaemonConfig = serde_json::from_str(&input).context("reading the daemon configuration")?;
+    if config.project_id != *project {
+        bail!(
+            "started for project {project} with the configuration of {}",
+            config.project_id
+        );
+    }
+    let files = ConnectionFiles::for_project(&config.project_id);
+    // One thread: the data path is one task that owns the session, and the responder's work is
+    // small beside it; cross-thread wakeups would cost more than they give on a laptop's cores.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let mut stdout = std::io::stdout();
+    let mut report = move |event: &Event| {
+        if let Ok(line) = serde_json::to_string(event) {
+            // The CLI may be gone already (interrupted); the daemon carries on regardless.
+            let _ = std::io::Write::write_fmt(&mut stdout, format_args!("{line}\n"))
+                .and_then(|()| std::io::Write::flush(&mut stdout));
+        }
+    };
+    runtime.block_on(run(config, files, &mut report))
+}
+
 /// Runs a connection until `down`, SIGINT or SIGTERM; reports progress through `events`.
 /// Whatever happens, the host changes are undone before it returns.
 pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn FnMut(&Event)) -> Result<()> {

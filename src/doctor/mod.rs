@@ -10,11 +10,11 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::access;
+use crate::account::{self, ApiSettings};
 use crate::api::{ApiError, Client};
 use crate::daemon::{ConnectionState, Status, DNS_PROBE_NAME};
 use crate::dns::{self, Mode};
 use crate::store::Store;
-use crate::vpn::{self, ApiSettings};
 
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,7 +95,7 @@ pub async fn run(api: ApiSettings) -> Result<Vec<Check>> {
     let store = Store::open()?;
     let token = store.token()?;
     let logged_in = token.is_some();
-    let client = vpn::client_with_token(&store, api, token.unwrap_or_default()).await?;
+    let client = account::client_with_token(&store, api, token.unwrap_or_default()).await?;
     Ok(evaluate(&gather(&client, logged_in).await))
 }
 

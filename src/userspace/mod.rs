@@ -24,12 +24,12 @@ use boringtun::x25519::{PublicKey, StaticSecret};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, UdpSocket};
 
+use crate::account::{self, ApiSettings};
 use crate::api::{Client, ProjectId};
 use crate::platform;
 use crate::report::{Progress, Report};
 use crate::store::Store;
 use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
-use crate::vpn::{self, ApiSettings};
 use net::{DialError, Net};
 use stack::{Stack, StackConfig};
 
@@ -163,15 +163,12 @@ impl Tunnel {
     pub async fn open(api: ApiSettings, options: &TunnelOptions, report: &mut dyn Report) -> Result<Tunnel> {
         let started = Instant::now();
         let store = Store::open()?;
-        let client = vpn::client(&store, api).await?;
-        let project = vpn::choose_project(&client, options.project.as_deref(), report).await?;
+        let client = account::client(&store, api).await?;
+        let project = account::choose_project(&client, options.project.as_deref(), report).await?;
         let lease = keys::lease(&store, &project.id)?;
         let keys = &lease.keys;
         tracing::debug!(slot = lease.slot, public_key = %keys.public_base64(), "userspace key");
-        let item = client
-            .register_vpn_key(&project.id, &keys.public_base64())
-            .await
-            .with_context(|| format!("registering this machine's userspace key with project {}", project.name))?;
+        let item = account::register_key(&client, &project, keys, "this machine's userspace key").await?;
         let registration = Registration {
             client: client.clone(),
             project_id: project.id.clone(),
