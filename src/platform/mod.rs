@@ -205,21 +205,60 @@ mod tests {
         assert!(third.is_some());
     }
 
+    /// Set for a copy of this test binary that stands in for another program.
+    const STAND_IN: &str = "CORRIDOR_TEST_STAND_IN";
+
+    /// This test binary copied into `dir` as `name`, running only
+    /// [`a_stand_in_waits_when_asked`] with `arg` among its arguments (no `sleep` on Windows).
+    fn stand_in(dir: &std::path::Path, name: &str, arg: &str) -> std::process::Child {
+        let exe = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        let this = std::env::current_exe().unwrap();
+        std::fs::copy(&this, &exe).unwrap();
+        // With the libraries beside it (under Wine, the ProcessPrng stand-in).
+        for entry in std::fs::read_dir(this.parent().unwrap()).unwrap().flatten() {
+            let copy = dir.join(entry.file_name());
+            if entry.file_name().to_string_lossy().ends_with(".dll") && !copy.exists() {
+                std::fs::copy(entry.path(), copy).unwrap();
+            }
+        }
+        std::process::Command::new(&exe)
+            .args(["--exact", "platform::tests::a_stand_in_waits_when_asked", arg])
+            .env(STAND_IN, "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_stand_in_waits_when_asked() {
+        if std::env::var_os(STAND_IN).is_some() {
+            std::thread::sleep(Duration::from_secs(30));
+        }
+    }
+
     #[test]
     fn a_process_that_is_no_corridor_daemon_is_not_taken_for_one() {
-        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = stand_in(dir.path(), "sleeper", "30");
+        let mut daemon = stand_in(dir.path(), DAEMON_PROGRAM, "30");
         let pid = Pid::new(other.id()).unwrap();
+        let daemon_pid = Pid::new(daemon.id()).unwrap();
 
         let alive = process_alive(pid);
-        let daemon = process_is_daemon_of(pid, "30");
-        other.kill().unwrap();
-        other.wait().unwrap();
+        let taken = process_is_daemon_of(pid, "30");
+        let ours = process_is_daemon_of(daemon_pid, "30");
+        for child in [&mut other, &mut daemon] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
 
         assert!(alive);
         assert!(
-            !daemon,
-            "sleep is no corridor daemon, even with the id in its arguments"
+            !taken,
+            "another program is no corridor daemon, even with the id in its arguments"
         );
+        assert!(ours, "corridor-daemon with the project's id is one");
         assert!(!process_alive(pid) || !process_is_daemon_of(pid, "30"));
     }
 }
