@@ -524,22 +524,9 @@ async fn probe_mtu(target: IpAddr, mtu: u16) -> Option<MtuProbe> {
 
 /// One echo of exactly `packet` bytes (IP header included) that may not be fragmented.
 async fn ping_unfragmented(target: IpAddr, packet: u16) -> Option<bool> {
-    let (family, headers) = if target.is_ipv4() { ("-4", 28) } else { ("-6", 48) };
-    let size = packet.saturating_sub(headers).to_string();
-    let out = tokio::process::Command::new("ping")
-        .args([
-            family,
-            "-M",
-            "do",
-            "-s",
-            &size,
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "-q",
-            &target.to_string(),
-        ])
+    let (program, args) = crate::platform::ping_unfragmented(target, packet);
+    let out = tokio::process::Command::new(program)
+        .args(&args)
         .kill_on_drop(true)
         .output();
     match tokio::time::timeout(NET_TIMEOUT, out).await {
