@@ -1,12 +1,14 @@
 //! corridor.exe and corridor-daemon.exe (x86_64-pc-windows-gnu, release, built by
-//! scripts/check-platforms.sh) under Wine, inside a lab's laptop namespace: help, login against
-//! the lab API, status when not connected, the daemon program started by hand refusing, and
-//! `vpn up` refused with what to do, leaving nothing behind. Wine has no Wintun,
-//! so this is as far as Windows goes here.
+//! scripts/check-platforms.sh) under Wine: inside a lab's laptop namespace, help, login against
+//! the lab API, status when not connected, doctor's Windows checks, the daemon program started by
+//! hand refusing, and `vpn up` refused with what to do, leaving nothing behind (Wine has no
+//! Wintun); and, with no network at all, journals planted where corridor keeps its state refused
+//! without touching what they name.
 #![cfg(target_os = "linux")]
 
 mod common;
 
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -29,6 +31,7 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
     let ini = wine.prefix().join("demo.ini");
     let winscp_out = format!("Z:{}", ini.display());
     let winscp = wine.run(&lab, &["export", "winscp", "demo", "-o", &winscp_out]);
+    let doctor = wine.run(&lab, &["doctor"]);
     let up = wine.run(&lab, &["vpn", "up", "--auto-disconnect", "alpha"]);
     let daemon_by_hand = wine.run_exe("corridor-daemon.exe", &lab, &[]);
 
@@ -62,6 +65,22 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
     assert!(sessions.contains("PortNumber=65437"), "{sessions}");
     assert!(sessions.contains("corridor-demo-api"), "{sessions}");
 
+    let report = format!(
+        "{}{}",
+        String::from_utf8_lossy(&doctor.stdout),
+        String::from_utf8_lossy(&doctor.stderr)
+    );
+    for check in ["privileges", "wintun", "nrpt", "token"] {
+        assert!(report.contains(check), "doctor checks {check}: {report}");
+    }
+    assert!(
+        report.contains("wintun.dll is missing") && report.contains("wintun.net"),
+        "{report}"
+    );
+    for linux in ["CAP_NET_ADMIN", "/dev/net/tun", "modprobe", "sysctl"] {
+        assert!(!report.contains(linux), "no Linux check on Windows ({linux}): {report}");
+    }
+
     assert!(!daemon_by_hand.status.success());
     let error = String::from_utf8_lossy(&daemon_by_hand.stderr);
     assert!(
@@ -89,6 +108,86 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
         links_before,
         "no interface is left"
     );
+}
+
+#[test]
+fn journals_planted_in_the_state_dir_are_refused_and_what_they_name_is_untouched() {
+    let Some(wine) = Wine::new() else { return };
+    let work = wine.dir.path();
+    let victim_key = r"HKLM\Software\corridor-victim";
+    let reg_add = wine.reg(&["add", victim_key, "/v", "Owner", "/t", "REG_SZ", "/d", "victim", "/f"]);
+    assert_success("wine reg add", &reg_add);
+    let victim = work.join("victim.txt");
+    std::fs::write(&victim, "the victim's own\n").unwrap();
+    let state = private_dir(work, "state", 0o700);
+    let backup = state.join("p1.resolv.conf.orig");
+    std::fs::write(&backup, "planted\n").unwrap();
+    let journal = state.join("p1.journal");
+    plant(
+        &journal,
+        &[
+            serde_json::json!({"kind": "registry_key", "key": r"Software\corridor-victim"}),
+            serde_json::json!({"kind": "file", "path": windows_path(&victim), "backup": windows_path(&backup), "marker": null}),
+        ],
+    );
+
+    let refused = wine.status_and_down(&state);
+
+    assert!(
+        refused.contains(r"HKLM\Software\corridor-victim is no registry key of this journal's"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains(&format!("{} is no file corridor rewrites", windows_path(&victim))),
+        "{refused}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "the victim's own\n");
+    assert!(journal.exists(), "kept for inspection");
+    let key = wine.reg(&["query", victim_key, "/v", "Owner"]);
+    assert_success("the victim key is still there", &key);
+    assert!(String::from_utf8_lossy(&key.stdout).contains("victim"));
+
+    // A journal of corridor's own shape (its own NRPT rule), in a directory everyone may write.
+    let open = private_dir(work, "open", 0o777);
+    let rule = r"HKLM\SYSTEM\CurrentControlSet\Services\Dnscache\Parameters\DnsPolicyConfig\{corridor-p2}";
+    assert_success(
+        "wine reg add",
+        &wine.reg(&["add", rule, "/v", "Comment", "/d", "corridor p2", "/f"]),
+    );
+    plant(
+        &open.join("p2.journal"),
+        &[serde_json::json!({"kind": "registry_key", "key": &rule[5..]})],
+    );
+
+    let refused = wine.status_and_down(&open);
+
+    assert!(
+        refused.contains("refusing to replay the host-change journal") && refused.contains("may write it"),
+        "{refused}"
+    );
+    assert!(open.join("p2.journal").exists());
+    assert_success(
+        "the rule is left as it was",
+        &wine.reg(&["query", rule, "/v", "Comment"]),
+    );
+}
+
+fn plant(journal: &Path, entries: &[serde_json::Value]) {
+    let lines: Vec<String> = entries.iter().map(|e| e.to_string()).collect();
+    std::fs::write(journal, lines.join("\n") + "\n").unwrap();
+    std::fs::set_permissions(journal, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+fn private_dir(parent: &Path, name: &str, mode: u32) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(mode)).unwrap();
+    dir
+}
+
+/// How a Windows program under Wine names a Linux path: on the Z: drive.
+fn windows_path(path: &Path) -> String {
+    format!("Z:{}", path.display()).replace('/', "\\")
 }
 
 /// A Wine prefix of its own with corridor.exe and the ProcessPrng stand-in beside it; the
@@ -159,11 +258,43 @@ impl Wine {
     }
 
     fn run_exe(&self, exe: &str, lab: &Lab, args: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", lab.laptop()])
-            .arg(&self.wine)
-            .arg(self.dir.path().join("bin").join(exe))
-            .args(args)
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", lab.laptop()]).arg(&self.wine);
+        self.with_env(command.arg(self.dir.path().join("bin").join(exe)).args(args))
+            .output()
+            .expect("running wine")
+    }
+
+    /// `vpn status`, then `vpn down`, with `state` as the state and runtime dir; their output
+    /// together. Nothing they do reaches the network.
+    fn status_and_down(&self, state: &Path) -> String {
+        let mut refused = String::new();
+        for args in [["vpn", "status"], ["vpn", "down"]] {
+            let out = self
+                .with_env(
+                    Command::new(&self.wine)
+                        .arg(self.dir.path().join("bin/corridor.exe"))
+                        .args(args),
+                )
+                .env("CORRIDOR_STATE_DIR", windows_path(state))
+                .env("CORRIDOR_RUNTIME_DIR", windows_path(state))
+                .output()
+                .expect("running wine");
+            refused.push_str(&String::from_utf8_lossy(&out.stdout));
+            refused.push_str(&String::from_utf8_lossy(&out.stderr));
+        }
+        refused
+    }
+
+    /// Wine's `reg` on this prefix's registry.
+    fn reg(&self, args: &[&str]) -> Output {
+        self.with_env(Command::new(&self.wine).arg("reg").args(args))
+            .output()
+            .expect("running wine reg")
+    }
+
+    fn with_env<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        command
             .env("WINEPREFIX", self.prefix())
             .env("TMPDIR", self.tmp())
             .env("WINEDEBUG", "-all")
@@ -172,8 +303,8 @@ impl Wine {
             .env_remove("DISPLAY")
             .env_remove("CORRIDOR_CONFIG_DIR")
             .env_remove("CORRIDOR_TOKEN")
-            .output()
-            .expect("running wine")
+            .env_remove("CORRIDOR_STATE_DIR")
+            .env_remove("CORRIDOR_RUNTIME_DIR")
     }
 
     /// Files under the prefix's C: drive whose names end with `suffix`.
