@@ -1,5 +1,5 @@
-//! corridor.exe and corridor-daemon.exe (x86_64-pc-windows-gnu, release, built by
-//! scripts/check-platforms.sh) under Wine: inside a lab's laptop namespace, help, login against
+//! corridor.exe and corridor-daemon.exe (x86_64-pc-windows-gnu, release, taken out of the zip
+//! that scripts/check-platforms.sh makes with scripts/dist.sh) under Wine: inside a lab's laptop namespace, help, login against
 //! the lab API, status when not connected, doctor's Windows checks, the daemon program started by
 //! hand refusing, and `vpn up` refused with what to do, leaving nothing behind (Wine has no
 //! Wintun); and, with no network at all, journals planted where corridor keeps its state refused
@@ -14,9 +14,10 @@ use std::process::{Command, Output};
 
 use common::{assert_success, Lab};
 
-const TARGET_DIR: &str = "target/x86_64-pc-windows-gnu/release";
 /// The two programs of the Windows zip.
 const EXES: [&str; 2] = ["corridor.exe", "corridor-daemon.exe"];
+/// The folder inside the zip that `scripts/dist.sh windows` makes.
+const ZIP_DIR: &str = concat!("corridor-", env!("CARGO_PKG_VERSION"), "-x86_64-windows");
 
 #[test]
 fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
@@ -199,15 +200,18 @@ struct Wine {
 }
 
 impl Wine {
-    /// `None` (after saying why) when the exe, Wine or mingw is missing; a failure under CI=true.
+    /// `None` (after saying why) when the zip, Wine or mingw is missing; a failure under
+    /// CI=true. The programs are taken out of the zip users download.
     fn new() -> Option<Wine> {
-        let built = Path::new(env!("CARGO_MANIFEST_DIR")).join(TARGET_DIR);
-        let missing = EXES.iter().map(|exe| built.join(exe)).find(|exe| !exe.is_file());
+        let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("dist/{ZIP_DIR}.zip"));
+        let missing = (!zip.is_file()).then_some(&zip);
         let wine = find_program(&["wine64", "/usr/lib/wine/wine64"]);
         let wineserver = find_program(&["wineserver", "/usr/lib/wine/wineserver"]);
         let mingw = find_program(&["x86_64-w64-mingw32-gcc"]);
         let problem = if let Some(exe) = missing {
             Some(format!("{} is missing: run scripts/check-platforms.sh", exe.display()))
+        } else if find_program(&["unzip"]).is_none() {
+            Some("unzip is not installed".into())
         } else if wine.is_none() || wineserver.is_none() {
             Some("wine64 is not installed (Debian: apt-get install wine64)".into())
         } else if mingw.is_none() {
@@ -225,9 +229,15 @@ impl Wine {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("bin")).unwrap();
         std::fs::create_dir(dir.path().join("tmp")).unwrap();
-        for exe in EXES {
-            std::fs::copy(built.join(exe), dir.path().join("bin").join(exe)).unwrap();
-        }
+        let unzip = Command::new("unzip")
+            .args(["-q", "-j"])
+            .arg(&zip)
+            .args(EXES.map(|exe| format!("{ZIP_DIR}/{exe}")))
+            .arg("-d")
+            .arg(dir.path().join("bin"))
+            .output()
+            .unwrap();
+        assert_success("taking the programs out of the zip", &unzip);
         let stub = Command::new(mingw.unwrap())
             .args(["-shared", "-O2", "-o"])
             .arg(dir.path().join("bin/bcryptprimitives.dll"))
