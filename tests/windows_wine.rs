@@ -2,15 +2,19 @@
 //! that scripts/check-platforms.sh makes with scripts/dist.sh) under Wine: inside a lab's laptop namespace, help, login against
 //! the lab API, status when not connected, doctor's Windows checks, the daemon program started by
 //! hand refusing, and `vpn up` refused with what to do, leaving nothing behind (Wine has no
-//! Wintun); and, with no network at all, journals planted where corridor keeps its state refused
+//! Wintun); the rootless `forward` carrying ssh and scp through the tunnel, the whole Windows data
+//! path (boringtun, the UDP socket, smoltcp); and, with no network at all, journals planted where corridor keeps its state refused
 //! without touching what they name.
 #![cfg(target_os = "linux")]
 
 mod common;
 
+use std::io::{BufRead as _, BufReader, Read};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use common::{assert_success, Lab};
 
@@ -109,6 +113,60 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
         links_before,
         "no interface is left"
     );
+}
+
+#[test]
+fn corridor_exe_forward_carries_ssh_and_scp_through_the_tunnel() {
+    let Some(wine) = Wine::new() else { return };
+    let Some(lab) = Lab::up("winefwd") else { return };
+    let login = wine.run(&lab, &["--api", lab.api_url(), "login", "--token", lab.token()]);
+    assert_success("corridor.exe login", &login);
+
+    let mut forward = wine.start(&lab, &["forward", "demo", "2222:api:65437"]);
+    forward.wait_for("127.0.0.1:2222 → api:65437");
+
+    let hostname = lab.run_in(lab.laptop(), &ssh_args("ssh", "-p", &["root@127.0.0.1", "hostname"]));
+    assert_success("ssh through corridor.exe forward", &hostname);
+    let name = String::from_utf8_lossy(&hostname.stdout).trim().to_string();
+    assert!(
+        name.starts_with("node-id-1") && name.ends_with(".runtime.api.zerops"),
+        "{name}"
+    );
+
+    let payload: Vec<u8> = (0..5_000_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (up, down) = (wine.dir.path().join("up.bin"), wine.dir.path().join("down.bin"));
+    std::fs::write(&up, &payload).unwrap();
+    let remote = "root@127.0.0.1:/tmp/corridor-wine.bin";
+    let scp_up = lab.run_in(lab.laptop(), &ssh_args("scp", "-P", &[up.to_str().unwrap(), remote]));
+    assert_success("scp up", &scp_up);
+    let scp_down = lab.run_in(lab.laptop(), &ssh_args("scp", "-P", &[remote, down.to_str().unwrap()]));
+    assert_success("scp down", &scp_down);
+    assert!(std::fs::read(&down).unwrap() == payload, "the file came back different");
+    let cleanup = ["root@127.0.0.1", "rm -f /tmp/corridor-wine.bin"];
+    let _ = lab.run_in(lab.laptop(), &ssh_args("ssh", "-p", &cleanup));
+}
+
+/// `program` (ssh or scp) to the forwarded port 2222, non-interactive and without host keys.
+fn ssh_args<'a>(program: &'a str, port_flag: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
+    let options = [
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "LogLevel=ERROR",
+        "-o",
+        "ConnectTimeout=5",
+    ];
+    [program, port_flag, "2222"]
+        .into_iter()
+        .chain(options)
+        .chain(rest.iter().copied())
+        .collect()
 }
 
 #[test]
@@ -275,6 +333,34 @@ impl Wine {
             .expect("running wine")
     }
 
+    /// corridor.exe with `args` left running in the lab's laptop namespace; ended when dropped.
+    fn start(&self, lab: &Lab, args: &[&str]) -> Running {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", lab.laptop()]).arg(&self.wine);
+        let mut child = self
+            .with_env(command.arg(self.dir.path().join("bin/corridor.exe")).args(args))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running wine");
+        let (tx, lines) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        for stream in [Box::new(out) as Box<dyn Read + Send>, Box::new(err)] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Running {
+            child,
+            lines,
+            seen: String::new(),
+        }
+    }
+
     /// `vpn status`, then `vpn down`, with `state` as the state and runtime dir; their output
     /// together. Nothing they do reaches the network.
     fn status_and_down(&self, state: &Path) -> String {
@@ -345,6 +431,37 @@ impl Drop for Wine {
                 .env("TMPDIR", self.tmp())
                 .output();
         }
+    }
+}
+
+/// A corridor.exe left running, its output read line by line; killed when dropped.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Running {
+    /// Waits (up to a minute: Wine starts slowly) for a line containing `text`.
+    fn wait_for(&mut self, text: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.seen.contains(text) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push_str(&line);
+                    self.seen.push('\n');
+                }
+                Err(_) => panic!("no {text:?} from corridor.exe; it said:\n{}", self.seen),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

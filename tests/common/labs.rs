@@ -64,6 +64,7 @@ pub const LABS: &[(&str, u8)] = &[
     ("crkbad", 84),
     // tests/windows_wine.rs
     ("wine", 90),
+    ("winefwd", 91),
 ];
 
 /// Slots held for labs outside `LABS` or for test files still to come: (slots, prefix, who).
