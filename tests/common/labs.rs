@@ -77,6 +77,7 @@ pub const RESERVED: &[(RangeInclusive<u8>, &str, &str)] = &[
     (23..=23, "crab", "scripts/bench-ab.py"),
     (72..=72, "crsoak", "scripts/soak.sh"),
     (80..=89, "crk", "tests/keys.rs"),
+    (90..=94, "wine", "tests/windows_wine.rs"),
     (95..=99, "crsec", "tests/security.rs"),
 ];
 
