@@ -25,8 +25,10 @@ const ZIP_DIR: &str = concat!("corridor-", env!("CARGO_PKG_VERSION"), "-x86_64-w
 
 #[test]
 fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
-    let Some(wine) = Wine::new() else { return };
     let Some(lab) = Lab::up("wine") else { return };
+    let Some(wine) = Wine::new(Some(lab.laptop())) else {
+        return;
+    };
     let links_before = lab.laptop_ok(&["ip", "-o", "link"]);
 
     let help = wine.run(&lab, &["--help"]);
@@ -117,8 +119,10 @@ fn corridor_exe_logs_in_shows_status_and_refuses_a_tunnel_it_cannot_build() {
 
 #[test]
 fn corridor_exe_forward_carries_ssh_and_scp_through_the_tunnel() {
-    let Some(wine) = Wine::new() else { return };
     let Some(lab) = Lab::up("winefwd") else { return };
+    let Some(wine) = Wine::new(Some(lab.laptop())) else {
+        return;
+    };
     let login = wine.run(&lab, &["--api", lab.api_url(), "login", "--token", lab.token()]);
     assert_success("corridor.exe login", &login);
 
@@ -171,7 +175,7 @@ fn ssh_args<'a>(program: &'a str, port_flag: &'a str, rest: &[&'a str]) -> Vec<&
 
 #[test]
 fn journals_planted_in_the_state_dir_are_refused_and_what_they_name_is_untouched() {
-    let Some(wine) = Wine::new() else { return };
+    let Some(wine) = Wine::new(None) else { return };
     let work = wine.dir.path();
     let victim_key = r"HKLM\Software\corridor-victim";
     let reg_add = wine.reg(&["add", victim_key, "/v", "Owner", "/t", "REG_SZ", "/d", "victim", "/f"]);
@@ -259,8 +263,9 @@ struct Wine {
 
 impl Wine {
     /// `None` (after saying why) when the zip, Wine or mingw is missing; a failure under
-    /// CI=true. The programs are taken out of the zip users download.
-    fn new() -> Option<Wine> {
+    /// CI=true. The programs are taken out of the zip users download; the prefix's server runs
+    /// in the network namespace `ns` (none: this one, for tests that send nothing).
+    fn new(ns: Option<&str>) -> Option<Wine> {
         let zip = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("dist/{ZIP_DIR}.zip"));
         let missing = (!zip.is_file()).then_some(&zip);
         let wine = find_program(&["wine64", "/usr/lib/wine/wine64"]);
@@ -304,11 +309,27 @@ impl Wine {
             .output()
             .unwrap();
         assert_success("building the ProcessPrng stand-in", &stub);
-        Some(Wine {
+        let wine = Wine {
             dir,
             wine: wine.unwrap(),
             wineserver: wineserver.unwrap(),
-        })
+        };
+        // The prefix's services (winedevice.exe and the rest) inherit the output pipes of the
+        // run that starts them and can outlive it, holding a test's `output()` open: the prefix
+        // is booted with no pipes of ours, its server kept (and so its services) until drop.
+        // Wine makes a program's sockets in its wineserver: the server runs in the namespace the
+        // programs' traffic belongs to.
+        std::fs::create_dir(wine.prefix()).unwrap();
+        let persistent = wine.with_env(in_ns(ns, &wine.wineserver).arg("-p")).status();
+        assert!(persistent.is_ok_and(|s| s.success()), "wineserver -p");
+        let boot = wine
+            .with_env(in_ns(ns, &wine.wine).arg("wineboot"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        assert!(boot.is_ok_and(|s| s.success()), "wineboot");
+        Some(wine)
     }
 
     fn prefix(&self) -> PathBuf {
@@ -462,6 +483,18 @@ impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// `program` run in the network namespace `ns`, if any.
+fn in_ns(ns: Option<&str>, program: &Path) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut command = Command::new("ip");
+            command.args(["netns", "exec", ns]).arg(program);
+            command
+        }
+        None => Command::new(program),
     }
 }
 
