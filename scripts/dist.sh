@@ -97,10 +97,13 @@ for arg in "$@"; do
     esac
 done
 ((${#targets[@]})) || targets=(deb)
-((build)) && build
-for bin in "$BIN" "$BIN-daemon"; do
-    [[ -x $bin ]] || { echo "$bin is missing: run without --no-build" >&2; exit 1; }
-done
+# Windows builds its own programs (another target); the rest package the Linux build.
+if [[ " ${targets[*]} " =~ \ (docs|deb|linux)\  ]]; then
+    ((build)) && build
+    for bin in "$BIN" "$BIN-daemon"; do
+        [[ -x $bin ]] || { echo "$bin is missing: run without --no-build" >&2; exit 1; }
+    done
+fi
 for target in "${targets[@]}"; do
     "$target"
 done

@@ -296,6 +296,8 @@ mod tests {
         let dir = Path::new("/c");
         assert_eq!(project_file(dir, "demo"), Path::new("/c/ssh/demo.conf"));
         assert_eq!(project_file(dir, "my app/β"), Path::new("/c/ssh/my_app__.conf"));
-        assert_eq!(include_line(dir), "Include \"/c/ssh/*.conf\"");
+        // Joined with the platform's separator (Windows: `/c\ssh\*.conf`).
+        let sep = std::path::MAIN_SEPARATOR;
+        assert_eq!(include_line(dir), format!("Include \"/c{sep}ssh{sep}*.conf\""));
     }
 }

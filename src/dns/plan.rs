@@ -11,10 +11,7 @@ use super::Mode;
 use crate::host::Change;
 
 use crate::host::allowed::nrpt_key;
-pub use crate::host::allowed::{RESOLVER_FILE, RESOLVER_MARKER, SEARCH_LIST, TCPIP_INTERFACES};
-
-/// When this key exists, Group Policy's NRPT rules are in force and local ones are ignored.
-pub const NRPT_GROUP_POLICY: &str = r"SOFTWARE\Policies\Microsoft\Windows NT\DNSClient\DnsPolicyConfig";
+pub use crate::host::allowed::{NRPT_GROUP_POLICY, RESOLVER_FILE, RESOLVER_MARKER, SEARCH_LIST, TCPIP_INTERFACES};
 /// The namespace of our rule: a leading dot matches every name under it.
 pub const NRPT_NAMESPACE: &str = ".zerops";
 

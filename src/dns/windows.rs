@@ -88,3 +88,104 @@ pub fn apply_link(mode: Mode, _responder: SocketAddr, interface: &str, journal: 
 
 /// The system's nameservers as hickory reads them, without `ours`.
 pub(crate) use super::system_nameservers as host_nameservers;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A journal of its own name in a fresh state directory, so that rules of parallel runs
+    /// never meet.
+    fn journal(dir: &std::path::Path, name: &str) -> Journal {
+        Journal::create(&dir.join(format!("{name}{}.journal", std::process::id()))).unwrap()
+    }
+
+    #[test]
+    fn the_nrpt_rule_is_journaled_written_as_planned_and_undone_by_restore() {
+        if !crate::platform::is_elevated() {
+            eprintln!("SKIPPED: HKEY_LOCAL_MACHINE needs an elevated process");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = journal(dir.path(), "nrpt");
+        let path = journal.path().to_path_buf();
+        let owner = path.file_stem().unwrap().to_string_lossy().into_owned();
+        let host = plan(Mode::Scoped, DEFAULT_LISTEN).unwrap();
+
+        apply(&host, DEFAULT_LISTEN, &mut journal).unwrap();
+        drop(journal);
+
+        let rule = plan::nrpt_rule(&owner, DEFAULT_LISTEN).unwrap();
+        let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
+        let key = hklm.open_subkey(&rule.key).expect("the rule's key");
+        for (name, value) in &rule.values {
+            match value {
+                RegValue::Dword(n) => assert_eq!(key.get_value::<u32, _>(name).unwrap(), *n, "{name}"),
+                RegValue::Text(text) => assert_eq!(&key.get_value::<String, _>(name).unwrap(), text, "{name}"),
+                RegValue::MultiText(list) => {
+                    assert_eq!(&key.get_value::<Vec<String>, _>(name).unwrap(), list, "{name}")
+                }
+            }
+        }
+        assert_eq!(key.get_value::<String, _>("GenericDNSServers").unwrap(), "127.0.0.153");
+        assert_eq!(key.get_value::<Vec<String>, _>("Name").unwrap(), [".zerops"]);
+        let journaled = std::fs::read_to_string(&path).unwrap();
+        let change: Change = serde_json::from_str(journaled.trim()).unwrap();
+        assert_eq!(change, plan::nrpt_change(&owner), "journaled before it was written");
+        drop(key);
+
+        crate::host::restore(&path).unwrap();
+
+        assert!(hklm.open_subkey(&rule.key).is_err(), "the rule is gone");
+        assert!(!path.exists(), "and its journal");
+    }
+
+    #[test]
+    fn the_tunnel_adapter_gets_the_search_domain_journaled_and_loses_it_when_undone() {
+        if !crate::platform::is_elevated() {
+            eprintln!("SKIPPED: HKEY_LOCAL_MACHINE needs an elevated process");
+            return;
+        }
+        // An adapter of Wine's, standing in for the tunnel's (Wine names them as Linux does);
+        // none such on Windows, whose real adapters a test leaves alone.
+        let Some(adapter) = ["lo", "eth0"]
+            .into_iter()
+            .find(|name| crate::host::windows::adapter_guid(name).is_some())
+        else {
+            eprintln!("SKIPPED: no adapter named as under Wine");
+            return;
+        };
+        let guid = crate::host::windows::adapter_guid(adapter).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut journal = journal(dir.path(), "link");
+        let path = journal.path().to_path_buf();
+
+        apply_link(Mode::Scoped, DEFAULT_LISTEN, adapter, &mut journal).unwrap();
+        drop(journal);
+
+        let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
+        let planned = plan::adapter_search_list(adapter, &guid);
+        assert_eq!(planned.len(), 2, "IPv4 and IPv6");
+        for change in &planned {
+            let Change::RegistryValue { key, name, .. } = change else {
+                panic!("{change:?}")
+            };
+            let value: String = hklm.open_subkey(key).unwrap().get_value(name).unwrap();
+            assert_eq!(value, "zerops", "{key}");
+        }
+        let journaled: Vec<Change> = std::fs::read_to_string(&path)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap())
+            .collect();
+        assert_eq!(journaled, planned, "each journaled before it is set");
+
+        for change in &planned {
+            crate::host::undo(change).unwrap();
+            let Change::RegistryValue { key, name, .. } = change else {
+                unreachable!()
+            };
+            let left = hklm.open_subkey(key).unwrap().get_value::<String, _>(name);
+            assert!(left.is_err(), "{key}\\{name} is removed");
+        }
+    }
+}

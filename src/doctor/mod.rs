@@ -14,6 +14,7 @@ use crate::account::{self, ApiSettings};
 use crate::api::{ApiError, Client};
 use crate::daemon::{ConnectionState, Status, DNS_PROBE_NAME};
 use crate::dns::{self, Mode};
+use crate::host::Readiness;
 use crate::store::Store;
 
 /// One line of the report.
@@ -29,9 +30,8 @@ pub struct Check {
 /// What [`gather`] found out.
 #[derive(Debug)]
 pub struct Facts {
-    pub net_admin: bool,
-    pub tun: bool,
-    pub ipv6: bool,
+    /// What the tunnel needs from this OS.
+    pub host: Readiness,
     /// The host resolver integration, or why `vpn up` could not plan one.
     pub resolver: Result<Resolver, String>,
     pub api_base: String,
@@ -104,9 +104,7 @@ pub async fn gather(client: &Client, logged_in: bool) -> Facts {
     let connections = access::connections().await;
     let resolver = resolver(&connections);
     let mut facts = Facts {
-        net_admin: crate::host::has_net_admin(),
-        tun: std::path::Path::new("/dev/net/tun").exists(),
-        ipv6: !crate::host::ipv6_disabled(),
+        host: crate::host::readiness(),
         resolver,
         api_base: client.base().to_string(),
         api: match logged_in {
@@ -145,13 +143,19 @@ pub async fn gather(client: &Client, logged_in: bool) -> Facts {
     facts
 }
 
-/// Which ways in this machine allows: the tunnel needs privilege, TUN and IPv6; the userspace
-/// mode needs only the API and UDP, so it is always there.
+/// Which ways in this machine allows: the tunnel needs privilege and the OS's tunnel device
+/// (and IPv6 on Linux); the userspace mode needs only the API and UDP, so it is always there.
 fn modes(facts: &Facts) -> Check {
-    let tunnel = match (facts.net_admin && facts.tun, facts.ipv6) {
-        (true, true) => "tunnel (`vpn up`) possible",
-        (true, false) => "tunnel (`vpn up`) not possible without IPv6",
-        (false, _) => "tunnel (`vpn up`) not possible here without privilege",
+    let (privileged, device, ipv6) = match &facts.host {
+        Readiness::Linux { net_admin, tun, ipv6 } => (*net_admin, *tun, *ipv6),
+        Readiness::MacOs { root, utun, .. } => (*root, utun.is_ok(), true),
+        Readiness::Windows { elevated, wintun, .. } => (*elevated, wintun.is_ok(), true),
+    };
+    let tunnel = match (privileged, device, ipv6) {
+        (true, true, true) => "tunnel (`vpn up`) possible",
+        (true, true, false) => "tunnel (`vpn up`) not possible without IPv6",
+        (true, false, _) => "tunnel (`vpn up`) not possible without the tunnel device",
+        (false, _, _) => "tunnel (`vpn up`) not possible here without privilege",
     };
     check(
         "modes",
@@ -161,44 +165,115 @@ fn modes(facts: &Facts) -> Check {
     )
 }
 
-pub fn evaluate(facts: &Facts) -> Vec<Check> {
-    let mut checks = vec![
-        check(
-            "privileges",
-            facts.net_admin,
-            if facts.net_admin {
-                "CAP_NET_ADMIN: this process can create the tunnel".into()
-            } else {
-                "no CAP_NET_ADMIN: `vpn up` cannot create the tunnel".into()
-            },
-            format!(
-                "run `vpn up` with sudo, or once: `{}`",
-                crate::platform::grant_capabilities()
+/// The OS's own checks: what `vpn up` needs from it, each with that OS's fix.
+fn host_checks(host: &Readiness) -> Vec<Check> {
+    match host {
+        Readiness::Linux { net_admin, tun, ipv6 } => vec![
+            check(
+                "privileges",
+                *net_admin,
+                if *net_admin {
+                    "CAP_NET_ADMIN: this process can create the tunnel".into()
+                } else {
+                    "no CAP_NET_ADMIN: `vpn up` cannot create the tunnel".into()
+                },
+                format!(
+                    "run `vpn up` with sudo, or once: `{}`",
+                    crate::platform::grant_capabilities()
+                ),
             ),
-        ),
-        check(
-            "tun",
-            facts.tun,
-            if facts.tun {
-                "/dev/net/tun is there"
-            } else {
-                "/dev/net/tun is missing"
-            }
-            .into(),
-            "`sudo modprobe tun`; in a container, start it with `--device /dev/net/tun --cap-add NET_ADMIN`".into(),
-        ),
-        check(
-            "ipv6",
-            facts.ipv6,
-            if facts.ipv6 {
-                "enabled"
-            } else {
-                "disabled: the project network is IPv6"
-            }
-            .into(),
-            "`sudo sysctl -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0`".into(),
-        ),
-    ];
+            check(
+                "tun",
+                *tun,
+                if *tun {
+                    "/dev/net/tun is there"
+                } else {
+                    "/dev/net/tun is missing"
+                }
+                .into(),
+                "`sudo modprobe tun`; in a container, start it with `--device /dev/net/tun --cap-add NET_ADMIN`".into(),
+            ),
+            check(
+                "ipv6",
+                *ipv6,
+                if *ipv6 {
+                    "enabled"
+                } else {
+                    "disabled: the project network is IPv6"
+                }
+                .into(),
+                "`sudo sysctl -w net.ipv6.conf.all.disable_ipv6=0 net.ipv6.conf.default.disable_ipv6=0`".into(),
+            ),
+        ],
+        Readiness::MacOs {
+            root,
+            utun,
+            resolver_file,
+        } => vec![
+            check(
+                "privileges",
+                *root,
+                if *root {
+                    "root: this process can create the utun interface"
+                } else {
+                    "not root: `vpn up` cannot create the utun interface"
+                }
+                .into(),
+                "run `vpn up` with sudo".into(),
+            ),
+            result_check("utun", utun, "the utun kernel control opens", "macOS builds utun in: this needs macOS 10.10 or later, outside a sandbox"),
+            result_check(
+                "resolver file",
+                resolver_file,
+                "/etc/resolver/zerops is free for corridor's",
+                "move the other program's /etc/resolver/zerops aside, or connect with `--dns off` and use addresses",
+            ),
+        ],
+        Readiness::Windows { elevated, wintun, nrpt } => vec![
+            check(
+                "privileges",
+                *elevated,
+                if *elevated {
+                    "Administrator: this process can create the Wintun adapter"
+                } else {
+                    "not elevated: `vpn up` cannot create the Wintun adapter"
+                }
+                .into(),
+                "run corridor from an Administrator terminal (right-click Terminal or PowerShell, \"Run as administrator\")".into(),
+            ),
+            result_check(
+                "wintun",
+                wintun,
+                "wintun.dll beside corridor.exe loads",
+                "download the zip from https://www.wintun.net and put its bin\\amd64\\wintun.dll beside corridor.exe",
+            ),
+            result_check(
+                "nrpt",
+                nrpt,
+                "no Group Policy NRPT rules: corridor's local rule applies",
+                "ask the machine's administrator to add a .zerops rule to the policy, or connect with `--dns off` and use addresses",
+            ),
+        ],
+    }
+}
+
+/// How this OS's user gets a privileged `vpn up`.
+fn elevate_hint(host: &Readiness) -> &'static str {
+    match host {
+        Readiness::Windows { .. } => "run `vpn up` from an Administrator terminal",
+        Readiness::Linux { .. } | Readiness::MacOs { .. } => "run `vpn up` with sudo",
+    }
+}
+
+fn result_check(name: &str, result: &Result<(), String>, ok: &str, fix: &str) -> Check {
+    match result {
+        Ok(()) => check(name, true, ok.into(), String::new()),
+        Err(why) => check(name, false, why.clone(), fix.into()),
+    }
+}
+
+pub fn evaluate(facts: &Facts) -> Vec<Check> {
+    let mut checks = host_checks(&facts.host);
     checks.push(modes(facts));
     checks.push(match &facts.resolver {
         Ok(Resolver::InUse(mode)) => check(
@@ -217,7 +292,7 @@ pub fn evaluate(facts: &Facts) -> Vec<Check> {
             "resolver",
             false,
             format!("{}, but this process may not change it", mode_name(*mode)),
-            "run `vpn up` with sudo (or `--dns off` and use addresses)".into(),
+            format!("{} (or `--dns off` and use addresses)", elevate_hint(&facts.host)),
         ),
         Err(e) => check(
             "resolver",
@@ -542,22 +617,9 @@ async fn probe_mtu(target: IpAddr, mtu: u16) -> Option<MtuProbe> {
 
 /// One echo of exactly `packet` bytes (IP header included) that may not be fragmented.
 async fn ping_unfragmented(target: IpAddr, packet: u16) -> Option<bool> {
-    let (family, headers) = if target.is_ipv4() { ("-4", 28) } else { ("-6", 48) };
-    let size = packet.saturating_sub(headers).to_string();
-    let out = tokio::process::Command::new("ping")
-        .args([
-            family,
-            "-M",
-            "do",
-            "-s",
-            &size,
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "-q",
-            &target.to_string(),
-        ])
+    let (program, args) = crate::platform::ping_unfragmented(target, packet);
+    let out = tokio::process::Command::new(program)
+        .args(&args)
         .kill_on_drop(true)
         .output();
     match tokio::time::timeout(NET_TIMEOUT, out).await {
@@ -606,7 +668,7 @@ mod tests {
     fn the_modes_line_says_what_works_without_privilege() {
         let mut facts = healthy();
         let with = evaluate(&facts);
-        facts.net_admin = false;
+        facts.host = linux(false, true, true);
         let without = evaluate(&facts);
 
         let modes = |checks: &[Check]| checks.iter().find(|c| c.name == "modes").unwrap().detail.clone();
@@ -672,9 +734,7 @@ mod tests {
     #[test]
     fn missing_privileges_tun_ipv6_and_a_skewed_clock_each_name_their_fix() {
         let mut facts = healthy();
-        facts.net_admin = false;
-        facts.tun = false;
-        facts.ipv6 = false;
+        facts.host = linux(false, false, false);
         facts.clock_skew_secs = Some(-600.0);
         let failed = failures(&facts);
         let fixes: Vec<(&str, &str)> = failed
@@ -767,15 +827,89 @@ mod tests {
         assert!(fix.contains("corridor login") && !fix.contains("UDP"), "{fix}");
     }
 
+    #[test]
+    fn windows_checks_administrator_wintun_and_nrpt_and_nothing_of_linux() {
+        let mut facts = healthy();
+        facts.host = Readiness::Windows {
+            elevated: true,
+            wintun: Ok(()),
+            nrpt: Ok(()),
+        };
+        let checks = evaluate(&facts);
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names[..4], ["privileges", "wintun", "nrpt", "modes"]);
+        assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
+        let text = format!("{checks:?}");
+        assert!(
+            !text.contains("CAP_NET_ADMIN") && !text.contains("/dev/net/tun"),
+            "{text}"
+        );
+
+        facts.host = Readiness::Windows {
+            elevated: false,
+            wintun: Err(r"C:\corridor\wintun.dll is missing".into()),
+            nrpt: Err("Group Policy sets NRPT rules on this machine".into()),
+        };
+        facts.resolver = Ok(Resolver::WouldUse {
+            mode: Mode::Scoped,
+            can_apply: false,
+        });
+        let failed = failures(&facts);
+        let fixes: Vec<(&str, &str)> = failed
+            .iter()
+            .map(|c| (c.name.as_str(), c.fix.as_deref().unwrap()))
+            .collect();
+        assert_eq!(fixes.len(), 4, "{fixes:?}");
+        assert!(fixes[0].0 == "privileges" && fixes[0].1.contains("Administrator terminal"));
+        assert!(fixes[1].0 == "wintun" && fixes[1].1.contains("wintun.net"));
+        assert!(failed[1].detail.contains("wintun.dll is missing"));
+        assert!(fixes[2].0 == "nrpt" && fixes[2].1.contains("--dns off"));
+        assert!(fixes[3].0 == "resolver" && fixes[3].1.contains("Administrator terminal"));
+        let modes = evaluate(&facts).into_iter().find(|c| c.name == "modes").unwrap();
+        assert!(
+            modes.detail.contains("not possible here without privilege"),
+            "{modes:?}"
+        );
+    }
+
+    #[test]
+    fn macos_checks_root_utun_and_the_resolver_file_and_nothing_of_linux() {
+        let mut facts = healthy();
+        facts.host = Readiness::MacOs {
+            root: true,
+            utun: Ok(()),
+            resolver_file: Ok(()),
+        };
+        let checks = evaluate(&facts);
+        let names: Vec<&str> = checks.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names[..4], ["privileges", "utun", "resolver file", "modes"]);
+        assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
+        assert!(!format!("{checks:?}").contains("CAP_NET_ADMIN"));
+
+        facts.host = Readiness::MacOs {
+            root: false,
+            utun: Err("no kernel control socket for utun".into()),
+            resolver_file: Err("/etc/resolver/zerops is another program's".into()),
+        };
+        let failed = failures(&facts);
+        let names: Vec<&str> = failed.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["privileges", "utun", "resolver file"]);
+        assert!(failed[0].fix.as_deref().unwrap().contains("sudo"));
+        assert!(failed[2].detail.contains("another program's"));
+        assert!(failed[2].fix.as_deref().unwrap().contains("aside"));
+    }
+
+    fn linux(net_admin: bool, tun: bool, ipv6: bool) -> Readiness {
+        Readiness::Linux { net_admin, tun, ipv6 }
+    }
+
     fn failures(facts: &Facts) -> Vec<Check> {
         evaluate(facts).into_iter().filter(|c| !c.ok).collect()
     }
 
     fn healthy() -> Facts {
         Facts {
-            net_admin: true,
-            tun: true,
-            ipv6: true,
+            host: linux(true, true, true),
             resolver: Ok(Resolver::WouldUse {
                 mode: Mode::ResolvConf,
                 can_apply: true,

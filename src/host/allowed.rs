@@ -19,6 +19,8 @@ pub const RESOLVER_FILE: &str = "/etc/resolver/zerops";
 pub const RESOLVER_MARKER: &str = "# Written by corridor while a VPN is connected; `corridor vpn down` removes it.";
 /// Where Windows keeps local NRPT rules (under HKEY_LOCAL_MACHINE), one subkey each.
 pub const NRPT_RULES: &str = r"SYSTEM\CurrentControlSet\Services\Dnscache\Parameters\DnsPolicyConfig";
+/// When this key exists, Group Policy's NRPT rules are in force and local ones are ignored.
+pub const NRPT_GROUP_POLICY: &str = r"SOFTWARE\Policies\Microsoft\Windows NT\DNSClient\DnsPolicyConfig";
 /// The per-adapter TCP/IP settings of each address family (under HKEY_LOCAL_MACHINE), one
 /// subkey per adapter GUID.
 pub const TCPIP_INTERFACES: [&str; 2] = [

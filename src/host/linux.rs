@@ -94,6 +94,14 @@ pub fn has_net_admin() -> bool {
         .is_some_and(|caps| caps & (1 << CAP_NET_ADMIN) != 0)
 }
 
+pub fn readiness() -> super::Readiness {
+    super::Readiness::Linux {
+        net_admin: has_net_admin(),
+        tun: Path::new("/dev/net/tun").exists(),
+        ipv6: !ipv6_disabled(),
+    }
+}
+
 pub fn ipv6_disabled() -> bool {
     !Path::new("/proc/net/if_inet6").exists()
         || fs::read_to_string("/proc/sys/net/ipv6/conf/all/disable_ipv6").is_ok_and(|v| v.trim() == "1")

@@ -24,14 +24,37 @@ pub fn preflight(_need_ipv6: bool) -> Result<()> {
     Ok(())
 }
 
-/// Whether this process may create interfaces and routes: being elevated is the whole check here.
-pub fn has_net_admin() -> bool {
-    crate::platform::is_elevated()
+pub fn readiness() -> super::Readiness {
+    super::Readiness::MacOs {
+        root: crate::platform::is_elevated(),
+        utun: utun_opens(),
+        resolver_file: resolver_file_free(),
+    }
 }
 
-/// IPv6 cannot be turned off system-wide here the way Linux's sysctl does.
-pub fn ipv6_disabled() -> bool {
-    false
+/// Whether the kernel control that makes utun interfaces can be reached (it needs no root).
+fn utun_opens() -> Result<(), String> {
+    // SAFETY: no pointers; the descriptor is closed below.
+    let fd = unsafe { libc::socket(libc::PF_SYSTEM, libc::SOCK_DGRAM, libc::SYSPROTO_CONTROL) };
+    if fd < 0 {
+        return Err(format!(
+            "no kernel control socket for utun: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a descriptor this function opened.
+    unsafe { libc::close(fd) };
+    Ok(())
+}
+
+/// `/etc/resolver/zerops` is corridor's to write when it is absent or carries corridor's marker.
+fn resolver_file_free() -> Result<(), String> {
+    use crate::host::allowed::{RESOLVER_FILE, RESOLVER_MARKER};
+    match std::fs::read_to_string(RESOLVER_FILE) {
+        Ok(text) if !text.contains(RESOLVER_MARKER) => Err(format!("{RESOLVER_FILE} is another program's")),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(format!("{RESOLVER_FILE}: {e}")),
+        _ => Ok(()),
+    }
 }
 
 /// A utun has no field for a tag; see the module's note.

@@ -26,7 +26,7 @@ use windows as platform;
 
 pub use allowed::Allowed;
 pub use journal::{Change, Journal};
-pub use platform::{has_net_admin, interface_tag, ipv6_disabled, preflight, tag_interface, INTERFACE_PREFIX, OS};
+pub use platform::{interface_tag, preflight, readiness, tag_interface, INTERFACE_PREFIX, OS};
 
 use std::fs;
 use std::path::Path;
@@ -34,6 +34,34 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
+
+/// What `vpn up` needs from this system, found out per OS (`readiness`) for `doctor` to report.
+/// `Err` holds what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Linux {
+        /// CAP_NET_ADMIN in the effective set (root has it).
+        net_admin: bool,
+        /// `/dev/net/tun` exists.
+        tun: bool,
+        ipv6: bool,
+    },
+    MacOs {
+        root: bool,
+        /// A utun control socket opens.
+        utun: Result<(), String>,
+        /// `/etc/resolver/zerops` is absent or corridor's.
+        resolver_file: Result<(), String>,
+    },
+    Windows {
+        /// An Administrator's (elevated) process.
+        elevated: bool,
+        /// `wintun.dll` is beside corridor.exe and loads.
+        wintun: Result<(), String>,
+        /// No Group Policy NRPT rules, under which Windows ignores local ones like corridor's.
+        nrpt: Result<(), String>,
+    },
+}
 
 /// Undoes every change a journal holds, newest first, then removes the journal. Used by
 /// `vpn down`, a clean daemon exit and the next start after a crash. Changes already gone

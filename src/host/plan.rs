@@ -16,6 +16,18 @@ pub enum Os {
     Windows,
 }
 
+/// The tag corridor gave a Wintun adapter, read back from the description Windows reports for
+/// it: `WintunCreateAdapter` writes the tunnel type it is given (corridor's tag) as the
+/// description "<type> Tunnel", and Windows numbers a description that repeats (" #2"). Any
+/// other description comes back as it is, and so never matches a tag.
+pub fn wintun_tag(description: &str) -> &str {
+    let unnumbered = match description.rsplit_once(" #") {
+        Some((head, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => head,
+        _ => description,
+    };
+    unnumbered.strip_suffix(" Tunnel").unwrap_or(description)
+}
+
 /// One run of a system tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Run {
@@ -180,6 +192,24 @@ mod tests {
 
     fn net(text: &str) -> IpNet {
         text.parse().unwrap()
+    }
+
+    #[test]
+    fn a_wintun_adapters_description_gives_back_the_tag_it_was_created_with() {
+        assert_eq!(
+            wintun_tag("corridor:p1:0123456789abcdef Tunnel"),
+            "corridor:p1:0123456789abcdef"
+        );
+        assert_eq!(
+            wintun_tag("corridor:p1:0123456789abcdef Tunnel #2"),
+            "corridor:p1:0123456789abcdef"
+        );
+        assert_eq!(
+            wintun_tag("Intel(R) Ethernet Connection #2"),
+            "Intel(R) Ethernet Connection #2"
+        );
+        assert_eq!(wintun_tag("WireGuard Tunnel"), "WireGuard");
+        assert_eq!(wintun_tag(""), "");
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Windows host glue: elevation and wintun.dll, routes on the Wintun adapter, the registry, and
 //! undoing journaled changes.
 //!
-//! An adapter's tag is its description, given when it is created (`tunnel::tun`); the adapter
-//! and its routes go away with the process that holds it.
+//! An adapter's tag is the tunnel type it is created with (`tunnel::tun`), which Wintun keeps in
+//! its description; the adapter and its routes go away with the process that holds it.
 
 use std::path::PathBuf;
 
@@ -52,24 +52,54 @@ pub fn wintun_dll() -> Result<PathBuf> {
     Ok(exe.with_file_name("wintun.dll"))
 }
 
-/// Whether this process may create interfaces and routes: being elevated is the whole check here.
-pub fn has_net_admin() -> bool {
-    crate::platform::is_elevated()
+pub fn readiness() -> super::Readiness {
+    let nrpt = match RegKey::predef(HKEY_LOCAL_MACHINE).open_subkey(super::allowed::NRPT_GROUP_POLICY) {
+        Ok(_) => Err("Group Policy sets NRPT rules on this machine, so Windows ignores corridor's local one".into()),
+        Err(_) => Ok(()),
+    };
+    super::Readiness::Windows {
+        elevated: crate::platform::is_elevated(),
+        wintun: wintun_dll().map_err(|e| format!("{e:#}")).and_then(|dll| loads(&dll)),
+        nrpt,
+    }
 }
 
-/// IPv6 cannot be turned off system-wide here the way Linux's sysctl does.
-pub fn ipv6_disabled() -> bool {
-    false
+/// Whether the library at `dll` exists and loads (then it is unloaded again).
+fn loads(dll: &std::path::Path) -> Result<(), String> {
+    use std::os::windows::ffi::OsStrExt as _;
+    use windows_sys::Win32::Foundation::FreeLibrary;
+    use windows_sys::Win32::System::LibraryLoader::LoadLibraryW;
+
+    if !dll.is_file() {
+        return Err(format!("{} is missing", dll.display()));
+    }
+    let name: Vec<u16> = dll.as_os_str().encode_wide().chain(Some(0)).collect();
+    // SAFETY: a NUL-terminated path; the module is freed below.
+    let module = unsafe { LoadLibraryW(name.as_ptr()) };
+    if module.is_null() {
+        return Err(format!(
+            "{} does not load: {}",
+            dll.display(),
+            std::io::Error::last_os_error()
+        ));
+    }
+    // SAFETY: a module this function loaded.
+    unsafe { FreeLibrary(module) };
+    Ok(())
 }
 
-/// The tag is the adapter's description, set at creation; nothing to do afterwards.
+/// The tag is given to Wintun at creation; nothing to do afterwards.
 pub fn tag_interface(_name: &str, _tag: &str) -> Result<()> {
     Ok(())
 }
 
-/// The description of the adapter named `name`; `None` when there is no such adapter.
+/// The tag of the adapter named `name`, from its description (see [`super::plan::wintun_tag`]);
+/// `None` when there is no such adapter.
 pub fn interface_tag(name: &str) -> Option<String> {
-    adapters().into_iter().find(|a| a.name == name).map(|a| a.description)
+    adapters()
+        .into_iter()
+        .find(|a| a.name == name)
+        .map(|a| super::plan::wintun_tag(&a.description).to_string())
 }
 
 /// The GUID (`{…}`) of the adapter named `name`, which names its keys in the registry.
@@ -162,4 +192,65 @@ unsafe fn ansi_str(ptr: *const u8) -> String {
     unsafe { std::ffi::CStr::from_ptr(ptr.cast()) }
         .to_string_lossy()
         .into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_keys_and_values_are_deleted_and_missing_ones_count_as_deleted() {
+        if !crate::platform::is_elevated() {
+            eprintln!("SKIPPED: HKEY_LOCAL_MACHINE needs an elevated process");
+            return;
+        }
+        let key = format!(r"SOFTWARE\corridor-unit-{}", std::process::id());
+        let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
+        let (handle, _) = hklm.create_subkey(format!(r"{key}\sub")).unwrap();
+        handle.set_value("SearchList", &"zerops").unwrap();
+        handle.set_value("Other", &"theirs").unwrap();
+
+        delete_registry_value(&format!(r"{key}\sub"), "SearchList", "corridor0").unwrap();
+        delete_registry_value(&format!(r"{key}\sub"), "SearchList", "corridor0").unwrap();
+        delete_registry_value(&format!(r"{key}\gone"), "SearchList", "corridor0").unwrap();
+        let sub = hklm.open_subkey(format!(r"{key}\sub")).unwrap();
+        assert!(sub.get_value::<String, _>("SearchList").is_err());
+        assert_eq!(
+            sub.get_value::<String, _>("Other").unwrap(),
+            "theirs",
+            "other values stay"
+        );
+        drop(sub);
+
+        delete_registry_key(&key).unwrap();
+        delete_registry_key(&key).unwrap();
+        assert!(hklm.open_subkey(&key).is_err(), "the key and its subkeys are gone");
+    }
+
+    #[test]
+    fn adapters_are_found_by_name_and_a_missing_one_has_no_tag() {
+        assert_eq!(interface_tag("corridor-no-such-adapter"), None);
+        assert_eq!(adapter_guid("corridor-no-such-adapter"), None);
+        for adapter in adapters() {
+            assert!(
+                adapter.guid.starts_with('{') && adapter.guid.ends_with('}'),
+                "{}",
+                adapter.guid
+            );
+            assert_eq!(adapter_guid(&adapter.name).as_deref(), Some(adapter.guid.as_str()));
+        }
+    }
+
+    #[test]
+    fn readiness_names_the_missing_wintun_dll() {
+        let super::super::Readiness::Windows { wintun, .. } = readiness() else {
+            panic!("Windows reports Windows's checks")
+        };
+        let dll = wintun_dll().unwrap();
+        if dll.is_file() {
+            return;
+        }
+        let why = wintun.unwrap_err();
+        assert!(why.contains("wintun.dll is missing"), "{why}");
+    }
 }

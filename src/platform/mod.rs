@@ -90,6 +90,38 @@ pub fn grant_capabilities() -> String {
         .join(" && ")
 }
 
+/// The system's `ping` for one echo of exactly `packet` bytes (IP header included) to `target`
+/// that may not be fragmented on the way: each OS spells "don't fragment" its own way.
+pub fn ping_unfragmented(target: std::net::IpAddr, packet: u16) -> (&'static str, Vec<String>) {
+    ping_command(std::env::consts::OS, target, packet)
+}
+
+/// [`ping_unfragmented`] on `os` (as `std::env::consts::OS` names it).
+fn ping_command(os: &str, target: std::net::IpAddr, packet: u16) -> (&'static str, Vec<String>) {
+    let headers = if target.is_ipv4() { 28 } else { 48 };
+    let size = packet.saturating_sub(headers).to_string();
+    let target = target.to_string();
+    let v4 = !target.contains(':');
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    match os {
+        // IPv6 routers never fragment, so only IPv4 needs the DF bit (-f).
+        "windows" if v4 => (
+            "ping",
+            args(&["-4", "-f", "-l", &size, "-n", "1", "-w", "2000", &target]),
+        ),
+        "windows" => ("ping", args(&["-6", "-l", &size, "-n", "1", "-w", "2000", &target])),
+        "macos" if v4 => ("ping", args(&["-D", "-s", &size, "-c", "1", "-t", "2", "-q", &target])),
+        "macos" => ("ping6", args(&["-D", "-s", &size, "-c", "1", &target])),
+        _ => {
+            let family = if v4 { "-4" } else { "-6" };
+            (
+                "ping",
+                args(&[family, "-M", "do", "-s", &size, "-c", "1", "-W", "2", "-q", &target]),
+            )
+        }
+    }
+}
+
 /// The next connection of a listener. An error (out of descriptors, typically) is logged and
 /// retried after a pause that doubles up to a second, so a listener that keeps failing never
 /// spins and the connections that hold descriptors get time to close.
@@ -195,6 +227,24 @@ mod tests {
     }
 
     #[test]
+    fn each_systems_ping_is_told_not_to_fragment_in_its_own_words() {
+        let v4: std::net::IpAddr = "198.19.0.1".parse().unwrap();
+        let v6: std::net::IpAddr = "fd00::53".parse().unwrap();
+        let line = |os, target, packet| {
+            let (program, args) = ping_command(os, target, packet);
+            format!("{program} {}", args.join(" "))
+        };
+
+        assert_eq!(line("linux", v4, 1420), "ping -4 -M do -s 1392 -c 1 -W 2 -q 198.19.0.1");
+        assert_eq!(line("linux", v6, 1420), "ping -6 -M do -s 1372 -c 1 -W 2 -q fd00::53");
+        assert_eq!(line("macos", v4, 1420), "ping -D -s 1392 -c 1 -t 2 -q 198.19.0.1");
+        assert_eq!(line("macos", v6, 1280), "ping6 -D -s 1232 -c 1 fd00::53");
+        assert_eq!(line("windows", v4, 1420), "ping -4 -f -l 1392 -n 1 -w 2000 198.19.0.1");
+        assert_eq!(line("windows", v6, 1280), "ping -6 -l 1232 -n 1 -w 2000 fd00::53");
+        assert!(!line("macos", v4, 1420).contains("-M"), "iputils' -M is Linux's alone");
+    }
+
+    #[test]
     fn pids_that_must_never_be_signalled_are_refused() {
         assert_eq!(Pid::new(0), None);
         assert_eq!(Pid::new(1), None);
@@ -216,21 +266,74 @@ mod tests {
         assert!(third.is_some());
     }
 
+    /// Set for a copy of this test binary that stands in for another program.
+    const STAND_IN: &str = "CORRIDOR_TEST_STAND_IN";
+
+    /// This test binary copied into `dir` as `name`, running only
+    /// [`a_stand_in_waits_when_asked`] with `arg` among its arguments (no `sleep` on Windows);
+    /// returned once it runs as itself, so its command line and image are its own.
+    fn stand_in(dir: &std::path::Path, name: &str, arg: &str) -> std::process::Child {
+        use std::io::BufRead as _;
+        let exe = dir.join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+        let this = std::env::current_exe().unwrap();
+        std::fs::copy(&this, &exe).unwrap();
+        // With the libraries beside it (under Wine, the ProcessPrng stand-in).
+        for entry in std::fs::read_dir(this.parent().unwrap()).unwrap().flatten() {
+            let copy = dir.join(entry.file_name());
+            if entry.file_name().to_string_lossy().ends_with(".dll") && !copy.exists() {
+                std::fs::copy(entry.path(), copy).unwrap();
+            }
+        }
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "--exact",
+                "platform::tests::a_stand_in_waits_when_asked",
+                "--nocapture",
+                arg,
+            ])
+            .env(STAND_IN, "1")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let ready = out.lines().map_while(Result::ok).any(|line| line.contains(READY));
+        assert!(ready, "{name} started");
+        child
+    }
+
+    const READY: &str = "stand-in ready";
+
+    #[test]
+    fn a_stand_in_waits_when_asked() {
+        if std::env::var_os(STAND_IN).is_some() {
+            println!("{READY}");
+            std::thread::sleep(Duration::from_secs(30));
+        }
+    }
+
     #[test]
     fn a_process_that_is_no_corridor_daemon_is_not_taken_for_one() {
-        let mut other = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = stand_in(dir.path(), "sleeper", "30");
+        let mut daemon = stand_in(dir.path(), DAEMON_PROGRAM, "30");
         let pid = Pid::new(other.id()).unwrap();
+        let daemon_pid = Pid::new(daemon.id()).unwrap();
 
         let alive = process_alive(pid);
-        let daemon = process_is_daemon_of(pid, "30");
-        other.kill().unwrap();
-        other.wait().unwrap();
+        let taken = process_is_daemon_of(pid, "30");
+        let ours = process_is_daemon_of(daemon_pid, "30");
+        for child in [&mut other, &mut daemon] {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
 
         assert!(alive);
         assert!(
-            !daemon,
-            "sleep is no corridor daemon, even with the id in its arguments"
+            !taken,
+            "another program is no corridor daemon, even with the id in its arguments"
         );
+        assert!(ours, "corridor-daemon with the project's id is one");
         assert!(!process_alive(pid) || !process_is_daemon_of(pid, "30"));
     }
 }

@@ -22,12 +22,22 @@ pub fn is_elevated() -> bool {
 
 /// Connections made by root live here, for everyone to find.
 pub fn system_runtime_dir() -> PathBuf {
-    PathBuf::from("/run/corridor")
+    PathBuf::from(system_dirs(std::env::consts::OS).0)
 }
 
 /// Kept across a reboot, so a change made before a power cut is still undone.
 pub fn system_state_dir() -> PathBuf {
-    PathBuf::from("/var/lib/corridor")
+    PathBuf::from(system_dirs(std::env::consts::OS).1)
+}
+
+/// The runtime and state directories of root's corridor on `os` (as `std::env::consts::OS`
+/// names it). macOS has no `/run` and its system volume is read-only; `/var/run` (cleared at
+/// boot) and `/var/db` are where its own daemons keep theirs.
+fn system_dirs(os: &str) -> (&'static str, &'static str) {
+    match os {
+        "macos" => ("/var/run/corridor", "/var/db/corridor"),
+        _ => ("/run/corridor", "/var/lib/corridor"),
+    }
 }
 
 /// The user behind `sudo`, when SUDO_UID and SUDO_GID are valid in `env` (and SUDO_USER names
@@ -382,6 +392,18 @@ mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
     use super::*;
+
+    #[test]
+    fn roots_directories_are_where_each_system_allows_them() {
+        assert_eq!(system_dirs("linux"), ("/run/corridor", "/var/lib/corridor"));
+        assert_eq!(system_dirs("macos"), ("/var/run/corridor", "/var/db/corridor"));
+        let (run, state) = system_dirs("macos");
+        assert!(
+            !run.starts_with("/run/") && !state.starts_with("/run/"),
+            "macOS has no /run"
+        );
+        assert_eq!(system_runtime_dir(), PathBuf::from(system_dirs(std::env::consts::OS).0));
+    }
 
     fn set_mode(path: &Path, mode: u32) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();

@@ -411,7 +411,35 @@ mod security {
         if status != 0 {
             return Err(io::Error::from_raw_os_error(status as i32));
         }
-        let descriptor = Descriptor(descriptor);
+        to_sddl(&Descriptor(descriptor), info)
+    }
+
+    /// The owner and DACL of a kernel object (a pipe, an event) by its handle, as SDDL.
+    #[cfg(test)]
+    pub fn handle_sddl(handle: HANDLE) -> io::Result<String> {
+        use windows_sys::Win32::Security::Authorization::{GetSecurityInfo, SE_KERNEL_OBJECT};
+        let info = OWNER_SECURITY_INFORMATION | DACL_SECURITY_INFORMATION;
+        let mut descriptor: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: a valid handle; only the descriptor is asked for, freed by `Descriptor`.
+        let status = unsafe {
+            GetSecurityInfo(
+                handle,
+                SE_KERNEL_OBJECT,
+                info,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut descriptor,
+            )
+        };
+        if status != 0 {
+            return Err(io::Error::from_raw_os_error(status as i32));
+        }
+        to_sddl(&Descriptor(descriptor), info)
+    }
+
+    fn to_sddl(descriptor: &Descriptor, info: u32) -> io::Result<String> {
         let mut text = std::ptr::null_mut();
         // SAFETY: a valid descriptor; the string is freed with LocalFree.
         let ok = unsafe {
@@ -673,16 +701,139 @@ pub mod ipc {
 }
 
 #[cfg(test)]
-mod server_tests {
-    use super::trusted_server;
+mod tests {
+    use std::time::Duration;
+
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    use super::*;
+
+    /// Wine keeps no access lists of its own on files (it derives them from the Unix mode) and
+    /// lets a second server take a pipe name that was created as the first instance.
+    fn under_wine() -> bool {
+        use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleW, GetProcAddress};
+        let ntdll = wide("ntdll.dll");
+        // SAFETY: a NUL-terminated name; ntdll is loaded in every process.
+        let module = unsafe { GetModuleHandleW(ntdll.as_ptr()) };
+        // SAFETY: a loaded module and a NUL-terminated name.
+        !module.is_null() && unsafe { GetProcAddress(module, c"wine_get_version".as_ptr().cast()) }.is_some()
+    }
+
+    /// The SIDs of a DACL's entries, in order, and whether it is protected from inheritance.
+    fn dacl_sids(sddl: &str) -> (bool, Vec<String>) {
+        let dacl = sddl.split_once("D:").map_or("", |(_, d)| d);
+        let sids = dacl
+            .split('(')
+            .skip(1)
+            .map(|ace| ace.trim_end_matches(')').rsplit(';').next().unwrap_or("").to_string())
+            .collect();
+        (dacl.starts_with('P'), sids)
+    }
 
     #[test]
-    fn only_system_or_an_elevated_server_is_believed() {
+    fn only_system_or_an_elevated_process_may_serve_a_control_channel() {
         assert!(trusted_server("S-1-5-18", false));
         assert!(trusted_server("S-1-5-21-1-2-3-1001", true));
+        assert!(!trusted_server("S-1-5-21-1-2-3-1001", false));
+    }
+
+    #[test]
+    fn an_elevated_corridor_dir_is_protected_for_system_and_administrators() {
+        if !is_elevated() || under_wine() {
+            eprintln!("SKIPPED: not elevated on Windows (Wine stores no access lists)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        let run = state.join("run");
+        create_corridor_dir(&state, false).unwrap();
+        create_corridor_dir(&run, true).unwrap();
+        std::fs::write(run.join("p1.journal"), "").unwrap();
+
+        let sddl = security::file_sddl(&state).unwrap();
+        let (protected, sids) = dacl_sids(&sddl);
+        assert!(protected, "{sddl}");
+        assert_eq!(sids, ["SY", "BA"]);
+        let (protected, sids) = dacl_sids(&security::file_sddl(&run).unwrap());
+        assert!(protected);
+        assert_eq!(sids, ["SY", "BA", "BU"], "users may read the runtime dir");
+        assert_eq!(check_private(&run), Ok(()));
+        assert_eq!(check_private(&run.join("p1.journal")), Ok(()));
+    }
+
+    #[test]
+    fn a_file_others_may_write_or_in_a_directory_others_may_write_is_refused() {
+        if under_wine() {
+            eprintln!("SKIPPED: Wine stores no access lists (tests/windows_wine.rs plants by mode)");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let open = dir.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        let journal = open.join("p1.journal");
+        std::fs::write(&journal, "").unwrap();
+        let writable = security::Descriptor::from_sddl("D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;OICI;0x2;;;BU)").unwrap();
+        writable.apply_dacl(&open).unwrap();
+        let own = security::Descriptor::from_sddl("D:P(A;;FA;;;SY)(A;;FA;;;BA)").unwrap();
+        own.apply_dacl(&journal).unwrap();
+
+        let refused = check_private(&journal).unwrap_err();
+
+        assert!(refused.contains("BU may write it"), "{refused}");
+        assert!(refused.contains("open"), "names the directory: {refused}");
+        let missing = check_private(&open.join("p2.journal")).unwrap_err();
+        assert!(missing.contains("p2.journal"), "{missing}");
+    }
+
+    #[tokio::test]
+    async fn the_control_pipe_is_for_owner_system_and_administrators_and_answers_once_per_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("p1.sock");
+        let listener = ipc::bind(&socket, None).unwrap();
+        let second = ipc::bind(&socket, None);
+        let server = tokio::spawn(async move {
+            let mut stream = listener.accept().await.unwrap();
+            let mut asked = [0u8; 6];
+            stream.read_exact(&mut asked).await.unwrap();
+            stream.write_all(b"status ok").await.unwrap();
+            asked
+        });
+
+        let connected = ipc::connect(&socket).await;
+
         assert!(
-            !trusted_server("S-1-5-21-1-2-3-1001", false),
-            "an ordinary user's squatter"
+            second.is_err() || under_wine(),
+            "a second server for a name in use is refused"
         );
+        if !is_elevated() {
+            let refused = connected.err().expect("a server that is not elevated is refused");
+            assert!(refused.to_string().contains("neither SYSTEM nor elevated"), "{refused}");
+            server.abort();
+            return;
+        }
+        let mut client = connected.unwrap();
+        let ipc::Stream::Client(pipe) = &client else {
+            panic!("connect gives the client end")
+        };
+        use std::os::windows::io::AsRawHandle as _;
+        let sddl = security::handle_sddl(pipe.as_raw_handle()).unwrap();
+        let (protected, sids) = dacl_sids(&sddl);
+        assert!(protected, "{sddl}");
+        assert_eq!(sids, ["OW", "SY", "BA"], "{sddl}");
+        client.write_all(b"status").await.unwrap();
+        let mut answer = [0u8; 9];
+        client.read_exact(&mut answer).await.unwrap();
+        assert_eq!(&server.await.unwrap(), b"status");
+        assert_eq!(&answer, b"status ok");
+    }
+
+    #[tokio::test]
+    async fn a_graceful_stop_sets_the_event_the_process_waits_for() {
+        let mut shutdown = Shutdown::new().unwrap();
+
+        signal_stop(Pid::new(std::process::id()).unwrap(), Stop::Gracefully).unwrap();
+        let why = tokio::time::timeout(Duration::from_secs(10), shutdown.recv()).await;
+
+        assert_eq!(why, Ok("stop event"));
     }
 }

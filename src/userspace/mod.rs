@@ -182,7 +182,7 @@ impl Tunnel {
             )));
         }
         let opened = Tunnel::start(&lease, &item, options, started).await;
-        let (net, driver, endpoint, dialer_families) = match opened {
+        let (net, mut driver, endpoint, dialer_families) = match opened {
             Ok(parts) => parts,
             Err(e) => {
                 registration.end().await;
@@ -191,8 +191,21 @@ impl Tunnel {
         };
         let shaking = Instant::now();
         if !net.handshake(options.handshake_timeout).await {
+            // A socket that failed is said to have failed, not blamed on the network.
+            let failed = if driver.is_finished() {
+                match (&mut driver).await {
+                    Ok(Err(error)) => Some(format!("the UDP socket to the gateway failed: {error}")),
+                    _ => None,
+                }
+            } else {
+                net.send_error()
+                    .map(|error| format!("sending to the gateway {endpoint} fails: {error}"))
+            };
             driver.abort();
             registration.end().await;
+            if let Some(failed) = failed {
+                bail!("no WireGuard handshake: {failed}");
+            }
             bail!(
                 "no WireGuard handshake with the gateway {endpoint} within {}s: the gateway is unreachable \
                  from here, or UDP is blocked on the way",

@@ -52,6 +52,9 @@ struct Shared {
     wake: Notify,
     /// The project's DNS server; `None` when the platform's answer names none.
     dns: Option<SocketAddr>,
+    /// Why the last send to the gateway failed, while sends fail: a handshake that never comes
+    /// is then blamed on it rather than on the network.
+    send_error: Mutex<Option<String>>,
 }
 
 /// Why a connection through the tunnel did not open.
@@ -97,6 +100,7 @@ impl Net {
             stack: Mutex::new(stack),
             wake: Notify::new(),
             dns,
+            send_error: Mutex::new(None),
         });
         let (connected_tx, connected) = watch::channel(false);
         let driver = tokio::spawn(drive(shared.clone(), udp, connected_tx));
@@ -109,6 +113,15 @@ impl Net {
         tokio::time::timeout(timeout, connected.wait_for(|up| *up))
             .await
             .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Why sending to the gateway fails, if it does.
+    pub fn send_error(&self) -> Option<String> {
+        self.shared
+            .send_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     pub fn is_connected(&self) -> bool {
@@ -267,7 +280,11 @@ async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<boo
             connected.send_if_modified(|was| std::mem::replace(was, up) != up);
             stack.poll_timeout(now)
         };
-        gateway.send(&mut out).await;
+        let sent = gateway.send(&mut out).await;
+        if let Some(result) = sent {
+            let mut error = shared.send_error.lock().unwrap_or_else(PoisonError::into_inner);
+            *error = result.err().map(|e| e.to_string());
+        }
         tokio::select! {
             ready = gateway.udp.readable() => {
                 ready?;
@@ -283,9 +300,10 @@ async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<boo
 
 /// The UDP socket to the gateway, batched: one sendmsg carries a GSO train of equal-sized
 /// datagrams (what smoltcp's full-MTU segments become), one recvmmsg returns GRO-coalesced ones.
+/// Where the system refuses the batched set-up (Wine, older Windows), one datagram per call.
 struct Gateway {
     udp: UdpSocket,
-    state: UdpSocketState,
+    state: Option<UdpSocketState>,
     endpoint: SocketAddr,
     gso: Vec<u8>,
     rx: Vec<Vec<u8>>,
@@ -294,10 +312,18 @@ struct Gateway {
 
 impl Gateway {
     fn new(udp: UdpSocket) -> io::Result<Gateway> {
-        let state = UdpSocketState::new((&udp).into())?;
-        // Bursts of a fast sender must not overflow the default socket buffers.
-        let _ = state.set_recv_buffer_size((&udp).into(), SOCKET_BUFFER);
-        let _ = state.set_send_buffer_size((&udp).into(), SOCKET_BUFFER);
+        let state = match UdpSocketState::new((&udp).into()) {
+            Ok(state) => {
+                // Bursts of a fast sender must not overflow the default socket buffers.
+                let _ = state.set_recv_buffer_size((&udp).into(), SOCKET_BUFFER);
+                let _ = state.set_send_buffer_size((&udp).into(), SOCKET_BUFFER);
+                Some(state)
+            }
+            Err(error) => {
+                tracing::warn!(%error, "batched UDP is refused here; one datagram per send and receive");
+                None
+            }
+        };
         Ok(Gateway {
             endpoint: udp.peer_addr()?,
             udp,
@@ -308,9 +334,24 @@ impl Gateway {
         })
     }
 
-    /// Sends and empties `datagrams`, runs of equal size together.
-    async fn send(&mut self, datagrams: &mut Vec<Vec<u8>>) {
-        let max_segments = self.state.max_gso_segments().max(1);
+    /// Sends and empties `datagrams`, runs of equal size together; the outcome of the last send
+    /// (`None`: nothing to send). A failed send is left to the session's retries.
+    async fn send(&mut self, datagrams: &mut Vec<Vec<u8>>) -> Option<io::Result<()>> {
+        if datagrams.is_empty() {
+            return None;
+        }
+        let Some(state) = &self.state else {
+            let mut outcome = Ok(());
+            for datagram in datagrams.drain(..) {
+                outcome = self.udp.send(&datagram).await.map(drop);
+                if let Err(error) = &outcome {
+                    tracing::debug!(%error, "sending to the gateway");
+                }
+            }
+            return Some(outcome);
+        };
+        let max_segments = state.max_gso_segments().max(1);
+        let mut outcome = Ok(());
         let mut rest = &datagrams[..];
         while !rest.is_empty() {
             let (count, segment) = train(rest, max_segments, GSO_BYTES);
@@ -326,25 +367,39 @@ impl Gateway {
                 segment_size: (count > 1).then_some(segment),
                 src_ip: None,
             };
-            let (udp, state) = (&self.udp, &self.state);
-            if let Err(error) = udp
+            let udp = &self.udp;
+            outcome = udp
                 .async_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit))
-                .await
-            {
+                .await;
+            if let Err(error) = &outcome {
                 // The gateway's port closed or the route went: the session retries on its own.
                 tracing::debug!(%error, count, "sending to the gateway");
             }
         }
         datagrams.clear();
+        Some(outcome)
     }
 
     /// Hands what has arrived to the stack, a bounded amount so the rest gets its turn.
     fn receive(&mut self, shared: &Shared) {
         let mut stack = shared.lock();
         let now = Instant::now();
+        let Some(state) = &self.state else {
+            for _ in 0..RX_ROUNDS * RX_BATCH {
+                match self.udp.try_recv(&mut self.rx[0]) {
+                    Ok(len) => stack.handle_datagram(&self.rx[0][..len], now),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(error) => {
+                        tracing::debug!(%error, "receiving from the gateway");
+                        return;
+                    }
+                }
+            }
+            return;
+        };
         for _ in 0..RX_ROUNDS {
             let received = {
-                let (udp, state, metas) = (&self.udp, &self.state, &mut self.metas);
+                let (udp, metas) = (&self.udp, &mut self.metas);
                 let mut iovs: [IoSliceMut; RX_BATCH] = {
                     let mut bufs = self.rx.iter_mut();
                     std::array::from_fn(|_| IoSliceMut::new(bufs.next().expect("RX_BATCH buffers")))

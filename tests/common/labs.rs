@@ -75,6 +75,7 @@ pub const LABS: &[(&str, u8)] = &[
     ("crhtoken", 109),
     // tests/windows_wine.rs
     ("wine", 90),
+    ("winefwd", 91),
 ];
 
 /// Slots held for labs outside `LABS` or for test files still to come: (slots, prefix, who).
@@ -87,6 +88,7 @@ pub const RESERVED: &[(RangeInclusive<u8>, &str, &str)] = &[
     (23..=23, "crab", "scripts/bench-ab.py"),
     (72..=72, "crsoak", "scripts/soak.sh"),
     (80..=89, "crk", "tests/keys.rs"),
+    (90..=94, "wine", "tests/windows_wine.rs"),
     (95..=99, "crsec", "tests/security.rs"),
     (100..=104, "crw", "tests/dns_watch.rs"),
     (105..=109, "crh", "tests/heal.rs"),
