@@ -16,7 +16,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{assert_success, Lab};
+use common::{assert_success, Lab, SSH_OPTIONS};
 
 /// The two programs of the Windows zip.
 const EXES: [&str; 2] = ["corridor.exe", "corridor-daemon.exe"];
@@ -154,21 +154,10 @@ fn corridor_exe_forward_carries_ssh_and_scp_through_the_tunnel() {
 
 /// `program` (ssh or scp) to the forwarded port 2222, non-interactive and without host keys.
 fn ssh_args<'a>(program: &'a str, port_flag: &'a str, rest: &[&'a str]) -> Vec<&'a str> {
-    let options = [
-        "-o",
-        "BatchMode=yes",
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "LogLevel=ERROR",
-        "-o",
-        "ConnectTimeout=5",
-    ];
-    [program, port_flag, "2222"]
+    // ssh takes the first value of an option: this timeout, not the common one.
+    [program, port_flag, "2222", "-o", "ConnectTimeout=5"]
         .into_iter()
-        .chain(options)
+        .chain(SSH_OPTIONS)
         .chain(rest.iter().copied())
         .collect()
 }

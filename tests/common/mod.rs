@@ -151,7 +151,8 @@ impl Lab {
         let args: Vec<&str> = ["ssh"]
             .into_iter()
             .chain(extra.iter().copied())
-            .chain(["-p", "65437"])
+            // ssh takes the first value of an option: 5 s here, not SSH_OPTIONS' 10.
+            .chain(["-p", "65437", "-o", "ConnectTimeout=5"])
             .chain(SSH_OPTIONS)
             .chain([target.as_str(), command])
             .collect();
