@@ -633,7 +633,19 @@ fn ensure_ssh_material(plan: &Plan) -> Result<()> {
     if etc.exists() {
         fs::remove_dir_all(&etc)?;
     }
-    run("cp", &["-a", "/etc", &etc.to_string_lossy()])?;
+    // /etc/netns is left out: other labs and tests add and remove entries there while this
+    // copies, and `cp` fails on an entry that vanished between listing and copying it.
+    fs::create_dir(&etc)?;
+    let mut args = vec!["-a".to_string()];
+    for entry in fs::read_dir("/etc").context("listing /etc")? {
+        let path = entry?.path();
+        if path != Path::new("/etc/netns") {
+            args.push(path.to_string_lossy().into_owned());
+        }
+    }
+    args.push(etc.to_string_lossy().into_owned());
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    run("cp", &args)?;
     let shadow_path = etc.join("shadow");
     let shadow = fs::read_to_string(&shadow_path).context("reading the copy of /etc/shadow")?;
     let lab_shadow: String = shadow
