@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod core;
+pub mod fit;
 pub mod io;
 pub mod probe;
 pub mod tun;
