@@ -86,6 +86,7 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
         dns_mode: options.dns,
         dns_priority: options.dns_priority,
         probe_targets: vpn.gateways.clone(),
+        path_reprobe_secs: crate::tunnel::pmtu::reprobe_period().as_secs(),
         platform: store.token()?.map(|token| daemon::heal::PlatformAccess {
             api: client.base().to_string(),
             token,

@@ -292,6 +292,21 @@ fn mark_line(colored: &str, plain: &str, text: &str) {
     eprintln!("  {mark} {text}");
 }
 
+/// The path line of `vpn status`: what was measured and what corridor does about it.
+fn path(interface_mtu: u16, t: &crate::daemon::TunnelStatus) -> String {
+    let Some(mtu) = t.path_mtu else {
+        return "mtu not measured yet".to_string();
+    };
+    let fitted = match (t.mss_ipv4, t.mss_ipv6) {
+        (Some(v4), Some(v6)) => format!(
+            ", narrower than the interface ({interface_mtu}): tcp mss {v6} (ipv6) / {v4} (ipv4), {} syns clamped, {} packets fragmented, {} too-big answered",
+            t.syns_clamped, t.packets_fragmented, t.too_big_sent
+        ),
+        _ => String::new(),
+    };
+    format!("mtu {mtu} measured ({} probes){fitted}", t.path_probes)
+}
+
 fn mode_name(mode: crate::dns::Mode) -> String {
     clap::ValueEnum::to_possible_value(&mode).map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
 }
@@ -337,6 +352,7 @@ pub fn print_status(statuses: &[Status], json: bool) {
             "  dropped     {} not from the project, {} not to it, {} invalid, {} malformed, {} too large",
             t.dropped_not_allowed, t.dropped_no_route, t.dropped_invalid, t.dropped_malformed, t.dropped_small_buffer
         );
+        println!("  path        {}", path(s.mtu, t));
         println!(
             "  recovery    {} reconnects ({} handshakes forced, {} probes), {} sleeps, {} sessions rebuilt",
             t.reconnects, t.handshakes_forced, t.probes_sent, t.sleeps_detected, t.sessions_rebuilt

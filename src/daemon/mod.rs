@@ -21,7 +21,7 @@ use crate::host::{self, device, Journal};
 use crate::paths::ConnectionFiles;
 use crate::platform;
 use crate::project_id::ProjectId;
-use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
+use crate::tunnel::core::{Config as SessionConfig, PathConfig, ProbeRoute, Session, Stats};
 use crate::tunnel::io::{Request, Tunnel};
 use crate::tunnel::probe;
 
@@ -54,6 +54,13 @@ pub struct DaemonConfig {
     /// Where to ask when the gateway stops answering; `None`: nobody is asked.
     #[serde(default)]
     pub platform: Option<heal::PlatformAccess>,
+    /// How often the path to the gateway is measured again.
+    #[serde(default = "default_reprobe")]
+    pub path_reprobe_secs: u64,
+}
+
+fn default_reprobe() -> u64 {
+    crate::tunnel::pmtu::REPROBE.as_secs()
 }
 
 /// Progress of a starting daemon, one JSON line each on its stdout.
@@ -122,6 +129,9 @@ pub struct DnsStatus {
     #[serde(flatten)]
     pub stats: dns::DnsStats,
 }
+
+/// The longest `vpn up` waits for the first path MTU search.
+const PATH_SEARCH_WAIT: Duration = Duration::from_secs(6);
 
 /// The name the platform always serves; its answer proves project DNS works end to end.
 pub const DNS_PROBE_NAME: &str = "logger.core.zerops";
@@ -213,10 +223,11 @@ async fn serve(
     let udp = tokio::net::UdpSocket::bind(bind)
         .await
         .context("binding the WireGuard UDP socket")?;
-    let session = Session::new(session_config(config), Instant::now());
+    let session = Session::new(session_config(config, endpoint), Instant::now());
     let (req_tx, req_rx) = mpsc::channel(8);
     let tunnel = Tunnel::new(dev, udp, endpoint, session, config.mtu)?;
     let mut unanswered = tunnel.unanswered();
+    let mut path_mtu = tunnel.path_mtu();
     let mut io = tokio::spawn(tunnel.run(req_rx));
     let stats = || async {
         let (reply, answer) = oneshot::channel();
@@ -244,7 +255,16 @@ async fn serve(
         Readiness::Answered { target, .. } => probe_route(config, *target),
         Readiness::HandshakeOnly { .. } => None,
     };
+    let probing = liveness.is_some();
     let _ = req_tx.send(Request::LivenessProbe { route: liveness }).await;
+    // Connections opened before the path is known would keep a size it may not carry: ready
+    // waits for the first search (one round trip on a full path, a second or two on a narrow).
+    if probing {
+        let measured = tokio::time::timeout(PATH_SEARCH_WAIT, path_mtu.wait_for(Option::is_some)).await;
+        if let Ok(Ok(mtu)) = measured {
+            tracing::debug!(path_mtu = ?*mtu, "path measured");
+        }
+    }
     events(&match readiness {
         Readiness::Answered { target, millis } => Event::Probe { target, millis },
         Readiness::HandshakeOnly {
@@ -636,7 +656,7 @@ async fn system_lookup(name: &str) -> Result<IpAddr, String> {
     }
 }
 
-fn session_config(config: &DaemonConfig) -> SessionConfig {
+fn session_config(config: &DaemonConfig, endpoint: SocketAddr) -> SessionConfig {
     SessionConfig {
         private_key: config.private_key.clone(),
         peer_public_key: config.server_public_key,
@@ -645,6 +665,11 @@ fn session_config(config: &DaemonConfig) -> SessionConfig {
         allowed_ips: config.networks.clone(),
         // Set once an address has answered the readiness ping.
         probe: None,
+        path: Some(PathConfig::new(
+            config.mtu,
+            endpoint,
+            Duration::from_secs(config.path_reprobe_secs),
+        )),
     }
 }
 

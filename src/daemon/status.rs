@@ -27,6 +27,15 @@ pub struct TunnelStatus {
     pub reconnects: u64,
     pub handshakes_forced: u64,
     pub sleeps_detected: u64,
+    /// The largest outer datagram known to cross the path to the gateway and back.
+    pub path_mtu: Option<u16>,
+    /// What TCP SYNs are clamped to while the path is narrower than the interface.
+    pub mss_ipv4: Option<u16>,
+    pub mss_ipv6: Option<u16>,
+    pub syns_clamped: u64,
+    pub packets_fragmented: u64,
+    pub too_big_sent: u64,
+    pub path_probes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +67,13 @@ impl From<&Stats> for TunnelStatus {
             reconnects,
             handshakes_forced,
             sleeps_detected,
+            path_mtu,
+            mss_ipv4,
+            mss_ipv6,
+            syns_clamped,
+            packets_fragmented,
+            too_big_sent,
+            path_probes,
         } = stats;
         let (state, reconnecting_secs) = match state {
             LinkState::Connecting => (ConnectionState::Connecting, None),
@@ -83,6 +99,13 @@ impl From<&Stats> for TunnelStatus {
             reconnects,
             handshakes_forced,
             sleeps_detected,
+            path_mtu,
+            mss_ipv4,
+            mss_ipv6,
+            syns_clamped,
+            packets_fragmented,
+            too_big_sent,
+            path_probes,
         }
     }
 }
@@ -114,6 +137,13 @@ mod tests {
             handshakes_forced: 14,
             sleeps_detected: 15,
             dropped_no_route: 16,
+            path_mtu: Some(17),
+            mss_ipv4: Some(18),
+            mss_ipv6: Some(19),
+            syns_clamped: 20,
+            packets_fragmented: 21,
+            too_big_sent: 22,
+            path_probes: 23,
         };
 
         let json = serde_json::to_value(TunnelStatus::from(&stats)).unwrap();
@@ -125,7 +155,7 @@ mod tests {
             .filter_map(|v| v.as_f64())
             .map(|v| v as u64)
             .collect();
-        for expected in 1..=16 {
+        for expected in 1..=23 {
             assert!(numbers.contains(&expected), "{expected} missing from {json}");
         }
         assert_eq!(json["state"], "reconnecting");

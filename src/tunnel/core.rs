@@ -20,7 +20,7 @@
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use boringtun::noise::errors::WireGuardError;
@@ -30,7 +30,8 @@ use ipnet::IpNet;
 use rand_core::{OsRng, RngCore};
 
 use super::clock::Clock;
-use super::probe;
+use super::pmtu::{PathMtu, Probe};
+use super::{fit, probe};
 
 /// Bytes WireGuard adds to every IP packet it encrypts (16 header + 16 tag).
 pub const DATA_OVERHEAD: usize = 32;
@@ -72,6 +73,32 @@ pub struct Config {
     /// Our address and one of the peer's that answers ICMP echo: how an unanswered connection
     /// is probed. Without it, a fresh handshake is the probe.
     pub probe: Option<ProbeRoute>,
+    /// How the path to the peer is measured and traffic fitted to it; `None`: sent as it comes.
+    /// Discovery needs `probe` too: its echoes are the path probes.
+    pub path: Option<PathConfig>,
+}
+
+/// The sizes path discovery works between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PathConfig {
+    /// The largest inner packet: the interface MTU.
+    pub mtu: u16,
+    /// What the tunnel adds to an inner packet on the way to the peer: outer IP and UDP
+    /// headers and WireGuard's.
+    pub overhead: u16,
+    /// How often a path is searched again, which is how a widened path is found.
+    pub reprobe: Duration,
+}
+
+impl PathConfig {
+    pub fn new(mtu: u16, endpoint: SocketAddr, reprobe: Duration) -> PathConfig {
+        let ip = if endpoint.is_ipv6() { 40 } else { 20 };
+        PathConfig {
+            mtu,
+            overhead: ip + 8 + DATA_OVERHEAD as u16,
+            reprobe,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +139,19 @@ pub struct Stats {
     pub handshakes_forced: u64,
     /// Suspends seen on the clock.
     pub sleeps_detected: u64,
+    /// The largest outer datagram (IP header included) known to reach the peer and come back.
+    pub path_mtu: Option<u16>,
+    /// The TCP MSS that SYNs crossing the tunnel are clamped to, while the path is narrower
+    /// than the interface.
+    pub mss_ipv4: Option<u16>,
+    pub mss_ipv6: Option<u16>,
+    pub syns_clamped: u64,
+    /// Inner packets too large for the path, sent as fragments that fit.
+    pub packets_fragmented: u64,
+    /// Inner IPv4 packets too large for the path and not to be fragmented, answered with an
+    /// ICMP "fragmentation needed" to their sender.
+    pub too_big_sent: u64,
+    pub path_probes: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -162,13 +202,26 @@ pub struct Session {
     /// Last observed connection state, only to log its transitions.
     connected: bool,
     stats: Stats,
+    path: Option<PathMtu>,
+    /// Set while the path is narrower than the interface: what packets must fit.
+    fit: Option<Fit>,
+    /// Packets for the TUN that the session made itself (ICMP errors to local senders).
+    to_tun: VecDeque<Vec<u8>>,
+    fragment_id: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fit {
+    /// The largest inner packet that crosses the path in one datagram.
+    max: u16,
+    mss_ipv4: u16,
+    mss_ipv6: u16,
 }
 
 impl Session {
     pub fn new(config: Config, now: Instant) -> Session {
         Session {
             tunn: new_tunn(&config),
-            config,
             control: VecDeque::new(),
             scratch: vec![0; out_buf_len(MAX_PACKET)].into_boxed_slice(),
             times: Times::new(now),
@@ -177,6 +230,13 @@ impl Session {
             probe_seq: 0,
             connected: false,
             stats: Stats::default(),
+            path: config
+                .path
+                .map(|p| PathMtu::new(p.mtu.saturating_add(p.overhead), p.reprobe)),
+            fit: None,
+            to_tun: VecDeque::new(),
+            fragment_id: OsRng.next_u32(),
+            config,
         }
     }
 
@@ -241,6 +301,19 @@ impl Session {
             return None;
         }
         self.recovery.traffic_sent(now);
+        if let Some(fit) = self.fit {
+            if packet.len() > usize::from(fit.max) {
+                self.send_too_big(packet, fit, now);
+                return None;
+            }
+            if fit::is_tcp_syn(packet) {
+                return self.encapsulate_clamped(packet, fit, out, now);
+            }
+        }
+        self.encapsulate(packet, out, now)
+    }
+
+    fn encapsulate<'a>(&mut self, packet: &[u8], out: &'a mut [u8], now: Instant) -> Option<&'a [u8]> {
         match self.tunn.encapsulate(packet, out) {
             TunnResult::WriteToNetwork(datagram) if is_handshake_initiation(datagram) => {
                 let initiation = datagram.to_vec();
@@ -310,6 +383,10 @@ impl Session {
         if self.recovery_due().is_some_and(|due| due <= now) {
             self.recover(now);
         }
+        if self.path_due().is_some_and(|due| due <= now) {
+            let probe = self.path.as_mut().and_then(|p| p.handle_timeout(now));
+            self.after_path_change(probe, now);
+        }
         self.note_connection_state();
     }
 
@@ -318,19 +395,49 @@ impl Session {
         self.control.pop_front()
     }
 
+    /// The next packet the session made for the TUN (an ICMP error to a local sender). Drain
+    /// after every [`Session::handle_tun_packet`] batch.
+    pub fn poll_tun_packet(&mut self) -> Option<Vec<u8>> {
+        self.to_tun.pop_front()
+    }
+
+    /// The largest inner packet that crosses the path in one datagram, once a search found the
+    /// path narrower than the interface.
+    pub fn path_fit(&self) -> Option<usize> {
+        self.fit.map(|fit| usize::from(fit.max))
+    }
+
+    /// Whether the path is measured: there is a search and an address to probe.
+    pub fn measures_path(&self) -> bool {
+        self.path.is_some() && self.config.probe.is_some()
+    }
+
+    /// The largest outer datagram known to cross the path, once a search has ended.
+    pub fn path_mtu(&self) -> Option<u16> {
+        self.path.as_ref().and_then(PathMtu::confirmed)
+    }
+
     /// When [`Session::handle_timeout`] should next be called; `None`: not until something
     /// else happens.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        [self.timers_due(), self.keepalive_due(), self.recovery_due()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.timers_due(),
+            self.keepalive_due(),
+            self.recovery_due(),
+            self.path_due(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Where unanswered traffic is probed: an address that answered ICMP echo through the
     /// tunnel; `None` when none does, and a handshake is the probe.
-    pub fn set_probe(&mut self, probe: Option<ProbeRoute>) {
+    pub fn set_probe(&mut self, probe: Option<ProbeRoute>, now: Instant) {
         self.config.probe = probe;
+        if self.stats.state == LinkState::Connected {
+            self.start_path_search(now);
+        }
     }
 
     /// The peer was replaced (the gateway redeployed with a new key, or the same key registered
@@ -349,6 +456,10 @@ impl Session {
     pub fn stats(&self) -> Stats {
         Stats {
             last_handshake: self.tunn.time_since_last_handshake(),
+            path_mtu: self.path_mtu(),
+            mss_ipv4: self.fit.map(|f| f.mss_ipv4),
+            mss_ipv6: self.fit.map(|f| f.mss_ipv6),
+            path_probes: self.path.as_ref().map_or(0, |p| p.probes_sent),
             ..self.stats.clone()
         }
     }
@@ -360,7 +471,7 @@ impl Session {
 
     /// Checks a packet boringtun decrypted: a consistent IP header, and a source the peer may
     /// use (boringtun checks neither the header's consistency fully nor the source at all).
-    fn admit<'a>(&mut self, packet: &'a [u8], source: IpAddr, now: Instant) -> FromNetwork<'a> {
+    fn admit<'a>(&mut self, packet: &'a mut [u8], source: IpAddr, now: Instant) -> FromNetwork<'a> {
         self.times.data_received = Some(now);
         if !is_well_formed(packet) {
             self.stats.dropped_malformed += 1;
@@ -374,7 +485,30 @@ impl Session {
         }
         if probe::is_echo_reply(packet, self.probe_id) {
             tracing::debug!("probe answered");
+            // The gateway answers a small packet but not the traffic: perhaps the path
+            // narrowed under it.
+            if let Some(path) = &mut self.path {
+                // Before the first search ends there is nothing to search again.
+                if path.confirmed().is_some() {
+                    path.stalled(now);
+                }
+                let probe = path.poll_probe(now);
+                self.after_path_change(probe, now);
+            }
             return FromNetwork::Nothing;
+        }
+        if let Some(seq) = probe::echo_reply_seq(packet, self.path_probe_id()) {
+            if let Some(path) = &mut self.path {
+                path.answered(seq, now);
+                let probe = path.poll_probe(now);
+                self.after_path_change(probe, now);
+            }
+            return FromNetwork::Nothing;
+        }
+        if let Some(fit) = self.fit {
+            if fit::clamp_mss(packet, fit.mss_ipv4, fit.mss_ipv6) {
+                self.stats.syns_clamped += 1;
+            }
         }
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += packet.len() as u64;
@@ -397,6 +531,9 @@ impl Session {
         self.times.received = Some(now);
         self.times.traversal = now;
         if matches!(kind, Some(HANDSHAKE_INITIATION | HANDSHAKE_RESPONSE)) {
+            if let (Some(sent), Some(path)) = (self.times.initiation, &mut self.path) {
+                path.observe_rtt(now.saturating_duration_since(sent));
+            }
             self.times.established = Some(now);
             self.times.initiation = None;
         }
@@ -410,8 +547,115 @@ impl Session {
                 );
                 self.stats.state = LinkState::Connected;
             }
-            LinkState::Connecting => self.stats.state = LinkState::Connected,
+            LinkState::Connecting => {
+                self.stats.state = LinkState::Connected;
+                self.start_path_search(now);
+            }
         }
+    }
+
+    /// The first search, once the peer answers and there is an address to probe.
+    fn start_path_search(&mut self, now: Instant) {
+        let Some(path) = self.path.as_mut().filter(|p| p.confirmed().is_none()) else {
+            return;
+        };
+        if self.config.probe.is_some() {
+            path.start();
+            let probe = path.poll_probe(now);
+            self.after_path_change(probe, now);
+        }
+    }
+
+    fn path_probe_id(&self) -> u16 {
+        self.probe_id ^ 0x8000
+    }
+
+    /// When the path search next needs the clock: only while the session is up, so an idle
+    /// machine is not woken to probe a path nobody uses.
+    fn path_due(&self) -> Option<Instant> {
+        let path = self.path.as_ref()?;
+        self.config.probe?;
+        (path.is_searching() || self.is_connected())
+            .then(|| path.poll_timeout())
+            .flatten()
+    }
+
+    /// Sends the path probe a search asked for, and fits traffic to what the path carries.
+    fn after_path_change(&mut self, probe: Option<Probe>, now: Instant) {
+        if let (Some(probe), Some(route), Some(path)) = (probe, self.config.probe, self.config.path) {
+            let inner = usize::from(probe.size.saturating_sub(path.overhead));
+            if let Some(packet) =
+                probe::echo_request_sized(route.source, route.target, self.path_probe_id(), probe.seq, inner)
+            {
+                let datagram = to_send(self.tunn.encapsulate(&packet, &mut self.scratch));
+                self.send(datagram, "path probe", now);
+            }
+        }
+        let fit = self.path.as_ref().zip(self.config.path).and_then(|(path, config)| {
+            let found = path.confirmed()?;
+            (found < path.ceiling()).then(|| {
+                let max = found.saturating_sub(config.overhead);
+                let (mss_ipv4, mss_ipv6) = fit::mss_for(max);
+                Fit {
+                    max,
+                    mss_ipv4,
+                    mss_ipv6,
+                }
+            })
+        });
+        if fit != self.fit {
+            tracing::info!(
+                fit = fit.map(|f| f.max),
+                mss_ipv6 = fit.map(|f| f.mss_ipv6),
+                "traffic fitted to the path"
+            );
+            self.fit = fit;
+        }
+    }
+
+    /// An inner packet larger than the path: as fragments that each fit, or, for IPv4 that
+    /// must not be fragmented, an ICMP error that makes its sender send smaller ones.
+    fn send_too_big(&mut self, packet: &[u8], fit: Fit, now: Instant) {
+        self.fragment_id = self.fragment_id.wrapping_add(1);
+        let mut pieces = Vec::new();
+        match fit::fragment(packet, usize::from(fit.max), self.fragment_id, |piece| {
+            pieces.push(piece.to_vec())
+        }) {
+            Ok(_) => {
+                self.stats.packets_fragmented += 1;
+                for piece in pieces {
+                    let datagram = to_send(self.tunn.encapsulate(&piece, &mut self.scratch));
+                    self.send(datagram, "fragment", now);
+                }
+            }
+            Err(fit::FragmentError::DontFragment) => {
+                let mut icmp = vec![0; 576];
+                if let Some(len) = fit::frag_needed_v4(packet, fit.max, &mut icmp) {
+                    icmp.truncate(len);
+                    self.stats.too_big_sent += 1;
+                    self.to_tun.push_back(icmp);
+                }
+            }
+            Err(error) => {
+                self.stats.dropped_malformed += 1;
+                tracing::trace!(?error, len = packet.len(), "packet too large for the path dropped");
+            }
+        }
+    }
+
+    /// A TCP SYN, copied so its MSS can be lowered to what fits the path.
+    fn encapsulate_clamped<'a>(
+        &mut self,
+        packet: &[u8],
+        fit: Fit,
+        out: &'a mut [u8],
+        now: Instant,
+    ) -> Option<&'a [u8]> {
+        let mut syn = packet.to_vec();
+        if fit::clamp_mss(&mut syn, fit.mss_ipv4, fit.mss_ipv6) {
+            self.stats.syns_clamped += 1;
+        }
+        self.encapsulate(&syn, out, now)
     }
 
     /// Sends what boringtun held back while it had no session: after it emits a datagram for
@@ -598,6 +842,7 @@ impl fmt::Debug for Config {
             .field("persistent_keepalive", &self.persistent_keepalive)
             .field("allowed_ips", &self.allowed_ips)
             .field("probe", &self.probe)
+            .field("path", &self.path)
             .finish()
     }
 }
@@ -1285,6 +1530,7 @@ mod tests {
                 source: CLIENT_V4.into(),
                 target: GATEWAY_V4.into(),
             }),
+            path: None,
         };
         let gateway = Config {
             peer_public_key: PublicKey::from(&client_key),
@@ -1293,6 +1539,7 @@ mod tests {
             persistent_keepalive: None,
             allowed_ips: vec!["10.0.0.2/32".parse().unwrap(), "fd00::2/128".parse().unwrap()],
             probe: None,
+            path: None,
         };
         (client, gateway)
     }
@@ -1386,6 +1633,215 @@ mod tests {
             }
         }
         outcome
+    }
+
+    const ENDPOINT_V4: &str = "192.0.2.1:51820";
+
+    /// A client measuring its path, connected to a gateway whose IP stack answers echoes.
+    fn measuring_pair(now: Instant) -> (Session, Session) {
+        let (mut client, gateway) = configs(None);
+        client.path = Some(PathConfig::new(
+            1420,
+            ENDPOINT_V4.parse().unwrap(),
+            Duration::from_secs(300),
+        ));
+        (Session::new(client, now), Session::new(gateway, now))
+    }
+
+    /// Delivers what each side sends through a path that drops every datagram whose outer IPv4
+    /// packet is larger than `path` (no ICMP); the gateway answers echoes. Returns the packets
+    /// the gateway received.
+    fn narrow_shuttle(client: &mut Session, gateway: &mut Session, path: usize, now: Instant) -> Vec<Vec<u8>> {
+        let fits = |datagram: &Vec<u8>| datagram.len() + 28 <= path;
+        let mut out = vec![0; BUF];
+        let mut received = Vec::new();
+        for _ in 0..MAX_ROUNDS {
+            let mut moved = false;
+            while let Some(datagram) = client.poll_datagram() {
+                moved = true;
+                if !fits(&datagram) {
+                    continue;
+                }
+                if let FromNetwork::Tunnel(packet) = gateway.handle_datagram(&datagram, &mut out, now) {
+                    received.push(packet.to_vec());
+                    if let Some(reply) = echo_reply(packet) {
+                        let mut sealed = vec![0; BUF];
+                        if let Some(datagram) = gateway.handle_tun_packet(&reply, &mut sealed, now) {
+                            let datagram = datagram.to_vec();
+                            if fits(&datagram) {
+                                let _ = client.handle_datagram(&datagram, &mut vec![0; BUF], now);
+                            }
+                        }
+                    }
+                }
+            }
+            while let Some(datagram) = gateway.poll_datagram() {
+                moved = true;
+                if fits(&datagram) {
+                    let _ = client.handle_datagram(&datagram, &mut out, now);
+                }
+            }
+            if !moved {
+                return received;
+            }
+        }
+        panic!("peers still talking after {MAX_ROUNDS} rounds");
+    }
+
+    /// Runs the client on its deadlines over a path of `path` bytes until `done` or `limit`;
+    /// the time it stopped at.
+    fn run_narrow(
+        client: &mut Session,
+        gateway: &mut Session,
+        path: usize,
+        start: Instant,
+        limit: Duration,
+        done: impl Fn(&Session) -> bool,
+    ) -> Instant {
+        let mut at = start;
+        narrow_shuttle(client, gateway, path, at);
+        for _ in 0..MAX_WAKEUPS {
+            if done(client) {
+                return at;
+            }
+            let Some(due) = client.poll_timeout().filter(|due| *due <= start + limit) else {
+                return at;
+            };
+            at = due.max(at);
+            client.handle_timeout(at);
+            narrow_shuttle(client, gateway, path, at);
+        }
+        panic!("more than {MAX_WAKEUPS} wakeups: a busy loop");
+    }
+
+    /// A TCP SYN (IPv6) announcing `mss`.
+    fn ipv6_syn(mss: u16) -> Vec<u8> {
+        let mut tcp = vec![0; 24];
+        tcp[0..2].copy_from_slice(&40000u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&22u16.to_be_bytes());
+        tcp[12] = 6 << 4; // 24 bytes of header
+        tcp[13] = 0x02; // SYN
+        tcp[20] = 2; // MSS option
+        tcp[21] = 4;
+        tcp[22..24].copy_from_slice(&mss.to_be_bytes());
+        let mut packet = ipv6_packet(CLIENT_V6, GATEWAY_V6, &tcp);
+        packet[6] = 6; // TCP
+        packet
+    }
+
+    fn announced_mss(packet: &[u8]) -> u16 {
+        u16::from_be_bytes([packet[40 + 22], packet[40 + 23]])
+    }
+
+    #[test]
+    fn a_full_path_is_measured_with_one_probe_and_nothing_is_fitted() {
+        let now = Instant::now();
+        let (mut client, mut gateway) = measuring_pair(now);
+        client.initiate_handshake(now);
+        let end = run_narrow(&mut client, &mut gateway, 1500, now, Duration::from_secs(5), |c| {
+            c.path_mtu().is_some()
+        });
+        assert_eq!(
+            client.path_mtu(),
+            Some(1480),
+            "the interface MTU plus 60 bytes of tunnel"
+        );
+        assert_eq!(client.stats().path_probes, 1);
+        assert!(end - now < Duration::from_millis(100));
+        assert_eq!(client.path_fit(), None);
+        let syn = ipv6_syn(1380);
+        assert_eq!(
+            announced_mss(&transmit_packet(&mut client, &mut gateway, &syn, now)),
+            1380
+        );
+    }
+
+    #[test]
+    fn a_narrow_path_is_measured_within_seconds_and_traffic_fitted_to_it() {
+        let now = Instant::now();
+        let (mut client, mut gateway) = measuring_pair(now);
+        client.initiate_handshake(now);
+        let end = run_narrow(&mut client, &mut gateway, 1280, now, Duration::from_secs(10), |c| {
+            c.path_mtu().is_some()
+        });
+        let found = client.path_mtu().expect("the path was measured");
+        assert!((1272..=1280).contains(&found), "found {found}");
+        assert!(end - now < Duration::from_secs(3), "took {:?}", end - now);
+        let fit = client.path_fit().unwrap();
+        assert_eq!(fit, usize::from(found) - 60);
+
+        // SYNs in both directions announce what fits.
+        let syn = ipv6_syn(1380);
+        let through = transmit_packet(&mut client, &mut gateway, &syn, now);
+        assert_eq!(usize::from(announced_mss(&through)), fit - 60);
+        let mut answer = ipv6_syn(1440);
+        answer[8..24].copy_from_slice(&GATEWAY_V6.octets());
+        answer[24..40].copy_from_slice(&CLIENT_V6.octets());
+        let back = transmit_packet(&mut gateway, &mut client, &answer, now);
+        assert_eq!(usize::from(announced_mss(&back)), fit - 60);
+        assert_eq!(client.stats().syns_clamped, 2);
+
+        // A larger IPv6 packet crosses as fragments that each fit.
+        let big = ipv6_packet(CLIENT_V6, GATEWAY_V6, &[7; 1360]);
+        let mut sealed = vec![0; BUF];
+        assert!(client.handle_tun_packet(&big, &mut sealed, now).is_none());
+        let received = narrow_shuttle(&mut client, &mut gateway, usize::from(found), now);
+        assert!(received.len() >= 2, "{} fragments", received.len());
+        assert!(
+            received.iter().all(|f| f.len() <= fit && f[6] == 44),
+            "IPv6 fragments that fit"
+        );
+        assert_eq!(client.stats().packets_fragmented, 1);
+
+        // IPv4 that must not be fragmented is answered locally instead.
+        let mut df = ipv4_packet(CLIENT_V4, GATEWAY_V4, &[1; 1300]);
+        df[6] = 0x40;
+        df[10..12].copy_from_slice(&[0, 0]);
+        let checksum = ipv4_header_checksum(&df[..20]);
+        df[10..12].copy_from_slice(&checksum.to_be_bytes());
+        assert!(client.handle_tun_packet(&df, &mut sealed, now).is_none());
+        let icmp = client.poll_tun_packet().expect("fragmentation needed, to the sender");
+        assert_eq!((icmp[9], icmp[20], icmp[21]), (1, 3, 4));
+        assert_eq!(usize::from(u16::from_be_bytes([icmp[26], icmp[27]])), fit);
+        assert_eq!(client.stats().too_big_sent, 1);
+    }
+
+    #[test]
+    fn a_path_that_narrows_under_traffic_is_measured_again_within_seconds() {
+        let now = Instant::now();
+        let (mut client, mut gateway) = measuring_pair(now);
+        client.initiate_handshake(now);
+        run_narrow(&mut client, &mut gateway, 1500, now, Duration::from_secs(5), |c| {
+            c.path_mtu().is_some()
+        });
+        assert_eq!(client.path_mtu(), Some(1480));
+
+        // Full-size packets now vanish; the sender keeps retransmitting.
+        let narrowed = now + Duration::from_secs(30);
+        let big = ipv4_packet(CLIENT_V4, GATEWAY_V4, &[3; 1400]);
+        let mut at = narrowed;
+        let mut sealed = vec![0; BUF];
+        for _ in 0..40 {
+            if client.path_mtu().is_some_and(|mtu| mtu <= 1280) {
+                break;
+            }
+            let _ = client.handle_tun_packet(&big, &mut sealed, at);
+            at = run_narrow(&mut client, &mut gateway, 1280, at, Duration::from_millis(300), |_| {
+                false
+            });
+            at += Duration::from_millis(300);
+        }
+        let found = client.path_mtu().unwrap();
+        assert!((1272..=1280).contains(&found), "found {found}");
+        assert!(at - narrowed < Duration::from_secs(6), "took {:?}", at - narrowed);
+    }
+
+    /// Sends a packet from the TUN of `from` and returns what comes out of the TUN of `to`.
+    fn transmit_packet(from: &mut Session, to: &mut Session, packet: &[u8], now: Instant) -> Vec<u8> {
+        match transmit_at(from, to, packet, now) {
+            Received::Packet(packet) => packet,
+            other => panic!("not delivered: {other:?}"),
+        }
     }
 
     /// The gateway's answer to an ICMP echo request, as its IP stack would give it.

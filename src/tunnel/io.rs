@@ -71,6 +71,8 @@ pub struct Tunnel {
     tun_tx: TunTx,
     /// Whether the peer has stopped answering, published as it changes.
     unanswered: watch::Sender<bool>,
+    /// The path MTU measured last, published as it changes.
+    path_mtu: watch::Sender<Option<u16>>,
 }
 
 impl Tunnel {
@@ -99,6 +101,7 @@ impl Tunnel {
             to_tun: Vec::new(),
             tun_tx: TunTx::new(),
             unanswered: watch::Sender::new(false),
+            path_mtu: watch::Sender::new(None),
         })
     }
 
@@ -106,6 +109,11 @@ impl Tunnel {
     /// `false` when it answers again.
     pub fn unanswered(&self) -> watch::Receiver<bool> {
         self.unanswered.subscribe()
+    }
+
+    /// The path MTU, as each search ends.
+    pub fn path_mtu(&self) -> watch::Receiver<Option<u16>> {
+        self.path_mtu.subscribe()
     }
 
     /// Moves packets until `requests` closes.
@@ -160,7 +168,11 @@ impl Tunnel {
                         Request::Stats { reply } => {
                             let _ = reply.send(self.session.stats());
                         }
-                        Request::LivenessProbe { route } => self.session.set_probe(route),
+                        Request::LivenessProbe { route } => {
+                            let now = self.session.handle_clock(&self.clock);
+                            self.session.set_probe(route, now);
+                            self.flush().await;
+                        }
                         Request::Repoint { peer, endpoint } => {
                             tracing::info!(%endpoint, "new session with the gateway");
                             self.endpoint = endpoint;
@@ -174,6 +186,9 @@ impl Tunnel {
             let unanswered = matches!(self.session.link_state(), LinkState::Reconnecting { .. });
             self.unanswered
                 .send_if_modified(|was| std::mem::replace(was, unanswered) != unanswered);
+            let path_mtu = self.session.path_mtu();
+            self.path_mtu
+                .send_if_modified(|was| std::mem::replace(was, path_mtu) != path_mtu);
             // A deadline that went away fires once for nothing, then the sleep is far off.
             if let Some(next) = self.session.poll_timeout().filter(|next| *next != deadline) {
                 deadline = next;
@@ -218,6 +233,18 @@ impl Tunnel {
             self.send_batch(used, segment, count).await;
         }
         self.flush().await;
+        self.answer_locally().await;
+    }
+
+    /// Writes what the session answered itself (ICMP errors to local senders) to the TUN.
+    async fn answer_locally(&mut self) {
+        let mut packets = Vec::new();
+        while let Some(packet) = self.session.poll_tun_packet() {
+            let mut buf = vec![0; OFFSET];
+            buf.extend_from_slice(&packet);
+            packets.push(buf);
+        }
+        write_to_tun(&self.device, &mut self.tun_tx, &mut packets).await;
     }
 
     async fn send_batch(&mut self, used: usize, segment: usize, count: usize) {

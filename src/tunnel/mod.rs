@@ -4,5 +4,6 @@ pub mod clock;
 pub mod core;
 pub mod fit;
 pub mod io;
+pub mod pmtu;
 pub mod probe;
 pub mod tun;

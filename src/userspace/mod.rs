@@ -29,7 +29,7 @@ use crate::api::{Client, ProjectId};
 use crate::platform;
 use crate::report::{Progress, Report};
 use crate::store::Store;
-use crate::tunnel::core::{Config as SessionConfig, ProbeRoute, Session, Stats};
+use crate::tunnel::core::{Config as SessionConfig, PathConfig, ProbeRoute, Session, Stats};
 use net::{DialError, Net};
 use stack::{Stack, StackConfig};
 
@@ -136,6 +136,8 @@ struct Registration {
 
 /// How long an ending process waits for the platform to take its key back.
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest opening waits for the first path MTU search.
+const PATH_SEARCH_WAIT: Duration = Duration::from_secs(6);
 
 impl Registration {
     /// Deregisters the key unless it stays; a failure is logged, never an error of the command
@@ -212,6 +214,8 @@ impl Tunnel {
                 options.handshake_timeout.as_secs()
             );
         }
+        let path_mtu = net.path_measured(PATH_SEARCH_WAIT).await;
+        tracing::debug!(?path_mtu, "path measured");
         tracing::debug!(elapsed = ?started.elapsed(), "tunnel up");
         let dialer = Dialer {
             net: net.clone(),
@@ -291,6 +295,11 @@ impl Tunnel {
                         .find(|a| a.is_ipv4() == target.is_ipv4())?;
                     Some(ProbeRoute { source, target })
                 }),
+                path: Some(PathConfig::new(
+                    options.mtu,
+                    endpoint,
+                    crate::tunnel::pmtu::reprobe_period(),
+                )),
             },
             Instant::now(),
         );

@@ -45,6 +45,7 @@ const SILENT_AFTER: Duration = Duration::from_secs(180);
 pub struct Net {
     shared: Arc<Shared>,
     connected: watch::Receiver<bool>,
+    path_mtu: watch::Receiver<Option<u16>>,
 }
 
 struct Shared {
@@ -103,8 +104,27 @@ impl Net {
             send_error: Mutex::new(None),
         });
         let (connected_tx, connected) = watch::channel(false);
-        let driver = tokio::spawn(drive(shared.clone(), udp, connected_tx));
-        (Net { shared, connected }, driver)
+        let (path_tx, path_mtu) = watch::channel(None);
+        let driver = tokio::spawn(drive(shared.clone(), udp, connected_tx, path_tx));
+        (
+            Net {
+                shared,
+                connected,
+                path_mtu,
+            },
+            driver,
+        )
+    }
+
+    /// Waits for the first path MTU search to end, at most `timeout`: connections opened before
+    /// would keep a size the path may not carry.
+    pub async fn path_measured(&self, timeout: Duration) -> Option<u16> {
+        if !self.shared.lock().measures_path() {
+            return None;
+        }
+        let mut path_mtu = self.path_mtu.clone();
+        let measured = tokio::time::timeout(timeout, path_mtu.wait_for(Option::is_some)).await;
+        measured.ok().and_then(|r| r.ok().and_then(|mtu| *mtu))
     }
 
     /// Waits for the WireGuard handshake.
@@ -265,7 +285,12 @@ impl Drop for UdpGuard<'_> {
 
 /// Polls the stack when a datagram arrives, a connection changed a socket, or a deadline of
 /// the stack passes; sends what the stack queued.
-async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<bool>) -> io::Result<()> {
+async fn drive(
+    shared: Arc<Shared>,
+    udp: UdpSocket,
+    connected: watch::Sender<bool>,
+    path_mtu: watch::Sender<Option<u16>>,
+) -> io::Result<()> {
     let mut gateway = Gateway::new(udp)?;
     let mut out = Vec::new();
     loop {
@@ -278,6 +303,8 @@ async fn drive(shared: Arc<Shared>, udp: UdpSocket, connected: watch::Sender<boo
             }
             let up = stack.is_connected();
             connected.send_if_modified(|was| std::mem::replace(was, up) != up);
+            let path = stack.path_mtu();
+            path_mtu.send_if_modified(|was| std::mem::replace(was, path) != path);
             stack.poll_timeout(now)
         };
         let sent = gateway.send(&mut out).await;

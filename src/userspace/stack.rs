@@ -161,6 +161,14 @@ impl Stack {
         [self.link.session.poll_timeout(), stack].into_iter().flatten().min()
     }
 
+    pub fn path_mtu(&self) -> Option<u16> {
+        self.link.session.path_mtu()
+    }
+
+    pub fn measures_path(&self) -> bool {
+        self.link.session.measures_path()
+    }
+
     pub fn is_connected(&self) -> bool {
         self.link.session.is_connected()
     }
@@ -304,6 +312,9 @@ impl Link {
         while let Some(datagram) = self.session.poll_datagram() {
             self.outbound.push_back(datagram);
         }
+        while let Some(packet) = self.session.poll_tun_packet() {
+            self.inbound.push_back(packet);
+        }
     }
 }
 
@@ -334,7 +345,9 @@ impl phy::Device for Link {
     fn capabilities(&self) -> DeviceCapabilities {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
-        caps.max_transmission_unit = self.mtu;
+        // smoltcp sizes its segments (and the MSS it announces) from this on every poll, so a
+        // narrower path takes effect at once, also on open connections.
+        caps.max_transmission_unit = self.session.path_fit().map_or(self.mtu, |fit| fit.min(self.mtu));
         caps
     }
 }
@@ -480,6 +493,7 @@ mod tests {
                     persistent_keepalive: None,
                     allowed_ips: vec![allowed.parse().unwrap()],
                     probe: None,
+                    path: None,
                 },
                 now,
             )
