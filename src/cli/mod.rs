@@ -241,6 +241,19 @@ fn connection_progress(event: &Event) {
         Event::Interface { name } => step(&format!("interface {name} up")),
         Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
         Event::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
+        Event::Path {
+            mtu: Some(mtu),
+            mss_ipv6: None,
+            ..
+        } => step(&format!("path carries full-size packets (mtu {mtu})")),
+        Event::Path {
+            mtu: Some(mtu),
+            mss_ipv6: Some(mss),
+            interface_mtu,
+        } => warn(&format!(
+            "the path to the gateway is narrower than the interface ({mtu} < {interface_mtu} + tunnel): TCP fitted (mss {mss}), larger packets sent in fragments"
+        )),
+        Event::Path { mtu: None, .. } => warn("the path MTU is not measured yet; it will be while connected"),
         Event::NoPing {
             tried,
             handshake_ms_ago,

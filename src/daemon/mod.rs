@@ -77,6 +77,13 @@ pub enum Event {
         target: IpAddr,
         millis: u64,
     },
+    /// The first path MTU search ended (`mtu`), or did not in time; `mss_ipv6` is set when the
+    /// path is narrower than the interface and TCP is fitted to it.
+    Path {
+        mtu: Option<u16>,
+        mss_ipv6: Option<u16>,
+        interface_mtu: u16,
+    },
     /// Nothing answered ping, but the handshake is fresh: the tunnel is up all the same.
     NoPing {
         tried: Vec<String>,
@@ -260,10 +267,13 @@ async fn serve(
     // Connections opened before the path is known would keep a size it may not carry: ready
     // waits for the first search (one round trip on a full path, a second or two on a narrow).
     if probing {
-        let measured = tokio::time::timeout(PATH_SEARCH_WAIT, path_mtu.wait_for(Option::is_some)).await;
-        if let Ok(Ok(mtu)) = measured {
-            tracing::debug!(path_mtu = ?*mtu, "path measured");
-        }
+        let _ = tokio::time::timeout(PATH_SEARCH_WAIT, path_mtu.wait_for(Option::is_some)).await;
+        let stats = stats().await.unwrap_or_default();
+        events(&Event::Path {
+            mtu: stats.path_mtu,
+            mss_ipv6: stats.mss_ipv6,
+            interface_mtu: config.mtu,
+        });
     }
     events(&match readiness {
         Readiness::Answered { target, millis } => Event::Probe { target, millis },

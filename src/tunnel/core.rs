@@ -230,9 +230,7 @@ impl Session {
             probe_seq: 0,
             connected: false,
             stats: Stats::default(),
-            path: config
-                .path
-                .map(|p| PathMtu::new(p.mtu.saturating_add(p.overhead), p.reprobe)),
+            path: config.path.map(|p| PathMtu::new(p.mtu, p.overhead, p.reprobe)),
             fit: None,
             to_tun: VecDeque::new(),
             fragment_id: OsRng.next_u32(),
@@ -1743,8 +1741,8 @@ mod tests {
         });
         assert_eq!(
             client.path_mtu(),
-            Some(1480),
-            "the interface MTU plus 60 bytes of tunnel"
+            Some(1468),
+            "the interface MTU (in steps of WireGuard's padding) plus 60 bytes of tunnel"
         );
         assert_eq!(client.stats().path_probes, 1);
         assert!(end - now < Duration::from_millis(100));
@@ -1765,7 +1763,7 @@ mod tests {
             c.path_mtu().is_some()
         });
         let found = client.path_mtu().expect("the path was measured");
-        assert!((1272..=1280).contains(&found), "found {found}");
+        assert_eq!(found, 1276, "the largest size WireGuard sends unpadded within 1280");
         assert!(end - now < Duration::from_secs(3), "took {:?}", end - now);
         let fit = client.path_fit().unwrap();
         assert_eq!(fit, usize::from(found) - 60);
@@ -1814,7 +1812,7 @@ mod tests {
         run_narrow(&mut client, &mut gateway, 1500, now, Duration::from_secs(5), |c| {
             c.path_mtu().is_some()
         });
-        assert_eq!(client.path_mtu(), Some(1480));
+        assert_eq!(client.path_mtu(), Some(1468));
 
         // Full-size packets now vanish; the sender keeps retransmitting.
         let narrowed = now + Duration::from_secs(30);
@@ -1832,7 +1830,7 @@ mod tests {
             at += Duration::from_millis(300);
         }
         let found = client.path_mtu().unwrap();
-        assert!((1272..=1280).contains(&found), "found {found}");
+        assert_eq!(found, 1276);
         assert!(at - narrowed < Duration::from_secs(6), "took {:?}", at - narrowed);
     }
 

@@ -10,8 +10,9 @@
 
 use std::time::{Duration, Instant};
 
-/// Outer sizes closer than this are not told apart: a few bytes are not worth a probe.
-const RESOLUTION: u16 = 8;
+/// WireGuard pads what it encrypts to a multiple of this: outer sizes between two such steps
+/// carry the same inner packets, so only the steps are probed.
+pub const PADDING: u16 = 16;
 /// A probe is sent this many times before its size counts as lost.
 const TRIES: u8 = 2;
 /// How long a probe waits for its echo before the round trip is known, and the bounds of the
@@ -66,6 +67,7 @@ pub struct Probe {
 
 #[derive(Debug)]
 pub struct PathMtu {
+    overhead: u16,
     ceiling: u16,
     reprobe: Duration,
     /// The outcome of the last search: the largest outer size known to cross.
@@ -79,11 +81,15 @@ pub struct PathMtu {
 }
 
 impl PathMtu {
-    /// `ceiling`: the largest outer size worth knowing about (the interface MTU plus the
-    /// tunnel's overhead).
-    pub fn new(ceiling: u16, reprobe: Duration) -> PathMtu {
+    /// `mtu`: the largest inner packet (the interface MTU); `overhead`: what the tunnel adds
+    /// to it outside WireGuard's padding (outer IP, UDP and WireGuard headers).
+    pub fn new(mtu: u16, overhead: u16, reprobe: Duration) -> PathMtu {
+        // Rounded down: the gateway's own interface is no larger than ours, and its echo of a
+        // larger probe would come back in fragments.
+        let largest = mtu / PADDING * PADDING;
         PathMtu {
-            ceiling: ceiling.max(FLOOR),
+            overhead,
+            ceiling: (overhead + largest).max(FLOOR),
             reprobe,
             confirmed: None,
             search: None,
@@ -122,7 +128,7 @@ impl PathMtu {
         self.next_search = None;
         // A full path is checked with one probe; a narrower one first tries the full size
         // again, and searches only above what it knew.
-        let good = self.confirmed.unwrap_or(FLOOR).min(self.ceiling);
+        let good = self.confirmed.unwrap_or(self.floor()).min(self.ceiling);
         self.search = Some(Search {
             good,
             bad: self.ceiling + 1,
@@ -144,8 +150,9 @@ impl PathMtu {
         self.last_stall_search = Some(now);
         tracing::debug!("traffic stalled while the gateway answers; searching the path again");
         self.start();
+        let floor = self.floor().min(self.ceiling);
         if let Some(search) = &mut self.search {
-            search.good = FLOOR.min(self.ceiling);
+            search.good = floor;
         }
     }
 
@@ -155,17 +162,18 @@ impl PathMtu {
         if search.probe.is_some() {
             return None;
         }
-        if search.bad.saturating_sub(search.good) <= RESOLUTION {
-            let found = search.good;
-            self.conclude(found, now);
-            return None;
-        }
         // The ceiling first: on a path that did not change, one probe ends the search.
         let size = if search.bad > self.ceiling {
             self.ceiling
         } else {
-            search.good + (search.bad - search.good) / 2
+            let middle = search.good + (search.bad - search.good) / 2;
+            self.overhead + middle.saturating_sub(self.overhead) / PADDING * PADDING
         };
+        if size <= search.good {
+            let found = search.good;
+            self.conclude(found, now);
+            return None;
+        }
         self.seq = self.seq.wrapping_add(1);
         search.probe = Some(InFlight {
             size,
@@ -242,6 +250,11 @@ impl PathMtu {
         self.next_search = Some(now + self.reprobe);
     }
 
+    /// [`FLOOR`], at a size WireGuard sends without padding.
+    fn floor(&self) -> u16 {
+        self.overhead + FLOOR.saturating_sub(self.overhead) / PADDING * PADDING
+    }
+
     fn wait(&self) -> Duration {
         self.rtt.map_or(FIRST_WAIT, |rtt| {
             (rtt * 3 + Duration::from_millis(50)).clamp(MIN_WAIT, FIRST_WAIT)
@@ -282,26 +295,24 @@ mod tests {
     #[test]
     fn a_full_path_takes_one_probe() {
         let t = Instant::now();
-        let mut p = PathMtu::new(1480, REPROBE);
+        let mut p = PathMtu::new(1420, 60, REPROBE);
         p.start();
-        assert_eq!(search(&mut p, 1500, t).0, Some(1480));
+        assert_eq!(search(&mut p, 1500, t).0, Some(1468));
         assert_eq!(p.probes_sent, 1);
         assert_eq!(p.poll_timeout(), Some(t + 2 * MS + REPROBE));
     }
 
     #[test]
     fn a_narrow_path_is_found_within_resolution_in_a_handful_of_probes_and_seconds() {
-        for path in [1280, 1124, 1400, 700, 1479] {
+        for path in [1280, 1124, 1400, 700, 1467] {
             let t = Instant::now();
-            let mut p = PathMtu::new(1480, REPROBE);
+            let mut p = PathMtu::new(1420, 60, REPROBE);
             p.observe_rtt(2 * MS);
             p.start();
             let (found, probes, end) = search(&mut p, path, t);
             let found = found.unwrap();
-            assert!(
-                found <= path && path - found <= RESOLUTION,
-                "path {path}: found {found}"
-            );
+            assert!(found <= path && path - found < PADDING, "path {path}: found {found}");
+            assert_eq!((found - 60) % PADDING, 0, "a size WireGuard sends unpadded");
             assert!(probes <= 14, "path {path}: {probes} probes");
             assert!(end - t < Duration::from_secs(5), "path {path}: {:?}", end - t);
         }
@@ -310,7 +321,7 @@ mod tests {
     #[test]
     fn one_lost_probe_is_sent_again_before_the_size_counts_as_lost() {
         let t = Instant::now();
-        let mut p = PathMtu::new(1480, REPROBE);
+        let mut p = PathMtu::new(1420, 60, REPROBE);
         p.start();
         let first = p.poll_probe(t).unwrap();
         let again = p.handle_timeout(t + FIRST_WAIT).unwrap();
@@ -319,13 +330,13 @@ mod tests {
         p.answered(first.seq, t + FIRST_WAIT + MS);
         assert!(p.is_searching());
         p.answered(again.seq, t + FIRST_WAIT + MS);
-        assert_eq!(p.confirmed(), Some(1480));
+        assert_eq!(p.confirmed(), Some(1468));
     }
 
     #[test]
     fn a_path_that_widens_is_found_at_the_next_search() {
         let t = Instant::now();
-        let mut p = PathMtu::new(1480, Duration::from_secs(5));
+        let mut p = PathMtu::new(1420, 60, Duration::from_secs(5));
         p.start();
         let (found, _, end) = search(&mut p, 1280, t);
         assert!(found.unwrap() <= 1280);
@@ -333,18 +344,18 @@ mod tests {
         assert_eq!(due, end + Duration::from_secs(5));
         assert_eq!(p.handle_timeout(due), None);
         assert!(p.is_searching());
-        assert_eq!(search(&mut p, 1500, due).0, Some(1480));
+        assert_eq!(search(&mut p, 1500, due).0, Some(1468));
     }
 
     #[test]
     fn a_stall_searches_from_the_floor_at_most_every_few_seconds() {
         let t = Instant::now();
-        let mut p = PathMtu::new(1480, REPROBE);
+        let mut p = PathMtu::new(1420, 60, REPROBE);
         p.start();
         search(&mut p, 1500, t);
         p.stalled(t + Duration::from_secs(1));
         let (found, probes, end) = search(&mut p, 1124, t + Duration::from_secs(1));
-        assert!(found.unwrap() <= 1124 && 1124 - found.unwrap() <= RESOLUTION);
+        assert!(found.unwrap() <= 1124 && 1124 - found.unwrap() < PADDING);
         assert!(probes > 1);
         p.stalled(end);
         assert!(!p.is_searching(), "a second stall soon after searches nothing");
@@ -355,7 +366,7 @@ mod tests {
     #[test]
     fn the_previous_result_holds_while_a_search_runs() {
         let t = Instant::now();
-        let mut p = PathMtu::new(1480, REPROBE);
+        let mut p = PathMtu::new(1420, 60, REPROBE);
         p.start();
         search(&mut p, 1280, t);
         let before = p.confirmed();
@@ -367,8 +378,8 @@ mod tests {
     #[test]
     fn a_path_that_loses_everything_ends_at_the_floor() {
         let t = Instant::now();
-        let mut p = PathMtu::new(1480, REPROBE);
+        let mut p = PathMtu::new(1420, 60, REPROBE);
         p.start();
-        assert_eq!(search(&mut p, 100, t).0, Some(FLOOR));
+        assert_eq!(search(&mut p, 100, t).0, Some(572));
     }
 }

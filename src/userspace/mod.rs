@@ -214,6 +214,7 @@ impl Tunnel {
                 options.handshake_timeout.as_secs()
             );
         }
+        let handshake = shaking.elapsed();
         let path_mtu = net.path_measured(PATH_SEARCH_WAIT).await;
         tracing::debug!(?path_mtu, "path measured");
         tracing::debug!(elapsed = ?started.elapsed(), "tunnel up");
@@ -227,7 +228,7 @@ impl Tunnel {
         Ok(Tunnel {
             net,
             project: project.name,
-            handshake: shaking.elapsed(),
+            handshake,
             dialer,
             driver,
             registration: Some(registration),
