@@ -217,7 +217,9 @@ impl PathMtu {
         }
         let wait = self.wait();
         let search = self.search.as_mut()?;
-        let probe = search.probe?;
+        let Some(probe) = search.probe else {
+            return self.poll_probe(now);
+        };
         if now < probe.sent + wait {
             return None;
         }
@@ -342,9 +344,10 @@ mod tests {
         assert!(found.unwrap() <= 1280);
         let due = p.poll_timeout().unwrap();
         assert_eq!(due, end + Duration::from_secs(5));
-        assert_eq!(p.handle_timeout(due), None);
-        assert!(p.is_searching());
-        assert_eq!(search(&mut p, 1500, due).0, Some(1468));
+        let probe = p.handle_timeout(due).expect("the due search probes at once");
+        assert_eq!(probe.size, 1468, "the full size first");
+        p.answered(probe.seq, due + MS);
+        assert_eq!(p.confirmed(), Some(1468));
     }
 
     #[test]
