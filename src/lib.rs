@@ -8,6 +8,7 @@ pub mod access;
 pub mod account;
 pub mod api;
 pub mod cli;
+pub mod connections;
 pub mod daemon;
 pub mod dns;
 pub mod doctor;
