@@ -517,11 +517,9 @@ async fn handshake_age(requests: &mpsc::Sender<Request>) -> Option<Duration> {
 /// `name`'s addresses (A and AAAA) from the project's DNS server, asked directly: its address
 /// is routed into the tunnel. Empty when it does not answer within a second.
 async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RData, RecordType};
-    let Ok(name) = Name::from_ascii(format!("{name}.")) else {
-        return Vec::new();
-    };
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RecordType;
+    let name = format!("{name}.");
     let bind: SocketAddr = if dns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
         .parse()
         .expect("a valid address");
@@ -533,11 +531,10 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
     }
     let mut found = Vec::new();
     for (n, rtype) in [RecordType::AAAA, RecordType::A].into_iter().enumerate() {
-        let mut query = Message::query();
-        query.metadata.id = rand_core::OsRng.next_u32() as u16 ^ n as u16;
-        query.metadata.recursion_desired = true;
-        query.add_query(Query::query(name.clone(), rtype));
-        let Ok(bytes) = query.to_vec() else { continue };
+        let id = rand_core::OsRng.next_u32() as u16 ^ n as u16;
+        let Some(bytes) = dns::query(&name, rtype, id) else {
+            return Vec::new();
+        };
         if socket.send(&bytes).await.is_err() {
             continue;
         }
@@ -548,11 +545,7 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
         let Ok(answer) = Message::from_vec(&buf[..len]) else {
             continue;
         };
-        found.extend(answer.answers.iter().filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        }));
+        found.extend(dns::addresses(&answer));
     }
     found
 }

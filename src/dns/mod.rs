@@ -11,6 +11,7 @@
 
 mod cache;
 mod core;
+mod message;
 pub mod plan;
 mod responder;
 pub mod service;
@@ -39,6 +40,7 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 pub use core::ProjectDns;
+pub use message::{addresses, query};
 /// Where the responder listens by default (each platform's reason is beside its value).
 pub use platform::DEFAULT_LISTEN;
 pub use responder::Responder;

@@ -570,33 +570,23 @@ async fn clock_skew(client: &Client) -> Option<f64> {
 }
 
 async fn ask_responder(addr: SocketAddr) -> Result<IpAddr, String> {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RData, RecordType};
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RecordType;
 
     let exchange = async {
         let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
             .parse()
             .expect("literal");
         let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
-        let mut query = Message::query();
-        query.metadata.id = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
-        query.metadata.recursion_desired = true;
-        let name = Name::from_ascii(DNS_PROBE_NAME).map_err(|e| e.to_string())?;
-        query.add_query(Query::query(name, RecordType::A));
-        let bytes = query.to_vec().map_err(|e| e.to_string())?;
+        let id = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
+        let bytes = dns::query(DNS_PROBE_NAME, RecordType::A, id)
+            .ok_or_else(|| format!("{DNS_PROBE_NAME} is not a DNS name"))?;
         socket.send_to(&bytes, addr).await.map_err(|e| e.to_string())?;
         let mut buf = vec![0u8; 4096];
         let (len, _) = socket.recv_from(&mut buf).await.map_err(|e| e.to_string())?;
         let answer = Message::from_vec(&buf[..len]).map_err(|e| e.to_string())?;
-        answer
-            .answers
-            .iter()
-            .find_map(|r| match &r.data {
-                RData::A(a) => Some(IpAddr::V4(a.0)),
-                RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-                _ => None,
-            })
-            .ok_or_else(|| format!("no address ({:?})", answer.metadata.response_code))
+        let found = dns::addresses(&answer).next();
+        found.ok_or_else(|| format!("no address ({:?})", answer.metadata.response_code))
     };
     tokio::time::timeout(NET_TIMEOUT, exchange)
         .await
