@@ -12,6 +12,7 @@ pub mod connections;
 pub mod daemon;
 pub mod dns;
 pub mod doctor;
+pub mod family;
 pub mod host;
 pub mod keys;
 pub mod logging;

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::dns;
+use crate::family;
 use crate::host::{self, device, Journal};
 use crate::paths::ConnectionFiles;
 use crate::platform;
@@ -209,8 +210,7 @@ async fn serve(
     events(&Event::Interface { name: name.clone() });
 
     let mut endpoint = dns::resolve_endpoint(&config.endpoint).await?;
-    let bind: SocketAddr = if endpoint.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
-    let udp = tokio::net::UdpSocket::bind(bind)
+    let udp = tokio::net::UdpSocket::bind(family::unspecified_for(endpoint.ip()))
         .await
         .context("binding the WireGuard UDP socket")?;
     let session = Session::new(session_config(config), Instant::now());
@@ -483,12 +483,7 @@ async fn ping(
     seq: u16,
     deadline: Instant,
 ) -> Result<Option<u64>> {
-    let Some(src) = config
-        .addresses
-        .iter()
-        .map(IpNet::addr)
-        .find(|a| a.is_ipv4() == target.is_ipv4())
-    else {
+    let Some(src) = family::source_for(&config.addresses, target) else {
         return Ok(None);
     };
     let Some(packet) = probe::echo_request(src, target, id, seq) else {
@@ -520,10 +515,7 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
     use hickory_proto::op::Message;
     use hickory_proto::rr::RecordType;
     let name = format!("{name}.");
-    let bind: SocketAddr = if dns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-        .parse()
-        .expect("a valid address");
-    let Ok(socket) = tokio::net::UdpSocket::bind(bind).await else {
+    let Ok(socket) = tokio::net::UdpSocket::bind(family::unspecified_for(dns)).await else {
         return Vec::new();
     };
     if socket.connect((dns, 53)).await.is_err() {
@@ -643,11 +635,7 @@ fn session_config(config: &DaemonConfig) -> SessionConfig {
 
 /// Our address of `target`'s family, to probe `target` from.
 fn probe_route(config: &DaemonConfig, target: IpAddr) -> Option<ProbeRoute> {
-    let source = config
-        .addresses
-        .iter()
-        .map(IpNet::addr)
-        .find(|a| a.is_ipv4() == target.is_ipv4())?;
+    let source = family::source_for(&config.addresses, target)?;
     Some(ProbeRoute { source, target })
 }
 

@@ -14,6 +14,7 @@ use crate::account::{self, ApiSettings};
 use crate::api::{ApiError, Client};
 use crate::daemon::{ConnectionState, Status, DNS_PROBE_NAME};
 use crate::dns::{self, Mode};
+use crate::family;
 use crate::host::Readiness;
 use crate::store::Store;
 
@@ -574,10 +575,9 @@ async fn ask_responder(addr: SocketAddr) -> Result<IpAddr, String> {
     use hickory_proto::rr::RecordType;
 
     let exchange = async {
-        let bind: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-            .parse()
-            .expect("literal");
-        let socket = tokio::net::UdpSocket::bind(bind).await.map_err(|e| e.to_string())?;
+        let socket = tokio::net::UdpSocket::bind(family::unspecified_for(addr.ip()))
+            .await
+            .map_err(|e| e.to_string())?;
         let id = rand_core::RngCore::next_u32(&mut rand_core::OsRng) as u16;
         let bytes = dns::query(DNS_PROBE_NAME, RecordType::A, id)
             .ok_or_else(|| format!("{DNS_PROBE_NAME} is not a DNS name"))?;

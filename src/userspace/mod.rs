@@ -13,7 +13,7 @@ pub mod net;
 mod socks;
 pub mod stack;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::account::{self, ApiSettings};
 use crate::api::{Client, ProjectId};
+use crate::family;
 use crate::platform;
 use crate::report::{Progress, Report};
 use crate::store::Store;
@@ -264,12 +265,7 @@ impl Tunnel {
             .with_context(|| format!("resolving the gateway {}", vpn.endpoint))?
             .next()
             .with_context(|| format!("the gateway {} has no address", vpn.endpoint))?;
-        let unspecified: IpAddr = if endpoint.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            Ipv6Addr::UNSPECIFIED.into()
-        };
-        let udp = UdpSocket::bind((unspecified, 0))
+        let udp = UdpSocket::bind(family::unspecified_for(endpoint.ip()))
             .await
             .context("binding the WireGuard UDP socket")?;
         udp.connect(endpoint)
@@ -284,11 +280,7 @@ impl Tunnel {
                 persistent_keepalive: Some(options.keepalive),
                 allowed_ips: vpn.allowed_networks.clone(),
                 probe: vpn.gateways.iter().find_map(|&target| {
-                    let source = vpn
-                        .addresses
-                        .iter()
-                        .map(|a| a.addr())
-                        .find(|a| a.is_ipv4() == target.is_ipv4())?;
+                    let source = family::source_for(&vpn.addresses, target)?;
                     Some(ProbeRoute { source, target })
                 }),
             },
