@@ -3,8 +3,7 @@
 //! (except with --foreground).
 //! It reports through [`Report`] and returns data; rendering is the CLI's.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -213,25 +212,10 @@ fn spawn_daemon(
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let log = std::fs::File::create(&files.log).with_context(|| format!("creating {}", files.log.display()))?;
-    let mut command = Command::new(platform::daemon_exe()?);
-    command
-        .args(["--project", config.project_id.as_str()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    for name in NOT_FOR_THE_DAEMON {
-        command.env_remove(name);
-    }
-    if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "corridor=info");
-    }
-    platform::detach(&mut command);
-    let mut child = command.spawn().context("starting the corridor daemon")?;
-    let mut stdin = child.stdin.take().context("daemon stdin")?;
-    stdin.write_all(&serde_json::to_vec(config)?)?;
-    drop(stdin);
-
-    let stdout = child.stdout.take().context("daemon stdout")?;
+    let input = serde_json::to_vec(config)?;
+    let args = ["--project", config.project_id.as_str()];
+    let platform::Helper { mut child, stdout } =
+        platform::spawn_helper(&args, Some(&input), log, &NOT_FOR_THE_DAEMON, "the corridor daemon")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {

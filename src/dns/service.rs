@@ -12,7 +12,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -202,19 +201,9 @@ async fn spawn(mode: Mode) -> Result<ServiceStatus> {
         platform::create_corridor_dir(dir, true).with_context(|| format!("creating {}", dir.display()))?;
     }
     let log = std::fs::File::create(&files.log).with_context(|| format!("creating {}", files.log.display()))?;
-    let mut command = Command::new(platform::daemon_exe()?);
     let mode = serde_json::to_value(mode)?;
-    command
-        .args([SUBCOMMAND, "--mode", mode.as_str().unwrap_or("auto")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "corridor=info");
-    }
-    platform::detach(&mut command);
-    let mut child = command.spawn().context("starting the DNS service")?;
-    let stdout = child.stdout.take().context("DNS service stdout")?;
+    let args = [SUBCOMMAND, "--mode", mode.as_str().unwrap_or("auto")];
+    let platform::Helper { mut child, stdout } = platform::spawn_helper(&args, None, log, &[], "the DNS service")?;
     let first_line = tokio::task::spawn_blocking(move || {
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line).map(|_| line)
