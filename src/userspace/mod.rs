@@ -430,33 +430,56 @@ struct Forward {
 
 impl Forward {
     async fn serve(self, listener: TcpListener) {
+        let listen = listener
+            .local_addr()
+            .unwrap_or(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), self.spec.local));
+        let (counters, events) = (self.counters.clone(), self.events.clone());
         let this = Arc::new(self);
         let mut next = 0usize;
-        loop {
-            let (mut local, _) = platform::accept_patiently(|| listener.accept()).await;
-            let _ = local.set_nodelay(true);
+        serve_connections(listener, listen, counters, events, move |mut local| {
             let first = next;
             next = next.wrapping_add(1);
             let this = this.clone();
-            let listen = listener.local_addr().ok();
-            tokio::spawn(async move {
-                let _open = this.counters.open();
-                match this.dialer.dial(&this.addresses, this.spec.port, first).await {
-                    Ok(mut remote) => {
-                        if let Err(error) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
-                            tracing::debug!(%error, "forwarded connection ended");
-                        }
-                    }
-                    Err(error) => {
-                        this.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        let _ = this.events.send(Event::ConnectionFailed {
-                            listen: listen.unwrap_or(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), this.spec.local)),
-                            error: format!("{}:{}: {error}", this.spec.target, this.spec.port),
-                        });
-                    }
+            async move {
+                let mut remote = this
+                    .dialer
+                    .dial(&this.addresses, this.spec.port, first)
+                    .await
+                    .map_err(|error| format!("{}:{}: {error}", this.spec.target, this.spec.port))?;
+                if let Err(error) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
+                    tracing::debug!(%error, "forwarded connection ended");
                 }
-            });
-        }
+                Ok(())
+            }
+        })
+        .await
+    }
+}
+
+/// Accepts on `listener` forever and serves each connection (Nagle off) in a task of its own,
+/// counted open while it lasts; one that `serve` fails is counted and reported on `listen`.
+async fn serve_connections<F, Served>(
+    listener: TcpListener,
+    listen: SocketAddr,
+    counters: Arc<Counters>,
+    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::TcpStream) -> Served,
+    Served: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    loop {
+        let (local, _) = platform::accept_patiently(|| listener.accept()).await;
+        let _ = local.set_nodelay(true);
+        let served = serve(local);
+        let (counters, events) = (counters.clone(), events.clone());
+        tokio::spawn(async move {
+            let _open = counters.open();
+            if let Err(error) = served.await {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = events.send(Event::ConnectionFailed { listen, error });
+            }
+        });
     }
 }
 
@@ -563,24 +586,16 @@ async fn serve_proxy(
         }],
     });
     let dialer = tunnel.dialer();
-    let serve_counters = counters.clone();
-    let server = tokio::spawn(async move {
-        loop {
-            let (mut local, _) = platform::accept_patiently(|| listener.accept()).await;
-            let _ = local.set_nodelay(true);
-            let (dialer, counters, events) = (dialer.clone(), serve_counters.clone(), events_tx.clone());
-            tokio::spawn(async move {
-                let _open = counters.open();
-                if let Err(error) = socks::serve(&mut local, &dialer).await {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = events.send(Event::ConnectionFailed {
-                        listen,
-                        error: format!("{error:#}"),
-                    });
-                }
-            });
-        }
-    });
+    let server = tokio::spawn(serve_connections(
+        listener,
+        listen,
+        counters.clone(),
+        events_tx,
+        move |mut local| {
+            let dialer = dialer.clone();
+            async move { socks::serve(&mut local, &dialer).await.map_err(|e| format!("{e:#}")) }
+        },
+    ));
     let result = run_until_interrupted(tunnel, &counters, &mut events, shutdown, report).await;
     server.abort();
     result
