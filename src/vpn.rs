@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use crate::account::{self, ApiSettings};
 use crate::api::{self, Client};
 use crate::connections;
-use crate::daemon::{self, control, DaemonConfig, Event, Status};
+use crate::daemon::{self, control, DaemonConfig, StartupEvent, Status};
 use crate::dns;
 use crate::host;
 use crate::paths::ConnectionFiles;
@@ -98,8 +98,8 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
 
     if options.foreground {
         let mut ready = None;
-        let mut events = |event: &Event| match event {
-            Event::Ready { status } => {
+        let mut events = |event: &StartupEvent| match event {
+            StartupEvent::Ready { status } => {
                 report.progress(Progress::Connected(status));
                 ready = Some((**status).clone());
             }
@@ -219,7 +219,7 @@ fn spawn_daemon(
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(event) = serde_json::from_str::<Event>(&line) {
+            if let Ok(event) = serde_json::from_str::<StartupEvent>(&line) {
                 if tx.send(event).is_err() {
                     break;
                 }
@@ -230,11 +230,11 @@ fn spawn_daemon(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Event::Ready { status }) => {
+            Ok(StartupEvent::Ready { status }) => {
                 report.progress(Progress::Connected(&status));
                 return Ok(*status);
             }
-            Ok(Event::Failed { error }) => {
+            Ok(StartupEvent::Failed { error }) => {
                 let _ = child.wait();
                 bail!("{error}\n(daemon log: {})", files.log.display());
             }

@@ -60,7 +60,7 @@ pub struct DaemonConfig {
 /// Progress of a starting daemon, one JSON line each on its stdout.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub enum StartupEvent {
     Interface {
         name: String,
     },
@@ -145,7 +145,7 @@ pub fn main(project: &str) -> Result<()> {
     // small beside it; cross-thread wakeups would cost more than they give on a laptop's cores.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut stdout = std::io::stdout();
-    let mut report = move |event: &Event| {
+    let mut report = move |event: &StartupEvent| {
         if let Ok(line) = serde_json::to_string(event) {
             // The CLI may be gone already (interrupted); the daemon carries on regardless.
             let _ = std::io::Write::write_fmt(&mut stdout, format_args!("{line}\n"))
@@ -157,7 +157,7 @@ pub fn main(project: &str) -> Result<()> {
 
 /// Runs a connection until `down`, SIGINT or SIGTERM; reports progress through `events`.
 /// Whatever happens, the host changes are undone before it returns.
-pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn FnMut(&Event)) -> Result<()> {
+pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn FnMut(&StartupEvent)) -> Result<()> {
     if let Some(dir) = files.socket.parent() {
         platform::create_corridor_dir(dir, true).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -176,7 +176,7 @@ pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn 
     platform::ipc::remove(&files.socket);
     let _ = std::fs::remove_file(&files.state);
     if let Err(e) = &result {
-        events(&Event::Failed {
+        events(&StartupEvent::Failed {
             error: format!("{e:#}"),
         });
     }
@@ -188,7 +188,7 @@ async fn serve(
     files: &ConnectionFiles,
     journal: &mut Journal,
     names: Option<&mut Names>,
-    events: &mut dyn FnMut(&Event),
+    events: &mut dyn FnMut(&StartupEvent),
 ) -> Result<()> {
     // From the first change on, a signal must lead to the cleanup, never to a plain exit.
     let mut shutdown = platform::Shutdown::new().context("setting up the stop signals")?;
@@ -207,7 +207,7 @@ async fn serve(
         routes: &config.networks,
     };
     let dev = device::create(&device_config, journal)?;
-    events(&Event::Interface { name: name.clone() });
+    events(&StartupEvent::Interface { name: name.clone() });
 
     let mut endpoint = dns::resolve_endpoint(&config.endpoint).await?;
     let udp = tokio::net::UdpSocket::bind(family::unspecified_for(endpoint.ip()))
@@ -237,7 +237,7 @@ async fn serve(
         Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
         Readiness::Answered { .. } => since(handshake_age(&req_tx).await.unwrap_or_default()),
     };
-    events(&Event::Handshake {
+    events(&StartupEvent::Handshake {
         millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
     });
     let liveness = match &readiness {
@@ -246,10 +246,10 @@ async fn serve(
     };
     let _ = req_tx.send(Request::LivenessProbe { route: liveness }).await;
     events(&match readiness {
-        Readiness::Answered { target, millis } => Event::Probe { target, millis },
+        Readiness::Answered { target, millis } => StartupEvent::Probe { target, millis },
         Readiness::HandshakeOnly {
             tried, handshake_age, ..
-        } => Event::NoPing {
+        } => StartupEvent::NoPing {
             tried,
             handshake_ms_ago: handshake_age.as_millis() as u64,
         },
@@ -264,7 +264,7 @@ async fn serve(
                 Ok(service) => (service.mode, system_lookup(DNS_PROBE_NAME).await),
                 Err(e) => (config.dns_mode, Err(format!("{e:#}"))),
             };
-            events(&Event::Dns {
+            events(&StartupEvent::Dns {
                 mode,
                 name: DNS_PROBE_NAME.into(),
                 answer,
@@ -327,7 +327,7 @@ async fn serve(
         &heal.status,
     );
     std::fs::write(&files.state, serde_json::to_vec(&ready)?)?;
-    events(&Event::Ready {
+    events(&StartupEvent::Ready {
         status: Box::new(ready),
     });
     tracing::info!(project = %config.project_name, interface = %name, "connected");

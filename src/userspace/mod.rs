@@ -78,14 +78,14 @@ pub struct ProxyOptions {
     pub listen: SocketAddr,
 }
 
-/// How `forward` and `proxy` report, beyond what every command reports: their [`Event`]s.
+/// How `forward` and `proxy` report, beyond what every command reports: their [`ForwardingEvent`]s.
 pub trait Watch: Report {
-    fn event(&mut self, event: &Event);
+    fn event(&mut self, event: &ForwardingEvent);
 }
 
 /// What a running `forward` or `proxy` reports.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub enum ForwardingEvent {
     /// The tunnel is up and the listeners accept connections.
     Ready {
         project: String,
@@ -411,7 +411,7 @@ async fn serve_forwards(
         };
         tasks.spawn(forward.serve(listener));
     }
-    report.event(&Event::Ready {
+    report.event(&ForwardingEvent::Ready {
         project: tunnel.project.clone(),
         handshake: tunnel.handshake,
         listeners: ready,
@@ -425,7 +425,7 @@ struct Forward {
     addresses: Vec<IpAddr>,
     dialer: Dialer,
     counters: Arc<Counters>,
-    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    events: tokio::sync::mpsc::UnboundedSender<ForwardingEvent>,
 }
 
 impl Forward {
@@ -462,7 +462,7 @@ async fn serve_connections<F, Served>(
     listener: TcpListener,
     listen: SocketAddr,
     counters: Arc<Counters>,
-    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    events: tokio::sync::mpsc::UnboundedSender<ForwardingEvent>,
     mut serve: F,
 ) where
     F: FnMut(tokio::net::TcpStream) -> Served,
@@ -477,7 +477,7 @@ async fn serve_connections<F, Served>(
             let _open = counters.open();
             if let Err(error) = served.await {
                 counters.failed.fetch_add(1, Ordering::Relaxed);
-                let _ = events.send(Event::ConnectionFailed { listen, error });
+                let _ = events.send(ForwardingEvent::ConnectionFailed { listen, error });
             }
         });
     }
@@ -576,7 +576,7 @@ async fn serve_proxy(
     let counters = Arc::new(Counters::default());
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let listen = listener.local_addr()?;
-    report.event(&Event::Ready {
+    report.event(&ForwardingEvent::Ready {
         project: tunnel.project.clone(),
         handshake: tunnel.handshake,
         listeners: vec![Listener {
@@ -620,7 +620,7 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener> {
 async fn run_until_interrupted(
     tunnel: &mut Tunnel,
     counters: &Counters,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<ForwardingEvent>,
     mut shutdown: crate::platform::Shutdown,
     report: &mut dyn Watch,
 ) -> Result<()> {
@@ -630,7 +630,7 @@ async fn run_until_interrupted(
             _ = shutdown.recv() => return Ok(()),
             why = tunnel.stopped() => bail!(why),
             Some(event) = events.recv() => report.event(&event),
-            _ = status.tick() => report.event(&Event::Status(counters.snapshot(tunnel.net.stats()))),
+            _ = status.tick() => report.event(&ForwardingEvent::Status(counters.snapshot(tunnel.net.stats()))),
         }
     }
 }
