@@ -164,7 +164,7 @@ pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn 
     // A crashed predecessor's leftovers go first.
     host::restore(&files.journal)?;
     let mut journal = Journal::create(&files.journal)?;
-    let mut names = Names::start(&config);
+    let mut names = DnsRegistration::start(&config);
     // Lets the service's start begin before the interface is made.
     tokio::task::yield_now().await;
     let result = serve(&config, &files, &mut journal, names.as_mut(), events).await;
@@ -187,7 +187,7 @@ async fn serve(
     config: &DaemonConfig,
     files: &ConnectionFiles,
     journal: &mut Journal,
-    names: Option<&mut Names>,
+    names: Option<&mut DnsRegistration>,
     events: &mut dyn FnMut(&StartupEvent),
 ) -> Result<()> {
     // From the first change on, a signal must lead to the cleanup, never to a plain exit.
@@ -255,7 +255,7 @@ async fn serve(
         },
     });
 
-    // Names are reported separately from the tunnel: a resolver we cannot configure (no
+    // DnsRegistration are reported separately from the tunnel: a resolver we cannot configure (no
     // privilege over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
     let names = match (names, config.dns) {
         (Some(names), Some(project_dns)) => {
@@ -542,18 +542,18 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
     found
 }
 
-/// The project's names on the host's DNS service, which runs in a process of its own: started
-/// with the connection (it gets ready while the tunnel comes up, and changes the host only when
-/// a project registers), the project registered once the tunnel carries traffic, and taken off
-/// again however the connection ends.
-struct Names {
+/// The project's registration with the host's DNS service, which runs in a process of its own:
+/// started with the connection (it gets ready while the tunnel comes up, and changes the host only
+/// when a project registers), the project registered once the tunnel carries traffic, and taken
+/// off again however the connection ends.
+struct DnsRegistration {
     starting: Option<tokio::task::JoinHandle<Result<dns::service::ServiceStatus>>>,
     registered: bool,
 }
 
-impl Names {
+impl DnsRegistration {
     fn start(config: &DaemonConfig) -> Option<Self> {
-        (config.dns.is_some() && config.dns_mode != dns::Mode::Off).then(|| Names {
+        (config.dns.is_some() && config.dns_mode != dns::Mode::Off).then(|| DnsRegistration {
             starting: Some(tokio::spawn(dns::service::ensure_running(config.dns_mode))),
             registered: false,
         })
