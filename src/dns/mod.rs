@@ -10,7 +10,7 @@
 //! `host::restore`.
 
 mod cache;
-mod core;
+mod engine;
 mod message;
 pub mod plan;
 mod responder;
@@ -39,7 +39,7 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-pub use core::ProjectDns;
+pub use engine::ProjectDns;
 pub use message::{addresses, query};
 /// Where the responder listens by default (each platform's reason is beside its value).
 pub use platform::DEFAULT_LISTEN;
