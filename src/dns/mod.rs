@@ -115,6 +115,20 @@ pub fn plan_host(mode: Mode, listen: SocketAddr) -> Result<HostDns> {
     platform::plan(mode, listen)
 }
 
+/// Whether this process may point the host's resolver at the responder in `mode` (`doctor` asks
+/// before `vpn up` would try).
+pub fn may_configure(mode: Mode) -> bool {
+    match mode {
+        // Opened for writing, not written: whether this process may rewrite it.
+        Mode::ResolvConf => std::fs::OpenOptions::new()
+            .write(true)
+            .open(crate::host::allowed::RESOLV_CONF)
+            .is_ok(),
+        Mode::Resolved | Mode::Scoped => crate::platform::is_elevated(),
+        Mode::Off | Mode::Auto => true,
+    }
+}
+
 /// Points the host's resolver at the running responder; every change is journaled before it is
 /// made, so `host::restore` undoes it.
 pub fn configure_host(plan: &HostDns, responder: SocketAddr, journal: &mut Journal) -> Result<()> {
