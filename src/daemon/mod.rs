@@ -197,16 +197,7 @@ async fn serve(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let name = config.interface.clone().unwrap_or_else(device::free_name);
-    let tag = format!("corridor:{}:{:016x}", config.project_id, rand_core::OsRng.next_u64());
-    let device_config = device::DeviceConfig {
-        name: &name,
-        tag: &tag,
-        mtu: config.mtu,
-        addresses: &config.addresses,
-        routes: &config.networks,
-    };
-    let dev = device::create(&device_config, journal)?;
+    let (name, dev) = create_device(config, journal)?;
     events(&StartupEvent::Interface { name: name.clone() });
 
     let mut endpoint = dns::resolve_endpoint(&config.endpoint).await?;
@@ -232,47 +223,8 @@ async fn serve(
         signal = shutdown.recv() => bail!("stopped by {signal} before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
     };
-    // When the (first) handshake completed, not when readiness was decided.
-    let first_handshake = match &readiness {
-        Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
-        Readiness::Answered { .. } => since(handshake_age(&req_tx).await.unwrap_or_default()),
-    };
-    events(&StartupEvent::Handshake {
-        millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
-    });
-    let liveness = match &readiness {
-        Readiness::Answered { target, .. } => probe_route(config, *target),
-        Readiness::HandshakeOnly { .. } => None,
-    };
-    let _ = req_tx.send(Request::LivenessProbe { route: liveness }).await;
-    events(&match readiness {
-        Readiness::Answered { target, millis } => StartupEvent::Probe { target, millis },
-        Readiness::HandshakeOnly {
-            tried, handshake_age, ..
-        } => StartupEvent::NoPing {
-            tried,
-            handshake_ms_ago: handshake_age.as_millis() as u64,
-        },
-    });
-
-    // DnsRegistration are reported separately from the tunnel: a resolver we cannot configure (no
-    // privilege over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
-    let names = match (names, config.dns) {
-        (Some(names), Some(project_dns)) => {
-            let names = names.register(config, project_dns, &name, journal).await;
-            let (mode, answer) = match &names {
-                Ok(service) => (service.mode, system_lookup(DNS_PROBE_NAME).await),
-                Err(e) => (config.dns_mode, Err(format!("{e:#}"))),
-            };
-            events(&StartupEvent::Dns {
-                mode,
-                name: DNS_PROBE_NAME.into(),
-                answer,
-            });
-            names.ok()
-        }
-        _ => None,
-    };
+    use_readiness(config, &req_tx, readiness, started, events).await;
+    let names = register_names(config, names, &name, journal, events).await;
     // The responder is another process: its status is asked afresh each time.
     let service_status = || async {
         match &names {
@@ -356,31 +308,15 @@ async fn serve(
             }
             () = sleep_until(recheck_at), if recheck_at.is_some() && recheck.is_none() => {
                 recheck_at = None;
-                if let Some(access) = &config.platform {
-                    let request = heal::RecheckRequest {
-                        access: access.clone(),
-                        project_id: config.project_id.clone(),
-                        project_name: config.project_name.clone(),
-                        public_key: crate::keys::encode(PublicKey::from(&config.private_key).as_bytes()),
-                    };
-                    tracing::info!(project = %config.project_name, "the gateway does not answer; asking the platform");
-                    recheck = Some(tokio::spawn(async move { heal::ask(&request).await }));
-                }
+                recheck = start_recheck(config);
             }
             answer = join_recheck(&mut recheck), if recheck.is_some() => {
                 recheck = None;
                 tracing::info!(?answer, "the platform answered");
                 if let Some(repoint) = heal.absorb(&current, answer, &config.project_name) {
-                    match dns::resolve_endpoint(&repoint.endpoint).await {
-                        Ok(resolved) => {
-                            endpoint = resolved;
-                            current.server_public_key = repoint.server_public_key;
-                            current.endpoint = repoint.endpoint;
-                            let peer = PublicKey::from(repoint.server_public_key);
-                            let _ = req_tx.send(Request::Repoint { peer, endpoint }).await;
-                            tracing::info!(note = ?heal.status.note, %endpoint, "new session with the gateway");
-                        }
-                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot resolve the gateway's new endpoint"),
+                    if let Some(resolved) = repoint_tunnel(repoint, &mut current, &req_tx).await {
+                        endpoint = resolved;
+                        tracing::info!(note = ?heal.status.note, %endpoint, "new session with the gateway");
                     }
                 }
                 if *unanswered.borrow() {
@@ -393,6 +329,116 @@ async fn serve(
     drop(req_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), io).await;
     Ok(())
+}
+
+/// The connection's tunnel interface, with its addresses and routes (journaled); its name, and
+/// the device.
+fn create_device(config: &DaemonConfig, journal: &mut Journal) -> Result<(String, tun_rs::AsyncDevice)> {
+    let name = config.interface.clone().unwrap_or_else(device::free_name);
+    let tag = format!("corridor:{}:{:016x}", config.project_id, rand_core::OsRng.next_u64());
+    let device_config = device::DeviceConfig {
+        name: &name,
+        tag: &tag,
+        mtu: config.mtu,
+        addresses: &config.addresses,
+        routes: &config.networks,
+    };
+    let dev = device::create(&device_config, journal)?;
+    Ok((name, dev))
+}
+
+/// Reports how the tunnel became ready, and has the tunnel keep probing the address that
+/// answered (its liveness probe).
+async fn use_readiness(
+    config: &DaemonConfig,
+    requests: &mpsc::Sender<Request>,
+    readiness: Readiness,
+    started: Instant,
+    events: &mut dyn FnMut(&StartupEvent),
+) {
+    // When the (first) handshake completed, not when readiness was decided.
+    let first_handshake = match &readiness {
+        Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
+        Readiness::Answered { .. } => since(handshake_age(requests).await.unwrap_or_default()),
+    };
+    events(&StartupEvent::Handshake {
+        millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
+    });
+    let liveness = match &readiness {
+        Readiness::Answered { target, .. } => probe_route(config, *target),
+        Readiness::HandshakeOnly { .. } => None,
+    };
+    let _ = requests.send(Request::LivenessProbe { route: liveness }).await;
+    events(&match readiness {
+        Readiness::Answered { target, millis } => StartupEvent::Probe { target, millis },
+        Readiness::HandshakeOnly {
+            tried, handshake_age, ..
+        } => StartupEvent::NoPing {
+            tried,
+            handshake_ms_ago: handshake_age.as_millis() as u64,
+        },
+    });
+}
+
+/// Registers the project's names with the DNS service once the tunnel carries traffic, and
+/// reports whether the system resolver answers one; the service's status, if it took them.
+/// Names are reported separately from the tunnel: a resolver we cannot configure (no privilege
+/// over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
+async fn register_names(
+    config: &DaemonConfig,
+    names: Option<&mut DnsRegistration>,
+    interface: &str,
+    journal: &mut Journal,
+    events: &mut dyn FnMut(&StartupEvent),
+) -> Option<dns::service::ServiceStatus> {
+    let (names, project_dns) = names.zip(config.dns)?;
+    let names = names.register(config, project_dns, interface, journal).await;
+    let (mode, answer) = match &names {
+        Ok(service) => (service.mode, system_lookup(DNS_PROBE_NAME).await),
+        Err(e) => (config.dns_mode, Err(format!("{e:#}"))),
+    };
+    events(&StartupEvent::Dns {
+        mode,
+        name: DNS_PROBE_NAME.into(),
+        answer,
+    });
+    names.ok()
+}
+
+/// Asks the platform, through `corridor vpn recheck`, about a gateway that stopped answering;
+/// `None` without platform access.
+fn start_recheck(config: &DaemonConfig) -> Option<tokio::task::JoinHandle<heal::Recheck>> {
+    let access = config.platform.as_ref()?;
+    let request = heal::RecheckRequest {
+        access: access.clone(),
+        project_id: config.project_id.clone(),
+        project_name: config.project_name.clone(),
+        public_key: crate::keys::encode(PublicKey::from(&config.private_key).as_bytes()),
+    };
+    tracing::info!(project = %config.project_name, "the gateway does not answer; asking the platform");
+    Some(tokio::spawn(async move { heal::ask(&request).await }))
+}
+
+/// Points the tunnel at the gateway the platform named; its endpoint, once resolved (else the
+/// tunnel stays as it was).
+async fn repoint_tunnel(
+    repoint: heal::Repoint,
+    current: &mut heal::Current,
+    requests: &mpsc::Sender<Request>,
+) -> Option<SocketAddr> {
+    match dns::resolve_endpoint(&repoint.endpoint).await {
+        Ok(endpoint) => {
+            current.server_public_key = repoint.server_public_key;
+            current.endpoint = repoint.endpoint;
+            let peer = PublicKey::from(repoint.server_public_key);
+            let _ = requests.send(Request::Repoint { peer, endpoint }).await;
+            Some(endpoint)
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot resolve the gateway's new endpoint");
+            None
+        }
+    }
 }
 
 /// How the tunnel proved itself ready.
