@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{Registry, Request, ServiceStatus, FIRST_REGISTRATION, PRUNE_EVERY, TIMEOUT};
 use crate::dns::watch::Watch;
-use crate::dns::{configure_host, plan_host, DnsStats, Mode, Responder, ResponderConfig, DEFAULT_LISTEN};
+use crate::dns::{configure_host, plan_host, DnsStats, HostDns, Mode, Responder, ResponderConfig, DEFAULT_LISTEN};
 use crate::host::{self, Journal};
 use crate::paths;
 use crate::platform::{self, ipc, Pid};
@@ -76,48 +76,14 @@ async fn serve(
     ready: &mut Option<impl FnOnce(&Result<ServiceStatus, String>)>,
 ) -> Result<()> {
     let mut shutdown = platform::Shutdown::new().context("setting up the stop signals")?;
-    let plan = plan_host(mode, DEFAULT_LISTEN)?;
-    let responder = Responder::start(ResponderConfig {
-        listen: DEFAULT_LISTEN,
-        projects: Vec::new(),
-        upstreams: plan.upstreams.clone(),
-        upstream_timeout: Duration::from_secs(2),
-    })
-    .await
-    .context("starting the DNS responder")?;
-    // Resolved mode is per link: each daemon points its own interface at us. The others
-    // (resolv.conf, macOS's resolver file, Windows's NRPT rule) are one per host: ours, made
-    // at the first registration, so that a service started while a tunnel comes up changes
-    // nothing when the tunnel never does.
-    let mut host_configured = plan.mode == Mode::Resolved;
-    let mut watch = Watch::idle();
-    if host_configured {
-        watch.start(&plan, responder.local_addr(), journal);
-    }
+    let mut service = Service::start(mode, journal).await?;
     let listener = ipc::bind(&files.socket, platform::invoker().as_ref())?;
     std::fs::write(&files.pid, std::process::id().to_string())
         .with_context(|| format!("writing {}", files.pid.display()))?;
-
-    let mut registry = Registry::default();
-    let status = |registry: &Registry, responder: &Responder, watch: &Watch| ServiceStatus {
-        pid: std::process::id(),
-        mode: plan.mode,
-        listen: responder.local_addr(),
-        projects: responder
-            .projects()
-            .iter()
-            .filter_map(|p| registry.registrations().iter().find(|r| r.project.id == p.id))
-            .cloned()
-            .collect(),
-        stats: DnsStats {
-            resolver: watch.status(),
-            ..responder.stats()
-        },
-    };
     if let Some(ready) = ready.take() {
-        ready(&Ok(status(&registry, &responder, &watch)));
+        ready(&Ok(service.status()));
     }
-    tracing::info!(mode = ?plan.mode, listen = %responder.local_addr(), "dns service ready");
+    tracing::info!(mode = ?service.plan.mode, listen = %service.responder.local_addr(), "dns service ready");
 
     let (asks, mut asked) = mpsc::channel::<Ask>(16);
     // Each client task holds a clone until it has written its answer: the last answer is
@@ -130,7 +96,6 @@ async fn serve(
         }
     });
     let started = Instant::now();
-    let mut had_projects = false;
     let mut tick = tokio::time::interval(PRUNE_EVERY);
     loop {
         tokio::select! {
@@ -140,48 +105,27 @@ async fn serve(
                 break;
             }
             _ = tick.tick() => {
-                watch.tick(Instant::now(), &registry.interfaces()).await;
-                if prune(&mut registry, &responder) {
-                    had_projects = true;
+                service.watch.tick(Instant::now(), &service.registry.interfaces()).await;
+                if service.prune() {
+                    service.had_projects = true;
                 }
-                if registry.is_empty() && (had_projects || started.elapsed() > FIRST_REGISTRATION) {
+                if service.registry.is_empty() && (service.had_projects || started.elapsed() > FIRST_REGISTRATION) {
                     tracing::info!("no project left");
                     break;
                 }
             }
             Some(ask) = asked.recv() => {
-                prune(&mut registry, &responder);
+                service.prune();
                 let unregistered = matches!(ask.request, Request::Unregister { .. });
-                match ask.request {
-                    Request::Register { project } => {
-                        if !host_configured {
-                            if let Err(e) = configure_host(&plan, responder.local_addr(), journal) {
-                                let _ = ask.reply.send(Err(format!("{e:#}")));
-                                continue;
-                            }
-                            watch.start(&plan, responder.local_addr(), journal);
-                            host_configured = true;
-                        }
-                        tracing::info!(project = %project.project.name, dns = %project.project.dns, pid = project.daemon_pid, "project registered");
-                        registry.register(project);
-                        had_projects = true;
-                    }
-                    Request::Unregister { id } => {
-                        if registry.unregister(&id) {
-                            tracing::info!(project = %id, "project unregistered");
-                        }
-                    }
-                    Request::Status => {}
-                }
-                if let Err(e) = responder.set_projects(registry.projects()) {
-                    let _ = ask.reply.send(Err(format!("{e:#}")));
+                if let Err(e) = service.apply(ask.request, journal) {
+                    let _ = ask.reply.send(Err(e));
                     continue;
                 }
-                let current = status(&registry, &responder, &watch);
+                let current = service.status();
                 // A daemon that never connected unregisters too: a service it started idle goes.
-                if registry.is_empty() && (had_projects || unregistered) {
+                if service.registry.is_empty() && (service.had_projects || unregistered) {
                     // The last one out gets its answer once the host is back as it was.
-                    responder.shutdown().await;
+                    service.responder.shutdown().await;
                     let restored = host::restore(journal.path()).map(drop).map_err(|e| format!("{e:#}"));
                     let _ = ask.reply.send(restored.map(|()| current));
                     drop(accept);
@@ -192,23 +136,112 @@ async fn serve(
             }
         }
     }
-    responder.shutdown().await;
+    service.responder.shutdown().await;
     Ok(())
 }
 
-/// Drops projects whose daemon is gone; true if any project is registered.
-fn prune(registry: &mut Registry, responder: &Responder) -> bool {
-    let dropped = registry.prune(|r| {
-        Pid::new(r.daemon_pid)
-            .is_some_and(|pid| platform::process_alive(pid) && platform::process_is_daemon_of(pid, &r.project.id))
-    });
-    if !dropped.is_empty() {
-        tracing::info!(projects = ?dropped, "dropped projects whose daemon is gone");
-        if let Err(e) = responder.set_projects(registry.projects()) {
-            tracing::warn!(error = %format!("{e:#}"), "updating the responder's projects");
+/// What the service holds while it runs: the responder, the host's resolver pointed at it (and
+/// watched), and the projects registered with it.
+struct Service {
+    plan: HostDns,
+    responder: Responder,
+    registry: Registry,
+    watch: Watch,
+    /// Whether the host's resolver points at the responder yet.
+    host_configured: bool,
+    /// Whether a project was ever registered: the service goes when the last one has.
+    had_projects: bool,
+}
+
+impl Service {
+    /// Plans the host's resolver, starts the responder, and in resolved mode watches the host.
+    async fn start(mode: Mode, journal: &mut Journal) -> Result<Service> {
+        let plan = plan_host(mode, DEFAULT_LISTEN)?;
+        let responder = Responder::start(ResponderConfig {
+            listen: DEFAULT_LISTEN,
+            projects: Vec::new(),
+            upstreams: plan.upstreams.clone(),
+            upstream_timeout: Duration::from_secs(2),
+        })
+        .await
+        .context("starting the DNS responder")?;
+        // Resolved mode is per link: each daemon points its own interface at us. The others
+        // (resolv.conf, macOS's resolver file, Windows's NRPT rule) are one per host: ours, made
+        // at the first registration, so that a service started while a tunnel comes up changes
+        // nothing when the tunnel never does.
+        let host_configured = plan.mode == Mode::Resolved;
+        let mut watch = Watch::idle();
+        if host_configured {
+            watch.start(&plan, responder.local_addr(), journal);
+        }
+        Ok(Service {
+            plan,
+            responder,
+            registry: Registry::default(),
+            watch,
+            host_configured,
+            had_projects: false,
+        })
+    }
+
+    fn status(&self) -> ServiceStatus {
+        ServiceStatus {
+            pid: std::process::id(),
+            mode: self.plan.mode,
+            listen: self.responder.local_addr(),
+            projects: self
+                .responder
+                .projects()
+                .iter()
+                .filter_map(|p| self.registry.registrations().iter().find(|r| r.project.id == p.id))
+                .cloned()
+                .collect(),
+            stats: DnsStats {
+                resolver: self.watch.status(),
+                ..self.responder.stats()
+            },
         }
     }
-    !registry.is_empty()
+
+    /// Carries out one request; the first registration points the host's resolver at us.
+    fn apply(&mut self, request: Request, journal: &mut Journal) -> Result<(), String> {
+        match request {
+            Request::Register { project } => {
+                if !self.host_configured {
+                    configure_host(&self.plan, self.responder.local_addr(), journal).map_err(|e| format!("{e:#}"))?;
+                    self.watch.start(&self.plan, self.responder.local_addr(), journal);
+                    self.host_configured = true;
+                }
+                tracing::info!(project = %project.project.name, dns = %project.project.dns, pid = project.daemon_pid, "project registered");
+                self.registry.register(project);
+                self.had_projects = true;
+            }
+            Request::Unregister { id } => {
+                if self.registry.unregister(&id) {
+                    tracing::info!(project = %id, "project unregistered");
+                }
+            }
+            Request::Status => {}
+        }
+        self.responder
+            .set_projects(self.registry.projects())
+            .map_err(|e| format!("{e:#}"))
+    }
+
+    /// Drops projects whose daemon is gone; true if any project is registered.
+    fn prune(&mut self) -> bool {
+        let dropped = self.registry.prune(|r| {
+            Pid::new(r.daemon_pid)
+                .is_some_and(|pid| platform::process_alive(pid) && platform::process_is_daemon_of(pid, &r.project.id))
+        });
+        if !dropped.is_empty() {
+            tracing::info!(projects = ?dropped, "dropped projects whose daemon is gone");
+            if let Err(e) = self.responder.set_projects(self.registry.projects()) {
+                tracing::warn!(error = %format!("{e:#}"), "updating the responder's projects");
+            }
+        }
+        !self.registry.is_empty()
+    }
 }
 
 /// One client: one request line, one answer line; a silent client only holds its own task.
