@@ -4,7 +4,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use clap::Parser;
 use corridor::cli::{self, Cli, Command, Terminal, Vpn};
-use corridor::{account, vpn};
+use corridor::{account, connections, vpn};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -51,9 +51,9 @@ fn run(cli: Cli) -> Result<()> {
                 Ok(())
             }
             Command::Vpn(Vpn::Up(args)) => vpn::up(api, args.into(), &mut term).await.map(drop),
-            Command::Vpn(Vpn::Down { project }) => vpn::down(project.as_deref(), &mut term).await.map(drop),
+            Command::Vpn(Vpn::Down { project }) => connections::down(project.as_deref(), &mut term).await.map(drop),
             Command::Vpn(Vpn::Status { json }) => {
-                let statuses = vpn::status(&mut term).await?;
+                let statuses = connections::status(&mut term).await?;
                 cli::print_status(&statuses, json);
                 Ok(())
             }

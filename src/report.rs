@@ -1,7 +1,7 @@
 //! How commands talk to the person (or script) running them, without knowing how it is shown:
 //! commands take `&mut dyn Report`, and `cli` renders text or JSON and asks on a terminal.
 
-use crate::daemon::{Event, Status};
+use crate::daemon::{StartupEvent, Status};
 
 /// What a command reports while it works.
 #[derive(Debug)]
@@ -17,7 +17,7 @@ pub enum Progress<'a> {
         project: &'a str,
     },
     /// A starting daemon's progress.
-    Connection(&'a Event),
+    Connection(&'a StartupEvent),
     /// The connection carries traffic.
     Connected(&'a Status),
     Disconnected {

@@ -1,20 +1,21 @@
-//! `vpn up`, `vpn down`, `vpn status`: the command side of a connection. It talks
-//! to the platform and to daemons; it never holds a tunnel itself (except with --foreground).
+//! `vpn up` and `vpn recheck`: the command side of a connection (`vpn down` and `vpn status` are
+//! in `connections.rs`). It talks to the platform and to daemons; it never holds a tunnel itself
+//! (except with --foreground).
 //! It reports through [`Report`] and returns data; rendering is the CLI's.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::account::{self, ApiSettings};
-use crate::api::{self, Client, ProjectId};
-use crate::daemon::{self, control, DaemonConfig, Event, Status};
+use crate::api::{self, Client};
+use crate::connections;
+use crate::daemon::{self, control, DaemonConfig, StartupEvent, Status};
 use crate::dns;
 use crate::host;
 use crate::paths::ConnectionFiles;
-use crate::platform::{self, Pid, Stop, UntrustedServer};
+use crate::platform::{self, Pid, Stop};
 use crate::report::{Progress, Report};
 use crate::store::Store;
 
@@ -43,7 +44,7 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     // Cheap checks first: nothing is registered for a machine that cannot build the tunnel.
     host::preflight(false)?;
     platform::daemon_exe()?;
-    clean_up_crashed(report).await;
+    connections::clean_up_crashed(report).await;
     if let Err(e) = dns::service::repair().await {
         report.progress(Progress::Warning(format!("{e:#}")));
     }
@@ -53,7 +54,7 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
     let files = ConnectionFiles::for_project(&project.id);
     if let Ok(running) = control::request(&files.socket, control::Command::Status).await {
         replace_or_refuse(&running, options.auto_disconnect, report)?;
-        down_one(&project.id, &files).await?;
+        connections::down_one(&project.id, &files).await?;
     }
 
     let keys = store.project_key(&project.id)?;
@@ -98,8 +99,8 @@ pub async fn up(api: ApiSettings, options: UpOptions, report: &mut dyn Report) -
 
     if options.foreground {
         let mut ready = None;
-        let mut events = |event: &Event| match event {
-            Event::Ready { status } => {
+        let mut events = |event: &StartupEvent| match event {
+            StartupEvent::Ready { status } => {
                 report.progress(Progress::Connected(status));
                 ready = Some((**status).clone());
             }
@@ -197,56 +198,6 @@ fn refusal(e: &api::ApiError, project: &str) -> daemon::heal::Recheck {
     }
 }
 
-/// Disconnects `project` (name or id), or every connection; returns the projects disconnected.
-pub async fn down(project: Option<&str>, report: &mut dyn Report) -> Result<Vec<String>> {
-    let mut done = Vec::new();
-    for (id, files) in ConnectionFiles::all() {
-        let name = saved_status(&files).map(|s| s.project_name);
-        if project.is_some_and(|p| p != id.as_str() && Some(p) != name.as_deref()) {
-            continue;
-        }
-        down_one(&id, &files).await?;
-        let name = name.unwrap_or_else(|| id.to_string());
-        report.progress(Progress::Disconnected { project: &name });
-        done.push(name);
-    }
-    if done.is_empty() {
-        report.progress(Progress::NotConnected { project });
-    }
-    // A DNS service that died with no connection left still holds the resolver.
-    dns::service::repair().await?;
-    Ok(done)
-}
-
-/// The status of every connection this user may see.
-pub async fn status(report: &mut dyn Report) -> Result<Vec<Status>> {
-    clean_up_crashed(report).await;
-    let mut statuses = Vec::new();
-    for (id, files) in ConnectionFiles::all() {
-        match control::request(&files.socket, control::Command::Status).await {
-            Ok(status) => statuses.push(status),
-            Err(e) if UntrustedServer::is_cause_of(&e) => report.progress(Progress::Warning(format!(
-                "connection {id}: {e:#}; corridor neither talks to it nor replays its journal"
-            ))),
-            Err(e) if !daemon_gone(&id, &files, &e) => report.progress(Progress::Warning(format!(
-                "connection {id} is up, but its control socket is not yours: `sudo corridor vpn status` shows it"
-            ))),
-            Err(_) => {}
-        }
-    }
-    Ok(statuses)
-}
-
-/// Whether a `vpn up` connection to the project runs: its daemon answers, or (its socket being
-/// another user's, say root's) the pid it recorded is that project's daemon.
-pub async fn connection_running(id: &ProjectId) -> bool {
-    let files = ConnectionFiles::for_project(id);
-    match control::request(&files.socket, control::Command::Status).await {
-        Ok(_) => true,
-        Err(e) => !daemon_gone(id, &files, &e),
-    }
-}
-
 /// Variables the daemon must not inherit: it needs no token, and a token in a long-lived
 /// process's environment is readable for its whole life.
 const NOT_FOR_THE_DAEMON: [&str; 2] = [crate::store::TOKEN_ENV, crate::store::ZEROPS_TOKEN_ENV];
@@ -262,29 +213,14 @@ fn spawn_daemon(
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let log = std::fs::File::create(&files.log).with_context(|| format!("creating {}", files.log.display()))?;
-    let mut command = Command::new(platform::daemon_exe()?);
-    command
-        .args(["--project", config.project_id.as_str()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(log);
-    for name in NOT_FOR_THE_DAEMON {
-        command.env_remove(name);
-    }
-    if std::env::var_os("RUST_LOG").is_none() {
-        command.env("RUST_LOG", "corridor=info");
-    }
-    platform::detach(&mut command);
-    let mut child = command.spawn().context("starting the corridor daemon")?;
-    let mut stdin = child.stdin.take().context("daemon stdin")?;
-    stdin.write_all(&serde_json::to_vec(config)?)?;
-    drop(stdin);
-
-    let stdout = child.stdout.take().context("daemon stdout")?;
+    let input = serde_json::to_vec(config)?;
+    let args = ["--project", config.project_id.as_str()];
+    let platform::Helper { mut child, stdout } =
+        platform::spawn_helper(&args, Some(&input), log, &NOT_FOR_THE_DAEMON, "the corridor daemon")?;
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Ok(event) = serde_json::from_str::<Event>(&line) {
+            if let Ok(event) = serde_json::from_str::<StartupEvent>(&line) {
                 if tx.send(event).is_err() {
                     break;
                 }
@@ -295,11 +231,11 @@ fn spawn_daemon(
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match rx.recv_timeout(left) {
-            Ok(Event::Ready { status }) => {
+            Ok(StartupEvent::Ready { status }) => {
                 report.progress(Progress::Connected(&status));
                 return Ok(*status);
             }
-            Ok(Event::Failed { error }) => {
+            Ok(StartupEvent::Failed { error }) => {
                 let _ = child.wait();
                 bail!("{error}\n(daemon log: {})", files.log.display());
             }
@@ -325,69 +261,6 @@ fn spawn_daemon(
             }
         }
     }
-}
-
-/// Stops one connection: asks its daemon, waits for it, then replays whatever journal is left
-/// (all of it, if the daemon had crashed).
-async fn down_one(id: &ProjectId, files: &ConnectionFiles) -> Result<()> {
-    let asked = control::request(&files.socket, control::Command::Down).await;
-    if let Err(e) = &asked {
-        if UntrustedServer::is_cause_of(e) {
-            bail!("not stopping connection {id}: {e:#}");
-        }
-    }
-    if let Ok(status) = asked {
-        // The pid comes from a socket: signal it only if it is this project's daemon.
-        if let Some(pid) = Pid::new(status.pid).filter(|&pid| platform::process_is_daemon_of(pid, id.as_str())) {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while platform::process_alive(pid) && Instant::now() < deadline {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            if platform::process_alive(pid) {
-                tracing::warn!(pid = pid.get(), "daemon did not stop in time; killing it");
-                let _ = platform::signal_stop(pid, Stop::Now);
-            }
-        }
-    }
-    host::restore(&files.journal).with_context(|| format!("restoring the host after connection {id}"))?;
-    for path in [&files.socket, &files.state] {
-        let _ = std::fs::remove_file(path);
-    }
-    // A daemon killed before it could unregister leaves its names with the DNS service.
-    dns::service::forget(id.as_str()).await
-}
-
-/// Connections whose daemon is gone (killed, crashed, rebooted) are undone quietly.
-async fn clean_up_crashed(report: &mut dyn Report) {
-    for (id, files) in ConnectionFiles::all() {
-        let Err(e) = control::request(&files.socket, control::Command::Status).await else {
-            continue;
-        };
-        if daemon_gone(&id, &files, &e) {
-            match down_one(&id, &files).await {
-                Ok(()) => tracing::info!(project = %id, "cleaned up after a connection that had stopped"),
-                Err(e) => report.progress(Progress::Warning(format!("{e:#}"))),
-            }
-        }
-    }
-}
-
-/// A daemon that does not answer is gone unless its socket only refused us (another user's
-/// connection) or the pid it recorded is still this project's daemon: only then may its
-/// journal be replayed.
-fn daemon_gone(id: &ProjectId, files: &ConnectionFiles, error: &anyhow::Error) -> bool {
-    let refused_us = error
-        .chain()
-        .filter_map(|e| e.downcast_ref::<std::io::Error>())
-        .any(|e| e.kind() == std::io::ErrorKind::PermissionDenied);
-    let daemon_runs = saved_status(files)
-        .and_then(|s| Pid::new(s.pid))
-        .is_some_and(|pid| platform::process_alive(pid) && platform::process_is_daemon_of(pid, id.as_str()));
-    !refused_us && !daemon_runs
-}
-
-fn saved_status(files: &ConnectionFiles) -> Option<Status> {
-    serde_json::from_slice(&std::fs::read(&files.state).ok()?).ok()
 }
 
 fn replace_or_refuse(running: &Status, auto_disconnect: bool, report: &mut dyn Report) -> Result<()> {

@@ -10,10 +10,10 @@ use serde::Serialize;
 
 use crate::account::{self, ApiSettings};
 use crate::api::{types::Project, Client, ProjectId, VpnPeer};
+use crate::connections;
 use crate::platform::{self, FileLock};
 use crate::report::Report;
 use crate::store::{KeyRole, LocalKey, Store};
-use crate::vpn;
 use crate::wg_conf::WgConf;
 
 /// `vpn key list`: the project and every key registered with it.
@@ -165,7 +165,7 @@ pub async fn remove(
     let plan = plan(&project.name, &selection, &registered_keys, &locals, force)?;
 
     if plan.ends_connection {
-        vpn::down(Some(project.id.as_str()), report)
+        connections::down(Some(project.id.as_str()), report)
             .await
             .with_context(|| format!("ending the connection to {} before removing its key", project.name))?;
     }
@@ -318,7 +318,7 @@ struct Local {
 }
 
 async fn held_keys(store: &Store, project_id: &ProjectId) -> Result<Vec<Held>> {
-    let connected = vpn::connection_running(project_id).await;
+    let connected = connections::connection_running(project_id).await;
     let mut held = Vec::new();
     for key in store.local_keys(project_id)? {
         let (in_use, lock) = match key.role {

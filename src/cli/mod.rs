@@ -10,7 +10,7 @@ use std::io::IsTerminal;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::daemon::{ConnectionState, Event, Status, TunnelStatus};
+use crate::daemon::{ConnectionState, StartupEvent, Status, TunnelStatus};
 use crate::report::{Progress, Report};
 use crate::vpn::UpOptions;
 
@@ -236,43 +236,43 @@ fn read_answer() -> Option<String> {
 }
 
 /// Progress lines while connecting, on stderr.
-fn connection_progress(event: &Event) {
+fn connection_progress(event: &StartupEvent) {
     match event {
-        Event::Interface { name } => step(&format!("interface {name} up")),
-        Event::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
-        Event::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
-        Event::Path {
+        StartupEvent::Interface { name } => step(&format!("interface {name} up")),
+        StartupEvent::Handshake { millis } => step(&format!("tunnel up (handshake {millis} ms)")),
+        StartupEvent::Probe { target, millis } => step(&format!("tunnel carries traffic ({target} answered in {millis} ms)")),
+        StartupEvent::Path {
             mtu: Some(mtu),
             mss_ipv6: None,
             ..
         } => step(&format!("path carries full-size packets (mtu {mtu})")),
-        Event::Path {
+        StartupEvent::Path {
             mtu: Some(mtu),
             mss_ipv6: Some(mss),
             interface_mtu,
         } => warn(&format!(
             "the path to the gateway is narrower than the interface ({mtu} < {interface_mtu} + tunnel): TCP fitted (mss {mss}), larger packets sent in fragments"
         )),
-        Event::Path { mtu: None, .. } => warn("the path MTU is not measured yet; it will be while connected"),
-        Event::NoPing {
+        StartupEvent::Path { mtu: None, .. } => warn("the path MTU is not measured yet; it will be while connected"),
+        StartupEvent::NoPing {
             tried,
             handshake_ms_ago,
         } if tried.is_empty() => warn(&format!(
             "nothing to ping: the platform sent no gateway address; the tunnel is up (handshake {handshake_ms_ago} ms ago)"
         )),
-        Event::NoPing {
+        StartupEvent::NoPing {
             tried,
             handshake_ms_ago,
         } => warn(&format!(
             "no answer to ping from {}; the tunnel is up (handshake {handshake_ms_ago} ms ago)",
             tried.join(", ")
         )),
-        Event::Dns {
+        StartupEvent::Dns {
             mode,
             name,
             answer: Ok(addr),
         } => step(&format!("dns ok ({name} → {addr}, {})", mode_name(*mode))),
-        Event::Dns {
+        StartupEvent::Dns {
             mode,
             name,
             answer: Err(e),
@@ -280,7 +280,7 @@ fn connection_progress(event: &Event) {
             "dns: {name} did not resolve through the system resolver ({}): {e}; the tunnel works, names may not",
             mode_name(*mode)
         )),
-        Event::Ready { .. } | Event::Failed { .. } => {}
+        StartupEvent::Ready { .. } | StartupEvent::Failed { .. } => {}
     }
 }
 

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::report::{Progress, Report};
 use crate::userspace::{
-    ConnectOptions, Event, ForwardOptions, ForwardSpec, ProxyOptions, Snapshot, TunnelOptions, Watch,
+    ConnectOptions, ForwardOptions, ForwardSpec, ForwardingEvent, ProxyOptions, Snapshot, TunnelOptions, Watch,
 };
 
 #[derive(Args, Clone)]
@@ -147,9 +147,9 @@ impl Report for Live {
 }
 
 impl Watch for Live {
-    fn event(&mut self, event: &Event) {
+    fn event(&mut self, event: &ForwardingEvent) {
         match event {
-            Event::Ready {
+            ForwardingEvent::Ready {
                 project,
                 handshake,
                 listeners,
@@ -168,12 +168,12 @@ impl Watch for Live {
                     handshake.as_millis()
                 ));
             }
-            Event::Status(snapshot) if self.live => {
+            ForwardingEvent::Status(snapshot) if self.live => {
                 eprint!("\r\x1b[K  {}", status_line(snapshot));
                 let _ = std::io::stderr().flush();
             }
-            Event::Status(_) => {}
-            Event::ConnectionFailed { listen, error } => {
+            ForwardingEvent::Status(_) => {}
+            ForwardingEvent::ConnectionFailed { listen, error } => {
                 if self.live {
                     eprint!("\r\x1b[K");
                 }

@@ -13,10 +13,11 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use rand_core::RngCore as _;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::dns;
+use crate::family;
 use crate::host::{self, device, Journal};
 use crate::paths::ConnectionFiles;
 use crate::platform;
@@ -66,7 +67,7 @@ fn default_reprobe() -> u64 {
 /// Progress of a starting daemon, one JSON line each on its stdout.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
-pub enum Event {
+pub enum StartupEvent {
     Interface {
         name: String,
     },
@@ -161,7 +162,7 @@ pub fn main(project: &str) -> Result<()> {
     // small beside it; cross-thread wakeups would cost more than they give on a laptop's cores.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let mut stdout = std::io::stdout();
-    let mut report = move |event: &Event| {
+    let mut report = move |event: &StartupEvent| {
         if let Ok(line) = serde_json::to_string(event) {
             // The CLI may be gone already (interrupted); the daemon carries on regardless.
             let _ = std::io::Write::write_fmt(&mut stdout, format_args!("{line}\n"))
@@ -173,14 +174,14 @@ pub fn main(project: &str) -> Result<()> {
 
 /// Runs a connection until `down`, SIGINT or SIGTERM; reports progress through `events`.
 /// Whatever happens, the host changes are undone before it returns.
-pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn FnMut(&Event)) -> Result<()> {
+pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn FnMut(&StartupEvent)) -> Result<()> {
     if let Some(dir) = files.socket.parent() {
         platform::create_corridor_dir(dir, true).with_context(|| format!("creating {}", dir.display()))?;
     }
     // A crashed predecessor's leftovers go first.
     host::restore(&files.journal)?;
     let mut journal = Journal::create(&files.journal)?;
-    let mut names = Names::start(&config);
+    let mut names = DnsRegistration::start(&config);
     // Lets the service's start begin before the interface is made.
     tokio::task::yield_now().await;
     let result = serve(&config, &files, &mut journal, names.as_mut(), events).await;
@@ -192,7 +193,7 @@ pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn 
     platform::ipc::remove(&files.socket);
     let _ = std::fs::remove_file(&files.state);
     if let Err(e) = &result {
-        events(&Event::Failed {
+        events(&StartupEvent::Failed {
             error: format!("{e:#}"),
         });
     }
@@ -203,8 +204,8 @@ async fn serve(
     config: &DaemonConfig,
     files: &ConnectionFiles,
     journal: &mut Journal,
-    names: Option<&mut Names>,
-    events: &mut dyn FnMut(&Event),
+    names: Option<&mut DnsRegistration>,
+    events: &mut dyn FnMut(&StartupEvent),
 ) -> Result<()> {
     // From the first change on, a signal must lead to the cleanup, never to a plain exit.
     let mut shutdown = platform::Shutdown::new().context("setting up the stop signals")?;
@@ -213,21 +214,11 @@ async fn serve(
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    let name = config.interface.clone().unwrap_or_else(device::free_name);
-    let tag = format!("corridor:{}:{:016x}", config.project_id, rand_core::OsRng.next_u64());
-    let device_config = device::DeviceConfig {
-        name: &name,
-        tag: &tag,
-        mtu: config.mtu,
-        addresses: &config.addresses,
-        routes: &config.networks,
-    };
-    let dev = device::create(&device_config, journal)?;
-    events(&Event::Interface { name: name.clone() });
+    let (name, dev) = create_device(config, journal)?;
+    events(&StartupEvent::Interface { name: name.clone() });
 
     let mut endpoint = dns::resolve_endpoint(&config.endpoint).await?;
-    let bind: SocketAddr = if endpoint.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse()?;
-    let udp = tokio::net::UdpSocket::bind(bind)
+    let udp = tokio::net::UdpSocket::bind(family::unspecified_for(endpoint.ip()))
         .await
         .context("binding the WireGuard UDP socket")?;
     let session = Session::new(session_config(config, endpoint), Instant::now());
@@ -236,11 +227,7 @@ async fn serve(
     let mut unanswered = tunnel.unanswered();
     let mut path_mtu = tunnel.path_mtu();
     let mut io = tokio::spawn(tunnel.run(req_rx));
-    let stats = || async {
-        let (reply, answer) = oneshot::channel();
-        req_tx.send(Request::Stats { reply }).await.ok()?;
-        answer.await.ok()
-    };
+    let stats = || tunnel_stats(&req_tx);
 
     // Ready means: handshake done, and a ping answered through the tunnel if anything answers.
     let timeout = Duration::from_secs(config.handshake_timeout_secs);
@@ -250,59 +237,8 @@ async fn serve(
         signal = shutdown.recv() => bail!("stopped by {signal} before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
     };
-    // When the (first) handshake completed, not when readiness was decided.
-    let first_handshake = match &readiness {
-        Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
-        Readiness::Answered { .. } => since(handshake_age(&req_tx).await.unwrap_or_default()),
-    };
-    events(&Event::Handshake {
-        millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
-    });
-    let liveness = match &readiness {
-        Readiness::Answered { target, .. } => probe_route(config, *target),
-        Readiness::HandshakeOnly { .. } => None,
-    };
-    let probing = liveness.is_some();
-    let _ = req_tx.send(Request::LivenessProbe { route: liveness }).await;
-    // Connections opened before the path is known would keep a size it may not carry: ready
-    // waits for the first search (one round trip on a full path, a second or two on a narrow).
-    if probing {
-        let _ = tokio::time::timeout(PATH_SEARCH_WAIT, path_mtu.wait_for(Option::is_some)).await;
-        let stats = stats().await.unwrap_or_default();
-        events(&Event::Path {
-            mtu: stats.path_mtu,
-            mss_ipv6: stats.mss_ipv6,
-            interface_mtu: config.mtu,
-        });
-    }
-    events(&match readiness {
-        Readiness::Answered { target, millis } => Event::Probe { target, millis },
-        Readiness::HandshakeOnly {
-            tried, handshake_age, ..
-        } => Event::NoPing {
-            tried,
-            handshake_ms_ago: handshake_age.as_millis() as u64,
-        },
-    });
-
-    // Names are reported separately from the tunnel: a resolver we cannot configure (no
-    // privilege over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
-    let names = match (names, config.dns) {
-        (Some(names), Some(project_dns)) => {
-            let names = names.register(config, project_dns, &name, journal).await;
-            let (mode, answer) = match &names {
-                Ok(service) => (service.mode, system_lookup(DNS_PROBE_NAME).await),
-                Err(e) => (config.dns_mode, Err(format!("{e:#}"))),
-            };
-            events(&Event::Dns {
-                mode,
-                name: DNS_PROBE_NAME.into(),
-                answer,
-            });
-            names.ok()
-        }
-        _ => None,
-    };
+    use_readiness(config, &req_tx, readiness, started, &mut path_mtu, events).await;
+    let names = register_names(config, names, &name, journal, events).await;
     // The responder is another process: its status is asked afresh each time.
     let service_status = || async {
         match &names {
@@ -357,7 +293,7 @@ async fn serve(
         &heal.status,
     );
     std::fs::write(&files.state, serde_json::to_vec(&ready)?)?;
-    events(&Event::Ready {
+    events(&StartupEvent::Ready {
         status: Box::new(ready),
     });
     tracing::info!(project = %config.project_name, interface = %name, "connected");
@@ -386,31 +322,15 @@ async fn serve(
             }
             () = sleep_until(recheck_at), if recheck_at.is_some() && recheck.is_none() => {
                 recheck_at = None;
-                if let Some(access) = &config.platform {
-                    let request = heal::RecheckRequest {
-                        access: access.clone(),
-                        project_id: config.project_id.clone(),
-                        project_name: config.project_name.clone(),
-                        public_key: crate::keys::encode(PublicKey::from(&config.private_key).as_bytes()),
-                    };
-                    tracing::info!(project = %config.project_name, "the gateway does not answer; asking the platform");
-                    recheck = Some(tokio::spawn(async move { heal::ask(&request).await }));
-                }
+                recheck = start_recheck(config);
             }
             answer = join_recheck(&mut recheck), if recheck.is_some() => {
                 recheck = None;
                 tracing::info!(?answer, "the platform answered");
                 if let Some(repoint) = heal.absorb(&current, answer, &config.project_name) {
-                    match dns::resolve_endpoint(&repoint.endpoint).await {
-                        Ok(resolved) => {
-                            endpoint = resolved;
-                            current.server_public_key = repoint.server_public_key;
-                            current.endpoint = repoint.endpoint;
-                            let peer = PublicKey::from(repoint.server_public_key);
-                            let _ = req_tx.send(Request::Repoint { peer, endpoint }).await;
-                            tracing::info!(note = ?heal.status.note, %endpoint, "new session with the gateway");
-                        }
-                        Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot resolve the gateway's new endpoint"),
+                    if let Some(resolved) = repoint_tunnel(repoint, &mut current, &req_tx).await {
+                        endpoint = resolved;
+                        tracing::info!(note = ?heal.status.note, %endpoint, "new session with the gateway");
                     }
                 }
                 if *unanswered.borrow() {
@@ -423,6 +343,129 @@ async fn serve(
     drop(req_tx);
     let _ = tokio::time::timeout(Duration::from_secs(1), io).await;
     Ok(())
+}
+
+/// The connection's tunnel interface, with its addresses and routes (journaled); its name, and
+/// the device.
+fn create_device(config: &DaemonConfig, journal: &mut Journal) -> Result<(String, tun_rs::AsyncDevice)> {
+    let name = config.interface.clone().unwrap_or_else(device::free_name);
+    let tag = format!("corridor:{}:{:016x}", config.project_id, rand_core::OsRng.next_u64());
+    let device_config = device::DeviceConfig {
+        name: &name,
+        tag: &tag,
+        mtu: config.mtu,
+        addresses: &config.addresses,
+        routes: &config.networks,
+    };
+    let dev = device::create(&device_config, journal)?;
+    Ok((name, dev))
+}
+
+/// Reports how the tunnel became ready, and has the tunnel keep probing the address that
+/// answered (its liveness probe).
+async fn use_readiness(
+    config: &DaemonConfig,
+    requests: &mpsc::Sender<Request>,
+    readiness: Readiness,
+    started: Instant,
+    path_mtu: &mut watch::Receiver<Option<u16>>,
+    events: &mut dyn FnMut(&StartupEvent),
+) {
+    // When the (first) handshake completed, not when readiness was decided.
+    let first_handshake = match &readiness {
+        Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
+        Readiness::Answered { .. } => since(handshake_age(requests).await.unwrap_or_default()),
+    };
+    events(&StartupEvent::Handshake {
+        millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
+    });
+    let liveness = match &readiness {
+        Readiness::Answered { target, .. } => probe_route(config, *target),
+        Readiness::HandshakeOnly { .. } => None,
+    };
+    let probing = liveness.is_some();
+    let _ = requests.send(Request::LivenessProbe { route: liveness }).await;
+    events(&match readiness {
+        Readiness::Answered { target, millis } => StartupEvent::Probe { target, millis },
+        Readiness::HandshakeOnly {
+            tried, handshake_age, ..
+        } => StartupEvent::NoPing {
+            tried,
+            handshake_ms_ago: handshake_age.as_millis() as u64,
+        },
+    });
+    // Connections opened before the path is known would keep a size it may not carry: ready
+    // waits for the first search (one round trip on a full path, a second or two on a narrow).
+    if probing {
+        let _ = tokio::time::timeout(PATH_SEARCH_WAIT, path_mtu.wait_for(Option::is_some)).await;
+        let stats = tunnel_stats(requests).await.unwrap_or_default();
+        events(&StartupEvent::Path {
+            mtu: stats.path_mtu,
+            mss_ipv6: stats.mss_ipv6,
+            interface_mtu: config.mtu,
+        });
+    }
+}
+
+/// Registers the project's names with the DNS service once the tunnel carries traffic, and
+/// reports whether the system resolver answers one; the service's status, if it took them.
+/// Names are reported separately from the tunnel: a resolver we cannot configure (no privilege
+/// over /etc/resolv.conf, resolved gone) leaves a working tunnel, and says so.
+async fn register_names(
+    config: &DaemonConfig,
+    names: Option<&mut DnsRegistration>,
+    interface: &str,
+    journal: &mut Journal,
+    events: &mut dyn FnMut(&StartupEvent),
+) -> Option<dns::service::ServiceStatus> {
+    let (names, project_dns) = names.zip(config.dns)?;
+    let names = names.register(config, project_dns, interface, journal).await;
+    let (mode, answer) = match &names {
+        Ok(service) => (service.mode, system_lookup(DNS_PROBE_NAME).await),
+        Err(e) => (config.dns_mode, Err(format!("{e:#}"))),
+    };
+    events(&StartupEvent::Dns {
+        mode,
+        name: DNS_PROBE_NAME.into(),
+        answer,
+    });
+    names.ok()
+}
+
+/// Asks the platform, through `corridor vpn recheck`, about a gateway that stopped answering;
+/// `None` without platform access.
+fn start_recheck(config: &DaemonConfig) -> Option<tokio::task::JoinHandle<heal::Recheck>> {
+    let access = config.platform.as_ref()?;
+    let request = heal::RecheckRequest {
+        access: access.clone(),
+        project_id: config.project_id.clone(),
+        project_name: config.project_name.clone(),
+        public_key: crate::keys::encode(PublicKey::from(&config.private_key).as_bytes()),
+    };
+    tracing::info!(project = %config.project_name, "the gateway does not answer; asking the platform");
+    Some(tokio::spawn(async move { heal::ask(&request).await }))
+}
+
+/// Points the tunnel at the gateway the platform named; its endpoint, once resolved (else the
+/// tunnel stays as it was).
+async fn repoint_tunnel(
+    repoint: heal::Repoint,
+    current: &mut heal::Current,
+    requests: &mpsc::Sender<Request>,
+) -> Option<SocketAddr> {
+    match dns::resolve_endpoint(&repoint.endpoint).await {
+        Ok(endpoint) => {
+            current.server_public_key = repoint.server_public_key;
+            current.endpoint = repoint.endpoint;
+            let peer = PublicKey::from(repoint.server_public_key);
+            let _ = requests.send(Request::Repoint { peer, endpoint }).await;
+            Some(endpoint)
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "cannot resolve the gateway's new endpoint");
+            None
+        }
+    }
 }
 
 /// How the tunnel proved itself ready.
@@ -513,12 +556,7 @@ async fn ping(
     seq: u16,
     deadline: Instant,
 ) -> Result<Option<u64>> {
-    let Some(src) = config
-        .addresses
-        .iter()
-        .map(IpNet::addr)
-        .find(|a| a.is_ipv4() == target.is_ipv4())
-    else {
+    let Some(src) = family::source_for(&config.addresses, target) else {
         return Ok(None);
     };
     let Some(packet) = probe::echo_request(src, target, id, seq) else {
@@ -539,23 +577,23 @@ async fn ping(
 
 /// How long ago the last handshake completed; `None` before the first.
 async fn handshake_age(requests: &mpsc::Sender<Request>) -> Option<Duration> {
+    tunnel_stats(requests).await?.last_handshake
+}
+
+/// The tunnel's counters as of now; `None` once it stopped.
+async fn tunnel_stats(requests: &mpsc::Sender<Request>) -> Option<Stats> {
     let (reply, answer) = oneshot::channel();
     requests.send(Request::Stats { reply }).await.ok()?;
-    answer.await.ok()?.last_handshake
+    answer.await.ok()
 }
 
 /// `name`'s addresses (A and AAAA) from the project's DNS server, asked directly: its address
 /// is routed into the tunnel. Empty when it does not answer within a second.
 async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
-    use hickory_proto::op::{Message, Query};
-    use hickory_proto::rr::{Name, RData, RecordType};
-    let Ok(name) = Name::from_ascii(format!("{name}.")) else {
-        return Vec::new();
-    };
-    let bind: SocketAddr = if dns.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-        .parse()
-        .expect("a valid address");
-    let Ok(socket) = tokio::net::UdpSocket::bind(bind).await else {
+    use hickory_proto::op::Message;
+    use hickory_proto::rr::RecordType;
+    let name = format!("{name}.");
+    let Ok(socket) = tokio::net::UdpSocket::bind(family::unspecified_for(dns)).await else {
         return Vec::new();
     };
     if socket.connect((dns, 53)).await.is_err() {
@@ -563,11 +601,10 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
     }
     let mut found = Vec::new();
     for (n, rtype) in [RecordType::AAAA, RecordType::A].into_iter().enumerate() {
-        let mut query = Message::query();
-        query.metadata.id = rand_core::OsRng.next_u32() as u16 ^ n as u16;
-        query.metadata.recursion_desired = true;
-        query.add_query(Query::query(name.clone(), rtype));
-        let Ok(bytes) = query.to_vec() else { continue };
+        let id = rand_core::OsRng.next_u32() as u16 ^ n as u16;
+        let Some(bytes) = dns::query(&name, rtype, id) else {
+            return Vec::new();
+        };
         if socket.send(&bytes).await.is_err() {
             continue;
         }
@@ -578,27 +615,23 @@ async fn lookup_through_tunnel(dns: IpAddr, name: &str) -> Vec<IpAddr> {
         let Ok(answer) = Message::from_vec(&buf[..len]) else {
             continue;
         };
-        found.extend(answer.answers.iter().filter_map(|r| match &r.data {
-            RData::A(a) => Some(IpAddr::V4(a.0)),
-            RData::AAAA(a) => Some(IpAddr::V6(a.0)),
-            _ => None,
-        }));
+        found.extend(dns::addresses(&answer));
     }
     found
 }
 
-/// The project's names on the host's DNS service, which runs in a process of its own: started
-/// with the connection (it gets ready while the tunnel comes up, and changes the host only when
-/// a project registers), the project registered once the tunnel carries traffic, and taken off
-/// again however the connection ends.
-struct Names {
+/// The project's registration with the host's DNS service, which runs in a process of its own:
+/// started with the connection (it gets ready while the tunnel comes up, and changes the host only
+/// when a project registers), the project registered once the tunnel carries traffic, and taken
+/// off again however the connection ends.
+struct DnsRegistration {
     starting: Option<tokio::task::JoinHandle<Result<dns::service::ServiceStatus>>>,
     registered: bool,
 }
 
-impl Names {
+impl DnsRegistration {
     fn start(config: &DaemonConfig) -> Option<Self> {
-        (config.dns.is_some() && config.dns_mode != dns::Mode::Off).then(|| Names {
+        (config.dns.is_some() && config.dns_mode != dns::Mode::Off).then(|| DnsRegistration {
             starting: Some(tokio::spawn(dns::service::ensure_running(config.dns_mode))),
             registered: false,
         })
@@ -685,11 +718,7 @@ fn session_config(config: &DaemonConfig, endpoint: SocketAddr) -> SessionConfig 
 
 /// Our address of `target`'s family, to probe `target` from.
 fn probe_route(config: &DaemonConfig, target: IpAddr) -> Option<ProbeRoute> {
-    let source = config
-        .addresses
-        .iter()
-        .map(IpNet::addr)
-        .find(|a| a.is_ipv4() == target.is_ipv4())?;
+    let source = family::source_for(&config.addresses, target)?;
     Some(ProbeRoute { source, target })
 }
 

@@ -10,7 +10,8 @@
 //! `host::restore`.
 
 mod cache;
-mod core;
+mod engine;
+mod message;
 pub mod plan;
 mod responder;
 pub mod service;
@@ -38,7 +39,8 @@ use std::time::Duration;
 use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
-pub use core::ProjectDns;
+pub use engine::ProjectDns;
+pub use message::{addresses, query};
 /// Where the responder listens by default (each platform's reason is beside its value).
 pub use platform::DEFAULT_LISTEN;
 pub use responder::Responder;
@@ -111,6 +113,20 @@ pub struct HostDns {
 /// rewrite (a crash whose journal was lost), since backing that up would make it permanent.
 pub fn plan_host(mode: Mode, listen: SocketAddr) -> Result<HostDns> {
     platform::plan(mode, listen)
+}
+
+/// Whether this process may point the host's resolver at the responder in `mode` (`doctor` asks
+/// before `vpn up` would try).
+pub fn may_configure(mode: Mode) -> bool {
+    match mode {
+        // Opened for writing, not written: whether this process may rewrite it.
+        Mode::ResolvConf => std::fs::OpenOptions::new()
+            .write(true)
+            .open(crate::host::allowed::RESOLV_CONF)
+            .is_ok(),
+        Mode::Resolved | Mode::Scoped => crate::platform::is_elevated(),
+        Mode::Off | Mode::Auto => true,
+    }
 }
 
 /// Points the host's resolver at the running responder; every change is journaled before it is

@@ -1,6 +1,6 @@
 //! The responder: hickory-server's `Server` owns the UDP and TCP listeners (framing, truncation
 //! to the client's payload, REFUSED for sources that are not this machine); our `RequestHandler`
-//! asks `Core` what to do with each question and asks the chosen servers through `Upstream`.
+//! asks `Engine` what to do with each question and asks the chosen servers through `Upstream`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -17,7 +17,7 @@ use hickory_server::Server;
 use ipnet::IpNet;
 use tokio::net::{TcpListener, UdpSocket};
 
-use super::core::{settle, Core, Decision, ProjectDns, Question, Route};
+use super::engine::{settle, Decision, Engine, ProjectDns, Question, Route};
 use super::upstream::{Upstream, UDP_PAYLOAD};
 use super::{DnsStats, ResponderConfig};
 
@@ -44,7 +44,7 @@ impl Responder {
             Some(Arc::new(Upstream::new(&cfg.upstreams, cfg.upstream_timeout)?))
         };
         let shared = Arc::new(Shared {
-            core: Mutex::new(Core::new(Vec::new(), upstream.is_some())),
+            engine: Mutex::new(Engine::new(Vec::new(), upstream.is_some())),
             projects: Mutex::new(HashMap::new()),
             upstream,
             timeout: cfg.upstream_timeout,
@@ -67,7 +67,7 @@ impl Responder {
     }
 
     pub fn stats(&self) -> DnsStats {
-        lock(&self.handler.core).stats()
+        lock(&self.handler.engine).stats()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -80,7 +80,7 @@ impl Responder {
     }
 
     pub fn projects(&self) -> Vec<ProjectDns> {
-        lock(&self.handler.core).projects().to_vec()
+        lock(&self.handler.engine).projects().to_vec()
     }
 
     /// Stops serving and waits until the sockets are closed.
@@ -97,11 +97,11 @@ impl Responder {
     pub(super) fn poison(&self) {
         let shared = self.handler.clone();
         let panicked = std::thread::spawn(move || {
-            let _held = shared.core.lock();
+            let _held = shared.engine.lock();
             panic!("a query's handling panicked");
         })
         .join();
-        assert!(panicked.is_err() && self.handler.core.is_poisoned());
+        assert!(panicked.is_err() && self.handler.engine.is_poisoned());
     }
 }
 
@@ -139,7 +139,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 struct Shared {
-    core: Mutex<Core>,
+    engine: Mutex<Engine>,
     /// One pool per project DNS server, so each keeps its own connections and statistics.
     projects: Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
     upstream: Option<Arc<Upstream>>,
@@ -158,7 +158,7 @@ impl Shared {
             kept.insert(project.dns, pool);
         }
         *pools = kept;
-        lock(&self.core).set_projects(projects);
+        lock(&self.engine).set_projects(projects);
         Ok(())
     }
 
@@ -236,12 +236,12 @@ impl RequestHandler for Handler {
             }
         };
 
-        let decision = lock(&shared.core).handle(&question, Instant::now());
+        let decision = lock(&shared.engine).handle(&question, Instant::now());
         let answer = match decision {
             Decision::Answer(answer) => answer,
             Decision::Forward(route) => {
                 let result = shared.forward(&question, route).await;
-                lock(&shared.core).complete(&question, result, Instant::now())
+                lock(&shared.engine).complete(&question, result, Instant::now())
             }
         };
         metadata.response_code = answer.metadata.response_code;

@@ -22,7 +22,7 @@ use hickory_resolver::net::xfer::{DnsHandle, FirstAnswer};
 use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::{NameServerPool, PoolContext, TlsConfig};
 
-use super::core::Question;
+use super::engine::Question;
 
 /// The payload we offer upstream and in our own answers' OPT record (DNS flag day 2020).
 pub const UDP_PAYLOAD: u16 = 1232;

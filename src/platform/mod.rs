@@ -78,6 +78,50 @@ pub fn cli_exe() -> Result<PathBuf> {
     Ok(cli)
 }
 
+/// A long-running process of the daemon program (a connection's daemon, the DNS service), just
+/// started and still to be read.
+pub struct Helper {
+    pub child: std::process::Child,
+    /// Where it says how its start went, line by line.
+    pub stdout: std::process::ChildStdout,
+}
+
+/// Starts the daemon program with `args` in a session of its own (it outlives this process and
+/// this terminal): `input` on its stdin (none if `None`), its stderr into `log`, without the
+/// variables in `hidden`, and with `RUST_LOG=corridor=info` unless one is set. `what` names it
+/// in errors ("the DNS service").
+pub fn spawn_helper(
+    args: &[&str],
+    input: Option<&[u8]>,
+    log: std::fs::File,
+    hidden: &[&str],
+    what: &str,
+) -> Result<Helper> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+
+    let mut command = Command::new(daemon_exe()?);
+    command
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(log);
+    for name in hidden {
+        command.env_remove(name);
+    }
+    if std::env::var_os("RUST_LOG").is_none() {
+        command.env("RUST_LOG", "corridor=info");
+    }
+    detach(&mut command);
+    let mut child = command.spawn().with_context(|| format!("starting {what}"))?;
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().with_context(|| format!("{what}'s stdin"))?;
+        stdin.write_all(input)?;
+    }
+    let stdout = child.stdout.take().with_context(|| format!("{what}'s stdout"))?;
+    Ok(Helper { child, stdout })
+}
+
 /// The one-time grant that lets Linux users connect without sudo: `corridor` checks it and
 /// `corridor-daemon` uses it (the tunnel, and port 53 for the responder), so both files get it.
 pub fn grant_capabilities() -> String {

@@ -3,8 +3,7 @@
 
 use std::net::IpAddr;
 
-use hickory_proto::op::{Message, MessageType, Query, ResponseCode};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::{Message, MessageType, ResponseCode};
 
 /// The zone of platform names, and the search domain a bare service name lives in.
 pub const ZONE: &str = "zerops";
@@ -30,13 +29,7 @@ pub fn candidates(target: &str) -> Vec<String> {
 }
 
 /// A recursive query for `name` (fully qualified) of type A or AAAA.
-pub fn query(name: &str, rtype: RecordType, id: u16) -> Option<Vec<u8>> {
-    let mut message = Message::query();
-    message.metadata.id = id;
-    message.metadata.recursion_desired = true;
-    message.add_query(Query::query(Name::from_ascii(name).ok()?, rtype));
-    message.to_vec().ok()
-}
+pub use crate::dns::query;
 
 /// The answer in `packet` if it is the response with `id`.
 pub fn answer(packet: &[u8], id: u16) -> Option<Answer> {
@@ -46,15 +39,7 @@ pub fn answer(packet: &[u8], id: u16) -> Option<Answer> {
     }
     Some(match message.metadata.response_code {
         ResponseCode::NoError => {
-            let addresses: Vec<IpAddr> = message
-                .answers
-                .iter()
-                .filter_map(|record| match &record.data {
-                    RData::A(a) => Some(IpAddr::V4(a.0)),
-                    RData::AAAA(aaaa) => Some(IpAddr::V6(aaaa.0)),
-                    _ => None,
-                })
-                .collect();
+            let addresses: Vec<IpAddr> = crate::dns::addresses(&message).collect();
             if addresses.is_empty() {
                 Answer::Nothing
             } else {
@@ -74,8 +59,9 @@ pub fn literal(target: &str) -> Option<IpAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hickory_proto::op::Query;
     use hickory_proto::rr::rdata::{A, AAAA};
-    use hickory_proto::rr::Record;
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
 
     #[test]
     fn bare_names_are_tried_under_the_zone_first_and_platform_names_as_they_are() {

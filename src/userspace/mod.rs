@@ -13,7 +13,7 @@ pub mod net;
 mod socks;
 pub mod stack;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use tokio::net::{TcpListener, UdpSocket};
 
 use crate::account::{self, ApiSettings};
 use crate::api::{Client, ProjectId};
+use crate::family;
 use crate::platform;
 use crate::report::{Progress, Report};
 use crate::store::Store;
@@ -77,14 +78,14 @@ pub struct ProxyOptions {
     pub listen: SocketAddr,
 }
 
-/// How `forward` and `proxy` report, beyond what every command reports: their [`Event`]s.
+/// How `forward` and `proxy` report, beyond what every command reports: their [`ForwardingEvent`]s.
 pub trait Watch: Report {
-    fn event(&mut self, event: &Event);
+    fn event(&mut self, event: &ForwardingEvent);
 }
 
 /// What a running `forward` or `proxy` reports.
 #[derive(Debug, Clone)]
-pub enum Event {
+pub enum ForwardingEvent {
     /// The tunnel is up and the listeners accept connections.
     Ready {
         project: String,
@@ -269,12 +270,7 @@ impl Tunnel {
             .with_context(|| format!("resolving the gateway {}", vpn.endpoint))?
             .next()
             .with_context(|| format!("the gateway {} has no address", vpn.endpoint))?;
-        let unspecified: IpAddr = if endpoint.is_ipv4() {
-            Ipv4Addr::UNSPECIFIED.into()
-        } else {
-            Ipv6Addr::UNSPECIFIED.into()
-        };
-        let udp = UdpSocket::bind((unspecified, 0))
+        let udp = UdpSocket::bind(family::unspecified_for(endpoint.ip()))
             .await
             .context("binding the WireGuard UDP socket")?;
         udp.connect(endpoint)
@@ -289,11 +285,7 @@ impl Tunnel {
                 persistent_keepalive: Some(options.keepalive),
                 allowed_ips: vpn.allowed_networks.clone(),
                 probe: vpn.gateways.iter().find_map(|&target| {
-                    let source = vpn
-                        .addresses
-                        .iter()
-                        .map(|a| a.addr())
-                        .find(|a| a.is_ipv4() == target.is_ipv4())?;
+                    let source = family::source_for(&vpn.addresses, target)?;
                     Some(ProbeRoute { source, target })
                 }),
                 path: Some(PathConfig::new(
@@ -429,7 +421,7 @@ async fn serve_forwards(
         };
         tasks.spawn(forward.serve(listener));
     }
-    report.event(&Event::Ready {
+    report.event(&ForwardingEvent::Ready {
         project: tunnel.project.clone(),
         handshake: tunnel.handshake,
         listeners: ready,
@@ -443,38 +435,61 @@ struct Forward {
     addresses: Vec<IpAddr>,
     dialer: Dialer,
     counters: Arc<Counters>,
-    events: tokio::sync::mpsc::UnboundedSender<Event>,
+    events: tokio::sync::mpsc::UnboundedSender<ForwardingEvent>,
 }
 
 impl Forward {
     async fn serve(self, listener: TcpListener) {
+        let listen = listener
+            .local_addr()
+            .unwrap_or(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), self.spec.local));
+        let (counters, events) = (self.counters.clone(), self.events.clone());
         let this = Arc::new(self);
         let mut next = 0usize;
-        loop {
-            let (mut local, _) = platform::accept_patiently(|| listener.accept()).await;
-            let _ = local.set_nodelay(true);
+        serve_connections(listener, listen, counters, events, move |mut local| {
             let first = next;
             next = next.wrapping_add(1);
             let this = this.clone();
-            let listen = listener.local_addr().ok();
-            tokio::spawn(async move {
-                let _open = this.counters.open();
-                match this.dialer.dial(&this.addresses, this.spec.port, first).await {
-                    Ok(mut remote) => {
-                        if let Err(error) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
-                            tracing::debug!(%error, "forwarded connection ended");
-                        }
-                    }
-                    Err(error) => {
-                        this.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        let _ = this.events.send(Event::ConnectionFailed {
-                            listen: listen.unwrap_or(SocketAddr::new(Ipv4Addr::LOCALHOST.into(), this.spec.local)),
-                            error: format!("{}:{}: {error}", this.spec.target, this.spec.port),
-                        });
-                    }
+            async move {
+                let mut remote = this
+                    .dialer
+                    .dial(&this.addresses, this.spec.port, first)
+                    .await
+                    .map_err(|error| format!("{}:{}: {error}", this.spec.target, this.spec.port))?;
+                if let Err(error) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
+                    tracing::debug!(%error, "forwarded connection ended");
                 }
-            });
-        }
+                Ok(())
+            }
+        })
+        .await
+    }
+}
+
+/// Accepts on `listener` forever and serves each connection (Nagle off) in a task of its own,
+/// counted open while it lasts; one that `serve` fails is counted and reported on `listen`.
+async fn serve_connections<F, Served>(
+    listener: TcpListener,
+    listen: SocketAddr,
+    counters: Arc<Counters>,
+    events: tokio::sync::mpsc::UnboundedSender<ForwardingEvent>,
+    mut serve: F,
+) where
+    F: FnMut(tokio::net::TcpStream) -> Served,
+    Served: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    loop {
+        let (local, _) = platform::accept_patiently(|| listener.accept()).await;
+        let _ = local.set_nodelay(true);
+        let served = serve(local);
+        let (counters, events) = (counters.clone(), events.clone());
+        tokio::spawn(async move {
+            let _open = counters.open();
+            if let Err(error) = served.await {
+                counters.failed.fetch_add(1, Ordering::Relaxed);
+                let _ = events.send(ForwardingEvent::ConnectionFailed { listen, error });
+            }
+        });
     }
 }
 
@@ -571,7 +586,7 @@ async fn serve_proxy(
     let counters = Arc::new(Counters::default());
     let (events_tx, mut events) = tokio::sync::mpsc::unbounded_channel();
     let listen = listener.local_addr()?;
-    report.event(&Event::Ready {
+    report.event(&ForwardingEvent::Ready {
         project: tunnel.project.clone(),
         handshake: tunnel.handshake,
         listeners: vec![Listener {
@@ -581,24 +596,16 @@ async fn serve_proxy(
         }],
     });
     let dialer = tunnel.dialer();
-    let serve_counters = counters.clone();
-    let server = tokio::spawn(async move {
-        loop {
-            let (mut local, _) = platform::accept_patiently(|| listener.accept()).await;
-            let _ = local.set_nodelay(true);
-            let (dialer, counters, events) = (dialer.clone(), serve_counters.clone(), events_tx.clone());
-            tokio::spawn(async move {
-                let _open = counters.open();
-                if let Err(error) = socks::serve(&mut local, &dialer).await {
-                    counters.failed.fetch_add(1, Ordering::Relaxed);
-                    let _ = events.send(Event::ConnectionFailed {
-                        listen,
-                        error: format!("{error:#}"),
-                    });
-                }
-            });
-        }
-    });
+    let server = tokio::spawn(serve_connections(
+        listener,
+        listen,
+        counters.clone(),
+        events_tx,
+        move |mut local| {
+            let dialer = dialer.clone();
+            async move { socks::serve(&mut local, &dialer).await.map_err(|e| format!("{e:#}")) }
+        },
+    ));
     let result = run_until_interrupted(tunnel, &counters, &mut events, shutdown, report).await;
     server.abort();
     result
@@ -623,7 +630,7 @@ async fn bind(listen: SocketAddr) -> Result<TcpListener> {
 async fn run_until_interrupted(
     tunnel: &mut Tunnel,
     counters: &Counters,
-    events: &mut tokio::sync::mpsc::UnboundedReceiver<Event>,
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<ForwardingEvent>,
     mut shutdown: crate::platform::Shutdown,
     report: &mut dyn Watch,
 ) -> Result<()> {
@@ -633,7 +640,7 @@ async fn run_until_interrupted(
             _ = shutdown.recv() => return Ok(()),
             why = tunnel.stopped() => bail!(why),
             Some(event) = events.recv() => report.event(&event),
-            _ = status.tick() => report.event(&Event::Status(counters.snapshot(tunnel.net.stats()))),
+            _ = status.tick() => report.event(&ForwardingEvent::Status(counters.snapshot(tunnel.net.stats()))),
         }
     }
 }

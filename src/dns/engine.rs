@@ -66,7 +66,7 @@ pub enum Route {
     Upstream,
 }
 
-pub struct Core {
+pub struct Engine {
     zone: Name,
     doh_canary: Name,
     cache: Cache,
@@ -76,9 +76,9 @@ pub struct Core {
     stats: DnsStats,
 }
 
-impl Core {
-    pub fn new(projects: Vec<ProjectDns>, has_upstreams: bool) -> Core {
-        let mut core = Core {
+impl Engine {
+    pub fn new(projects: Vec<ProjectDns>, has_upstreams: bool) -> Engine {
+        let mut engine = Engine {
             zone: Name::from_ascii(PROJECT_ZONE).expect("a valid zone name"),
             doh_canary: Name::from_ascii(DOH_CANARY).expect("a valid name"),
             cache: Cache::new(CACHE_CAPACITY),
@@ -86,8 +86,8 @@ impl Core {
             has_upstreams,
             stats: DnsStats::default(),
         };
-        core.set_projects(projects);
-        core
+        engine.set_projects(projects);
+        engine
     }
 
     /// Replaces the project set; their cached names go, so a project that left stops answering
@@ -255,81 +255,81 @@ mod tests {
 
     #[test]
     fn project_names_go_to_projects_others_upstream_and_a_cached_ttl_counts_down() {
-        let mut core = Core::new(vec![project("demo", "10.0.0.1:53", 1, 0)], true);
+        let mut engine = Engine::new(vec![project("demo", "10.0.0.1:53", 1, 0)], true);
         let t0 = Instant::now();
         let q = question("Node-1.API.zerops.");
 
         assert_eq!(
-            core.handle(&q, t0),
+            engine.handle(&q, t0),
             Decision::Forward(Route::Projects {
                 servers: vec!["10.0.0.1:53".parse().unwrap()],
                 in_order: false
             })
         );
         assert_eq!(
-            core.handle(&question("example.com."), t0),
+            engine.handle(&question("example.com."), t0),
             Decision::Forward(Route::Upstream)
         );
-        core.complete(&q, Ok(positive("Node-1.API.zerops.", 60)), t0);
+        engine.complete(&q, Ok(positive("Node-1.API.zerops.", 60)), t0);
 
-        let Decision::Answer(cached) = core.handle(&question("node-1.api.ZEROPS."), t0 + Duration::from_secs(25))
+        let Decision::Answer(cached) = engine.handle(&question("node-1.api.ZEROPS."), t0 + Duration::from_secs(25))
         else {
             panic!("not cached")
         };
         assert_eq!(cached.answers[0].ttl, 35, "60 s less the 25 s it was kept");
         assert!(matches!(
-            core.handle(&q, t0 + Duration::from_secs(60)),
+            engine.handle(&q, t0 + Duration::from_secs(60)),
             Decision::Forward(_)
         ));
-        let stats = core.stats();
+        let stats = engine.stats();
         assert_eq!((stats.queries, stats.answered, stats.cache_hits), (4, 2, 1));
     }
 
     #[test]
     fn a_negative_answer_is_cached_for_its_soa_ttl() {
-        let mut core = Core::new(vec![project("demo", "10.0.0.1:53", 1, 0)], true);
+        let mut engine = Engine::new(vec![project("demo", "10.0.0.1:53", 1, 0)], true);
         let t0 = Instant::now();
         let q = question("gone.api.zerops.");
-        core.complete(&q, Ok(nxdomain("gone.api.zerops.", 30)), t0);
+        engine.complete(&q, Ok(nxdomain("gone.api.zerops.", 30)), t0);
 
-        let Decision::Answer(cached) = core.handle(&q, t0 + Duration::from_secs(10)) else {
+        let Decision::Answer(cached) = engine.handle(&q, t0 + Duration::from_secs(10)) else {
             panic!("not cached")
         };
         assert_eq!(cached.metadata.response_code, ResponseCode::NXDomain);
         assert_eq!(cached.authorities[0].ttl, 20);
         assert!(matches!(
-            core.handle(&q, t0 + Duration::from_secs(30)),
+            engine.handle(&q, t0 + Duration::from_secs(30)),
             Decision::Forward(_)
         ));
     }
 
     #[test]
     fn failures_give_servfail_uncached_and_no_server_gives_refused() {
-        let mut core = Core::new(vec![], false);
+        let mut engine = Engine::new(vec![], false);
         let t0 = Instant::now();
 
-        let Decision::Answer(refused) = core.handle(&question("example.com."), t0) else {
+        let Decision::Answer(refused) = engine.handle(&question("example.com."), t0) else {
             panic!()
         };
-        let Decision::Answer(no_project) = core.handle(&question("api.zerops."), t0) else {
+        let Decision::Answer(no_project) = engine.handle(&question("api.zerops."), t0) else {
             panic!()
         };
-        let failed = core.complete(&question("x.zerops."), Err("silent".into()), t0);
+        let failed = engine.complete(&question("x.zerops."), Err("silent".into()), t0);
 
         assert_eq!(refused.metadata.response_code, ResponseCode::Refused);
         assert_eq!(no_project.metadata.response_code, ResponseCode::Refused);
         assert_eq!(failed.metadata.response_code, ResponseCode::ServFail);
-        assert_eq!(core.stats().failures, 1);
-        assert_eq!(core.stats().last_error.as_deref(), Some("silent"));
+        assert_eq!(engine.stats().failures, 1);
+        assert_eq!(engine.stats().last_error.as_deref(), Some("silent"));
     }
 
     #[test]
     fn the_doh_canary_is_nxdomain_in_any_letter_case_and_its_neighbours_are_not() {
-        let mut core = Core::new(vec![project("demo", "10.0.0.1:53", 1, 0)], true);
+        let mut engine = Engine::new(vec![project("demo", "10.0.0.1:53", 1, 0)], true);
         let t0 = Instant::now();
 
         for name in ["use-application-dns.net.", "Use-Application-DNS.NET."] {
-            let Decision::Answer(answer) = core.handle(&question(name), t0) else {
+            let Decision::Answer(answer) = engine.handle(&question(name), t0) else {
                 panic!("{name} was forwarded")
             };
             assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain, "{name}");
@@ -337,21 +337,21 @@ mod tests {
         }
         for name in ["www.use-application-dns.net.", "application-dns.net.", "example.net."] {
             assert_eq!(
-                core.handle(&question(name), t0),
+                engine.handle(&question(name), t0),
                 Decision::Forward(Route::Upstream),
                 "{name}"
             );
         }
         assert!(matches!(
-            core.handle(&question("use-application-dns.net.zerops."), t0),
+            engine.handle(&question("use-application-dns.net.zerops."), t0),
             Decision::Forward(Route::Projects { .. })
         ));
-        assert_eq!(core.stats().answered, 2);
+        assert_eq!(engine.stats().answered, 2);
     }
 
     #[test]
     fn bare_names_ask_projects_in_priority_then_recency_order() {
-        let mut core = Core::new(
+        let mut engine = Engine::new(
             vec![
                 project("old", "10.0.0.1:53", 100, 0),
                 project("new", "10.0.0.2:53", 200, 0),
@@ -363,7 +363,7 @@ mod tests {
             Decision::Forward(Route::Projects { servers, in_order }) => (servers, in_order),
             other => panic!("{other:?}"),
         };
-        let (order, in_order) = servers(core.handle(&question("api.zerops."), Instant::now()));
+        let (order, in_order) = servers(engine.handle(&question("api.zerops."), Instant::now()));
 
         let expect: Vec<SocketAddr> = ["10.0.0.3:53", "10.0.0.2:53", "10.0.0.1:53"]
             .iter()
@@ -371,23 +371,23 @@ mod tests {
             .collect();
         assert_eq!(order, expect);
         assert!(in_order);
-        assert!(!servers(core.handle(&question("node1.api.zerops."), Instant::now())).1);
+        assert!(!servers(engine.handle(&question("node1.api.zerops."), Instant::now())).1);
     }
 
     #[test]
     fn a_project_leaving_takes_its_cached_names_along() {
-        let mut core = Core::new(vec![project("demo", "10.0.0.1:53", 1, 0)], true);
+        let mut engine = Engine::new(vec![project("demo", "10.0.0.1:53", 1, 0)], true);
         let t0 = Instant::now();
         let q = question("node1.app.zerops.");
-        core.complete(&q, Ok(positive("node1.app.zerops.", 60)), t0);
-        core.complete(&question("example.com."), Ok(positive("example.com.", 60)), t0);
+        engine.complete(&q, Ok(positive("node1.app.zerops.", 60)), t0);
+        engine.complete(&question("example.com."), Ok(positive("example.com.", 60)), t0);
 
-        core.set_projects(vec![]);
+        engine.set_projects(vec![]);
 
         assert!(
-            matches!(core.handle(&q, t0), Decision::Answer(m) if m.metadata.response_code == ResponseCode::Refused)
+            matches!(engine.handle(&q, t0), Decision::Answer(m) if m.metadata.response_code == ResponseCode::Refused)
         );
-        assert!(matches!(core.handle(&question("example.com."), t0), Decision::Answer(m) if is_positive(&m)));
+        assert!(matches!(engine.handle(&question("example.com."), t0), Decision::Answer(m) if is_positive(&m)));
     }
 
     #[test]
