@@ -4,7 +4,7 @@
 use std::net::IpAddr;
 
 use crate::api::ApiError;
-use crate::daemon::{ConnectionState, DNS_PROBE_NAME};
+use crate::daemon::{ConnectionState, TunnelStatus, DNS_PROBE_NAME};
 use crate::dns::Mode;
 use crate::host::Readiness;
 
@@ -295,9 +295,7 @@ fn connection_checks(c: &ConnectionFacts) -> Vec<Check> {
         &s.project_name,
         &s.interface,
     ));
-    if let Some(probe) = &c.path_mtu {
-        checks.push(mtu_check(&name("path mtu"), probe, &s.project_name));
-    }
+    checks.push(mtu_check(&name("path mtu"), &s.tunnel, s.mtu, c.path_mtu.as_ref()));
     if let Some(answer) = &c.responder {
         checks.push(dns_check(
             &name("dns responder"),
@@ -350,31 +348,32 @@ fn system_dns_fix(backed_off: Option<&str>) -> String {
     }
 }
 
-fn mtu_check(name: &str, p: &MtuProbe, project: &str) -> Check {
-    match (p.full_size, p.minimum) {
-        (true, _) => check(
-            name,
-            true,
-            format!("{}-byte packets reach {}", p.mtu, p.target),
-            String::new(),
+/// What the connection measured of its path, and whether full-size packets really cross the
+/// tunnel (a don't-fragment ping of the interface's size, which corridor fits to the path).
+fn mtu_check(name: &str, t: &TunnelStatus, interface_mtu: u16, ping: Option<&MtuProbe>) -> Check {
+    let measured = match (t.path_mtu, t.mss_ipv6) {
+        (None, _) => "not measured (no gateway answers ping through the tunnel)".to_string(),
+        (Some(mtu), None) => format!("{mtu} measured: full-size packets cross the path"),
+        (Some(mtu), Some(mss)) => format!(
+            "{mtu} measured, narrower than the interface ({interface_mtu} + tunnel): TCP fitted (mss {mss}), \
+             {} SYNs clamped, {} packets fragmented",
+            t.syns_clamped, t.packets_fragmented
         ),
-        (false, true) => check(
+    };
+    match ping {
+        Some(p) if !p.full_size && p.minimum => check(
             name,
             false,
             format!(
-                "{}-byte packets to {} are lost, {MINIMUM_MTU}-byte ones pass",
+                "{measured}; yet {}-byte packets to {} are lost, {MINIMUM_MTU}-byte ones pass",
                 p.mtu, p.target
             ),
             format!(
-                "reconnect with a smaller MTU: `sudo corridor vpn up {project} --auto-disconnect --mtu {MINIMUM_MTU}`"
+                "something on the way drops what corridor sends: reconnect with a smaller MTU \
+                 (`--mtu {MINIMUM_MTU}`) and report it with `corridor vpn status --json`"
             ),
         ),
-        (false, false) => check(
-            name,
-            true,
-            format!("not measured: {} does not answer ping", p.target),
-            String::new(),
-        ),
+        _ => check(name, true, measured, String::new()),
     }
 }
 
@@ -527,18 +526,37 @@ mod tests {
     }
 
     #[test]
-    fn the_path_mtu_line_fails_only_when_small_packets_pass_and_large_ones_do_not() {
+    fn the_path_mtu_line_says_what_was_measured_and_fails_only_when_fitted_packets_are_lost() {
         let probe = |full_size, minimum| MtuProbe {
             target: "198.19.0.1".parse().unwrap(),
             mtu: 1420,
             full_size,
             minimum,
         };
-        assert!(mtu_check("path mtu", &probe(true, true), "demo").ok);
-        let narrow = mtu_check("path mtu", &probe(false, true), "demo");
-        assert!(!narrow.ok && narrow.fix.unwrap().contains("vpn up demo --auto-disconnect --mtu 1280"));
-        let silent = mtu_check("path mtu", &probe(false, false), "demo");
-        assert!(silent.ok && silent.detail.contains("not measured"), "{silent:?}");
+        let full = TunnelStatus {
+            path_mtu: Some(1468),
+            ..TunnelStatus::default()
+        };
+        let narrow = TunnelStatus {
+            path_mtu: Some(1276),
+            mss_ipv4: Some(1176),
+            mss_ipv6: Some(1156),
+            syns_clamped: 3,
+            ..TunnelStatus::default()
+        };
+
+        let ok = mtu_check("path mtu", &full, 1420, Some(&probe(true, true)));
+        assert!(ok.ok && ok.detail.contains("1468 measured: full-size"), "{ok:?}");
+        let fitted = mtu_check("path mtu", &narrow, 1420, Some(&probe(true, true)));
+        assert!(fitted.ok, "{fitted:?}");
+        assert!(fitted
+            .detail
+            .contains("1276 measured, narrower than the interface (1420"));
+        assert!(fitted.detail.contains("mss 1156") && fitted.detail.contains("3 SYNs clamped"));
+        let lost = mtu_check("path mtu", &narrow, 1420, Some(&probe(false, true)));
+        assert!(!lost.ok && lost.fix.unwrap().contains("--mtu 1280"));
+        let silent = mtu_check("path mtu", &TunnelStatus::default(), 1420, Some(&probe(false, false)));
+        assert!(silent.ok && silent.detail.starts_with("not measured"), "{silent:?}");
     }
 
     #[test]
