@@ -160,7 +160,8 @@ fn a_path_narrowed_in_the_middle_of_an_upload_finishes_it_and_widens_again() {
     let mtu = narrow["connections"][0]["path_mtu"].as_u64();
     assert!(
         mtu.is_some_and(|m| m <= 1280),
-        "path_mtu on the narrow path: {narrow:#}"
+        "path_mtu on the narrow path: {narrow:#}\n{}",
+        daemon_logs(&client)
     );
 
     lab.path_mtu(None);
@@ -173,7 +174,8 @@ fn a_path_narrowed_in_the_middle_of_an_upload_finishes_it_and_widens_again() {
         }
         assert!(
             Instant::now() < deadline,
-            "path_mtu did not grow back to ≥ 1400 within 60 s of `lab path-mtu off` (re-probe every {REPROBE_SECS} s): {status:#}"
+            "path_mtu did not grow back to ≥ 1400 within 60 s of `lab path-mtu off` (re-probe every {REPROBE_SECS} s): {status:#}\n{}",
+            daemon_logs(&client)
         );
         // Traffic through the tunnel, and the loop's pace.
         let _ = lab.run_in(lab.laptop(), &["ping", "-c", "1", "-W", "1", &target]);
@@ -197,9 +199,12 @@ fn status_reports_the_path_mtu_the_clamped_mss_and_the_counters() {
     let status = client.status();
     let c = &status["connections"][0];
     let number = |key: &str| {
-        c[key]
-            .as_u64()
-            .unwrap_or_else(|| panic!("connections[0].{key} is not a number: {status:#}"))
+        c[key].as_u64().unwrap_or_else(|| {
+            panic!(
+                "connections[0].{key} is not a number: {status:#}\n{}",
+                daemon_logs(&client)
+            )
+        })
     };
     let path_mtu = number("path_mtu");
     assert!((1200..=1280).contains(&path_mtu), "path_mtu {path_mtu}: {status:#}");
@@ -297,6 +302,31 @@ fn assert_path_is_narrowed(lab: &Lab, mtu: u16) {
         &format!("ping of {} bytes to the router (not narrowed)", mtu + 1),
         &ping(&over, &router, "3"),
     );
+}
+
+/// The client's daemon logs, for a failure's message.
+fn daemon_logs(client: &Client) -> String {
+    let dir = client.dir.path().join("run");
+    let text = client.run(&["vpn", "status"]);
+    let mut out = format!(
+        "--- vpn status ({}):\n{}{}",
+        text.status,
+        String::from_utf8_lossy(&text.stdout),
+        String::from_utf8_lossy(&text.stderr)
+    );
+    for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == "log") {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(40).collect();
+            out.push_str(&format!("--- {} (last lines)\n", path.display()));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+    }
+    out
 }
 
 /// `vpn up demo`, with the re-probe period shortened for the tests.
