@@ -91,6 +91,23 @@ USERSPACE_METRICS = [
 FWD_PORT = 15201
 IPERF_PORT = 5201
 
+# A narrow path (`lab path-mtu`): every packet over PATH_MTU bytes between the laptop and the
+# gateway dropped without ICMP. Each client on it, TCP both ways against a one-off iperf3 server
+# of its own (a stalled test never leaves the container's server busy for the next row); a row
+# that does not finish within its timeout, or moves next to nothing, is "stalled". corridor is
+# also measured on the full path in the same rounds, for the ratio narrow / full.
+PATH_MTU = 1280
+PATHMTU_METRICS = [
+    ("narrow_up_mbps", f"TCP laptop→container, {PATH_MTU}-byte path", "Mbit/s", "{:.0f}"),
+    ("narrow_down_mbps", f"TCP container→laptop, {PATH_MTU}-byte path", "Mbit/s", "{:.0f}"),
+    ("full_up_mbps", "TCP laptop→container, full path (same rounds)", "Mbit/s", "{:.0f}"),
+    ("full_down_mbps", "TCP container→laptop, full path (same rounds)", "Mbit/s", "{:.0f}"),
+]
+# Less than this over a whole run counts as stalled (a black hole lets the handshakes through).
+STALLED_MBPS = 1.0
+PATHMTU_PORT = 5301
+STALLED = "stalled"
+
 STARTED = []  # every Popen this script started, killed at exit
 
 
@@ -171,6 +188,7 @@ class Lab:
         node13 = next(c for c in self.demo["containers"] if c["name"].startswith("node-id-13"))
         self.target = node13["ipv6"]
         self.target4 = node13["ipv4"]
+        self.target_ns = node13["ns"]
 
     def gateway_pid(self):
         for pid in run(["ip", "netns", "pids", self.gw_ns]).stdout.split():
@@ -185,6 +203,10 @@ class Lab:
     def restart_gateway(self):
         """Restarts demo's wireguard-go with the same key, port and peers: every session is lost."""
         run(self.command + ["gateway-restart", "demo"], timeout=60)
+
+    def path_mtu(self, size):
+        """`lab path-mtu SIZE` (None: off): packets over SIZE bytes laptop↔gateway dropped, no ICMP."""
+        run(self.command + ["path-mtu", "off" if size is None else str(size)], timeout=30)
 
     def in_laptop(self, args, **kw):
         return run(args, ns=self.laptop, **kw)
@@ -548,6 +570,130 @@ def userspace_rounds(lab, args, work, available):
     return rounds, errors
 
 
+def iperf_row(lab, duration, reverse, port):
+    """Mbit/s of one iperf3 run to a one-off server of its own in node-id-13, or STALLED when it
+    does not end within its timeout or moves next to nothing."""
+    server = subprocess.Popen(["ip", "netns", "exec", lab.target_ns, "iperf3", "-s", "-1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    STARTED.append(server)
+    try:
+        deadline = time.monotonic() + 10
+        while not run(["ss", "-Htln", f"sport = :{port}"], ns=lab.target_ns).stdout.strip():
+            if server.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"no iperf3 server on port {port} in {lab.target_ns}")
+            time.sleep(0.01)
+        args = ["iperf3", "-c", lab.target, "-p", str(port), "-t", str(duration), "-J",
+                "--connect-timeout", "5000"] + (["-R"] if reverse else [])
+        try:
+            out = lab.in_laptop(args, check=False, timeout=duration + 20)
+        except subprocess.TimeoutExpired:
+            log(f"stalled: iperf3 did not end within {duration + 20} s")
+            return STALLED
+        try:
+            received = json.loads(out.stdout)["end"]["sum_received"]
+        except (ValueError, KeyError):
+            # No results: the control connection's last messages were lost, or the test failed.
+            log(f"stalled: iperf3 gave no results ({out.stderr.strip()[-200:] or out.stdout.strip()[-200:]})")
+            return STALLED
+        mbps = received["bits_per_second"] / 1e6
+        if mbps < STALLED_MBPS:
+            log(f"stalled: {mbps:.3f} Mbit/s")
+            return STALLED
+        return mbps
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(timeout=5)
+
+
+def pathmtu_round(lab, client, args, narrow, port):
+    """One client on the narrow (or, for corridor's comparison, the full) path: up, both ways, down."""
+    lab.path_mtu(PATH_MTU if narrow else None)
+    r = {}
+    kind = "narrow" if narrow else "full"
+    try:
+        client.up()
+        wait_first_ping(lab, time.monotonic())
+        for i, (key, reverse) in enumerate((("up", False), ("down", True))):
+            r[f"{kind}_{key}_mbps"] = iperf_row(lab, args.duration, reverse, port + i)
+    finally:
+        teardown(lab, client)
+    return r
+
+
+def pathmtu_rounds(lab, clients, available, args):
+    """Per round: corridor on the full path, then every client on the narrow one. Returns
+    (rounds, errors) by client name; the lab has its full path again afterwards."""
+    rounds = {c.name: [] for c in clients}
+    errors = {c.name: [] for c in clients}
+    port = PATHMTU_PORT
+    try:
+        for i in range(args.rounds):
+            plan = [(clients[0], False)] + [(c, True) for c in clients if available[c.name]]
+            merged = {c.name: {} for c in clients}
+            for client, narrow in plan:
+                log(f"narrow-path round {i + 1}/{args.rounds}: {client.name}, "
+                    f"{'path MTU ' + str(PATH_MTU) if narrow else 'full path'}")
+                try:
+                    merged[client.name].update(pathmtu_round(lab, client, args, narrow, port))
+                except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
+                    log(f"narrow-path round {i + 1}: {client.name} failed: {e}")
+                    errors[client.name].append(f"round {i + 1}: {e}")
+                port += 2
+            for name, r in merged.items():
+                if r:
+                    rounds[name].append(r)
+    finally:
+        lab.path_mtu(None)
+    return rounds, errors
+
+
+def stall_median(values):
+    """The median of the rounds that moved data, STALLED when none did, None when none ran."""
+    numbers = [v for v in values if isinstance(v, (int, float))]
+    if numbers:
+        return statistics.median(numbers)
+    return STALLED if values else None
+
+
+def render_pathmtu(names, medians, rounds, available):
+    header = ["metric", "unit"] + names
+    rows = []
+    for key, label, unit, fmt in PATHMTU_METRICS:
+        row = [label, unit]
+        for n in names:
+            v = medians[n].get(key)
+            stalls = sum(1 for r in rounds[n] if r.get(key) == STALLED)
+            if not available[n]:
+                cell = "unavailable"
+            elif v is None:
+                cell = "n/a"
+            elif v == STALLED:
+                cell = STALLED
+            else:
+                cell = fmt.format(v) + (f" ({stalls} stalled)" if stalls else "")
+            row.append(cell)
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def narrow_ratio(medians):
+    """corridor's narrow-path throughput over its full-path throughput, per direction."""
+    out = {}
+    for key in ("up", "down"):
+        narrow, full = medians.get(f"narrow_{key}_mbps"), medians.get(f"full_{key}_mbps")
+        if narrow == STALLED:
+            out[key] = STALLED
+        elif isinstance(narrow, (int, float)) and isinstance(full, (int, float)) and full:
+            out[key] = narrow / full
+        else:
+            out[key] = None
+    return out
+
+
 def one_round(lab, client, args, qfile, ffile):
     """Up, measure, down. Returns the round's values; errors end the round, not the benchmark."""
     r = {}
@@ -672,10 +818,12 @@ def main():
                     help="onetun binary ('' or missing: reported as unavailable)")
     ap.add_argument("--prefix", default="crbench")
     ap.add_argument("--slot", type=int, default=20)
-    ap.add_argument("--only", choices=["reliability", "dns", "userspace"],
+    ap.add_argument("--only", choices=["reliability", "dns", "userspace", "pathmtu"],
                     help="measure only these rows: reliability = idle wakeups and recovery after a "
                          "gateway restart; dns = corridor's DNS rows (corridor only); userspace = "
-                         "corridor forward against onetun")
+                         "corridor forward against onetun; pathmtu = TCP both ways on a "
+                         f"{PATH_MTU}-byte path (lab path-mtu) for every client, and corridor's "
+                         "narrow / full path ratio")
     args = ap.parse_args()
     if args.rounds < 1 or args.duration < 1:
         ap.error("--rounds and --duration must be at least 1")
@@ -715,6 +863,8 @@ def main():
     us_names = ["corridor forward", "onetun"]
     us_available = {"corridor forward": True, "onetun": bool(args.onetun) and os.access(args.onetun, os.X_OK)}
     us_rounds, us_errors = {n: [] for n in us_names}, {n: [] for n in us_names}
+    pm_rounds, pm_errors = {n: [] for n in names}, {n: [] for n in names}
+    main_rounds = args.only not in ("userspace", "pathmtu")
     rounds = {n: [] for n in names}
     errors = {n: [] for n in names}
     try:
@@ -725,7 +875,7 @@ def main():
                     warm_up(lab, client)
                 except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
                     log(f"warm-up: {client.name} failed: {e}")
-        for i in range(0 if args.only == "userspace" else args.rounds):
+        for i in range(args.rounds if main_rounds else 0):
             for client in clients:
                 if not available[client.name]:
                     continue
@@ -736,6 +886,8 @@ def main():
                 except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
                     log(f"round {i + 1}: {client.name} failed: {e}")
                     errors[client.name].append(f"round {i + 1}: {e}")
+        if args.only in (None, "pathmtu"):
+            pm_rounds, pm_errors = pathmtu_rounds(lab, clients, available, args)
         if args.only in (None, "userspace"):
             us_rounds, us_errors = userspace_rounds(lab, args, work, us_available)
     finally:
@@ -768,6 +920,10 @@ def main():
         a, b = us_medians["corridor forward"].get(key), us_medians["onetun"].get(key)
         us_ratio[key] = a / b if a is not None and b else None
 
+    pm_medians = {n: {key: stall_median([r[key] for r in pm_rounds[n] if key in r])
+                      for key, *_ in PATHMTU_METRICS} for n in names}
+    pm_ratio = narrow_ratio(pm_medians["corridor"])
+
     m = machine()
     commit = version(["git", "-C", ROOT, "describe", "--always", "--dirty"])
     results = {
@@ -783,6 +939,13 @@ def main():
         "clients": {n: {"available": available[n], "rounds": rounds[n], "errors": errors[n],
                         "median": medians[n]} for n in names},
         "ratio_corridor_to_wireguard_go": ratio,
+        "pathmtu": {
+            "path_mtu": PATH_MTU,
+            "metrics": [{"key": k, "label": lbl, "unit": u} for k, lbl, u, _ in PATHMTU_METRICS],
+            "clients": {n: {"available": available[n], "rounds": pm_rounds[n], "errors": pm_errors[n],
+                            "median": pm_medians[n]} for n in names},
+            "corridor_narrow_to_full": pm_ratio,
+        },
         "userspace": {
             "metrics": [{"key": k, "label": lbl, "unit": u} for k, lbl, u, _ in USERSPACE_METRICS],
             "versions": {"onetun": version([args.onetun, "--version"]) if us_available["onetun"] else None},
@@ -797,9 +960,10 @@ def main():
 
     print(f"machine: {m['nproc']} cpus, {m['model_name']}, kernel {m['kernel']}")
     print(f"medians of {args.rounds} round(s), iperf3 -t {args.duration}, corridor {commit}; "
-          f"rounds ok: " + ", ".join(f"{n} {len(rounds[n])}" for n in names if available[n]))
+          f"rounds ok: " + ", ".join(f"{n} {len((rounds if main_rounds else pm_rounds)[n])}"
+                                      for n in names if available[n]))
     print()
-    if args.only != "userspace":
+    if main_rounds:
         if args.only == "reliability":
             keys = ("up_to_ping_ms",) + RELIABILITY
         elif args.only == "dns":
@@ -811,6 +975,18 @@ def main():
             for e in errors[n]:
                 print(f"{n} {e}")
         print()
+    if args.only in (None, "pathmtu"):
+        print(f"narrow path: packets over {PATH_MTU} bytes between laptop and gateway dropped, no ICMP "
+              f"(lab path-mtu {PATH_MTU}); iperf3 -t {args.duration}, each run ended after "
+              f"{args.duration + 20} s:")
+        print(render_pathmtu(names, pm_medians, pm_rounds, available))
+        ratio_text = ", ".join(f"{k} " + (STALLED if v == STALLED else "n/a" if v is None else f"{v:.2f}")
+                               for k, v in pm_ratio.items())
+        print(f"corridor narrow / full path throughput: {ratio_text}")
+        for n in names:
+            for e in pm_errors[n]:
+                print(f"{n} {e}")
+        print()
     if args.only in (None, "userspace"):
         print("userspace mode (no TUN, no root), iperf3 via a forwarded port:")
         print(render(us_names, us_medians, us_available, us_ratio, [k for k, *_ in USERSPACE_METRICS],
@@ -819,7 +995,8 @@ def main():
             for e in us_errors[n]:
                 print(f"{n} {e}")
     print(f"\nJSON: {args.json}")
-    return 0 if any(rounds[n] for n in names) or any(us_rounds[n] for n in us_names) else 1
+    return 0 if (any(rounds[n] for n in names) or any(us_rounds[n] for n in us_names)
+                 or any(pm_rounds[n] for n in names)) else 1
 
 
 if __name__ == "__main__":

@@ -5,8 +5,9 @@
 # move it) and removes it at exit; the measuring is scripts/bench.py. Options (passed on):
 # --rounds N (3), --duration S (10), --json PATH (target/bench/results.json), --only reliability
 # (idle wakeups and recovery after a gateway restart), --only dns (corridor's DNS rows alone) or
-# --only userspace (corridor forward against onetun); --no-build uses the binaries already in
-# target/release.
+# --only userspace (corridor forward against onetun) or --only pathmtu (TCP both ways for every
+# client on a 1280-byte path, `lab path-mtu 1280`, and corridor's narrow / full ratio); --no-build
+# uses the binaries already in target/release.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

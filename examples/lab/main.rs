@@ -1,7 +1,7 @@
 //! The lab: a simulated platform project in network namespaces on this machine.
 //!
 //! `cargo run --example lab -- up | down | status [--json] | misbehave MODE | gateway-restart [PROJECT] |
-//! gateway-rekey [PROJECT] [--port N]`
+//! gateway-rekey [PROJECT] [--port N] | path-mtu N|off`
 //! (as root).
 //! The demo, the end-to-end tests and the benchmark all drive this one binary. Network
 //! namespaces are Linux's: elsewhere it only says so.
@@ -10,6 +10,8 @@
 mod api;
 #[cfg(target_os = "linux")]
 mod netns;
+#[cfg(target_os = "linux")]
+mod path;
 #[cfg(target_os = "linux")]
 mod plan;
 #[cfg(target_os = "linux")]
@@ -62,6 +64,13 @@ enum Cmd {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// Narrow the path between the laptop and the project gateways: every IP packet larger
+    /// than N bytes (576-9000) is dropped silently, both ways, with no ICMP; `off` restores
+    /// the full path. Takes effect at once, also under a running connection.
+    PathMtu {
+        #[arg(value_name = "N|off")]
+        size: String,
+    },
     /// Make the lab misbehave: ok, slow MS, error500, garbage, ratelimit, expired, no-icmp,
     /// ipv6-only, no-dns (one at a time; `ok` undoes them all).
     Misbehave { mode: Vec<String> },
@@ -96,6 +105,10 @@ fn main() -> Result<()> {
         Cmd::GatewayRekey { project, port } => {
             require_root()?;
             setup::rekey_gateway(&plan, &project, port)
+        }
+        Cmd::PathMtu { size } => {
+            require_root()?;
+            setup::path_mtu(&plan, path::parse(&size)?)
         }
         Cmd::Status { json } => setup::status(&plan, json),
         Cmd::Misbehave { mode } => {

@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::api::Mode;
 use crate::netns::{self, in_ns, ip, run, spawn, wait_for};
+use crate::path;
 use crate::plan::{Plan, Project, ACTIVE, SSH_PORT, WG_PORT};
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +61,9 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
             plan.token,
             plan.laptop_ns
         );
+        if let Some(n) = path::current(plan) {
+            println!("  path     {n} bytes between the laptop and the gateways (`lab path-mtu off` restores)");
+        }
         for p in &plan.projects {
             for c in p.services.iter().flat_map(|s| &s.containers) {
                 let addresses = match c.status.as_str() {
@@ -115,6 +119,7 @@ pub fn status(plan: &Plan, as_json: bool) -> Result<()> {
         "isp_dns": plan.router_addr,
         "isp_names": plan.isp_names.iter().map(|(n, a)| json!({"name": n, "ipv4": a})).collect::<Vec<_>>(),
         "isp_large_answer": {"name": LARGE_ANSWER_NAME, "txt_records": LARGE_ANSWER_RECORDS},
+        "path_mtu": path::current(plan).filter(|_| up),
         "ssh_port": SSH_PORT,
         "ssh_host_key": host_key_fingerprint(plan).ok(),
         "state_dir": plan.state_dir,
@@ -141,6 +146,8 @@ fn state(plan: &Plan, name: &str) -> PathBuf {
 
 fn build(plan: &Plan) -> Result<()> {
     fs::create_dir_all(&plan.state_dir).with_context(|| format!("creating {}", plan.state_dir))?;
+    // A new lab has the full path, whatever an earlier `path-mtu` left in a reused state dir.
+    let _ = fs::remove_file(state(plan, path::STATE));
     fs::write(state(plan, "plan.json"), serde_json::to_string_pretty(plan)?)?;
     for ns in plan.namespaces() {
         run("ip", &["netns", "add", &ns])?;
@@ -501,6 +508,20 @@ pub fn misbehave(plan: &Plan, mode: Mode, text: &str) -> Result<()> {
         plan.prefix,
         if text.is_empty() { "ok" } else { text }
     );
+    Ok(())
+}
+
+/// `lab path-mtu N|off` (see path.rs).
+pub fn path_mtu(plan: &Plan, mtu: Option<u16>) -> Result<()> {
+    anyhow::ensure!(is_up(plan), "lab {} is not up (`lab up` first)", plan.prefix);
+    path::set(plan, mtu)?;
+    match mtu {
+        Some(n) => println!(
+            "lab {}: packets over {n} bytes between the laptop and the gateways are dropped, without ICMP",
+            plan.prefix
+        ),
+        None => println!("lab {}: the full path between the laptop and the gateways", plan.prefix),
+    }
     Ok(())
 }
 

@@ -73,6 +73,12 @@ pub const LABS: &[(&str, u8)] = &[
     ("crhkey", 107),
     ("crhrekey", 108),
     ("crhtoken", 109),
+    // tests/path_mtu.rs
+    ("crpfull", 110),
+    ("crp1124", 111),
+    ("crpmid", 112),
+    ("crpfwd", 113),
+    ("crpstat", 114),
     // tests/windows_wine.rs
     ("wine", 90),
     ("winefwd", 91),
@@ -92,6 +98,7 @@ pub const RESERVED: &[(RangeInclusive<u8>, &str, &str)] = &[
     (95..=99, "crsec", "tests/security.rs"),
     (100..=104, "crw", "tests/dns_watch.rs"),
     (105..=109, "crh", "tests/heal.rs"),
+    (110..=114, "crp", "tests/path_mtu.rs"),
 ];
 
 /// Prefixes the scripts use with their default slots (`lab` alone uses crl).

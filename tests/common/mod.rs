@@ -52,6 +52,14 @@ impl Lab {
             .expect("running the lab binary")
     }
 
+    /// `lab path-mtu N` (`None`: `off`): packets over N bytes between the laptop and the
+    /// gateways are dropped without ICMP, from now on, also under a running connection.
+    pub fn path_mtu(&self, n: Option<u16>) {
+        let size = n.map_or("off".to_string(), |n| n.to_string());
+        let out = self.lab(&["path-mtu", &size]);
+        assert_success(&format!("lab path-mtu {size}"), &out);
+    }
+
     /// POST /project/{id}/vpn from inside the laptop, as the platform's CLI does.
     pub fn register_key(&self, project_id: &str, public_key: &str) -> Value {
         let out = self.vpn_key_call("POST", project_id, public_key);
