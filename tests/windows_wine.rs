@@ -1,10 +1,13 @@
 //! corridor.exe and corridor-daemon.exe (x86_64-pc-windows-gnu, release, taken out of the zip
-//! that scripts/check-platforms.sh makes with scripts/dist.sh) under Wine: inside a lab's laptop namespace, help, login against
-//! the lab API, status when not connected, doctor's Windows checks, the daemon program started by
-//! hand refusing, and `vpn up` refused with what to do, leaving nothing behind (Wine has no
-//! Wintun); the rootless `forward` carrying ssh and scp through the tunnel, the whole Windows data
-//! path (boringtun, the UDP socket, smoltcp); and, with no network at all, journals planted where corridor keeps its state refused
-//! without touching what they name.
+//! that scripts/check-platforms.sh makes with scripts/dist.sh) under Wine: inside a lab's laptop
+//! namespace, help, login against the lab API, status when not connected, doctor's Windows
+//! checks, the daemon program started by hand refusing, and `vpn up` refused with what to do,
+//! leaving nothing behind (Wine has no Wintun); the rootless `forward`, `connect` (ssh's
+//! ProxyCommand) and `proxy` (SOCKS5 for curl and `nc -X 5`) carrying ssh, scp and HTTP through
+//! the tunnel, the whole Windows data path (boringtun, the UDP socket, smoltcp); the DNS service
+//! answering a lab project's names on 127.0.0.153 with its NRPT rule in Wine's registry, and
+//! leaving nothing however it stops; and, with no network at all, journals planted where
+//! corridor keeps its state refused without touching what they name.
 #![cfg(target_os = "linux")]
 
 mod common;
