@@ -8,14 +8,13 @@ mod common;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_success, links, routes, stdout, Client, Lab, Running, Staged, SSH_OPTIONS};
+use common::{assert_success, links, routes, stdout, Client, HttpServer, Lab, Running, Staged, SSH_OPTIONS};
 
 const NOBODY: u32 = 65534;
 const SSH_PORT: &str = "65437";
-const READY: Duration = Duration::from_secs(30);
 
 #[test]
 fn forward_without_root_serves_ssh_parallel_sessions_and_scp() {
@@ -382,43 +381,6 @@ impl<'a> Nobody<'a> {
         let mut command = self.nobody_command(&["scp"]);
         command.args(SSH_OPTIONS).args(["-P", &port.to_string(), from, to]);
         run(command)
-    }
-}
-
-/// `python3 -m http.server` inside a container namespace, stopped when dropped.
-struct HttpServer {
-    child: Child,
-}
-
-impl HttpServer {
-    fn start(lab: &Lab, ns: &str, dir: &Path, port: u16) -> HttpServer {
-        let child = Command::new("ip")
-            .args(["netns", "exec", ns, "python3", "-m", "http.server"])
-            .args([&port.to_string(), "--bind", "::", "--directory"])
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("starting python3 -m http.server");
-        let server = HttpServer { child };
-        let url = format!("http://[::1]:{port}/");
-        let deadline = Instant::now() + READY;
-        while !lab
-            .run_in(ns, &["curl", "-sf", "--max-time", "1", &url])
-            .status
-            .success()
-        {
-            assert!(Instant::now() < deadline, "the HTTP server did not come up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        server
-    }
-}
-
-impl Drop for HttpServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -172,6 +172,61 @@ pub fn main(project: &str) -> Result<()> {
     runtime.block_on(run(config, files, &mut report))
 }
 
+/// What `corridor-daemon names` is asked to register: a project's names with no tunnel.
+#[derive(Debug, Clone)]
+pub struct NamesOnly {
+    pub project_id: ProjectId,
+    pub project_name: String,
+    /// The project's DNS server, reachable from this host without a tunnel.
+    pub dns: SocketAddr,
+}
+
+/// `corridor-daemon names` (hidden; for the end-to-end tests of the DNS service on hosts that
+/// cannot build a tunnel, such as Windows under Wine): a connection's names without its tunnel,
+/// through the connection's own steps: the host's DNS service started as `vpn up` starts it,
+/// the project registered as a connected daemon registers it, the service's answer printed as
+/// one JSON line; then, at the end of stdin or a stop signal, the project unregistered, as a
+/// connection ends. No interface is given the search domain: a connection may only change the
+/// interface it made, and there is none.
+pub fn names_only(names: NamesOnly) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let mut shutdown = platform::Shutdown::new().context("setting up the stop signals")?;
+        let mut service = DnsRegistration::starting(dns::Mode::Auto);
+        let project = dns::ProjectDns {
+            id: names.project_id.to_string(),
+            name: names.project_name.clone(),
+            dns: names.dns,
+            connected_at: dns::service::now_millis(),
+            priority: 0,
+        };
+        let registered = service.register_project(dns::Mode::Auto, project, None).await;
+        let result = match registered {
+            Ok(status) => {
+                let mut stdout = std::io::stdout();
+                let line = serde_json::to_string(&status)?;
+                let _ = std::io::Write::write_fmt(&mut stdout, format_args!("{line}\n"))
+                    .and_then(|()| std::io::Write::flush(&mut stdout));
+                // A plain thread, not the runtime's blocking pool, which would hold up its
+                // shutdown while stdin stays open.
+                let (closed, stdin_closed) = oneshot::channel();
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+                    let _ = closed.send(());
+                });
+                tokio::select! {
+                    signal = shutdown.recv() => tracing::info!(signal, "stop signal"),
+                    _ = stdin_closed => tracing::info!("stdin closed"),
+                }
+                Ok(())
+            }
+            Err(e) => Err(e),
+        };
+        service.end(&names.project_id).await;
+        result
+    })
+}
+
 /// Runs a connection until `down`, SIGINT or SIGTERM; reports progress through `events`.
 /// Whatever happens, the host changes are undone before it returns.
 pub async fn run(config: DaemonConfig, files: ConnectionFiles, events: &mut dyn FnMut(&StartupEvent)) -> Result<()> {
@@ -631,10 +686,14 @@ struct DnsRegistration {
 
 impl DnsRegistration {
     fn start(config: &DaemonConfig) -> Option<Self> {
-        (config.dns.is_some() && config.dns_mode != dns::Mode::Off).then(|| DnsRegistration {
-            starting: Some(tokio::spawn(dns::service::ensure_running(config.dns_mode))),
+        (config.dns.is_some() && config.dns_mode != dns::Mode::Off).then(|| DnsRegistration::starting(config.dns_mode))
+    }
+
+    fn starting(mode: dns::Mode) -> Self {
+        DnsRegistration {
+            starting: Some(tokio::spawn(dns::service::ensure_running(mode))),
             registered: false,
-        })
+        }
     }
 
     /// Registers the project, then sets what the resolver needs on this connection's interface
@@ -646,25 +705,38 @@ impl DnsRegistration {
         interface: &str,
         journal: &mut Journal,
     ) -> Result<dns::service::ServiceStatus> {
+        let project = dns::ProjectDns {
+            id: config.project_id.to_string(),
+            name: config.project_name.clone(),
+            dns: SocketAddr::new(project_dns, 53),
+            connected_at: dns::service::now_millis(),
+            priority: config.dns_priority,
+        };
+        self.register_project(config.dns_mode, project, Some((interface, journal)))
+            .await
+    }
+
+    async fn register_project(
+        &mut self,
+        mode: dns::Mode,
+        project: dns::ProjectDns,
+        link: Option<(&str, &mut Journal)>,
+    ) -> Result<dns::service::ServiceStatus> {
         self.started().await;
         // Running still, or started again if it gave up waiting for a slow tunnel.
-        let service = dns::service::ensure_running(config.dns_mode).await?;
+        let service = dns::service::ensure_running(mode).await?;
         let registration = dns::service::Registration {
-            project: dns::ProjectDns {
-                id: config.project_id.to_string(),
-                name: config.project_name.clone(),
-                dns: SocketAddr::new(project_dns, 53),
-                connected_at: dns::service::now_millis(),
-                priority: config.dns_priority,
-            },
+            project,
             daemon_pid: std::process::id(),
-            interface: Some(interface.to_string()),
+            interface: link.as_ref().map(|(interface, _)| interface.to_string()),
         };
         let registered = dns::service::request(&dns::service::Request::Register { project: registration })
             .await
             .with_context(|| format!("registering with the DNS service (pid {})", service.pid))?;
         self.registered = true;
-        dns::configure_link(registered.mode, registered.listen, interface, journal)?;
+        if let Some((interface, journal)) = link {
+            dns::configure_link(registered.mode, registered.listen, interface, journal)?;
+        }
         Ok(registered)
     }
 

@@ -3,7 +3,7 @@
 //! written and deleted on down, exit and after a crash.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result};
 use winreg::enums::HKEY_LOCAL_MACHINE;
@@ -79,7 +79,14 @@ pub fn apply_link(mode: Mode, _responder: SocketAddr, interface: &str, journal: 
     }
     // What makes the DNS client re-read adapter settings (Tailscale found the same); it can take
     // seconds, and names work by their full name meanwhile, so it is not waited for.
-    if let Err(e) = Command::new("ipconfig").arg("/registerdns").spawn() {
+    // Its words must not reach our stdout: a connection's daemon reports to `vpn up` there.
+    let registerdns = Command::new("ipconfig")
+        .arg("/registerdns")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    if let Err(e) = registerdns {
         tracing::warn!(error = %e, "ipconfig /registerdns did not start; bare names may wait for the next DNS refresh");
     }
     tracing::info!(%interface, domain = plan::SEARCH_DOMAIN, "bare names get the zerops suffix");

@@ -82,6 +82,8 @@ pub const LABS: &[(&str, u8)] = &[
     // tests/windows_wine.rs
     ("wine", 90),
     ("winefwd", 91),
+    ("winedns", 92),
+    ("wineprox", 93),
 ];
 
 /// Slots held for labs outside `LABS` or for test files still to come: (slots, prefix, who).

@@ -5,7 +5,7 @@
 pub mod labs;
 
 use std::io::{BufRead, BufReader, Read};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -448,10 +448,15 @@ impl Running {
 
     /// Waits for an output line containing `text`; fails the test after `READY` (30 s).
     pub fn wait_for(&mut self, text: &str) -> String {
+        self.wait_for_within(text, READY)
+    }
+
+    /// Waits for an output line containing `text`; fails the test after `within`.
+    pub fn wait_for_within(&mut self, text: &str, within: Duration) -> String {
         if let Some(line) = self.seen.iter().find(|l| l.contains(text)) {
             return line.clone();
         }
-        let deadline = Instant::now() + READY;
+        let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
@@ -459,10 +464,18 @@ impl Running {
                 Ok(line) => self.seen.push(line),
                 Err(_) => {
                     let _ = self.child.kill();
-                    panic!("no line with {text:?} within {READY:?}; output: {:#?}", self.seen);
+                    panic!("no line with {text:?} within {within:?}; output: {:#?}", self.seen);
                 }
             }
         }
+    }
+
+    /// Every line it has written so far, those read while waiting and those not yet read.
+    pub fn said(&mut self) -> String {
+        while let Ok(line) = self.lines.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen.join("\n")
     }
 
     pub fn interrupt(&self) {
@@ -530,4 +543,41 @@ pub fn cmd_ok(program: &str, args: &[&str], input: Option<&str>) -> String {
     let out = child.wait_with_output().unwrap();
     assert_success(&format!("{program} {}", args.join(" ")), &out);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `python3 -m http.server` inside a container namespace, stopped when dropped.
+pub struct HttpServer {
+    child: Child,
+}
+
+impl HttpServer {
+    pub fn start(lab: &Lab, ns: &str, dir: &Path, port: u16) -> HttpServer {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "python3", "-m", "http.server"])
+            .args([&port.to_string(), "--bind", "::", "--directory"])
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting python3 -m http.server");
+        let server = HttpServer { child };
+        let url = format!("http://[::1]:{port}/");
+        let deadline = Instant::now() + READY;
+        while !lab
+            .run_in(ns, &["curl", "-sf", "--max-time", "1", &url])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < deadline, "the HTTP server did not come up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+}
+
+impl Drop for HttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
