@@ -23,7 +23,7 @@ use crate::paths::ConnectionFiles;
 use crate::platform;
 use crate::project_id::ProjectId;
 use crate::tunnel::core::{Config as SessionConfig, PathConfig, ProbeRoute, Session, Stats};
-use crate::tunnel::io::{Request, Tunnel};
+use crate::tunnel::io::{Request, TunShell};
 use crate::tunnel::probe;
 
 pub use status::{ConnectionState, TunnelStatus};
@@ -223,7 +223,7 @@ async fn serve(
         .context("binding the WireGuard UDP socket")?;
     let session = Session::new(session_config(config, endpoint), Instant::now());
     let (req_tx, req_rx) = mpsc::channel(8);
-    let tunnel = Tunnel::new(dev, udp, endpoint, session, config.mtu)?;
+    let tunnel = TunShell::new(dev, udp, endpoint, session, config.mtu)?;
     let mut unanswered = tunnel.unanswered();
     let mut path_mtu = tunnel.path_mtu();
     let mut io = tokio::spawn(tunnel.run(req_rx));

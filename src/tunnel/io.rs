@@ -53,7 +53,7 @@ pub enum Request {
 }
 
 /// One peer's data path: the TUN, the UDP socket, the session, and buffers allocated once.
-pub struct Tunnel {
+pub struct TunShell {
     device: AsyncDevice,
     udp: UdpSocket,
     state: UdpSocketState,
@@ -75,19 +75,19 @@ pub struct Tunnel {
     path_mtu: watch::Sender<Option<u16>>,
 }
 
-impl Tunnel {
+impl TunShell {
     pub fn new(
         device: AsyncDevice,
         udp: UdpSocket,
         endpoint: SocketAddr,
         session: Session,
         mtu: u16,
-    ) -> Result<Tunnel> {
+    ) -> Result<TunShell> {
         let state = UdpSocketState::new((&udp).into())?;
         // Bursts of a fast sender must not overflow the default socket buffers.
         let _ = state.set_recv_buffer_size((&udp).into(), 4 << 20);
         let _ = state.set_send_buffer_size((&udp).into(), 4 << 20);
-        Ok(Tunnel {
+        Ok(TunShell {
             device,
             udp,
             state,
@@ -198,7 +198,7 @@ impl Tunnel {
     }
 }
 
-impl Tunnel {
+impl TunShell {
     /// Encrypts the segments of one TUN read and sends them in as few GSO batches as possible:
     /// a batch is a run of equal-sized datagrams, of which only the last may be shorter.
     async fn outbound(&mut self, tun: &TunRx, n: usize, now: Instant) {
