@@ -23,8 +23,9 @@ use crate::paths::ConnectionFiles;
 use crate::platform;
 use crate::project_id::ProjectId;
 use crate::tunnel::core::{Config as SessionConfig, PathConfig, ProbeRoute, Session, Stats};
-use crate::tunnel::io::{Request, TunShell};
+use crate::tunnel::io::{self, Request, TunShell};
 use crate::tunnel::probe;
+use crate::tunnel::socket::GatewaySocket;
 
 pub use status::{ConnectionState, TunnelStatus};
 
@@ -218,12 +219,12 @@ async fn serve(
     events(&StartupEvent::Interface { name: name.clone() });
 
     let mut endpoint = dns::resolve_endpoint(&config.endpoint).await?;
-    let udp = tokio::net::UdpSocket::bind(family::unspecified_for(endpoint.ip()))
+    let socket = GatewaySocket::bind(endpoint, io::RX_BATCH)
         .await
         .context("binding the WireGuard UDP socket")?;
     let session = Session::new(session_config(config, endpoint), Instant::now());
     let (req_tx, req_rx) = mpsc::channel(8);
-    let tunnel = TunShell::new(dev, udp, endpoint, session, config.mtu)?;
+    let tunnel = TunShell::new(dev, socket, session, config.mtu);
     let mut unanswered = tunnel.unanswered();
     let mut path_mtu = tunnel.path_mtu();
     let mut io = tokio::spawn(tunnel.run(req_rx));

@@ -6,4 +6,5 @@ pub mod fit;
 pub mod io;
 pub mod pmtu;
 pub mod probe;
+pub mod socket;
 pub mod tun;

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use crate::account::{self, ApiSettings};
 use crate::api::{Client, ProjectId};
@@ -31,6 +31,7 @@ use crate::platform;
 use crate::report::{Progress, Report};
 use crate::store::Store;
 use crate::tunnel::core::{Config as SessionConfig, PathConfig, ProbeRoute, Session, Stats};
+use crate::tunnel::socket::{self, GatewaySocket};
 use net::{DialError, Net};
 use stack::{Stack, StackConfig};
 
@@ -270,10 +271,10 @@ impl Tunnel {
             .with_context(|| format!("resolving the gateway {}", vpn.endpoint))?
             .next()
             .with_context(|| format!("the gateway {} has no address", vpn.endpoint))?;
-        let udp = UdpSocket::bind(family::unspecified_for(endpoint.ip()))
+        let socket = GatewaySocket::bind(endpoint, net::RX_BATCH)
             .await
             .context("binding the WireGuard UDP socket")?;
-        udp.connect(endpoint)
+        socket::check_route(endpoint)
             .await
             .with_context(|| format!("no route to the gateway {endpoint}"))?;
 
@@ -302,7 +303,7 @@ impl Tunnel {
             seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
         };
         let stack = Stack::new(session, &config, Instant::now());
-        let (net, driver) = Net::start(stack, udp, dns.map(|dns| SocketAddr::new(dns, 53)));
+        let (net, driver) = Net::start(stack, socket, dns.map(|dns| SocketAddr::new(dns, 53)));
         let families = (
             vpn.addresses.iter().any(|a| a.addr().is_ipv4()),
             vpn.addresses.iter().any(|a| a.addr().is_ipv6()),
