@@ -10,13 +10,12 @@ use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
 use x25519_dalek::PublicKey;
 
 use super::clock::SystemClock;
-use super::core::{out_buf_len, FromNetwork, LinkState, ProbeRoute, Session, Stats};
-use super::probe;
+use super::core::{out_buf_len, Event, FromNetwork, ProbeRoute, Session, Stats};
 use super::socket::{GatewaySocket, GSO_BYTES, RX_BUF};
 use super::tun::{TunRx, TunTx, OFFSET};
 
@@ -35,12 +34,9 @@ const NO_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// What the rest of the daemon can ask of a running tunnel.
 pub enum Request {
-    /// Inject an ICMP echo request; answer when its reply comes back out of the tunnel.
-    Probe {
-        packet: Vec<u8>,
-        id: u16,
-        answered: oneshot::Sender<()>,
-    },
+    /// Inject an ICMP echo request; its reply comes back as [`Event::ProbeAnswered`], not
+    /// through the TUN.
+    Probe { packet: Vec<u8>, id: u16 },
     /// The session's counters as of now.
     Stats { reply: oneshot::Sender<Stats> },
     /// Where the session probes traffic that goes unanswered (see [`Session::set_probe`]).
@@ -62,15 +58,20 @@ pub struct TunShell {
     /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
     to_tun: Vec<Vec<u8>>,
     tun_tx: TunTx,
-    /// Whether the peer has stopped answering, published as it changes.
-    unanswered: watch::Sender<bool>,
-    /// The path MTU measured last, published as it changes.
-    path_mtu: watch::Sender<Option<u16>>,
+    /// Where the session's events go, as they come; one that does not fit is dropped (the data
+    /// path never waits for the daemon).
+    events: mpsc::Sender<Event>,
 }
 
 impl TunShell {
-    /// `socket` bound with [`RX_BATCH`].
-    pub fn new(device: AsyncDevice, socket: GatewaySocket, session: Session, mtu: u16) -> TunShell {
+    /// `socket` bound with [`RX_BATCH`]; the session's events go to `events`.
+    pub fn new(
+        device: AsyncDevice,
+        socket: GatewaySocket,
+        session: Session,
+        mtu: u16,
+        events: mpsc::Sender<Event>,
+    ) -> TunShell {
         TunShell {
             device,
             socket,
@@ -80,26 +81,13 @@ impl TunShell {
             gso: vec![0; GSO_BYTES + out_buf_len(65_535)],
             to_tun: Vec::new(),
             tun_tx: TunTx::new(),
-            unanswered: watch::Sender::new(false),
-            path_mtu: watch::Sender::new(None),
+            events,
         }
-    }
-
-    /// Changes to `true` when the peer stops answering (handshakes are being forced) and back to
-    /// `false` when it answers again.
-    pub fn unanswered(&self) -> watch::Receiver<bool> {
-        self.unanswered.subscribe()
-    }
-
-    /// The path MTU, as each search ends.
-    pub fn path_mtu(&self) -> watch::Receiver<Option<u16>> {
-        self.path_mtu.subscribe()
     }
 
     /// Moves packets until `requests` closes.
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) -> Result<()> {
         let mut tun_rx = TunRx::new(self.mtu);
-        let mut probe: Option<(u16, oneshot::Sender<()>)> = None;
         let mut read_errors = 0;
         // Handshake at once: being ready must not wait for a first packet (a project may name
         // no gateway to probe).
@@ -126,7 +114,7 @@ impl TunShell {
                 ready = self.socket.readable() => {
                     if ready.is_ok() {
                         let now = self.session.handle_clock(&self.clock);
-                        self.inbound(&mut probe, now).await;
+                        self.inbound(now).await;
                     }
                 }
                 () = &mut sleep => {
@@ -140,8 +128,8 @@ impl TunShell {
                 request = requests.recv() => {
                     let Some(request) = request else { return Ok(()) };
                     match request {
-                        Request::Probe { packet, id, answered } => {
-                            probe = Some((id, answered));
+                        Request::Probe { packet, id } => {
+                            self.session.expect_echo_reply(id);
                             let now = self.session.handle_clock(&self.clock);
                             self.send_one(&packet, now).await;
                         }
@@ -163,12 +151,11 @@ impl TunShell {
                     }
                 }
             }
-            let unanswered = matches!(self.session.link_state(), LinkState::Reconnecting { .. });
-            self.unanswered
-                .send_if_modified(|was| std::mem::replace(was, unanswered) != unanswered);
-            let path_mtu = self.session.path_mtu();
-            self.path_mtu
-                .send_if_modified(|was| std::mem::replace(was, path_mtu) != path_mtu);
+            while let Some(event) = self.session.poll_event() {
+                if self.events.try_send(event).is_err() {
+                    tracing::debug!(?event, "tunnel event not taken");
+                }
+            }
             // A deadline that went away fires once for nothing, then the sleep is far off.
             if let Some(next) = self.session.poll_timeout().filter(|next| *next != deadline) {
                 deadline = next;
@@ -236,7 +223,7 @@ impl TunShell {
 
     /// Drains the UDP socket: decrypts every datagram, then writes the packets to the TUN in
     /// one batch so the kernel receives coalesced TCP segments.
-    async fn inbound(&mut self, probe: &mut Option<(u16, oneshot::Sender<()>)>, now: Instant) {
+    async fn inbound(&mut self, now: Instant) {
         let mut count = 0;
         // Large batches let the TUN coalesce more segments per write; bounded, so memory stays
         // small and the TUN and the timers get their turn under a flood.
@@ -259,15 +246,6 @@ impl TunShell {
                     FromNetwork::Nothing | FromNetwork::Dropped(_) => continue,
                 };
                 out.truncate(OFFSET + len);
-                if probe
-                    .as_ref()
-                    .is_some_and(|(id, _)| probe::is_echo_reply(&out[OFFSET..], *id))
-                {
-                    if let Some((_, answered)) = probe.take() {
-                        let _ = answered.send(());
-                    }
-                    continue;
-                }
                 count += 1;
             }
         }

@@ -26,7 +26,6 @@ use tokio::net::TcpListener;
 
 use crate::account::{self, ApiSettings};
 use crate::api::{Client, ProjectId};
-use crate::family;
 use crate::platform;
 use crate::report::{Progress, Report};
 use crate::store::Store;
@@ -285,10 +284,10 @@ impl Tunnel {
                 preshared_key: None,
                 persistent_keepalive: Some(options.keepalive),
                 allowed_ips: vpn.allowed_networks.clone(),
-                probe: vpn.gateways.iter().find_map(|&target| {
-                    let source = family::source_for(&vpn.addresses, target)?;
-                    Some(ProbeRoute { source, target })
-                }),
+                probe: vpn
+                    .gateways
+                    .iter()
+                    .find_map(|&target| ProbeRoute::from_addresses(&vpn.addresses, target)),
                 path: Some(PathConfig::new(
                     options.mtu,
                     endpoint,

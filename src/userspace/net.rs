@@ -21,7 +21,7 @@ use tokio::sync::{watch, Notify};
 use super::dns::{self, Answer};
 use super::stack::{ConnectError, Stack};
 use crate::tunnel::clock::SystemClock;
-use crate::tunnel::core::Stats;
+use crate::tunnel::core::{Event, Stats};
 use crate::tunnel::socket::GatewaySocket;
 
 /// Buffers of one recvmmsg, each possibly a GRO train (what the gateway socket of [`Net::start`]
@@ -297,8 +297,11 @@ async fn drive(
             }
             let up = stack.is_connected();
             connected.send_if_modified(|was| std::mem::replace(was, up) != up);
-            let path = stack.path_mtu();
-            path_mtu.send_if_modified(|was| std::mem::replace(was, path) != path);
+            while let Some(event) = stack.poll_event() {
+                if let Event::PathMeasured { mtu } = event {
+                    path_mtu.send_replace(Some(mtu));
+                }
+            }
             stack.poll_timeout(now)
         };
         let sent = gateway.send_datagrams(&mut out).await;

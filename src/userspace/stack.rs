@@ -16,7 +16,7 @@ use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpCidr};
 
 use crate::tunnel::clock::Clock;
-use crate::tunnel::core::{out_buf_len, FromNetwork, Session, Stats, MAX_PACKET};
+use crate::tunnel::core::{out_buf_len, Event, FromNetwork, Session, Stats, MAX_PACKET};
 
 /// TCP buffers per connection, each way: big enough for a window that fills a fast link.
 pub const TCP_BUFFER: usize = 512 * 1024;
@@ -161,8 +161,9 @@ impl Stack {
         [self.link.session.poll_timeout(), stack].into_iter().flatten().min()
     }
 
-    pub fn path_mtu(&self) -> Option<u16> {
-        self.link.session.path_mtu()
+    /// What the session says happened (`Session::poll_event`); drain after every batch.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.link.session.poll_event()
     }
 
     pub fn measures_path(&self) -> bool {
