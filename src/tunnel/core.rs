@@ -1094,6 +1094,7 @@ fn is_well_formed(packet: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::tunnel::clock::TestClock;
+    use crate::tunnel::testing;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
@@ -1632,30 +1633,16 @@ mod tests {
     }
 
     fn configs(client_keepalive: Option<u16>) -> (Config, Config) {
-        let client_key = StaticSecret::random_from_rng(OsRng);
-        let gateway_key = StaticSecret::random_from_rng(OsRng);
+        let (mut client, mut gateway) =
+            testing::peer_configs(&["10.0.0.0/24", "fd00::/64"], &["10.0.0.2/32", "fd00::2/128"]);
         let preshared_key = Some([9; 32]);
-        let client = Config {
-            peer_public_key: PublicKey::from(&gateway_key),
-            private_key: client_key.clone(),
-            preshared_key,
-            persistent_keepalive: client_keepalive,
-            allowed_ips: vec!["10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
-            probe: Some(ProbeRoute {
-                source: CLIENT_V4.into(),
-                target: GATEWAY_V4.into(),
-            }),
-            path: None,
-        };
-        let gateway = Config {
-            peer_public_key: PublicKey::from(&client_key),
-            private_key: gateway_key,
-            preshared_key,
-            persistent_keepalive: None,
-            allowed_ips: vec!["10.0.0.2/32".parse().unwrap(), "fd00::2/128".parse().unwrap()],
-            probe: None,
-            path: None,
-        };
+        client.preshared_key = preshared_key;
+        client.persistent_keepalive = client_keepalive;
+        client.probe = Some(ProbeRoute {
+            source: CLIENT_V4.into(),
+            target: GATEWAY_V4.into(),
+        });
+        gateway.preshared_key = preshared_key;
         (client, gateway)
     }
 

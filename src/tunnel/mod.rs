@@ -7,4 +7,6 @@ pub mod io;
 pub mod pmtu;
 pub mod probe;
 pub mod socket;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tun;
