@@ -4,8 +4,10 @@
 
 pub mod control;
 pub mod heal;
+pub mod readiness;
 pub mod status;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use ipnet::IpNet;
 use rand_core::RngCore as _;
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use x25519_dalek::{PublicKey, StaticSecret};
 
 use crate::dns;
@@ -22,9 +24,11 @@ use crate::host::{self, device, Journal};
 use crate::paths::ConnectionFiles;
 use crate::platform;
 use crate::project_id::ProjectId;
-use crate::tunnel::core::{Config as SessionConfig, PathConfig, ProbeRoute, Session, Stats};
-use crate::tunnel::io::{Request, Tunnel};
+use crate::tunnel::core::{Config as SessionConfig, Event, PathConfig, ProbeRoute, Session, Stats};
+use crate::tunnel::io::{self, Request, TunShell};
 use crate::tunnel::probe;
+use crate::tunnel::socket::GatewaySocket;
+use readiness::{Readiness, Ready, Step};
 
 pub use status::{ConnectionState, TunnelStatus};
 
@@ -273,26 +277,26 @@ async fn serve(
     events(&StartupEvent::Interface { name: name.clone() });
 
     let mut endpoint = dns::resolve_endpoint(&config.endpoint).await?;
-    let udp = tokio::net::UdpSocket::bind(family::unspecified_for(endpoint.ip()))
+    let socket = GatewaySocket::bind(endpoint, io::RX_BATCH)
         .await
         .context("binding the WireGuard UDP socket")?;
     let session = Session::new(session_config(config, endpoint), Instant::now());
     let (req_tx, req_rx) = mpsc::channel(8);
-    let tunnel = Tunnel::new(dev, udp, endpoint, session, config.mtu)?;
-    let mut unanswered = tunnel.unanswered();
-    let mut path_mtu = tunnel.path_mtu();
+    let (event_tx, event_rx) = mpsc::channel(EVENT_QUEUE);
+    let tunnel = TunShell::new(dev, socket, session, config.mtu, event_tx);
+    let mut tunnel_events = TunnelEvents::new(event_rx);
     let mut io = tokio::spawn(tunnel.run(req_rx));
     let stats = || tunnel_stats(&req_tx);
 
     // Ready means: handshake done, and a ping answered through the tunnel if anything answers.
     let timeout = Duration::from_secs(config.handshake_timeout_secs);
-    let ready = wait_until_ready(config, &req_tx, started + timeout);
+    let ready = wait_until_ready(config, &req_tx, &mut tunnel_events, started + timeout);
     let readiness = tokio::select! {
         r = ready => r?,
         signal = shutdown.recv() => bail!("stopped by {signal} before the tunnel was ready"),
         r = &mut io => bail!("the tunnel stopped: {}", join_error(r)),
     };
-    use_readiness(config, &req_tx, readiness, started, &mut path_mtu, events).await;
+    use_readiness(config, &req_tx, readiness, started, &mut tunnel_events, events).await;
     let names = register_names(config, names, &name, journal, events).await;
     // The responder is another process: its status is asked afresh each time.
     let service_status = || async {
@@ -367,14 +371,16 @@ async fn serve(
                     break;
                 }
             }
-            Ok(()) = unanswered.changed(), if config.platform.is_some() => {
-                if *unanswered.borrow_and_update() {
+            Some(event) = tunnel_events.next() => match event {
+                Event::PeerUnresponsive if config.platform.is_some() => {
                     recheck_at = Some(tokio::time::Instant::now() + heal::RECHECK_AFTER);
-                } else {
+                }
+                Event::PeerAnswersAgain if config.platform.is_some() => {
                     heal.answered();
                     recheck_at = None;
                 }
-            }
+                _ => {}
+            },
             () = sleep_until(recheck_at), if recheck_at.is_some() && recheck.is_none() => {
                 recheck_at = None;
                 recheck = start_recheck(config);
@@ -388,7 +394,7 @@ async fn serve(
                         tracing::info!(note = ?heal.status.note, %endpoint, "new session with the gateway");
                     }
                 }
-                if *unanswered.borrow() {
+                if tunnel_events.unanswered {
                     recheck_at = Some(tokio::time::Instant::now() + heal.next_delay());
                 }
             }
@@ -421,28 +427,25 @@ fn create_device(config: &DaemonConfig, journal: &mut Journal) -> Result<(String
 async fn use_readiness(
     config: &DaemonConfig,
     requests: &mpsc::Sender<Request>,
-    readiness: Readiness,
+    readiness: Ready,
     started: Instant,
-    path_mtu: &mut watch::Receiver<Option<u16>>,
+    tunnel_events: &mut TunnelEvents,
     events: &mut dyn FnMut(&StartupEvent),
 ) {
     // When the (first) handshake completed, not when readiness was decided.
-    let first_handshake = match &readiness {
-        Readiness::HandshakeOnly { first_handshake, .. } => *first_handshake,
-        Readiness::Answered { .. } => since(handshake_age(requests).await.unwrap_or_default()),
-    };
+    let (Ready::HandshakeOnly { first_handshake, .. } | Ready::Answered { first_handshake, .. }) = readiness;
     events(&StartupEvent::Handshake {
         millis: first_handshake.saturating_duration_since(started).as_millis() as u64,
     });
     let liveness = match &readiness {
-        Readiness::Answered { target, .. } => probe_route(config, *target),
-        Readiness::HandshakeOnly { .. } => None,
+        Ready::Answered { target, .. } => ProbeRoute::from_addresses(&config.addresses, *target),
+        Ready::HandshakeOnly { .. } => None,
     };
     let probing = liveness.is_some();
     let _ = requests.send(Request::LivenessProbe { route: liveness }).await;
     events(&match readiness {
-        Readiness::Answered { target, millis } => StartupEvent::Probe { target, millis },
-        Readiness::HandshakeOnly {
+        Ready::Answered { target, millis, .. } => StartupEvent::Probe { target, millis },
+        Ready::HandshakeOnly {
             tried, handshake_age, ..
         } => StartupEvent::NoPing {
             tried,
@@ -452,7 +455,7 @@ async fn use_readiness(
     // Connections opened before the path is known would keep a size it may not carry: ready
     // waits for the first search (one round trip on a full path, a second or two on a narrow).
     if probing {
-        let _ = tokio::time::timeout(PATH_SEARCH_WAIT, path_mtu.wait_for(Option::is_some)).await;
+        let _ = tokio::time::timeout(PATH_SEARCH_WAIT, tunnel_events.path_measured()).await;
         let stats = tunnel_stats(requests).await.unwrap_or_default();
         events(&StartupEvent::Path {
             mtu: stats.path_mtu,
@@ -523,116 +526,119 @@ async fn repoint_tunnel(
     }
 }
 
-/// How the tunnel proved itself ready.
-enum Readiness {
-    /// A probe target answered an ICMP echo through the tunnel.
-    Answered { target: IpAddr, millis: u64 },
-    /// Nothing answered ping, but the handshake completed (its answer came back through the
-    /// endpoint): the tunnel is up. The platform does not promise that its gateways answer ping.
-    HandshakeOnly {
-        tried: Vec<String>,
-        /// Since the last handshake (sessions may have been renewed since the first).
-        handshake_age: Duration,
-        first_handshake: Instant,
-    },
+/// The tunnel's events not yet read; at most this many wait (the data path drops what does
+/// not fit rather than wait).
+const EVENT_QUEUE: usize = 64;
+
+/// The tunnel's events, read by each phase of the daemon in turn: those about the peer's
+/// answering are kept for the main loop, whichever phase reads them.
+struct TunnelEvents {
+    events: mpsc::Receiver<Event>,
+    kept: VecDeque<Event>,
+    /// Whether the peer has stopped answering, as of the last event read.
+    unanswered: bool,
+    path_mtu: Option<u16>,
 }
 
-/// How long pings keep trying once the handshake has completed.
-const PING_GRACE: Duration = Duration::from_secs(2);
+impl TunnelEvents {
+    fn new(events: mpsc::Receiver<Event>) -> TunnelEvents {
+        TunnelEvents {
+            events,
+            kept: VecDeque::new(),
+            unanswered: false,
+            path_mtu: None,
+        }
+    }
+
+    /// The next event as it comes (cancel-safe); `None` once the tunnel stopped.
+    async fn recv(&mut self) -> Option<Event> {
+        let event = self.events.recv().await?;
+        match event {
+            Event::PeerUnresponsive => self.unanswered = true,
+            Event::PeerAnswersAgain => self.unanswered = false,
+            Event::PathMeasured { mtu } => self.path_mtu = Some(mtu),
+            Event::HandshakeCompleted | Event::ProbeAnswered { .. } => {}
+        }
+        if matches!(event, Event::PeerUnresponsive | Event::PeerAnswersAgain) {
+            self.kept.push_back(event);
+        }
+        Some(event)
+    }
+
+    /// The next event, those kept by earlier phases first.
+    async fn next(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.kept.pop_front() {
+                return Some(event);
+            }
+            // A kept one is taken at once, above.
+            let event = self.recv().await?;
+            if !matches!(event, Event::PeerUnresponsive | Event::PeerAnswersAgain) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Until the first path MTU search has ended.
+    async fn path_measured(&mut self) {
+        while self.path_mtu.is_none() {
+            if self.recv().await.is_none() {
+                return std::future::pending().await;
+            }
+        }
+    }
+}
 
 /// Pings the project's gateways, then (once the handshake is done) `logger.core.zerops` as the
 /// platform's CLI does, until one answers; a completed handshake with no answer within
-/// [`PING_GRACE`] is ready too. Fails only when no handshake completes before `deadline`.
+/// [`readiness::PING_GRACE`] is ready too. Fails only when no handshake completes before
+/// `deadline`.
 async fn wait_until_ready(
     config: &DaemonConfig,
     requests: &mpsc::Sender<Request>,
+    tunnel_events: &mut TunnelEvents,
     deadline: Instant,
-) -> Result<Readiness> {
+) -> Result<Ready> {
     let id = (std::process::id() & 0xffff) as u16;
-    let mut seq = 0u16;
-    let mut targets = config.probe_targets.clone();
-    let mut tried: Vec<String> = targets.iter().map(ToString::to_string).collect();
-    let mut handshake_seen: Option<Instant> = None;
-    let mut looked_up_probe_name = false;
-    while Instant::now() < deadline {
-        for target in targets.clone() {
-            seq = seq.wrapping_add(1);
-            if let Some(millis) = ping(config, requests, target, id, seq, deadline).await? {
-                return Ok(Readiness::Answered { target, millis });
+    let name = config.dns.map(|_| DNS_PROBE_NAME);
+    let mut readiness = Readiness::new(id, &config.addresses, &config.probe_targets, name, deadline);
+    loop {
+        match readiness.poll(Instant::now()) {
+            Step::Ready(ready) => return Ok(ready),
+            Step::Failed => bail!(
+                "no answer through the tunnel within {}s, not even a handshake: the endpoint {} is \
+                 unreachable, drops UDP, or does not know this key",
+                config.handshake_timeout_secs,
+                config.endpoint
+            ),
+            Step::Ping { route, seq } => {
+                if let Some(packet) = probe::echo_request(route.source, route.target, id, seq) {
+                    requests
+                        .send(Request::Probe { packet, id })
+                        .await
+                        .context("the tunnel stopped")?;
+                }
+            }
+            Step::LookUp => {
+                let (Some(dns), Some(name)) = (config.dns, readiness.name().map(str::to_string)) else {
+                    readiness.looked_up(DNS_PROBE_NAME, Vec::new());
+                    continue;
+                };
+                let found = lookup_through_tunnel(dns, &name).await;
+                tracing::debug!(?found, "probe name looked up");
+                readiness.looked_up(&name, found);
+            }
+            Step::Wait(until) => {
+                tokio::select! {
+                    event = tunnel_events.recv() => {
+                        let event = event.context("the tunnel stopped")?;
+                        readiness.handle_event(&event, Instant::now());
+                    }
+                    () = tokio::time::sleep_until(until.into()) => {}
+                }
             }
         }
-        if targets.is_empty() {
-            // Nothing to ping: only the handshake can be waited for.
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        let Some(handshake_age) = handshake_age(requests).await else {
-            continue;
-        };
-        let first_handshake = *handshake_seen.get_or_insert_with(|| since(handshake_age));
-        if let (false, Some(dns)) = (looked_up_probe_name, config.dns) {
-            looked_up_probe_name = true;
-            let found = lookup_through_tunnel(dns, DNS_PROBE_NAME).await;
-            tracing::debug!(?found, "probe name looked up");
-            tried.push(DNS_PROBE_NAME.to_string());
-            targets.extend(found.into_iter().filter(|a| !config.probe_targets.contains(a)));
-            continue;
-        }
-        if targets.is_empty() || first_handshake.elapsed() >= PING_GRACE {
-            return Ok(Readiness::HandshakeOnly {
-                tried,
-                handshake_age,
-                first_handshake,
-            });
-        }
     }
-    if let Some(handshake_age) = handshake_age(requests).await {
-        let first_handshake = handshake_seen.unwrap_or_else(|| since(handshake_age));
-        return Ok(Readiness::HandshakeOnly {
-            tried,
-            handshake_age,
-            first_handshake,
-        });
-    }
-    bail!(
-        "no answer through the tunnel within {}s, not even a handshake: the endpoint {} is \
-         unreachable, drops UDP, or does not know this key",
-        config.handshake_timeout_secs,
-        config.endpoint
-    )
-}
-
-/// One echo request to `target` through the tunnel; the round trip in ms if it is answered
-/// within half a second.
-async fn ping(
-    config: &DaemonConfig,
-    requests: &mpsc::Sender<Request>,
-    target: IpAddr,
-    id: u16,
-    seq: u16,
-    deadline: Instant,
-) -> Result<Option<u64>> {
-    let Some(src) = family::source_for(&config.addresses, target) else {
-        return Ok(None);
-    };
-    let Some(packet) = probe::echo_request(src, target, id, seq) else {
-        return Ok(None);
-    };
-    let (answered, reply) = oneshot::channel();
-    let sent = Instant::now();
-    requests
-        .send(Request::Probe { packet, id, answered })
-        .await
-        .context("the tunnel stopped")?;
-    let wait = Duration::from_millis(500).min(deadline.saturating_duration_since(Instant::now()));
-    Ok(match tokio::time::timeout(wait, reply).await {
-        Ok(Ok(())) => Some(sent.elapsed().as_millis() as u64),
-        _ => None,
-    })
-}
-
-/// How long ago the last handshake completed; `None` before the first.
-async fn handshake_age(requests: &mpsc::Sender<Request>) -> Option<Duration> {
-    tunnel_stats(requests).await?.last_handshake
 }
 
 /// The tunnel's counters as of now; `None` once it stopped.
@@ -788,12 +794,6 @@ fn session_config(config: &DaemonConfig, endpoint: SocketAddr) -> SessionConfig 
     }
 }
 
-/// Our address of `target`'s family, to probe `target` from.
-fn probe_route(config: &DaemonConfig, target: IpAddr) -> Option<ProbeRoute> {
-    let source = family::source_for(&config.addresses, target)?;
-    Some(ProbeRoute { source, target })
-}
-
 /// Sleeps until `at`; forever when there is no deadline (the select arm is disabled then).
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
@@ -818,10 +818,4 @@ fn join_error(r: Result<Result<()>, tokio::task::JoinError>) -> String {
         Ok(Err(e)) => format!("{e:#}"),
         Err(e) => e.to_string(),
     }
-}
-
-/// The instant `age` ago (now, if the clock cannot go back that far).
-fn since(age: Duration) -> Instant {
-    let now = Instant::now();
-    now.checked_sub(age).unwrap_or(now)
 }

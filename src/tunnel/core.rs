@@ -13,6 +13,9 @@
 //! datagrams (handshakes, cookie replies, keepalives, probes, packets that waited for a
 //! handshake) go through an internal queue drained with [`Session::poll_datagram`].
 //!
+//! What happened that the shells (and the daemon behind them) care about comes out as [`Event`]s,
+//! drained with [`Session::poll_event`] after each batch.
+//!
 //! Buffer sizes: [`Session::handle_tun_packet`] needs `out_buf_len(packet.len())` bytes and
 //! [`Session::handle_datagram`] needs `max(datagram.len(), MIN_OUT_BUF)`; a buffer of
 //! `out_buf_len(mtu)` serves both for traffic within the MTU. A shorter buffer is refused and
@@ -101,10 +104,22 @@ impl PathConfig {
     }
 }
 
+/// Where an echo request goes through the tunnel, and which of our addresses it comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeRoute {
     pub source: IpAddr,
     pub target: IpAddr,
+}
+
+impl ProbeRoute {
+    /// To `target` from the first of our `addresses` of its family; `None` without one.
+    pub fn from_addresses(addresses: &[IpNet], target: IpAddr) -> Option<ProbeRoute> {
+        let source = addresses
+            .iter()
+            .map(IpNet::addr)
+            .find(|a| a.is_ipv4() == target.is_ipv4())?;
+        Some(ProbeRoute { source, target })
+    }
 }
 
 /// Counters since the session was created; they survive session rebuilds.
@@ -165,6 +180,22 @@ pub enum LinkState {
     Reconnecting { since: Instant },
 }
 
+/// What the session says happened, in order; drained with [`Session::poll_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Event {
+    /// A handshake with the peer completed (the first, and every renewal after it).
+    HandshakeCompleted,
+    /// The peer stopped answering; handshakes are being forced.
+    PeerUnresponsive,
+    /// The peer answers again after [`Event::PeerUnresponsive`].
+    PeerAnswersAgain,
+    /// The echo reply registered with [`Session::expect_echo_reply`] came back (and was kept
+    /// from the TUN).
+    ProbeAnswered { id: u16 },
+    /// A path MTU search found a size other than the last one's.
+    PathMeasured { mtu: u16 },
+}
+
 /// What a datagram from the network turned into.
 #[derive(Debug, PartialEq, Eq)]
 pub enum FromNetwork<'a> {
@@ -208,6 +239,11 @@ pub struct Session {
     /// Packets for the TUN that the session made itself (ICMP errors to local senders).
     to_tun: VecDeque<Vec<u8>>,
     fragment_id: u32,
+    events: VecDeque<Event>,
+    /// The id of an echo request injected from outside whose reply is reported, not delivered.
+    echo: Option<u16>,
+    /// The path MTU last reported.
+    reported_path: Option<u16>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,6 +270,9 @@ impl Session {
             fit: None,
             to_tun: VecDeque::new(),
             fragment_id: OsRng.next_u32(),
+            events: VecDeque::new(),
+            echo: None,
+            reported_path: None,
             config,
         }
     }
@@ -399,6 +438,18 @@ impl Session {
         self.to_tun.pop_front()
     }
 
+    /// The next thing that happened. Drain after every batch; the queue is bounded, the oldest
+    /// going first when it is full.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Reports the next echo reply with `id` as [`Event::ProbeAnswered`] instead of handing it
+    /// to the TUN: the answer to an echo request the caller injected (the readiness ping).
+    pub fn expect_echo_reply(&mut self, id: u16) {
+        self.echo = Some(id);
+    }
+
     /// The largest inner packet that crosses the path in one datagram, once a search found the
     /// path narrower than the interface.
     pub fn path_fit(&self) -> Option<usize> {
@@ -444,11 +495,6 @@ impl Session {
         self.config.peer_public_key = peer_public_key;
         self.rebuild();
         self.initiate_handshake(now);
-    }
-
-    /// Whether the peer answers, cheaply: the data path asks after every batch.
-    pub fn link_state(&self) -> LinkState {
-        self.stats.state
     }
 
     pub fn stats(&self) -> Stats {
@@ -511,6 +557,11 @@ impl Session {
         self.stats.rx_packets += 1;
         self.stats.rx_bytes += packet.len() as u64;
         tracing::trace!(len = packet.len(), %source, "decrypted packet");
+        if let Some(id) = self.echo.filter(|id| probe::is_echo_reply(packet, *id)) {
+            self.echo = None;
+            self.push_event(Event::ProbeAnswered { id });
+            return FromNetwork::Nothing;
+        }
         FromNetwork::Tunnel(packet)
     }
 
@@ -534,6 +585,7 @@ impl Session {
             }
             self.times.established = Some(now);
             self.times.initiation = None;
+            self.push_event(Event::HandshakeCompleted);
         }
         self.recovery = Recovery::default();
         match self.stats.state {
@@ -544,6 +596,7 @@ impl Session {
                     "the peer answers again"
                 );
                 self.stats.state = LinkState::Connected;
+                self.push_event(Event::PeerAnswersAgain);
             }
             LinkState::Connecting => {
                 self.stats.state = LinkState::Connected;
@@ -601,6 +654,13 @@ impl Session {
                 }
             })
         });
+        let measured = self.path_mtu();
+        if measured != self.reported_path {
+            self.reported_path = measured;
+            if let Some(mtu) = measured {
+                self.push_event(Event::PathMeasured { mtu });
+            }
+        }
         if fit != self.fit {
             tracing::info!(
                 fit = fit.map(|f| f.max),
@@ -762,6 +822,7 @@ impl Session {
             self.stats.state = LinkState::Reconnecting { since };
             self.stats.reconnects += 1;
             tracing::info!("no answer from the peer; handshaking again");
+            self.push_event(Event::PeerUnresponsive);
         }
         self.stats.handshakes_forced += 1;
         let initiation = to_send(self.tunn.format_handshake_initiation(&mut self.scratch, true));
@@ -807,6 +868,14 @@ impl Session {
             _ => tracing::debug!(len = datagram.len(), "sending unknown message"),
         }
         self.control.push_back(datagram);
+    }
+
+    fn push_event(&mut self, event: Event) {
+        if self.events.len() >= EVENT_QUEUE_LIMIT {
+            tracing::debug!(?event, "event queue full, the oldest event dropped");
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
     }
 
     fn note_connection_state(&mut self) {
@@ -963,6 +1032,8 @@ const SESSION_MILESTONES: [Duration; 4] = [
 
 const FLUSH_LIMIT: usize = 512;
 const CONTROL_QUEUE_LIMIT: usize = 1024;
+/// Events the shell has not drained; it drains after every batch, so this is never reached.
+const EVENT_QUEUE_LIMIT: usize = 64;
 
 const HANDSHAKE_INITIATION: u32 = 1;
 const HANDSHAKE_RESPONSE: u32 = 2;
@@ -1023,6 +1094,7 @@ fn is_well_formed(packet: &[u8]) -> bool {
 mod tests {
     use super::*;
     use crate::tunnel::clock::TestClock;
+    use crate::tunnel::testing;
     use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
@@ -1393,6 +1465,36 @@ mod tests {
             (1, 1, 1)
         );
         assert_eq!(stats.state, LinkState::Connected);
+        assert_eq!(
+            std::iter::from_fn(|| client.poll_event()).collect::<Vec<_>>(),
+            [
+                Event::HandshakeCompleted,
+                Event::PeerUnresponsive,
+                Event::HandshakeCompleted,
+                Event::PeerAnswersAgain
+            ]
+        );
+    }
+
+    #[test]
+    fn the_reply_to_an_injected_echo_is_reported_once_and_kept_from_the_tun() {
+        let now = Instant::now();
+        let (mut client, mut gateway) = connected_pair_at(None, now);
+        while client.poll_event().is_some() {}
+        let request = probe::echo_request(CLIENT_V4.into(), GATEWAY_V4.into(), 4242, 1).unwrap();
+        let reply = echo_reply(&request).unwrap();
+        let other = echo_reply(&probe::echo_request(CLIENT_V4.into(), GATEWAY_V4.into(), 4243, 1).unwrap()).unwrap();
+        client.expect_echo_reply(4242);
+
+        let unrelated = transmit_at(&mut gateway, &mut client, &other, now);
+        let expected = transmit_at(&mut gateway, &mut client, &reply, now);
+        let again = transmit_at(&mut gateway, &mut client, &reply, now);
+
+        assert_eq!(unrelated, Received::Packet(other));
+        assert_eq!(expected, Received::Nothing);
+        assert_eq!(again, Received::Packet(reply), "only the one reply is kept");
+        assert_eq!(client.poll_event(), Some(Event::ProbeAnswered { id: 4242 }));
+        assert_eq!(client.poll_event(), None);
     }
 
     #[test]
@@ -1505,6 +1607,22 @@ mod tests {
         assert_eq!(client.stats().sessions_rebuilt, 1, "the counters survive");
     }
 
+    #[test]
+    fn a_probe_comes_from_the_first_address_of_the_targets_family() {
+        let addresses: Vec<IpNet> = ["fd00::2/128", "198.19.0.2/32", "198.19.0.3/32"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        let source = |target: &str| ProbeRoute::from_addresses(&addresses, target.parse().unwrap()).map(|r| r.source);
+
+        assert_eq!(source("198.19.0.1"), Some("198.19.0.2".parse().unwrap()));
+        assert_eq!(source("fd00::1"), Some("fd00::2".parse().unwrap()));
+        assert_eq!(
+            ProbeRoute::from_addresses(&addresses[..1], "198.19.0.1".parse().unwrap()),
+            None
+        );
+    }
+
     fn pair(client_keepalive: Option<u16>) -> (Session, Session) {
         pair_at(client_keepalive, Instant::now())
     }
@@ -1515,30 +1633,16 @@ mod tests {
     }
 
     fn configs(client_keepalive: Option<u16>) -> (Config, Config) {
-        let client_key = StaticSecret::random_from_rng(OsRng);
-        let gateway_key = StaticSecret::random_from_rng(OsRng);
+        let (mut client, mut gateway) =
+            testing::peer_configs(&["10.0.0.0/24", "fd00::/64"], &["10.0.0.2/32", "fd00::2/128"]);
         let preshared_key = Some([9; 32]);
-        let client = Config {
-            peer_public_key: PublicKey::from(&gateway_key),
-            private_key: client_key.clone(),
-            preshared_key,
-            persistent_keepalive: client_keepalive,
-            allowed_ips: vec!["10.0.0.0/24".parse().unwrap(), "fd00::/64".parse().unwrap()],
-            probe: Some(ProbeRoute {
-                source: CLIENT_V4.into(),
-                target: GATEWAY_V4.into(),
-            }),
-            path: None,
-        };
-        let gateway = Config {
-            peer_public_key: PublicKey::from(&client_key),
-            private_key: gateway_key,
-            preshared_key,
-            persistent_keepalive: None,
-            allowed_ips: vec!["10.0.0.2/32".parse().unwrap(), "fd00::2/128".parse().unwrap()],
-            probe: None,
-            path: None,
-        };
+        client.preshared_key = preshared_key;
+        client.persistent_keepalive = client_keepalive;
+        client.probe = Some(ProbeRoute {
+            source: CLIENT_V4.into(),
+            target: GATEWAY_V4.into(),
+        });
+        gateway.preshared_key = preshared_key;
         (client, gateway)
     }
 
@@ -1745,6 +1849,7 @@ mod tests {
             "the interface MTU (in steps of WireGuard's padding) plus 60 bytes of tunnel"
         );
         assert_eq!(client.stats().path_probes, 1);
+        assert!(std::iter::from_fn(|| client.poll_event()).any(|e| e == Event::PathMeasured { mtu: 1468 }));
         assert!(end - now < Duration::from_millis(100));
         assert_eq!(client.path_fit(), None);
         let syn = ipv6_syn(1380);

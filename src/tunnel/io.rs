@@ -5,31 +5,28 @@
 //! where the OS can (`tun`); on the UDP side one sendmsg carries a GSO batch of equal-sized
 //! datagrams and one recvmmsg returns GRO-coalesced ones. Buffers are allocated once.
 
-use std::io::IoSliceMut;
 use std::net::SocketAddr;
 use std::pin::pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
-use tokio::io::Interest;
-use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
 use x25519_dalek::PublicKey;
 
 use super::clock::SystemClock;
-use super::core::{out_buf_len, FromNetwork, LinkState, ProbeRoute, Session, Stats};
-use super::probe;
+use super::core::{out_buf_len, Event, FromNetwork, ProbeRoute, Session, Stats};
+use super::socket::{GatewaySocket, GSO_BYTES, RX_BUF};
 use super::tun::{TunRx, TunTx, OFFSET};
-/// Datagrams one recvmmsg may return (each possibly a GRO train of several).
-const RX_BATCH: usize = 4;
-const RX_BUF: usize = 65_536;
+
+/// Datagrams one recvmmsg may return (each possibly a GRO train of several): what the gateway
+/// socket of a [`TunShell`] is bound with.
+pub const RX_BATCH: usize = 4;
+/// recvmmsg calls before the TUN and the timers get their turn.
+const RX_ROUNDS: usize = 8;
 /// Decrypted packets handed to the TUN in one batch, at most: more than one GRO train (44
 /// segments of 64 KiB), and a bound on the buffers that coalescing fills.
 const MAX_TO_TUN: usize = 64;
-/// Upper bound of one UDP GSO send (the IP payload limit, less headroom).
-const GSO_BYTES: usize = 64_000;
 /// Consecutive failed TUN reads after which the interface is taken to be gone.
 const MAX_READ_ERRORS: u32 = 100;
 /// How long to sleep when the session has no deadline: only something arriving wakes it.
@@ -37,12 +34,9 @@ const NO_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// What the rest of the daemon can ask of a running tunnel.
 pub enum Request {
-    /// Inject an ICMP echo request; answer when its reply comes back out of the tunnel.
-    Probe {
-        packet: Vec<u8>,
-        id: u16,
-        answered: oneshot::Sender<()>,
-    },
+    /// Inject an ICMP echo request; its reply comes back as [`Event::ProbeAnswered`], not
+    /// through the TUN.
+    Probe { packet: Vec<u8>, id: u16 },
     /// The session's counters as of now.
     Stats { reply: oneshot::Sender<Stats> },
     /// Where the session probes traffic that goes unanswered (see [`Session::set_probe`]).
@@ -53,73 +47,47 @@ pub enum Request {
 }
 
 /// One peer's data path: the TUN, the UDP socket, the session, and buffers allocated once.
-pub struct Tunnel {
+pub struct TunShell {
     device: AsyncDevice,
-    udp: UdpSocket,
-    state: UdpSocketState,
-    endpoint: SocketAddr,
+    socket: GatewaySocket,
     session: Session,
     clock: SystemClock,
     mtu: u16,
     /// Encrypted datagrams of one GSO batch, back to back (also the probe's one datagram).
     gso: Vec<u8>,
-    /// Received (possibly GRO-coalesced) datagrams.
-    rx: Vec<Vec<u8>>,
-    metas: Vec<RecvMeta>,
     /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
     to_tun: Vec<Vec<u8>>,
     tun_tx: TunTx,
-    /// Whether the peer has stopped answering, published as it changes.
-    unanswered: watch::Sender<bool>,
-    /// The path MTU measured last, published as it changes.
-    path_mtu: watch::Sender<Option<u16>>,
+    /// Where the session's events go, as they come; one that does not fit is dropped (the data
+    /// path never waits for the daemon).
+    events: mpsc::Sender<Event>,
 }
 
-impl Tunnel {
+impl TunShell {
+    /// `socket` bound with [`RX_BATCH`]; the session's events go to `events`.
     pub fn new(
         device: AsyncDevice,
-        udp: UdpSocket,
-        endpoint: SocketAddr,
+        socket: GatewaySocket,
         session: Session,
         mtu: u16,
-    ) -> Result<Tunnel> {
-        let state = UdpSocketState::new((&udp).into())?;
-        // Bursts of a fast sender must not overflow the default socket buffers.
-        let _ = state.set_recv_buffer_size((&udp).into(), 4 << 20);
-        let _ = state.set_send_buffer_size((&udp).into(), 4 << 20);
-        Ok(Tunnel {
+        events: mpsc::Sender<Event>,
+    ) -> TunShell {
+        TunShell {
             device,
-            udp,
-            state,
-            endpoint,
+            socket,
             session,
             clock: SystemClock,
             mtu,
             gso: vec![0; GSO_BYTES + out_buf_len(65_535)],
-            rx: vec![vec![0; RX_BUF]; RX_BATCH],
-            metas: vec![RecvMeta::default(); RX_BATCH],
             to_tun: Vec::new(),
             tun_tx: TunTx::new(),
-            unanswered: watch::Sender::new(false),
-            path_mtu: watch::Sender::new(None),
-        })
-    }
-
-    /// Changes to `true` when the peer stops answering (handshakes are being forced) and back to
-    /// `false` when it answers again.
-    pub fn unanswered(&self) -> watch::Receiver<bool> {
-        self.unanswered.subscribe()
-    }
-
-    /// The path MTU, as each search ends.
-    pub fn path_mtu(&self) -> watch::Receiver<Option<u16>> {
-        self.path_mtu.subscribe()
+            events,
+        }
     }
 
     /// Moves packets until `requests` closes.
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) -> Result<()> {
         let mut tun_rx = TunRx::new(self.mtu);
-        let mut probe: Option<(u16, oneshot::Sender<()>)> = None;
         let mut read_errors = 0;
         // Handshake at once: being ready must not wait for a first packet (a project may name
         // no gateway to probe).
@@ -143,10 +111,10 @@ impl Tunnel {
                         }
                     }
                 }
-                ready = self.udp.readable() => {
+                ready = self.socket.readable() => {
                     if ready.is_ok() {
                         let now = self.session.handle_clock(&self.clock);
-                        self.inbound(&mut probe, now).await;
+                        self.inbound(now).await;
                     }
                 }
                 () = &mut sleep => {
@@ -160,8 +128,8 @@ impl Tunnel {
                 request = requests.recv() => {
                     let Some(request) = request else { return Ok(()) };
                     match request {
-                        Request::Probe { packet, id, answered } => {
-                            probe = Some((id, answered));
+                        Request::Probe { packet, id } => {
+                            self.session.expect_echo_reply(id);
                             let now = self.session.handle_clock(&self.clock);
                             self.send_one(&packet, now).await;
                         }
@@ -175,7 +143,7 @@ impl Tunnel {
                         }
                         Request::Repoint { peer, endpoint } => {
                             tracing::info!(%endpoint, "new session with the gateway");
-                            self.endpoint = endpoint;
+                            self.socket.set_endpoint(endpoint);
                             let now = self.session.handle_clock(&self.clock);
                             self.session.set_peer(peer, now);
                             self.flush().await;
@@ -183,12 +151,11 @@ impl Tunnel {
                     }
                 }
             }
-            let unanswered = matches!(self.session.link_state(), LinkState::Reconnecting { .. });
-            self.unanswered
-                .send_if_modified(|was| std::mem::replace(was, unanswered) != unanswered);
-            let path_mtu = self.session.path_mtu();
-            self.path_mtu
-                .send_if_modified(|was| std::mem::replace(was, path_mtu) != path_mtu);
+            while let Some(event) = self.session.poll_event() {
+                if self.events.try_send(event).is_err() {
+                    tracing::debug!(?event, "tunnel event not taken");
+                }
+            }
             // A deadline that went away fires once for nothing, then the sleep is far off.
             if let Some(next) = self.session.poll_timeout().filter(|next| *next != deadline) {
                 deadline = next;
@@ -198,11 +165,11 @@ impl Tunnel {
     }
 }
 
-impl Tunnel {
+impl TunShell {
     /// Encrypts the segments of one TUN read and sends them in as few GSO batches as possible:
     /// a batch is a run of equal-sized datagrams, of which only the last may be shorter.
     async fn outbound(&mut self, tun: &TunRx, n: usize, now: Instant) {
-        let max_segments = self.state.max_gso_segments().max(1);
+        let max_segments = self.socket.max_segments();
         let (mut used, mut count, mut segment) = (0usize, 0usize, 0usize);
         for packet in tun.packets(n) {
             if used + out_buf_len(packet.len()) > self.gso.len() || count == max_segments || used >= GSO_BYTES {
@@ -248,74 +215,38 @@ impl Tunnel {
     }
 
     async fn send_batch(&mut self, used: usize, segment: usize, count: usize) {
-        if count == 0 {
-            return;
-        }
-        let transmit = Transmit {
-            destination: self.endpoint,
-            ecn: None,
-            contents: &self.gso[..used],
-            segment_size: (count > 1).then_some(segment),
-            src_ip: None,
-        };
-        let (udp, state) = (&self.udp, &self.state);
-        if let Err(e) = udp
-            .async_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit))
-            .await
-        {
-            tracing::debug!(error = %e, count, "udp send");
+        if count > 0 {
+            // A failed send is left to the session's retries (the socket logs it).
+            let _ = self.socket.send_train(&self.gso[..used], segment).await;
         }
     }
 
     /// Drains the UDP socket: decrypts every datagram, then writes the packets to the TUN in
     /// one batch so the kernel receives coalesced TCP segments.
-    async fn inbound(&mut self, probe: &mut Option<(u16, oneshot::Sender<()>)>, now: Instant) {
+    async fn inbound(&mut self, now: Instant) {
         let mut count = 0;
         // Large batches let the TUN coalesce more segments per write; bounded, so memory stays
         // small and the TUN and the timers get their turn under a flood.
-        for _ in 0..8 {
-            let received = {
-                let (udp, state, metas) = (&self.udp, &self.state, &mut self.metas);
-                let mut iovs: [IoSliceMut; RX_BATCH] = {
-                    let mut bufs = self.rx.iter_mut();
-                    std::array::from_fn(|_| IoSliceMut::new(bufs.next().expect("RX_BATCH buffers")))
+        for _ in 0..RX_ROUNDS {
+            let Ok(received) = self.socket.try_recv() else { break };
+            for datagram in received {
+                if count == MAX_TO_TUN {
+                    write_to_tun(&self.device, &mut self.tun_tx, &mut self.to_tun[..count]).await;
+                    count = 0;
+                }
+                if self.to_tun.len() == count {
+                    // The TUN coalesces a TCP train into the first buffer only if it has the
+                    // capacity; pages are touched as they fill, so it costs no memory unused.
+                    self.to_tun.push(Vec::with_capacity(2 * OFFSET + RX_BUF));
+                }
+                let out = &mut self.to_tun[count];
+                out.resize(OFFSET + datagram.len().max(148), 0);
+                let len = match self.session.handle_datagram(datagram, &mut out[OFFSET..], now) {
+                    FromNetwork::Tunnel(packet) => packet.len(),
+                    FromNetwork::Nothing | FromNetwork::Dropped(_) => continue,
                 };
-                udp.try_io(Interest::READABLE, || state.recv(udp.into(), &mut iovs, metas))
-            };
-            let Ok(received) = received else { break };
-            for (buf, meta) in self.rx.iter().zip(&self.metas).take(received) {
-                if meta.addr != self.endpoint {
-                    tracing::trace!(from = %meta.addr, "datagram from an unknown address dropped");
-                    continue;
-                }
-                for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
-                    if count == MAX_TO_TUN {
-                        write_to_tun(&self.device, &mut self.tun_tx, &mut self.to_tun[..count]).await;
-                        count = 0;
-                    }
-                    if self.to_tun.len() == count {
-                        // The TUN coalesces a TCP train into the first buffer only if it has the
-                        // capacity; pages are touched as they fill, so it costs no memory unused.
-                        self.to_tun.push(Vec::with_capacity(2 * OFFSET + RX_BUF));
-                    }
-                    let out = &mut self.to_tun[count];
-                    out.resize(OFFSET + datagram.len().max(148), 0);
-                    let len = match self.session.handle_datagram(datagram, &mut out[OFFSET..], now) {
-                        FromNetwork::Tunnel(packet) => packet.len(),
-                        FromNetwork::Nothing | FromNetwork::Dropped(_) => continue,
-                    };
-                    out.truncate(OFFSET + len);
-                    if probe
-                        .as_ref()
-                        .is_some_and(|(id, _)| probe::is_echo_reply(&out[OFFSET..], *id))
-                    {
-                        if let Some((_, answered)) = probe.take() {
-                            let _ = answered.send(());
-                        }
-                        continue;
-                    }
-                    count += 1;
-                }
+                out.truncate(OFFSET + len);
+                count += 1;
             }
         }
         write_to_tun(&self.device, &mut self.tun_tx, &mut self.to_tun[..count]).await;
@@ -325,9 +256,7 @@ impl Tunnel {
     /// Encrypts and sends one packet that did not come from the TUN (the readiness probe).
     async fn send_one(&mut self, packet: &[u8], now: Instant) {
         if let Some(datagram) = self.session.handle_tun_packet(packet, &mut self.gso, now) {
-            if let Err(e) = self.udp.send_to(datagram, self.endpoint).await {
-                tracing::debug!(error = %e, "udp send");
-            }
+            let _ = self.socket.send(datagram).await;
         }
         self.flush().await;
     }
@@ -335,9 +264,7 @@ impl Tunnel {
     /// Sends what the session queued: handshakes, keepalives, packets held for a handshake.
     async fn flush(&mut self) {
         while let Some(datagram) = self.session.poll_datagram() {
-            if let Err(e) = self.udp.send_to(&datagram, self.endpoint).await {
-                tracing::debug!(error = %e, "udp send");
-            }
+            let _ = self.socket.send(&datagram).await;
         }
     }
 }

@@ -6,4 +6,7 @@ pub mod fit;
 pub mod io;
 pub mod pmtu;
 pub mod probe;
+pub mod socket;
+#[cfg(test)]
+pub(crate) mod testing;
 pub mod tun;

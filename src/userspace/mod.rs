@@ -22,15 +22,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use boringtun::x25519::{PublicKey, StaticSecret};
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::TcpListener;
 
 use crate::account::{self, ApiSettings};
 use crate::api::{Client, ProjectId};
-use crate::family;
 use crate::platform;
 use crate::report::{Progress, Report};
 use crate::store::Store;
 use crate::tunnel::core::{Config as SessionConfig, PathConfig, ProbeRoute, Session, Stats};
+use crate::tunnel::socket::{self, GatewaySocket};
 use net::{DialError, Net};
 use stack::{Stack, StackConfig};
 
@@ -270,10 +270,10 @@ impl Tunnel {
             .with_context(|| format!("resolving the gateway {}", vpn.endpoint))?
             .next()
             .with_context(|| format!("the gateway {} has no address", vpn.endpoint))?;
-        let udp = UdpSocket::bind(family::unspecified_for(endpoint.ip()))
+        let socket = GatewaySocket::bind(endpoint, net::RX_BATCH)
             .await
             .context("binding the WireGuard UDP socket")?;
-        udp.connect(endpoint)
+        socket::check_route(endpoint)
             .await
             .with_context(|| format!("no route to the gateway {endpoint}"))?;
 
@@ -284,10 +284,10 @@ impl Tunnel {
                 preshared_key: None,
                 persistent_keepalive: Some(options.keepalive),
                 allowed_ips: vpn.allowed_networks.clone(),
-                probe: vpn.gateways.iter().find_map(|&target| {
-                    let source = family::source_for(&vpn.addresses, target)?;
-                    Some(ProbeRoute { source, target })
-                }),
+                probe: vpn
+                    .gateways
+                    .iter()
+                    .find_map(|&target| ProbeRoute::from_addresses(&vpn.addresses, target)),
                 path: Some(PathConfig::new(
                     options.mtu,
                     endpoint,
@@ -302,7 +302,7 @@ impl Tunnel {
             seed: rand_core::RngCore::next_u64(&mut rand_core::OsRng),
         };
         let stack = Stack::new(session, &config, Instant::now());
-        let (net, driver) = Net::start(stack, udp, dns.map(|dns| SocketAddr::new(dns, 53)));
+        let (net, driver) = Net::start(stack, socket, dns.map(|dns| SocketAddr::new(dns, 53)));
         let families = (
             vpn.addresses.iter().any(|a| a.addr().is_ipv4()),
             vpn.addresses.iter().any(|a| a.addr().is_ipv6()),

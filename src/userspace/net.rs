@@ -5,7 +5,7 @@
 //! smoltcp wakers and nudge the driver through a `Notify` whenever they change a socket.
 
 use std::future::poll_fn;
-use std::io::{self, IoSliceMut};
+use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,26 +13,21 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hickory_proto::rr::RecordType;
-use quinn_udp::{RecvMeta, Transmit, UdpSocketState};
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::tcp;
-use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
-use tokio::net::UdpSocket;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Notify};
 
 use super::dns::{self, Answer};
 use super::stack::{ConnectError, Stack};
 use crate::tunnel::clock::SystemClock;
-use crate::tunnel::core::Stats;
+use crate::tunnel::core::{Event, Stats};
+use crate::tunnel::socket::GatewaySocket;
 
-/// Buffers of one recvmmsg, each possibly a GRO train, and recvmmsg calls before the stack is
-/// polled again.
-const RX_BATCH: usize = 8;
+/// Buffers of one recvmmsg, each possibly a GRO train (what the gateway socket of [`Net::start`]
+/// is bound with), and recvmmsg calls before the stack is polled again.
+pub const RX_BATCH: usize = 8;
 const RX_ROUNDS: usize = 4;
-const RX_BUF: usize = 65_536;
-/// Upper bound of one UDP GSO send (the IP payload limit, less headroom).
-const GSO_BYTES: usize = 64_000;
-const SOCKET_BUFFER: usize = 4 << 20;
 /// How long a DNS query waits before it is sent again, and how often.
 const DNS_RETRY: Duration = Duration::from_millis(700);
 const DNS_TRIES: usize = 3;
@@ -89,11 +84,11 @@ pub enum ResolveError {
 }
 
 impl Net {
-    /// Starts the driver task on `udp` (connected to the gateway). The task ends with an error
+    /// Starts the driver task on `socket` (bound with [`RX_BATCH`]). The task ends with an error
     /// only if the UDP socket fails; dropping its handle does not stop it, aborting does.
     pub fn start(
         mut stack: Stack,
-        udp: UdpSocket,
+        socket: GatewaySocket,
         dns: Option<SocketAddr>,
     ) -> (Net, tokio::task::JoinHandle<io::Result<()>>) {
         stack.initiate_handshake(Instant::now());
@@ -105,7 +100,7 @@ impl Net {
         });
         let (connected_tx, connected) = watch::channel(false);
         let (path_tx, path_mtu) = watch::channel(None);
-        let driver = tokio::spawn(drive(shared.clone(), udp, connected_tx, path_tx));
+        let driver = tokio::spawn(drive(shared.clone(), socket, connected_tx, path_tx));
         (
             Net {
                 shared,
@@ -287,11 +282,10 @@ impl Drop for UdpGuard<'_> {
 /// the stack passes; sends what the stack queued.
 async fn drive(
     shared: Arc<Shared>,
-    udp: UdpSocket,
+    mut gateway: GatewaySocket,
     connected: watch::Sender<bool>,
     path_mtu: watch::Sender<Option<u16>>,
 ) -> io::Result<()> {
-    let mut gateway = Gateway::new(udp)?;
     let mut out = Vec::new();
     loop {
         let deadline = {
@@ -303,19 +297,22 @@ async fn drive(
             }
             let up = stack.is_connected();
             connected.send_if_modified(|was| std::mem::replace(was, up) != up);
-            let path = stack.path_mtu();
-            path_mtu.send_if_modified(|was| std::mem::replace(was, path) != path);
+            while let Some(event) = stack.poll_event() {
+                if let Event::PathMeasured { mtu } = event {
+                    path_mtu.send_replace(Some(mtu));
+                }
+            }
             stack.poll_timeout(now)
         };
-        let sent = gateway.send(&mut out).await;
+        let sent = gateway.send_datagrams(&mut out).await;
         if let Some(result) = sent {
             let mut error = shared.send_error.lock().unwrap_or_else(PoisonError::into_inner);
             *error = result.err().map(|e| e.to_string());
         }
         tokio::select! {
-            ready = gateway.udp.readable() => {
+            ready = gateway.readable() => {
                 ready?;
-                gateway.receive(&shared);
+                receive(&mut gateway, &shared);
             }
             () = shared.wake.notified() => {}
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
@@ -325,152 +322,16 @@ async fn drive(
     }
 }
 
-/// The UDP socket to the gateway, batched: one sendmsg carries a GSO train of equal-sized
-/// datagrams (what smoltcp's full-MTU segments become), one recvmmsg returns GRO-coalesced ones.
-/// Where the system refuses the batched set-up (Wine, older Windows), one datagram per call.
-struct Gateway {
-    udp: UdpSocket,
-    state: Option<UdpSocketState>,
-    endpoint: SocketAddr,
-    gso: Vec<u8>,
-    rx: Vec<Vec<u8>>,
-    metas: Vec<RecvMeta>,
-}
-
-impl Gateway {
-    fn new(udp: UdpSocket) -> io::Result<Gateway> {
-        let state = match UdpSocketState::new((&udp).into()) {
-            Ok(state) => {
-                // Bursts of a fast sender must not overflow the default socket buffers.
-                let _ = state.set_recv_buffer_size((&udp).into(), SOCKET_BUFFER);
-                let _ = state.set_send_buffer_size((&udp).into(), SOCKET_BUFFER);
-                Some(state)
-            }
-            Err(error) => {
-                tracing::warn!(%error, "batched UDP is refused here; one datagram per send and receive");
-                None
-            }
-        };
-        Ok(Gateway {
-            endpoint: udp.peer_addr()?,
-            udp,
-            state,
-            gso: Vec::with_capacity(GSO_BYTES + RX_BUF),
-            rx: vec![vec![0; RX_BUF]; RX_BATCH],
-            metas: vec![RecvMeta::default(); RX_BATCH],
-        })
-    }
-
-    /// Sends and empties `datagrams`, runs of equal size together; the outcome of the last send
-    /// (`None`: nothing to send). A failed send is left to the session's retries.
-    async fn send(&mut self, datagrams: &mut Vec<Vec<u8>>) -> Option<io::Result<()>> {
-        if datagrams.is_empty() {
-            return None;
-        }
-        let Some(state) = &self.state else {
-            let mut outcome = Ok(());
-            for datagram in datagrams.drain(..) {
-                outcome = self.udp.send(&datagram).await.map(drop);
-                if let Err(error) = &outcome {
-                    tracing::debug!(%error, "sending to the gateway");
-                }
-            }
-            return Some(outcome);
-        };
-        let max_segments = state.max_gso_segments().max(1);
-        let mut outcome = Ok(());
-        let mut rest = &datagrams[..];
-        while !rest.is_empty() {
-            let (count, segment) = train(rest, max_segments, GSO_BYTES);
-            self.gso.clear();
-            for datagram in &rest[..count] {
-                self.gso.extend_from_slice(datagram);
-            }
-            rest = &rest[count..];
-            let transmit = Transmit {
-                destination: self.endpoint,
-                ecn: None,
-                contents: &self.gso,
-                segment_size: (count > 1).then_some(segment),
-                src_ip: None,
-            };
-            let udp = &self.udp;
-            outcome = udp
-                .async_io(Interest::WRITABLE, || state.try_send(udp.into(), &transmit))
-                .await;
-            if let Err(error) = &outcome {
-                // The gateway's port closed or the route went: the session retries on its own.
-                tracing::debug!(%error, count, "sending to the gateway");
-            }
-        }
-        datagrams.clear();
-        Some(outcome)
-    }
-
-    /// Hands what has arrived to the stack, a bounded amount so the rest gets its turn.
-    fn receive(&mut self, shared: &Shared) {
-        let mut stack = shared.lock();
-        let now = Instant::now();
-        let Some(state) = &self.state else {
-            for _ in 0..RX_ROUNDS * RX_BATCH {
-                match self.udp.try_recv(&mut self.rx[0]) {
-                    Ok(len) => stack.handle_datagram(&self.rx[0][..len], now),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                    Err(error) => {
-                        tracing::debug!(%error, "receiving from the gateway");
-                        return;
-                    }
-                }
-            }
-            return;
-        };
-        for _ in 0..RX_ROUNDS {
-            let received = {
-                let (udp, metas) = (&self.udp, &mut self.metas);
-                let mut iovs: [IoSliceMut; RX_BATCH] = {
-                    let mut bufs = self.rx.iter_mut();
-                    std::array::from_fn(|_| IoSliceMut::new(bufs.next().expect("RX_BATCH buffers")))
-                };
-                udp.try_io(Interest::READABLE, || state.recv(udp.into(), &mut iovs, metas))
-            };
-            let received = match received {
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(error) => {
-                    tracing::debug!(%error, "receiving from the gateway");
-                    return;
-                }
-            };
-            for (buf, meta) in self.rx.iter().zip(&self.metas).take(received) {
-                if meta.addr != self.endpoint {
-                    tracing::trace!(from = %meta.addr, "datagram from an unknown address dropped");
-                    continue;
-                }
-                for datagram in buf[..meta.len].chunks(meta.stride.max(1)) {
-                    stack.handle_datagram(datagram, now);
-                }
-            }
+/// Hands what has arrived to the stack, a bounded amount so the rest gets its turn.
+fn receive(gateway: &mut GatewaySocket, shared: &Shared) {
+    let mut stack = shared.lock();
+    let now = Instant::now();
+    for _ in 0..RX_ROUNDS {
+        let Ok(received) = gateway.try_recv() else { return };
+        for datagram in received {
+            stack.handle_datagram(datagram, now);
         }
     }
-}
-
-/// How many datagrams from the start of `datagrams` (not empty) make one GSO send, and their
-/// segment size: equal sizes, of which only the last may be shorter, within the limits.
-fn train(datagrams: &[Vec<u8>], max_segments: usize, max_bytes: usize) -> (usize, usize) {
-    let segment = datagrams[0].len();
-    let (mut count, mut bytes) = (0, 0);
-    for datagram in datagrams {
-        let fits = count == 0 || (count < max_segments && bytes + datagram.len() <= max_bytes);
-        if !fits || datagram.len() > segment {
-            break;
-        }
-        count += 1;
-        bytes += datagram.len();
-        if datagram.len() < segment {
-            break;
-        }
-    }
-    (count, segment)
 }
 
 /// A TCP connection through the tunnel. Dropping it closes it gracefully.
@@ -544,23 +405,5 @@ impl AsyncWrite for TcpStream {
         self.shared.lock().tcp(self.handle).close();
         self.shared.wake.notify_one();
         Poll::Ready(Ok(()))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::train;
-
-    fn sizes(lens: &[usize]) -> Vec<Vec<u8>> {
-        lens.iter().map(|&n| vec![0; n]).collect()
-    }
-
-    #[test]
-    fn trains_are_equal_sizes_ending_at_most_one_shorter() {
-        assert_eq!(train(&sizes(&[100, 100, 60, 100]), 64, 64_000), (3, 100));
-        assert_eq!(train(&sizes(&[60, 100]), 64, 64_000), (1, 60));
-        assert_eq!(train(&sizes(&[100; 10]), 4, 64_000), (4, 100));
-        assert_eq!(train(&sizes(&[100; 10]), 64, 350), (3, 100));
-        assert_eq!(train(&sizes(&[70_000, 100]), 64, 64_000), (1, 70_000));
     }
 }

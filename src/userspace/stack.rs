@@ -16,7 +16,7 @@ use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpCidr};
 
 use crate::tunnel::clock::Clock;
-use crate::tunnel::core::{out_buf_len, FromNetwork, Session, Stats, MAX_PACKET};
+use crate::tunnel::core::{out_buf_len, Event, FromNetwork, Session, Stats, MAX_PACKET};
 
 /// TCP buffers per connection, each way: big enough for a window that fills a fast link.
 pub const TCP_BUFFER: usize = 512 * 1024;
@@ -161,8 +161,9 @@ impl Stack {
         [self.link.session.poll_timeout(), stack].into_iter().flatten().min()
     }
 
-    pub fn path_mtu(&self) -> Option<u16> {
-        self.link.session.path_mtu()
+    /// What the session says happened (`Session::poll_event`); drain after every batch.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.link.session.poll_event()
     }
 
     pub fn measures_path(&self) -> bool {
@@ -396,9 +397,7 @@ impl phy::TxToken for TxToken<'_> {
 mod tests {
     use super::*;
     use crate::tunnel::clock::TestClock;
-    use crate::tunnel::core::Config;
-    use boringtun::x25519::{PublicKey, StaticSecret};
-    use rand_core::OsRng;
+    use crate::tunnel::testing;
 
     /// Two stacks, each other's WireGuard peer, exchange a TCP stream entirely in memory.
     #[test]
@@ -482,38 +481,15 @@ mod tests {
     }
 
     fn pair(now: Instant) -> (Stack, Stack) {
-        let client_key = StaticSecret::random_from_rng(OsRng);
-        let server_key = StaticSecret::random_from_rng(OsRng);
-        let session = |own: &StaticSecret, peer: &StaticSecret, allowed: &str| {
-            Session::new(
-                Config {
-                    private_key: own.clone(),
-                    peer_public_key: PublicKey::from(peer),
-                    preshared_key: None,
-                    persistent_keepalive: None,
-                    allowed_ips: vec![allowed.parse().unwrap()],
-                    probe: None,
-                    path: None,
-                },
-                now,
-            )
-        };
+        let (client, server) = testing::peer_configs(&["10.9.0.1/32"], &["10.9.0.2/32"]);
         let config = |addr: &str, seed| StackConfig {
             addresses: vec![addr.parse().unwrap()],
             mtu: 1420,
             seed,
         };
         (
-            Stack::new(
-                session(&client_key, &server_key, "10.9.0.1/32"),
-                &config("10.9.0.2/32", 1),
-                now,
-            ),
-            Stack::new(
-                session(&server_key, &client_key, "10.9.0.2/32"),
-                &config("10.9.0.1/32", 2),
-                now,
-            ),
+            Stack::new(Session::new(client, now), &config("10.9.0.2/32", 1), now),
+            Stack::new(Session::new(server, now), &config("10.9.0.1/32", 2), now),
         )
     }
 
