@@ -7,12 +7,11 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{assert_success, stdout, Client, Lab, Running, Staged, SSH_OPTIONS};
+use common::{assert_success, stdout, Client, Lab, Nobody, Running, SSH_OPTIONS, TRANSFER_LIMIT};
 
 const N13: &str = "node-id-13.runtime.api.zerops";
 const SSH_PORT: &str = "65437";
@@ -20,23 +19,30 @@ const SSH_PORT: &str = "65437";
 const RESPONDER: &str = "@127.0.0.153";
 /// WireGuard over IPv4: 20 bytes of IP, 8 of UDP, 32 of WireGuard header and tag.
 const WG_OVERHEAD: u64 = 60;
-/// Every ssh, scp and rsync here ends within this, whatever the tunnel does.
-const TRANSFER_LIMIT: Duration = Duration::from_secs(120);
 /// The daemon's re-probe period for these tests (the default is much longer).
 const REPROBE_SECS: &str = "5";
-const NOBODY: u32 = 65534;
+
+/// A lab whose path laptop↔gateways carries `mtu` bytes at most, checked.
+fn narrowed(prefix: &str, mtu: u16) -> Option<Lab> {
+    let lab = Lab::up(prefix)?;
+    lab.path_mtu(Some(mtu));
+    assert_path_is_narrowed(&lab, mtu);
+    Some(lab)
+}
+
+fn assert_ssh_by_name(lab: &Lab) {
+    let by_name = ssh(lab, N13, "hostname");
+    assert_success("ssh by name", &by_name);
+    assert_eq!(stdout(&by_name), N13);
+}
 
 #[test]
 fn on_a_1280_byte_path_ssh_scp_rsync_and_large_dns_answers_work() {
-    let Some(lab) = Lab::up("crpfull") else { return };
-    lab.path_mtu(Some(1280));
-    assert_path_is_narrowed(&lab, 1280);
+    let Some(lab) = narrowed("crpfull", 1280) else { return };
     let client = Client::new(&lab);
     vpn_up(&client);
 
-    let by_name = ssh(&lab, N13, "hostname");
-    assert_success("ssh by name", &by_name);
-    assert_eq!(stdout(&by_name), N13);
+    assert_ssh_by_name(&lab);
     let bare = ssh(&lab, "api", "hostname");
     assert_success("ssh by service name", &bare);
     assert!(stdout(&bare).ends_with(".runtime.api.zerops"), "{}", stdout(&bare));
@@ -90,15 +96,11 @@ fn on_a_1280_byte_path_ssh_scp_rsync_and_large_dns_answers_work() {
 
 #[test]
 fn on_a_1124_byte_path_ssh_and_scp_work() {
-    let Some(lab) = Lab::up("crp1124") else { return };
-    lab.path_mtu(Some(1124));
-    assert_path_is_narrowed(&lab, 1124);
+    let Some(lab) = narrowed("crp1124", 1124) else { return };
     let client = Client::new(&lab);
     vpn_up(&client);
 
-    let by_name = ssh(&lab, N13, "hostname");
-    assert_success("ssh by name", &by_name);
-    assert_eq!(stdout(&by_name), N13);
+    assert_ssh_by_name(&lab);
     let work = Work::new();
     scp_there_and_back(&lab, &work, N13, 5_000_000);
 }
@@ -186,9 +188,7 @@ fn a_path_narrowed_in_the_middle_of_an_upload_finishes_it_and_widens_again() {
 
 #[test]
 fn status_reports_the_path_mtu_the_clamped_mss_and_the_counters() {
-    let Some(lab) = Lab::up("crpstat") else { return };
-    lab.path_mtu(Some(1280));
-    assert_path_is_narrowed(&lab, 1280);
+    let Some(lab) = narrowed("crpstat", 1280) else { return };
     let client = Client::new(&lab);
     vpn_up(&client);
     let by_name = ssh(&lab, N13, "hostname");
@@ -227,15 +227,13 @@ fn status_reports_the_path_mtu_the_clamped_mss_and_the_counters() {
 
 #[test]
 fn forward_without_root_on_a_1280_byte_path_carries_ssh_and_scp() {
-    let Some(lab) = Lab::up("crpfwd") else { return };
-    lab.path_mtu(Some(1280));
-    assert_path_is_narrowed(&lab, 1280);
+    let Some(lab) = narrowed("crpfwd", 1280) else { return };
     let user = Nobody::new(&lab);
 
     let mut forward = Running::spawn(&mut user.corridor(&["forward", "demo", "2222:api:65437"]));
     forward.wait_for("127.0.0.1:2222 → api:65437");
 
-    let mut ssh = user.command("ssh");
+    let mut ssh = user.bounded_command("ssh");
     ssh.args(SSH_OPTIONS).args(["-p", "2222", "root@127.0.0.1", "hostname"]);
     let ssh = output(ssh);
     assert_success("ssh through forward", &ssh);
@@ -255,7 +253,7 @@ fn forward_without_root_on_a_1280_byte_path_carries_ssh_and_scp() {
             down.display().to_string(),
         ),
     ] {
-        let mut scp = user.command("scp");
+        let mut scp = user.bounded_command("scp");
         scp.args(SSH_OPTIONS).args(["-P", "2222", &from, &to]);
         assert_success(&format!("scp {from} {to} through forward"), &output(scp));
     }
@@ -504,83 +502,5 @@ impl Drop for Background {
             let _ = child.kill();
             let _ = child.wait();
         }
-    }
-}
-
-/// An unprivileged user of the laptop (uid 65534, no capabilities) with its own corridor store
-/// and a copy of corridor it can run.
-struct Nobody<'a> {
-    lab: &'a Lab,
-    dir: tempfile::TempDir,
-    staged: Staged,
-}
-
-impl<'a> Nobody<'a> {
-    fn new(lab: &'a Lab) -> Nobody<'a> {
-        let dir = tempfile::Builder::new().prefix("corridor-pathmtu").tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let user = Nobody {
-            lab,
-            dir,
-            staged: Staged::new(),
-        };
-        user.chown(user.dir.path());
-        user
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn chown(&self, path: &Path) {
-        let id = Some(nix::unistd::Uid::from_raw(NOBODY));
-        nix::unistd::chown(path, id, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
-    }
-
-    /// `program` as the user in the laptop namespace, ended after `TRANSFER_LIMIT`.
-    fn command(&self, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", self.lab.laptop(), "timeout", "-k", "5"])
-            .arg(TRANSFER_LIMIT.as_secs().to_string())
-            .args([
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(program)
-            .env("HOME", self.dir.path())
-            .env("CORRIDOR_CONFIG_DIR", self.dir.path().join("config"))
-            .env("CORRIDOR_TOKEN", self.lab.token())
-            .env("CORRIDOR_PATH_REPROBE_SECS", REPROBE_SECS)
-            .env_remove("SUDO_USER")
-            .env_remove("CORRIDOR_API");
-        command
-    }
-
-    /// `corridor --api … ARGS` as the user (the long-running ones end with their `Running`).
-    fn corridor(&self, args: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", self.lab.laptop()])
-            .args([
-                "setpriv",
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "--inh-caps=-all",
-            ])
-            .arg(self.staged.corridor())
-            .args(["--api", self.lab.api_url()])
-            .args(args)
-            .env("HOME", self.dir.path())
-            .env("CORRIDOR_CONFIG_DIR", self.dir.path().join("config"))
-            .env("CORRIDOR_TOKEN", self.lab.token())
-            .env("CORRIDOR_PATH_REPROBE_SECS", REPROBE_SECS)
-            .env_remove("SUDO_USER")
-            .env_remove("CORRIDOR_API");
-        command
     }
 }

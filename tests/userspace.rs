@@ -6,14 +6,14 @@
 mod common;
 
 use std::io::Write;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{assert_success, links, routes, stdout, Client, HttpServer, Lab, Running, Staged, SSH_OPTIONS};
+use common::{
+    assert_success, links, routes, run_quietly, stdout, Client, HttpServer, Lab, Nobody, Running, SSH_OPTIONS,
+};
 
-const NOBODY: u32 = 65534;
 const SSH_PORT: &str = "65437";
 
 #[test]
@@ -33,7 +33,7 @@ fn forward_without_root_serves_ssh_parallel_sessions_and_scp() {
     let parallel: Vec<_> = (0..20)
         .map(|_| {
             let cmd = user.ssh_local_command(2222, "hostname");
-            std::thread::spawn(move || run(cmd))
+            std::thread::spawn(move || run_quietly(cmd))
         })
         .collect();
     let results: Vec<Output> = parallel.into_iter().map(|t| t.join().unwrap()).collect();
@@ -88,7 +88,7 @@ fn connect_is_a_proxy_command_for_ssh_and_plink() {
     ssh.args(SSH_OPTIONS)
         .args(["-o", &format!("ProxyCommand={connect}"), "-p", SSH_PORT])
         .args(["root@node1.db.db.zerops", "hostname"]);
-    let ssh = run(ssh);
+    let ssh = run_quietly(ssh);
     assert_success("ssh with ProxyCommand", &ssh);
     assert_eq!(stdout(&ssh), "node1.db.db.zerops");
 
@@ -106,7 +106,7 @@ fn connect_is_a_proxy_command_for_ssh_and_plink() {
         ])
         .args(["-proxycmd", &connect.replace("%h %p", "%host %port")])
         .args(["node-id-13.runtime.api.zerops", "hostname"]);
-    let plink = run(plink);
+    let plink = run_quietly(plink);
     assert_success("plink -proxycmd", &plink);
     assert_eq!(stdout(&plink), "node-id-13.runtime.api.zerops");
 
@@ -148,7 +148,7 @@ fn socks5_proxy_resolves_names_in_the_project_for_curl_and_ssh() {
     let mut curl = user.nobody_command(&["curl"]);
     curl.args(["-sS", "--max-time", "10", "--socks5-hostname", "127.0.0.1:1080"])
         .arg("http://node-id-13.runtime.api.zerops:8000/");
-    let curl = run(curl);
+    let curl = run_quietly(curl);
     assert_success("curl --socks5-hostname", &curl);
     assert_eq!(stdout(&curl), "served from node-id-13");
 
@@ -156,7 +156,7 @@ fn socks5_proxy_resolves_names_in_the_project_for_curl_and_ssh() {
     ssh.args(SSH_OPTIONS)
         .args(["-o", "ProxyCommand=nc -X 5 -x 127.0.0.1:1080 %h %p", "-p", SSH_PORT])
         .args(["root@api", "hostname"]);
-    let ssh = run(ssh);
+    let ssh = run_quietly(ssh);
     assert_success("ssh via nc -X 5", &ssh);
     assert!(is_api_node(&stdout(&ssh)), "{}", stdout(&ssh));
 
@@ -164,7 +164,7 @@ fn socks5_proxy_resolves_names_in_the_project_for_curl_and_ssh() {
     unknown
         .args(["-sS", "--max-time", "10", "--socks5-hostname", "127.0.0.1:1080"])
         .arg("http://nosuch:8000/");
-    let unknown = run(unknown);
+    let unknown = run_quietly(unknown);
     assert!(!unknown.status.success(), "an unknown name fails");
     proxy.wait_for("no container or service named \"nosuch\"");
 }
@@ -266,7 +266,7 @@ fn forward_and_vpn_up_to_one_project_work_side_by_side() {
     ssh.args(["netns", "exec", lab.laptop(), "ssh"])
         .args(SSH_OPTIONS)
         .args(["-p", "2222", "root@127.0.0.1", "hostname"]);
-    let through_forward = run(ssh);
+    let through_forward = run_quietly(ssh);
     assert_success("ssh through forward", &through_forward);
     assert_eq!(stdout(&through_forward), "node1.db.db.zerops");
     let keys = std::fs::read_dir(client.dir.path().join("config/keys"))
@@ -283,105 +283,10 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-fn run(mut command: Command) -> Output {
-    command.stdin(Stdio::null()).output().expect("running a command")
-}
-
 /// Whether something in the laptop namespace listens on TCP `port`.
 fn listening(lab: &Lab, port: u16) -> bool {
     let out = lab.run_in(lab.laptop(), &["ss", "-Htln", &format!("sport = :{port}")]);
     !String::from_utf8_lossy(&out.stdout).trim().is_empty()
-}
-
-/// An unprivileged user of the laptop (or of another namespace) with its own corridor store,
-/// the lab's token and a copy of corridor it can reach.
-struct Nobody<'a> {
-    lab: &'a Lab,
-    dir: tempfile::TempDir,
-    ns: String,
-    staged: Staged,
-}
-
-impl<'a> Nobody<'a> {
-    fn new(lab: &'a Lab) -> Nobody<'a> {
-        Nobody::in_ns(lab, lab.laptop())
-    }
-
-    fn in_ns(lab: &'a Lab, ns: &str) -> Nobody<'a> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        let user = Nobody {
-            lab,
-            dir,
-            ns: ns.to_string(),
-            staged: Staged::new(),
-        };
-        user.chown(user.dir.path());
-        user
-    }
-
-    fn file(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn chown(&self, path: &Path) {
-        let id = Some(nix::unistd::Uid::from_raw(NOBODY));
-        nix::unistd::chown(path, id, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
-    }
-
-    fn with_env<'c>(&self, command: &'c mut Command) -> &'c mut Command {
-        command
-            .env("HOME", self.dir.path())
-            .env("CORRIDOR_CONFIG_DIR", self.dir.path().join("config"))
-            .env("CORRIDOR_TOKEN", self.lab.token())
-            .env_remove("SUDO_USER")
-            .env_remove("CORRIDOR_API")
-    }
-
-    /// `corridor --api … ARGS` as nobody in the user's namespace.
-    fn corridor(&self, args: &[&str]) -> Command {
-        let binary = self.staged.corridor();
-        let mut command = self.nobody_command(&[binary.to_str().unwrap(), "--api", self.lab.api_url()]);
-        command.args(args);
-        command
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        run(self.corridor(args))
-    }
-
-    fn start(&self, args: &[&str]) -> Running {
-        Running::spawn(&mut self.corridor(args))
-    }
-
-    /// Any program as nobody in the user's namespace.
-    fn nobody_command(&self, program: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command
-            .args(["netns", "exec", &self.ns, "setpriv"])
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-            .args(program);
-        self.with_env(&mut command);
-        command
-    }
-
-    fn ssh_local_command(&self, port: u16, remote: &str) -> Command {
-        let mut command = self.nobody_command(&["ssh"]);
-        command
-            .args(SSH_OPTIONS)
-            .args(["-p", &port.to_string(), "root@127.0.0.1", remote]);
-        command
-    }
-
-    fn ssh_local(&self, port: u16, remote: &str) -> Output {
-        run(self.ssh_local_command(port, remote))
-    }
-
-    fn scp(&self, port: u16, from: &str, to: &str) -> Output {
-        let mut command = self.nobody_command(&["scp"]);
-        command.args(SSH_OPTIONS).args(["-P", &port.to_string(), from, to]);
-        run(command)
-    }
 }
 
 /// Drops the laptop's WireGuard traffic (UDP to the gateways), as a firewall might; the rule

@@ -5,6 +5,7 @@
 pub mod labs;
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -579,5 +580,112 @@ impl Drop for HttpServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The uid of an unprivileged user (nobody).
+pub const NOBODY: u32 = 65534;
+/// Every ssh and scp of an unprivileged user ends within this, whatever the tunnel does.
+pub const TRANSFER_LIMIT: Duration = Duration::from_secs(120);
+
+/// Runs `command` with no stdin to completion.
+pub fn run_quietly(mut command: Command) -> Output {
+    command.stdin(Stdio::null()).output().expect("running a command")
+}
+
+/// An unprivileged user of the laptop (or of another namespace) with its own corridor store,
+/// the lab's token and a copy of corridor it can reach.
+pub struct Nobody<'a> {
+    lab: &'a Lab,
+    dir: tempfile::TempDir,
+    ns: String,
+    pub staged: Staged,
+}
+
+impl<'a> Nobody<'a> {
+    pub fn new(lab: &'a Lab) -> Nobody<'a> {
+        Nobody::in_ns(lab, lab.laptop())
+    }
+
+    pub fn in_ns(lab: &'a Lab, ns: &str) -> Nobody<'a> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let user = Nobody {
+            lab,
+            dir,
+            ns: ns.to_string(),
+            staged: Staged::new(),
+        };
+        user.chown(user.dir.path());
+        user
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn chown(&self, path: &Path) {
+        let id = Some(nix::unistd::Uid::from_raw(NOBODY));
+        nix::unistd::chown(path, id, Some(nix::unistd::Gid::from_raw(NOBODY))).unwrap();
+    }
+
+    fn with_env<'c>(&self, command: &'c mut Command) -> &'c mut Command {
+        command
+            .env("HOME", self.dir.path())
+            .env("CORRIDOR_CONFIG_DIR", self.dir.path().join("config"))
+            .env("CORRIDOR_TOKEN", self.lab.token())
+            .env_remove("SUDO_USER")
+            .env_remove("CORRIDOR_API")
+    }
+
+    /// `corridor --api … ARGS` as nobody in the user's namespace.
+    pub fn corridor(&self, args: &[&str]) -> Command {
+        let binary = self.staged.corridor();
+        let mut command = self.nobody_command(&[binary.to_str().unwrap(), "--api", self.lab.api_url()]);
+        command.args(args);
+        command
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        run_quietly(self.corridor(args))
+    }
+
+    pub fn start(&self, args: &[&str]) -> Running {
+        Running::spawn(&mut self.corridor(args))
+    }
+
+    /// Any program as nobody in the user's namespace.
+    pub fn nobody_command(&self, program: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.ns, "setpriv"])
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+            .args(program);
+        self.with_env(&mut command);
+        command
+    }
+
+    /// A program that ends within [`TRANSFER_LIMIT`] whatever the tunnel does.
+    pub fn bounded_command(&self, program: &str) -> Command {
+        let limit = TRANSFER_LIMIT.as_secs().to_string();
+        self.nobody_command(&["timeout", "-k", "5", &limit, program])
+    }
+
+    pub fn ssh_local_command(&self, port: u16, remote: &str) -> Command {
+        let mut command = self.bounded_command("ssh");
+        command
+            .args(SSH_OPTIONS)
+            .args(["-p", &port.to_string(), "root@127.0.0.1", remote]);
+        command
+    }
+
+    pub fn ssh_local(&self, port: u16, remote: &str) -> Output {
+        run_quietly(self.ssh_local_command(port, remote))
+    }
+
+    pub fn scp(&self, port: u16, from: &str, to: &str) -> Output {
+        let mut command = self.bounded_command("scp");
+        command.args(SSH_OPTIONS).args(["-P", &port.to_string(), from, to]);
+        run_quietly(command)
     }
 }
