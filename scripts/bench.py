@@ -260,10 +260,12 @@ class Corridor:
             os.kill(self.pid, signal.SIGKILL)
         self.pid, self.status = None, None
         run_dir = self.env["CORRIDOR_RUNTIME_DIR"]
+        logs = os.path.join(ROOT, "target", "bench", "logs")
         for name in sorted(os.listdir(run_dir)) if os.path.isdir(run_dir) else []:
             if name.endswith(".log"):  # the daemon's log, kept for a look after the run
+                os.makedirs(logs, exist_ok=True)
                 with open(os.path.join(run_dir, name)) as src, open(
-                        os.path.join(ROOT, "target", "bench", "logs", "corridor-daemon.log"), "a") as dst:
+                        os.path.join(logs, "corridor-daemon.log"), "a") as dst:
                     dst.write(src.read())
 
 
