@@ -10,6 +10,7 @@
 pub mod dns;
 pub mod keys;
 pub mod net;
+mod repair;
 mod socks;
 pub mod stack;
 

@@ -15,6 +15,7 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpCidr};
 
+use super::repair::Repair;
 use crate::tunnel::clock::Clock;
 use crate::tunnel::core::{out_buf_len, Event, FromNetwork, Session, Stats, MAX_PACKET};
 
@@ -70,6 +71,7 @@ impl Stack {
             outbound: VecDeque::new(),
             mtu: config.mtu,
             scratch: vec![0; out_buf_len(MAX_PACKET)].into_boxed_slice(),
+            repair: Repair::default(),
             now,
         };
         let mut iface_config = IfaceConfig::new(HardwareAddress::Ip);
@@ -109,7 +111,12 @@ impl Stack {
     pub fn handle_datagram(&mut self, datagram: &[u8], now: Instant) {
         let link = &mut self.link;
         let packet = match link.session.handle_datagram(datagram, &mut link.scratch, now) {
-            FromNetwork::Tunnel(packet) if link.inbound.len() < INBOUND_LIMIT => Some(packet.to_vec()),
+            FromNetwork::Tunnel(packet) if link.inbound.len() < INBOUND_LIMIT => {
+                let (session, outbound) = (&mut link.session, &mut link.outbound);
+                link.repair
+                    .on_received(packet, now, |lost| seal(session, outbound, lost, now));
+                Some(packet.to_vec())
+            }
             FromNetwork::Tunnel(_) => {
                 tracing::trace!("inbound queue full, packet dropped");
                 None
@@ -132,6 +139,7 @@ impl Stack {
     /// reaps closed connections. Returns whether a socket's state may have changed.
     pub fn poll(&mut self, now: Instant) -> bool {
         self.link.now = now;
+        self.link.repair.forget_idle(now);
         let changed = self
             .iface
             .poll(smol_time(self.epoch, now), &mut self.link, &mut self.sockets);
@@ -143,6 +151,13 @@ impl Stack {
     pub fn handle_timeout(&mut self, now: Instant) {
         self.link.session.handle_timeout(now);
         self.link.drain_control();
+        let Link {
+            repair,
+            session,
+            outbound,
+            ..
+        } = &mut self.link;
+        repair.on_timeout(now, |lost| seal(session, outbound, lost, now));
         self.poll(now);
     }
 
@@ -158,7 +173,11 @@ impl Stack {
             .iface
             .poll_delay(smol_time(self.epoch, now), &self.sockets)
             .map(|delay| now + Duration::from_micros(delay.total_micros()));
-        [self.link.session.poll_timeout(), stack].into_iter().flatten().min()
+        let repair = self.link.repair.poll_at();
+        [self.link.session.poll_timeout(), stack, repair]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// What the session says happened (`Session::poll_event`); drain after every batch.
@@ -305,6 +324,8 @@ struct Link {
     outbound: VecDeque<Vec<u8>>,
     mtu: usize,
     scratch: Box<[u8]>,
+    /// Sent data segments until acknowledged, to fill the holes the peer reports at once.
+    repair: Repair,
     now: Instant,
 }
 
@@ -330,6 +351,7 @@ impl phy::Device for Link {
             TxToken {
                 session: &mut self.session,
                 outbound: &mut self.outbound,
+                repair: &mut self.repair,
                 now: self.now,
             },
         ))
@@ -339,6 +361,7 @@ impl phy::Device for Link {
         Some(TxToken {
             session: &mut self.session,
             outbound: &mut self.outbound,
+            repair: &mut self.repair,
             now: self.now,
         })
     }
@@ -367,6 +390,7 @@ impl phy::RxToken for RxToken {
 struct TxToken<'a> {
     session: &'a mut Session,
     outbound: &'a mut VecDeque<Vec<u8>>,
+    repair: &'a mut Repair,
     now: Instant,
 }
 
@@ -377,19 +401,23 @@ impl phy::TxToken for TxToken<'_> {
     {
         let mut packet = vec![0; len];
         let result = f(&mut packet);
-        let mut datagram = vec![0; out_buf_len(len)];
-        let sealed = self
-            .session
-            .handle_tun_packet(&packet, &mut datagram, self.now)
-            .map(<[u8]>::len);
-        if let Some(sealed) = sealed {
-            datagram.truncate(sealed);
-            self.outbound.push_back(datagram);
-        }
-        while let Some(control) = self.session.poll_datagram() {
-            self.outbound.push_back(control);
-        }
+        seal(self.session, self.outbound, &packet, self.now);
+        // Kept (not copied) until acknowledged if it carries data.
+        self.repair.on_sent(packet, self.now);
         result
+    }
+}
+
+/// Encrypts an IP packet for the gateway and queues it, with what the session has to send.
+fn seal(session: &mut Session, outbound: &mut VecDeque<Vec<u8>>, packet: &[u8], now: Instant) {
+    let mut datagram = vec![0; out_buf_len(packet.len())];
+    let sealed = session.handle_tun_packet(packet, &mut datagram, now).map(<[u8]>::len);
+    if let Some(sealed) = sealed {
+        datagram.truncate(sealed);
+        outbound.push_back(datagram);
+    }
+    while let Some(control) = session.poll_datagram() {
+        outbound.push_back(control);
     }
 }
 
