@@ -107,6 +107,8 @@ PATHMTU_METRICS = [
 STALLED_MBPS = 1.0
 PATHMTU_PORT = 5301
 STALLED = "stalled"
+# The full path of the narrow-path rows: nothing dropped, frames segmented as on the narrow one.
+FULL_PATH = 1500
 
 STARTED = []  # every Popen this script started, killed at exit
 
@@ -609,8 +611,10 @@ def iperf_row(lab, duration, reverse, port):
 
 
 def pathmtu_round(lab, client, args, narrow, port):
-    """One client on the narrow (or, for corridor's comparison, the full) path: up, both ways, down."""
-    lab.path_mtu(PATH_MTU if narrow else None)
+    """One client on the narrow (or, for corridor's comparison, the full) path: up, both ways, down.
+    The full path is `path-mtu 1500`, which drops nothing but has the lab segment every frame as
+    the narrow one does (a GSO burst crosses a bridge whole): the ratio is corridor's, not the lab's."""
+    lab.path_mtu(PATH_MTU if narrow else FULL_PATH)
     r = {}
     kind = "narrow" if narrow else "full"
     try:
