@@ -59,6 +59,9 @@ def main():
                     for reverse, key in ((False, "up"), (True, "down")):
                         res = bench.iperf(lab, pid, lab.gateway_pid(), 10, reverse)
                         row[f"{key}_mbps"], row[f"{key}_s_per_gb"] = res["mbps"], res["client_cpu_s_per_gb"]
+                        if res["client_ksyscalls_per_gb"] is not None:
+                            row[f"{key}_ksys_per_gb"] = res["client_ksyscalls_per_gb"]
+                            row[f"{key}_kcsw_per_gb"] = res["client_kcswitches_per_gb"]
                     rss, anon = memory_kib(pid)
                     row["rss_mib"], row["private_mib"] = rss / 1024, anon / 1024
                 c.down()

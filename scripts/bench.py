@@ -51,6 +51,10 @@ METRICS = [
     ("tcp_down_mbps", "TCP container→laptop", "Mbit/s", "{:.0f}"),
     ("client_cpu_up", "client CPU per GB, up", "s/GB", "{:.2f}"),
     ("client_cpu_down", "client CPU per GB, down", "s/GB", "{:.2f}"),
+    ("client_syscalls_up", "client syscalls per GB, up (perf stat)", "k/GB", "{:.0f}"),
+    ("client_syscalls_down", "client syscalls per GB, down (perf stat)", "k/GB", "{:.0f}"),
+    ("client_cswitches_up", "client context switches per GB, up (perf stat)", "k/GB", "{:.1f}"),
+    ("client_cswitches_down", "client context switches per GB, down (perf stat)", "k/GB", "{:.1f}"),
     ("gw_cpu_up", "gateway wireguard-go CPU per GB, up", "s/GB", "{:.2f}"),
     ("gw_cpu_down", "gateway wireguard-go CPU per GB, down", "s/GB", "{:.2f}"),
     ("rtt_p50", "ping RTT p50 (tunnel)", "ms", "{:.3f}"),
@@ -400,8 +404,12 @@ def iperf(lab, client_pid, gw_pid, duration, reverse, target=None, port=IPERF_PO
             "--connect-timeout", "5000"]
     if reverse:
         args.append("-R")
+    counting = Counters(client_pid)
     c0, g0 = cpu_ticks(client_pid), cpu_ticks(gw_pid)
-    out = lab.in_laptop(args, check=False, timeout=duration + 60)
+    try:
+        out = lab.in_laptop(args, check=False, timeout=duration + 60)
+    finally:
+        counts = counting.stop()
     c1, g1 = cpu_ticks(client_pid), cpu_ticks(gw_pid)
     try:
         result = json.loads(out.stdout)
@@ -416,7 +424,46 @@ def iperf(lab, client_pid, gw_pid, duration, reverse, target=None, port=IPERF_PO
         "bytes": received["bytes"],
         "client_cpu_s_per_gb": (c1 - c0) / CLK_TCK / gb if gb else None,
         "gw_cpu_s_per_gb": (g1 - g0) / CLK_TCK / gb if gb else None,
+        # Counts, not times: they repeat where CPU seconds on a shared machine do not (this VM
+        # exposes no instruction or cycle counters; the kernel's tracepoints work everywhere).
+        "client_ksyscalls_per_gb": counts.get(SYSCALLS) / 1e3 / gb if gb and SYSCALLS in counts else None,
+        "client_kcswitches_per_gb": counts.get(CSWITCHES) / 1e3 / gb if gb and CSWITCHES in counts else None,
     }
+
+
+SYSCALLS = "raw_syscalls:sys_enter"
+CSWITCHES = "context-switches"
+
+
+class Counters:
+    """`perf stat` on one process (all its threads) while it runs; {} where perf is missing."""
+
+    def __init__(self, pid):
+        self.proc, self.out = None, None
+        if shutil.which("perf") and pid:
+            fd, self.out = tempfile.mkstemp(prefix="bench-perf-")
+            os.close(fd)
+            self.proc = subprocess.Popen(
+                ["perf", "stat", "-x", ",", "-e", f"{SYSCALLS},{CSWITCHES}", "-p", str(pid), "-o", self.out],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        if not self.proc:
+            return {}
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        counts = {}
+        with open(self.out) as f:
+            for line in f:
+                fields = line.strip().split(",")
+                if len(fields) >= 3 and fields[0].isdigit():
+                    counts[fields[2]] = int(fields[0])
+        os.unlink(self.out)
+        return counts
 
 
 def dnsperf(lab, server, port, seconds, qfile, ns=None):
@@ -725,6 +772,8 @@ def one_round(lab, client, args, qfile, ffile):
             r[f"tcp_{key}_mbps"] = res["mbps"]
             r[f"tcp_{key}_bytes"] = res["bytes"]
             r[f"client_cpu_{key}"] = res["client_cpu_s_per_gb"]
+            r[f"client_syscalls_{key}"] = res["client_ksyscalls_per_gb"]
+            r[f"client_cswitches_{key}"] = res["client_kcswitches_per_gb"]
             r[f"gw_cpu_{key}"] = res["gw_cpu_s_per_gb"]
         r["rss_mib"] = rss_mib(client.pid)
         r.update(measure_dns(lab, client, args, qfile, ffile))
