@@ -603,8 +603,24 @@ def userspace_round(lab, forwarder, args):
     return r
 
 
+def tunnel_round(lab, client, args):
+    """corridor's `vpn up` in the same round as the forwarders: what `forward` is held against."""
+    r = {}
+    try:
+        client.up()
+        wait_first_ping(lab, time.monotonic())
+        gw = lab.gateway_pid()
+        for key, reverse in (("up", False), ("down", True)):
+            r[f"tun_{key}_mbps"] = iperf(lab, client.pid, gw, args.duration, reverse)["mbps"]
+    finally:
+        teardown(lab, client)
+    return r
+
+
 def userspace_rounds(lab, args, work, available):
-    """corridor forward and onetun in turn, A B A B …; returns (rounds, errors) by name."""
+    """corridor forward and onetun in turn, A B A B …, and corridor's `vpn up` after them in each
+    round (its figures join forward's); returns (rounds, errors) by name."""
+    tunnel = Corridor(lab, os.path.abspath(args.corridor), os.path.join(work, "vpn-up"))
     forwarders = [CorridorForward(lab, os.path.abspath(args.corridor), work)]
     if available["onetun"]:
         forwarders.append(Onetun(lab, os.path.abspath(args.onetun), work))
@@ -618,7 +634,24 @@ def userspace_rounds(lab, args, work, available):
             except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
                 log(f"userspace round {i + 1}: {f.name} failed: {e}")
                 errors[f.name].append(f"round {i + 1}: {e}")
+        if len(rounds["corridor forward"]) == i + 1:
+            log(f"userspace round {i + 1}/{args.rounds}: corridor vpn up, for the ratio")
+            try:
+                rounds["corridor forward"][-1].update(tunnel_round(lab, tunnel, args))
+            except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError, KeyError) as e:
+                log(f"userspace round {i + 1}: corridor vpn up failed: {e}")
+                errors["corridor forward"].append(f"round {i + 1} (vpn up): {e}")
     return rounds, errors
+
+
+def forward_to_tunnel(rounds):
+    """Median `forward` / `vpn up` throughput per direction over the rounds that measured both."""
+    text = []
+    for key in ("up", "down"):
+        ratios = [r[f"fwd_{key}_mbps"] / r[f"tun_{key}_mbps"] for r in rounds
+                  if r.get(f"fwd_{key}_mbps") and r.get(f"tun_{key}_mbps")]
+        text.append(f"{key} {statistics.median(ratios):.2f}" if ratios else f"{key} n/a")
+    return ", ".join(text)
 
 
 def iperf_row(lab, duration, reverse, port):
@@ -1046,6 +1079,7 @@ def main():
         print("userspace mode (no TUN, no root), iperf3 via a forwarded port:")
         print(render(us_names, us_medians, us_available, us_ratio, [k for k, *_ in USERSPACE_METRICS],
                      USERSPACE_METRICS, "corridor / onetun"))
+        print(f"corridor forward / vpn up throughput, same rounds: {forward_to_tunnel(us_rounds['corridor forward'])}")
         for n in us_names:
             for e in us_errors[n]:
                 print(f"{n} {e}")
