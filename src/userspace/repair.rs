@@ -7,8 +7,14 @@
 //! every such burst cost the upload a second. Here the data segments smoltcp sends are kept
 //! (the packet it wrote, no copy) until the peer acknowledges them, and a segment the peer's
 //! SACK blocks show missing, with enough data received beyond it, is sent again at once, as a
-//! kernel TCP with SACK would. smoltcp sees the cumulative ACK move on instead of a stall; its
-//! own congestion response to the duplicate ACKs stays as it was.
+//! kernel TCP with SACK would. smoltcp sees the cumulative ACK move on instead of a stall.
+//!
+//! smoltcp also cuts its congestion window at every hole: it leaves fast recovery at the first
+//! ACK that moves, so a burst that lost several runs of datagrams had the window cut once per
+//! run (0.7 × 0.7 × …), where a kernel TCP cuts once per window of data (RFC 6675's recovery
+//! point). From the first repair until everything sent before it is acknowledged, the duplicate
+//! ACKs of later holes are therefore not handed to smoltcp: the repair here resends those
+//! segments, and smoltcp keeps the one cut of the episode.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -51,6 +57,11 @@ struct Held {
     /// When the unacknowledged data is sent again if no ACK comes, and the wait after that.
     probe_at: Instant,
     backoff: Duration,
+    /// The peer's last cumulative ACK and window, which a duplicate ACK repeats.
+    last_ack_no: Option<(u32, u16)>,
+    /// A loss episode: the ACK that showed its first hole, and the end of what had been sent
+    /// then; it ends when that end is acknowledged.
+    episode: Option<(u32, u32)>,
 }
 
 struct Segment {
@@ -86,6 +97,8 @@ impl Repair {
             last_ack: now,
             probe_at: now + MAX_PROBE,
             backoff: MAX_PROBE,
+            last_ack_no: None,
+            episode: None,
         });
         if held.segments.back().is_some_and(|last| !before(last.end, end)) {
             return; // smoltcp's own retransmission of what is held already
@@ -106,24 +119,42 @@ impl Repair {
     }
 
     /// A packet from the peer: drops what it acknowledges and hands the segments its SACK
-    /// blocks show lost to `resend`.
-    pub fn on_received(&mut self, packet: &[u8], now: Instant, mut resend: impl FnMut(&[u8])) {
+    /// blocks show lost to `resend`. False when smoltcp must not see it: a duplicate ACK of a
+    /// later hole in a loss episode, already repaired here.
+    pub fn on_received(&mut self, packet: &[u8], now: Instant, mut resend: impl FnMut(&[u8])) -> bool {
         if self.flows.is_empty() {
-            return;
+            return true;
         }
-        let Some((src, dst, tcp)) = parse(packet) else { return };
-        let Ok(tcp) = TcpPacket::new_checked(tcp) else { return };
+        let Some((src, dst, tcp)) = parse(packet) else {
+            return true;
+        };
+        let Ok(tcp) = TcpPacket::new_checked(tcp) else {
+            return true;
+        };
         let flow = (dst, tcp.dst_port(), src, tcp.src_port());
-        let Some(held) = self.flows.get_mut(&flow) else { return };
+        let Some(held) = self.flows.get_mut(&flow) else {
+            return true;
+        };
         if tcp.rst() {
             self.flows.remove(&flow);
-            return;
+            return true;
         }
         if !tcp.ack() {
-            return;
+            return true;
         }
         let ack = tcp.ack_number().0 as u32;
         held.last_ack = now;
+        let duplicate =
+            tcp.payload().is_empty() && !tcp.syn() && !tcp.fin() && held.last_ack_no == Some((ack, tcp.window_len()));
+        held.last_ack_no = Some((ack, tcp.window_len()));
+        let deliver = match held.episode {
+            Some((_, recovery_point)) if !before(ack, recovery_point) => {
+                held.episode = None;
+                true
+            }
+            Some((first_hole, _)) => !duplicate || ack == first_hole,
+            None => true,
+        };
         let acked = held.segments.front().is_some_and(|s| !before(ack, s.end));
         while held.segments.front().is_some_and(|s| !before(ack, s.end)) {
             let Some(done) = held.segments.pop_front() else { break };
@@ -135,7 +166,7 @@ impl Repair {
         }
         if held.segments.is_empty() {
             self.flows.remove(&flow);
-            return;
+            return deliver;
         }
         if acked {
             held.backoff = held.probe_wait();
@@ -148,7 +179,7 @@ impl Repair {
             .map(|&(_, right)| right)
             .reduce(|a, b| if before(a, b) { b } else { a })
         else {
-            return;
+            return deliver;
         };
         for segment in &mut held.segments {
             if !before(segment.seq, highest) {
@@ -160,6 +191,8 @@ impl Repair {
                 .any(|&(left, right)| !before(segment.seq, left) && !before(right, segment.end));
         }
         let gap = held.srtt.map_or(MIN_RESEND_GAP, |srtt| (srtt * 2).max(MIN_RESEND_GAP));
+        let sent_end = held.segments.back().map(|last| last.end);
+        let mut repaired = false;
         for segment in &mut held.segments {
             let len = segment.end.wrapping_sub(segment.seq);
             // Sorted by sequence: once too little lies beyond, the rest has less.
@@ -171,7 +204,12 @@ impl Repair {
             }
             resend(&segment.packet);
             segment.resent = Some(now);
+            repaired = true;
         }
+        if repaired && held.episode.is_none() {
+            held.episode = sent_end.map(|end| (ack, end));
+        }
+        deliver
     }
 
     /// When [`Repair::on_timeout`] is due.
@@ -333,5 +371,54 @@ mod tests {
 
         repair.on_received(&ack, now, |_| panic!("two segments beyond are not enough"));
         assert_eq!(repair.held(), 4);
+    }
+
+    #[test]
+    fn duplicate_acks_of_later_holes_in_one_window_are_kept_from_smoltcp() {
+        let now = Instant::now();
+        let mut repair = Repair::default();
+        for i in 0..20u32 {
+            repair.on_sent(packet(true, 1000 + i * 100, Some(1), &[3; 100], [None; 3]), now);
+        }
+        let mut resent = Vec::new();
+        let mut ack = |no: u32, sack: Option<(u32, u32)>, resent: &mut Vec<u32>| {
+            repair.on_received(&packet(false, 1, Some(no), &[], [sack, None, None]), now, |p| {
+                resent.push(seq_of(p))
+            })
+        };
+
+        // The first hole (1100): its duplicate ACKs reach smoltcp, which makes its one cut.
+        assert!(ack(1100, None, &mut resent), "a first ACK is no duplicate");
+        assert!(ack(1100, Some((1200, 1300)), &mut resent));
+        assert!(ack(1100, Some((1200, 1500)), &mut resent));
+        assert_eq!(resent, [1100], "repaired once three segments lie beyond");
+        assert!(
+            ack(1100, Some((1200, 1600)), &mut resent),
+            "the first hole's duplicates go on"
+        );
+
+        // A second hole (1600) in the same window: the ACK that moves is smoltcp's, the
+        // duplicates are not, and the repair here resends the hole.
+        resent.clear();
+        assert!(ack(1600, None, &mut resent), "an ACK that moves");
+        assert!(!ack(1600, Some((1700, 1800)), &mut resent));
+        assert!(!ack(1600, Some((1700, 2000)), &mut resent));
+        assert_eq!(resent, [1600]);
+
+        // Everything sent before the episode acknowledged: a later hole is a new episode, whose
+        // duplicates smoltcp sees again.
+        for i in 20..30u32 {
+            repair.on_sent(packet(true, 1000 + i * 100, Some(1), &[3; 100], [None; 3]), now);
+        }
+        let mut resent = Vec::new();
+        let mut ack = |no: u32, sack: Option<(u32, u32)>| {
+            repair.on_received(&packet(false, 1, Some(no), &[], [sack, None, None]), now, |p| {
+                resent.push(seq_of(p))
+            })
+        };
+        assert!(ack(3100, None));
+        assert!(ack(3100, Some((3200, 3300))));
+        assert!(ack(3100, Some((3200, 3600))), "a new episode's first hole");
+        assert_eq!(resent, [3100]);
     }
 }

@@ -113,9 +113,10 @@ impl Stack {
         let packet = match link.session.handle_datagram(datagram, &mut link.scratch, now) {
             FromNetwork::Tunnel(packet) if link.inbound.len() < INBOUND_LIMIT => {
                 let (session, outbound) = (&mut link.session, &mut link.outbound);
-                link.repair
+                let deliver = link
+                    .repair
                     .on_received(packet, now, |lost| seal(session, outbound, lost, now));
-                Some(packet.to_vec())
+                deliver.then(|| packet.to_vec())
             }
             FromNetwork::Tunnel(_) => {
                 tracing::trace!("inbound queue full, packet dropped");
