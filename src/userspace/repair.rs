@@ -373,6 +373,14 @@ mod tests {
         assert_eq!(repair.held(), 4);
     }
 
+    /// An ACK up to `no` with one SACK block: whether smoltcp sees it, and what was resent.
+    fn ack(repair: &mut Repair, no: u32, sack: Option<(u32, u32)>, now: Instant) -> (bool, Vec<u32>) {
+        let mut resent = Vec::new();
+        let packet = packet(false, 1, Some(no), &[], [sack, None, None]);
+        let seen = repair.on_received(&packet, now, |p| resent.push(seq_of(p)));
+        (seen, resent)
+    }
+
     #[test]
     fn duplicate_acks_of_later_holes_in_one_window_are_kept_from_smoltcp() {
         let now = Instant::now();
@@ -380,45 +388,42 @@ mod tests {
         for i in 0..20u32 {
             repair.on_sent(packet(true, 1000 + i * 100, Some(1), &[3; 100], [None; 3]), now);
         }
-        let mut resent = Vec::new();
-        let mut ack = |no: u32, sack: Option<(u32, u32)>, resent: &mut Vec<u32>| {
-            repair.on_received(&packet(false, 1, Some(no), &[], [sack, None, None]), now, |p| {
-                resent.push(seq_of(p))
-            })
-        };
 
         // The first hole (1100): its duplicate ACKs reach smoltcp, which makes its one cut.
-        assert!(ack(1100, None, &mut resent), "a first ACK is no duplicate");
-        assert!(ack(1100, Some((1200, 1300)), &mut resent));
-        assert!(ack(1100, Some((1200, 1500)), &mut resent));
-        assert_eq!(resent, [1100], "repaired once three segments lie beyond");
-        assert!(
-            ack(1100, Some((1200, 1600)), &mut resent),
+        assert_eq!(
+            ack(&mut repair, 1100, None, now),
+            (true, vec![]),
+            "a first ACK is no duplicate"
+        );
+        assert_eq!(ack(&mut repair, 1100, Some((1200, 1300)), now), (true, vec![]));
+        assert_eq!(
+            ack(&mut repair, 1100, Some((1200, 1500)), now),
+            (true, vec![1100]),
+            "repaired once three segments lie beyond"
+        );
+        assert_eq!(
+            ack(&mut repair, 1100, Some((1200, 1600)), now),
+            (true, vec![]),
             "the first hole's duplicates go on"
         );
 
         // A second hole (1600) in the same window: the ACK that moves is smoltcp's, the
         // duplicates are not, and the repair here resends the hole.
-        resent.clear();
-        assert!(ack(1600, None, &mut resent), "an ACK that moves");
-        assert!(!ack(1600, Some((1700, 1800)), &mut resent));
-        assert!(!ack(1600, Some((1700, 2000)), &mut resent));
-        assert_eq!(resent, [1600]);
+        assert_eq!(ack(&mut repair, 1600, None, now), (true, vec![]), "an ACK that moves");
+        assert_eq!(ack(&mut repair, 1600, Some((1700, 1800)), now), (false, vec![]));
+        assert_eq!(ack(&mut repair, 1600, Some((1700, 2000)), now), (false, vec![1600]));
 
         // Everything sent before the episode acknowledged: a later hole is a new episode, whose
         // duplicates smoltcp sees again.
         for i in 20..30u32 {
             repair.on_sent(packet(true, 1000 + i * 100, Some(1), &[3; 100], [None; 3]), now);
         }
-        let mut resent = Vec::new();
-        let mut ack = |no: u32, sack: Option<(u32, u32)>| {
-            repair.on_received(&packet(false, 1, Some(no), &[], [sack, None, None]), now, |p| {
-                resent.push(seq_of(p))
-            })
-        };
-        assert!(ack(3100, None));
-        assert!(ack(3100, Some((3200, 3300))));
-        assert!(ack(3100, Some((3200, 3600))), "a new episode's first hole");
-        assert_eq!(resent, [3100]);
+        assert_eq!(ack(&mut repair, 3100, None, now), (true, vec![]));
+        assert_eq!(ack(&mut repair, 3100, Some((3200, 3300)), now), (true, vec![]));
+        assert_eq!(
+            ack(&mut repair, 3100, Some((3200, 3600)), now),
+            (true, vec![3100]),
+            "a new episode's first hole"
+        );
     }
 }
