@@ -136,6 +136,18 @@ struct Registration {
     stays: bool,
 }
 
+/// Each way of a relayed connection: at 8 KiB (tokio's default) a fast download costs a write,
+/// and a wake-up of the reader, per 8 KiB.
+const RELAY_BUFFER: usize = 64 * 1024;
+
+/// Copies both ways between a local connection and one through the tunnel until both end.
+async fn relay<L>(local: &mut L, remote: &mut net::TcpStream) -> std::io::Result<(u64, u64)>
+where
+    L: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + ?Sized,
+{
+    tokio::io::copy_bidirectional_with_sizes(local, remote, RELAY_BUFFER, RELAY_BUFFER).await
+}
+
 /// How long an ending process waits for the platform to take its key back.
 const DEREGISTER_TIMEOUT: Duration = Duration::from_secs(3);
 /// The longest opening waits for the first path MTU search.
@@ -457,7 +469,7 @@ impl Forward {
                     .dial(&this.addresses, this.spec.port, first)
                     .await
                     .map_err(|error| format!("{}:{}: {error}", this.spec.target, this.spec.port))?;
-                if let Err(error) = tokio::io::copy_bidirectional(&mut local, &mut remote).await {
+                if let Err(error) = relay(&mut local, &mut remote).await {
                     tracing::debug!(%error, "forwarded connection ended");
                 }
                 Ok(())

@@ -57,7 +57,7 @@ where
         }
     };
     reply(client, SUCCEEDED).await?;
-    if let Err(error) = tokio::io::copy_bidirectional(client, &mut remote).await {
+    if let Err(error) = super::relay(client, &mut remote).await {
         tracing::debug!(%error, %target, "proxied connection ended");
     }
     Ok(())
