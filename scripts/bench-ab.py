@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Two corridor builds side by side in one lab, alternating, to tell a change from the day's
 noise: `vpn up` time and time to the first answered ping, then (with --throughput) iperf3 both
-ways, client CPU per GB and the daemon's memory (RSS, private); or (with --forward) the same
+ways, client and gateway CPU per GB and the daemon's memory (RSS, private); or (with --forward) the same
 iperf3 rows through `corridor forward` run unprivileged, the rootless mode. As root:
 
     sudo python3 scripts/bench-ab.py OLD/corridor NEW/corridor [--rounds 8] [--throughput | --forward] [-- UP-ARGS]
@@ -77,6 +77,7 @@ def main():
 
 def iperf_row(row, key, res):
     row[f"{key}_mbps"], row[f"{key}_s_per_gb"] = res["mbps"], res["client_cpu_s_per_gb"]
+    row[f"{key}_gw_s_per_gb"] = res["gw_cpu_s_per_gb"]
     if res["client_ksyscalls_per_gb"] is not None:
         row[f"{key}_ksys_per_gb"] = res["client_ksyscalls_per_gb"]
         row[f"{key}_kcsw_per_gb"] = res["client_kcswitches_per_gb"]
