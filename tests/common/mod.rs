@@ -29,6 +29,8 @@ impl Lab {
         if !can_run_labs() {
             return None;
         }
+        // Checked before there is a Lab whose drop would run it again, panicking while unwinding.
+        lab_binary();
         let mut lab = Lab {
             prefix: prefix.to_string(),
             slot,
