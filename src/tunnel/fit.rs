@@ -346,7 +346,7 @@ fn fragment_v6(packet: &[u8], max: usize, id: u32, emit: &mut impl FnMut(&[u8]))
 /// Where the TCP header starts and the IP packet ends, and whether it is IPv6, for a TCP
 /// segment whose header is there to read: not an IPv4 fragment after the first, not behind an
 /// IPv6 fragment header.
-fn tcp_segment(packet: &[u8]) -> Option<(usize, usize, bool)> {
+pub(super) fn tcp_segment(packet: &[u8]) -> Option<(usize, usize, bool)> {
     match packet.first()? >> 4 {
         4 => {
             let (ihl, total) = v4_lengths(packet)?;

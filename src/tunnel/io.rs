@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
 use x25519_dalek::PublicKey;
 
+use super::acks::AckFilter;
 use super::clock::SystemClock;
 use super::core::{out_buf_len, Event, FromNetwork, ProbeRoute, Session, Stats};
 use super::socket::{GatewaySocket, GSO_BYTES, RX_BUF};
@@ -57,6 +58,7 @@ pub struct TunShell {
     gso: Vec<u8>,
     /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
     to_tun: Vec<Vec<u8>>,
+    acks: AckFilter,
     tun_tx: TunTx,
     /// Where the session's events go, as they come; one that does not fit is dropped (the data
     /// path never waits for the daemon).
@@ -80,6 +82,7 @@ impl TunShell {
             mtu,
             gso: vec![0; GSO_BYTES + out_buf_len(65_535)],
             to_tun: Vec::new(),
+            acks: AckFilter::default(),
             tun_tx: TunTx::new(),
             events,
         }
@@ -231,7 +234,13 @@ impl TunShell {
             let Ok(received) = self.socket.try_recv() else { break };
             for datagram in received {
                 if count == MAX_TO_TUN {
-                    write_to_tun(&self.device, &mut self.tun_tx, &mut self.to_tun[..count]).await;
+                    deliver(
+                        &self.device,
+                        &mut self.tun_tx,
+                        &mut self.acks,
+                        &mut self.to_tun[..count],
+                    )
+                    .await;
                     count = 0;
                 }
                 if self.to_tun.len() == count {
@@ -249,7 +258,13 @@ impl TunShell {
                 count += 1;
             }
         }
-        write_to_tun(&self.device, &mut self.tun_tx, &mut self.to_tun[..count]).await;
+        deliver(
+            &self.device,
+            &mut self.tun_tx,
+            &mut self.acks,
+            &mut self.to_tun[..count],
+        )
+        .await;
         self.flush().await;
     }
 
@@ -271,6 +286,12 @@ impl TunShell {
 
 fn far_off() -> Instant {
     Instant::now() + NO_DEADLINE
+}
+
+/// Writes decrypted packets to the TUN, less the ACKs a later one of the batch makes stale.
+async fn deliver(device: &AsyncDevice, tun: &mut TunTx, acks: &mut AckFilter, packets: &mut [Vec<u8>]) {
+    let kept = acks.thin(packets, OFFSET);
+    write_to_tun(device, tun, &mut packets[..kept]).await;
 }
 
 async fn write_to_tun(device: &AsyncDevice, tun: &mut TunTx, packets: &mut [Vec<u8>]) {

@@ -1,5 +1,6 @@
 //! WireGuard data plane: the sans-IO core, the TUN device and the tokio shell around them.
 
+pub mod acks;
 pub mod clock;
 pub mod core;
 pub mod fit;
