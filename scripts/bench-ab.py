@@ -54,7 +54,7 @@ def main():
             clients[name] = c
         rows = {name: [] for name in clients}
         for i in range(args.rounds):
-            for name, c in clients.items():
+            for name, c in turns(i, clients):
                 t0 = time.monotonic()
                 c.cmd(["--api", lab.api, "vpn", "up", "demo"] + args.up_args, timeout=60)
                 row = {"up_ms": (time.monotonic() - t0) * 1000, "ping_ms": bench.wait_first_ping(lab, t0)}
@@ -73,6 +73,13 @@ def main():
             c.down()
         bench.run(lab_cmd + ["down"], timeout=120, check=False)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def turns(i, builds):
+    """The builds in round `i`'s order: which goes first alternates, since the second of a
+    round measured a few percent slower on this machine whichever build it was."""
+    order = list(builds.items())
+    return order if i % 2 == 0 else order[::-1]
 
 
 def iperf_row(row, key, res):
@@ -105,7 +112,7 @@ def forward_rounds(lab, args, work):
         forwarders[name] = bench.CorridorForward(lab, os.path.abspath(getattr(args, name)), os.path.join(work, name))
     rows = {name: [] for name in forwarders}
     for i in range(args.rounds):
-        for name, f in forwarders.items():
+        for name, f in turns(i, forwarders):
             row = {}
             f.up()
             try:
