@@ -22,9 +22,9 @@ use super::tun::{TunRx, TunTx, OFFSET};
 
 /// Datagrams one recvmmsg may return (each possibly a GRO train of several): what the gateway
 /// socket of a [`TunShell`] is bound with.
-pub const RX_BATCH: usize = 4;
+pub const RX_BATCH: usize = 8;
 /// recvmmsg calls before the TUN and the timers get their turn.
-const RX_ROUNDS: usize = 8;
+const RX_ROUNDS: usize = 4;
 /// Decrypted packets handed to the TUN in one batch, at most: more than one GRO train (44
 /// segments of 64 KiB), and a bound on the buffers that coalescing fills.
 const MAX_TO_TUN: usize = 64;
