@@ -11,9 +11,10 @@ use super::fit::tcp_segment;
 const ACK: u8 = 0x10;
 const TCP_TIMESTAMP: u8 = 8;
 
-/// The addresses and ports of a flow, one direction, as they stand in the packet.
+/// The addresses and ports of a flow, one direction, as they stand in the packet, and whether
+/// it is IPv6.
 #[derive(Clone, Copy, PartialEq, Eq)]
-struct Flow([u8; 36]);
+struct Flow([u8; 37]);
 
 /// A TCP segment that only acknowledges.
 #[derive(Clone, Copy)]
@@ -34,9 +35,10 @@ impl PureAck {
             return None;
         }
         let addresses = if v6 { &packet[8..40] } else { &packet[12..20] };
-        let mut flow = [0; 36];
+        let mut flow = [0; 37];
         flow[..addresses.len()].copy_from_slice(addresses);
-        flow[32..].copy_from_slice(&tcp[..4]);
+        flow[32..36].copy_from_slice(&tcp[..4]);
+        flow[36] = u8::from(v6);
         let word = |at: usize| u32::from_be_bytes([tcp[at], tcp[at + 1], tcp[at + 2], tcp[at + 3]]);
         Some(PureAck {
             flow: Flow(flow),
