@@ -16,6 +16,7 @@ use smoltcp::socket::{tcp, udp};
 use smoltcp::wire::{HardwareAddress, IpCidr};
 
 use super::repair::Repair;
+use crate::tunnel::acks::AckFilter;
 use crate::tunnel::clock::Clock;
 use crate::tunnel::core::{out_buf_len, Event, FromNetwork, Session, Stats, MAX_PACKET};
 
@@ -72,6 +73,7 @@ impl Stack {
             mtu: config.mtu,
             scratch: vec![0; out_buf_len(MAX_PACKET)].into_boxed_slice(),
             repair: Repair::default(),
+            acks: AckFilter::default(),
             now,
         };
         let mut iface_config = IfaceConfig::new(HardwareAddress::Ip);
@@ -141,6 +143,8 @@ impl Stack {
     pub fn poll(&mut self, now: Instant) -> bool {
         self.link.now = now;
         self.link.repair.forget_idle(now);
+        let kept = self.link.acks.thin(self.link.inbound.make_contiguous(), 0);
+        self.link.inbound.truncate(kept);
         let changed = self
             .iface
             .poll(smol_time(self.epoch, now), &mut self.link, &mut self.sockets);
@@ -327,6 +331,8 @@ struct Link {
     scratch: Box<[u8]>,
     /// Sent data segments until acknowledged, to fill the holes the peer reports at once.
     repair: Repair,
+    /// Drops the ACKs a later one in `inbound` makes stale, before smoltcp reads them.
+    acks: AckFilter,
     now: Instant,
 }
 
