@@ -58,8 +58,7 @@ pub struct TunShell {
     gso: Vec<u8>,
     /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
     to_tun: Vec<Vec<u8>>,
-    acks: AckFilter,
-    tun_tx: TunTx,
+    tun_writer: TunWriter,
     /// Where the session's events go, as they come; one that does not fit is dropped (the data
     /// path never waits for the daemon).
     events: mpsc::Sender<Event>,
@@ -82,8 +81,7 @@ impl TunShell {
             mtu,
             gso: vec![0; GSO_BYTES + out_buf_len(65_535)],
             to_tun: Vec::new(),
-            acks: AckFilter::default(),
-            tun_tx: TunTx::new(),
+            tun_writer: TunWriter::default(),
             events,
         }
     }
@@ -214,7 +212,7 @@ impl TunShell {
             buf.extend_from_slice(&packet);
             packets.push(buf);
         }
-        write_to_tun(&self.device, &mut self.tun_tx, &mut packets).await;
+        self.tun_writer.write(&self.device, &mut packets).await;
     }
 
     async fn send_batch(&mut self, used: usize, segment: usize, count: usize) {
@@ -234,13 +232,7 @@ impl TunShell {
             let Ok(received) = self.socket.try_recv() else { break };
             for datagram in received {
                 if count == MAX_TO_TUN {
-                    deliver(
-                        &self.device,
-                        &mut self.tun_tx,
-                        &mut self.acks,
-                        &mut self.to_tun[..count],
-                    )
-                    .await;
+                    self.tun_writer.write(&self.device, &mut self.to_tun[..count]).await;
                     count = 0;
                 }
                 if self.to_tun.len() == count {
@@ -258,13 +250,7 @@ impl TunShell {
                 count += 1;
             }
         }
-        deliver(
-            &self.device,
-            &mut self.tun_tx,
-            &mut self.acks,
-            &mut self.to_tun[..count],
-        )
-        .await;
+        self.tun_writer.write(&self.device, &mut self.to_tun[..count]).await;
         self.flush().await;
     }
 
@@ -288,17 +274,21 @@ fn far_off() -> Instant {
     Instant::now() + NO_DEADLINE
 }
 
-/// Writes decrypted packets to the TUN, less the ACKs a later one of the batch makes stale.
-async fn deliver(device: &AsyncDevice, tun: &mut TunTx, acks: &mut AckFilter, packets: &mut [Vec<u8>]) {
-    let kept = acks.thin(packets, OFFSET);
-    write_to_tun(device, tun, &mut packets[..kept]).await;
+/// Writes packets to the TUN, less the ACKs a later one of the same batch makes stale.
+#[derive(Default)]
+struct TunWriter {
+    tx: TunTx,
+    acks: AckFilter,
 }
 
-async fn write_to_tun(device: &AsyncDevice, tun: &mut TunTx, packets: &mut [Vec<u8>]) {
-    if packets.is_empty() {
-        return;
-    }
-    if let Err(e) = tun.write(device, packets).await {
-        tracing::debug!(error = %e, "writing to the tunnel interface");
+impl TunWriter {
+    async fn write(&mut self, device: &AsyncDevice, packets: &mut [Vec<u8>]) {
+        let kept = self.acks.thin(packets, OFFSET);
+        if kept == 0 {
+            return;
+        }
+        if let Err(e) = self.tx.write(device, &mut packets[..kept]).await {
+            tracing::debug!(error = %e, "writing to the tunnel interface");
+        }
     }
 }

@@ -57,10 +57,6 @@ mod batched {
     }
 
     impl TunTx {
-        pub fn new() -> TunTx {
-            TunTx::default()
-        }
-
         /// Writes packets that start at [`OFFSET`] in their buffers, in one batch.
         pub async fn write(&mut self, device: &AsyncDevice, packets: &mut [Vec<u8>]) -> std::io::Result<()> {
             device.send_multiple(&mut self.gro, packets, OFFSET).await.map(drop)
@@ -99,19 +95,10 @@ mod portable {
         }
     }
 
+    #[derive(Default)]
     pub struct TunTx;
 
-    impl Default for TunTx {
-        fn default() -> TunTx {
-            TunTx
-        }
-    }
-
     impl TunTx {
-        pub fn new() -> TunTx {
-            TunTx
-        }
-
         /// Writes packets one at a time.
         pub async fn write(&mut self, device: &AsyncDevice, packets: &mut [Vec<u8>]) -> std::io::Result<()> {
             for packet in packets.iter() {
