@@ -1,10 +1,11 @@
 //! Thinning the pure ACKs of one batch before it reaches the TUN (or the rootless mode's
 //! stack). While the machine uploads, one receive from the gateway often holds several
 //! cumulative ACKs of the same flow, each made stale by the next; delivering only the last
-//! spares a TCP receive (and the send it triggers) per ACK. The idea of Linux's sch_cake ack-filter, with stricter rules: only an ACK
-//! that carries nothing else (no data, no flag but ACK, no option but timestamps) goes, and only
-//! when a later one of the same flow, from the same sequence number, acknowledges more. Duplicate
-//! ACKs, SACKs, window probes and anything unparsed pass untouched, in their order.
+//! spares a TCP receive (and the send it triggers) per ACK. The idea of Linux's sch_cake
+//! ack-filter, with stricter rules: only an ACK that carries nothing else (no data, no flag but
+//! ACK, no option but timestamps) goes, and only when a later one of the same flow, from the
+//! same sequence number, acknowledges more. Duplicate ACKs, SACKs, window probes and anything
+//! unparsed pass untouched, in their order.
 
 use super::fit::tcp_segment;
 
