@@ -47,6 +47,8 @@ impl GatewaySocket {
         let rx_batch = rx_batch.clamp(1, MAX_RX_BATCH);
         let state = match UdpSocketState::new((&udp).into()) {
             Ok(state) => {
+                #[cfg(target_os = "linux")]
+                no_unread_cmsgs(&udp);
                 let _ = state.set_recv_buffer_size((&udp).into(), SOCKET_BUFFER);
                 let _ = state.set_send_buffer_size((&udp).into(), SOCKET_BUFFER);
                 Some(state)
@@ -182,6 +184,19 @@ impl GatewaySocket {
     }
 }
 
+/// quinn-udp asks for control messages this socket never reads (arrival time, destination
+/// address, TOS or traffic class); the kernel would build each for every datagram received.
+#[cfg(target_os = "linux")]
+fn no_unread_cmsgs(udp: &UdpSocket) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    // Each may not apply to the socket's family: what applies is off, the rest stays as it is.
+    let _ = setsockopt(udp, sockopt::ReceiveTimestampns, &false);
+    let _ = setsockopt(udp, sockopt::IpRecvTos, &false);
+    let _ = setsockopt(udp, sockopt::Ipv4PacketInfo, &false);
+    let _ = setsockopt(udp, sockopt::Ipv6RecvPacketInfo, &false);
+    let _ = setsockopt(udp, sockopt::Ipv6RecvTClass, &false);
+}
+
 async fn send_train(
     udp: &UdpSocket,
     state: Option<&UdpSocketState>,
@@ -283,6 +298,17 @@ mod tests {
             lens.push(len);
         }
         assert_eq!(lens, [100, 100, 60, 100, 100, 100, 50]);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn receives_carry_no_control_message_left_unread() {
+        use nix::sys::socket::{getsockopt, sockopt};
+        let (socket, _gateway) = pair().await;
+        assert!(socket.state.is_some(), "batched UDP is available on Linux");
+        assert!(!getsockopt(&socket.udp, sockopt::ReceiveTimestampns).unwrap());
+        assert!(!getsockopt(&socket.udp, sockopt::IpRecvTos).unwrap());
+        assert!(!getsockopt(&socket.udp, sockopt::Ipv4PacketInfo).unwrap());
     }
 
     #[tokio::test]
