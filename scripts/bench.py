@@ -472,8 +472,10 @@ def dnsperf(lab, server, port, seconds, qfile, ns=None):
               ns=ns or lab.laptop, check=False, timeout=seconds + 60)
     qps = re.search(r"Queries per second:\s+([\d.]+)", out.stdout)
     lost = re.search(r"Queries lost:\s+(\d+)", out.stdout)
-    latencies = sorted(float(line.rsplit(" ", 1)[1]) for line in out.stdout.splitlines()
-                       if line.startswith("> ") and line.count(" ") >= 2)
+    # "> STATUS NAME TYPE LATENCY" per answer; a query that timed out ends without the latency
+    # ("> T NAME TYPE") and is counted among those lost.
+    latencies = sorted(float(fields[-1]) for fields in (line.split() for line in out.stdout.splitlines())
+                       if fields[:1] == [">"] and len(fields) >= 3 and fields[-1].replace(".", "", 1).isdigit())
     if not qps or not latencies:
         raise RuntimeError(f"dnsperf {server}: {out.stdout[-300:]} {out.stderr[-300:]}")
     p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
