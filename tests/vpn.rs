@@ -31,6 +31,18 @@ fn up_reaches_containers_status_counts_and_down_restores_the_host() {
     assert_success("plink", &plink);
     assert_eq!(stdout(&plink), N14);
 
+    // A burst: 100 echo requests queued on the interface at once, none lost (a data path that
+    // gathered several reads per pass once dropped the last read of each: every fifth packet).
+    for family in ["ipv4", "ipv6"] {
+        let addr = lab.container(N13)[family].as_str().unwrap();
+        let ping = lab.run_in(lab.laptop(), &["ping", "-c", "100", "-l", "100", "-W", "5", "-q", addr]);
+        assert!(
+            stdout(&ping).contains("100 packets transmitted, 100 received"),
+            "burst to {addr}: {}",
+            stdout(&ping)
+        );
+    }
+
     let first = client.status();
     let conn = &first["connections"][0];
     assert_eq!(conn["project_name"], "demo");

@@ -25,8 +25,6 @@ use super::tun::{TunRx, TunTx, OFFSET};
 pub const RX_BATCH: usize = 8;
 /// recvmmsg calls before the TUN and the timers get their turn.
 const RX_ROUNDS: usize = 4;
-/// TUN reads whose segments one outbound pass may gather into its GSO batches.
-const TX_READS: usize = 4;
 /// Decrypted packets handed to the TUN in one batch, at most: more than one GRO train (44
 /// segments of 64 KiB), and a bound on the buffers that coalescing fills.
 const MAX_TO_TUN: usize = 64;
@@ -105,7 +103,7 @@ impl TunShell {
                         Ok(n) => {
                             read_errors = 0;
                             let now = self.session.handle_clock(&self.clock);
-                            self.outbound(&mut tun_rx, n, now).await;
+                            self.outbound(&tun_rx, n, now).await;
                         }
                         Err(e) => {
                             read_errors += 1;
@@ -169,42 +167,34 @@ impl TunShell {
 }
 
 impl TunShell {
-    /// Encrypts the segments of one TUN read, and of the reads already waiting after it (up to
-    /// [`TX_READS`]), and sends them in as few GSO batches as possible: a batch is a run of
-    /// equal-sized datagrams, of which only the last may be shorter.
-    async fn outbound(&mut self, tun: &mut TunRx, mut n: usize, now: Instant) {
+    /// Encrypts the segments of one TUN read and sends them in as few GSO batches as possible:
+    /// a batch is a run of equal-sized datagrams, of which only the last may be shorter.
+    async fn outbound(&mut self, tun: &TunRx, n: usize, now: Instant) {
         let max_segments = self.socket.max_segments();
         let (mut used, mut count, mut segment) = (0usize, 0usize, 0usize);
-        for _ in 0..TX_READS {
-            for packet in tun.packets(n) {
-                if used + out_buf_len(packet.len()) > self.gso.len() || count == max_segments || used >= GSO_BYTES {
-                    self.send_batch(used, segment, count).await;
-                    (used, count) = (0, 0);
-                }
-                let Some(datagram) = self.session.handle_tun_packet(packet, &mut self.gso[used..], now) else {
-                    continue;
-                };
-                let len = datagram.len();
-                if count > 0 && len > segment {
-                    // A larger datagram cannot join this batch: send the batch, start anew with it.
-                    self.send_batch(used, segment, count).await;
-                    self.gso.copy_within(used..used + len, 0);
-                    (used, count) = (0, 0);
-                }
-                if count == 0 {
-                    segment = len;
-                }
-                used += len;
-                count += 1;
-                if len < segment {
-                    self.send_batch(used, segment, count).await;
-                    (used, count) = (0, 0);
-                }
+        for packet in tun.packets(n) {
+            if used + out_buf_len(packet.len()) > self.gso.len() || count == max_segments || used >= GSO_BYTES {
+                self.send_batch(used, segment, count).await;
+                (used, count) = (0, 0);
             }
-            match tun.try_read(&self.device) {
-                Ok(more) => n = more,
-                // Nothing waiting (or an error, which the next read reports).
-                Err(_) => break,
+            let Some(datagram) = self.session.handle_tun_packet(packet, &mut self.gso[used..], now) else {
+                continue;
+            };
+            let len = datagram.len();
+            if count > 0 && len > segment {
+                // A larger datagram cannot join this batch: send the batch, start anew with it.
+                self.send_batch(used, segment, count).await;
+                self.gso.copy_within(used..used + len, 0);
+                (used, count) = (0, 0);
+            }
+            if count == 0 {
+                segment = len;
+            }
+            used += len;
+            count += 1;
+            if len < segment {
+                self.send_batch(used, segment, count).await;
+                (used, count) = (0, 0);
             }
         }
         if count > 0 {

@@ -40,11 +40,6 @@ mod batched {
                 .await
         }
 
-        /// Reads the next batch if one is waiting (`WouldBlock` if not).
-        pub fn try_read(&mut self, device: &AsyncDevice) -> std::io::Result<usize> {
-            device.try_recv_multiple(&mut self.raw, &mut self.segments, &mut self.sizes, 0)
-        }
-
         /// The `n` packets of the last read.
         pub fn packets(&self, n: usize) -> impl Iterator<Item = &[u8]> {
             self.segments
@@ -92,12 +87,6 @@ mod portable {
         /// Reads one packet; returns 1.
         pub async fn read(&mut self, device: &AsyncDevice) -> std::io::Result<usize> {
             self.len = device.recv(&mut self.buf).await?;
-            Ok(1)
-        }
-
-        /// Reads one packet if one is waiting (`WouldBlock` if not); returns 1.
-        pub fn try_read(&mut self, device: &AsyncDevice) -> std::io::Result<usize> {
-            self.len = device.try_recv(&mut self.buf)?;
             Ok(1)
         }
 
