@@ -29,8 +29,6 @@ pub struct GatewaySocket {
     /// `None` where batching is refused: one datagram per call.
     state: Option<UdpSocketState>,
     endpoint: SocketAddr,
-    /// A train copied together from separate datagrams ([`GatewaySocket::send_datagrams`]).
-    train: Vec<u8>,
     rx: Vec<Vec<u8>>,
     metas: Vec<RecvMeta>,
 }
@@ -62,7 +60,6 @@ impl GatewaySocket {
             udp,
             state,
             endpoint,
-            train: Vec::new(),
             rx: vec![vec![0; RX_BUF]; rx_batch],
             metas: vec![RecvMeta::default(); rx_batch],
         }
@@ -102,29 +99,21 @@ impl GatewaySocket {
         send_train(&self.udp, self.state.as_ref(), self.endpoint, contents, segment).await
     }
 
-    /// Sends and empties `datagrams`, runs of equal size together; the outcome of the last send
-    /// (`None`: nothing to send). A failed send is left to the session's retries.
-    pub async fn send_datagrams(&mut self, datagrams: &mut Vec<Vec<u8>>) -> Option<io::Result<()>> {
+    /// Sends and empties `datagrams`, runs of equal size together as they lie in its buffer;
+    /// the outcome of the last send (`None`: nothing to send). A failed send is left to the
+    /// session's retries.
+    pub async fn send_datagrams(&mut self, datagrams: &mut Datagrams) -> Option<io::Result<()>> {
         if datagrams.is_empty() {
             return None;
         }
-        let mut outcome = Ok(());
-        if self.state.is_none() {
-            for datagram in datagrams.drain(..) {
-                outcome = self.send(&datagram).await;
-            }
-            return Some(outcome);
-        }
         let max_segments = self.max_segments();
-        let mut rest = &datagrams[..];
-        while !rest.is_empty() {
-            let (count, segment) = train(rest, max_segments, GSO_BYTES);
-            self.train.clear();
-            for datagram in &rest[..count] {
-                self.train.extend_from_slice(datagram);
-            }
-            rest = &rest[count..];
-            outcome = send_train(&self.udp, self.state.as_ref(), self.endpoint, &self.train, segment).await;
+        let (mut lens, mut bytes) = (&datagrams.lens[..], &datagrams.bytes[..]);
+        let mut outcome = Ok(());
+        while !lens.is_empty() {
+            let (count, segment) = train(lens, max_segments, GSO_BYTES);
+            let (contents, rest) = bytes.split_at(lens[..count].iter().sum());
+            outcome = send_train(&self.udp, self.state.as_ref(), self.endpoint, contents, segment).await;
+            (lens, bytes) = (&lens[count..], rest);
         }
         datagrams.clear();
         Some(outcome)
@@ -231,23 +220,79 @@ async fn send_train(
     sent
 }
 
-/// How many datagrams from the start of `datagrams` (not empty) make one GSO send, and their
-/// segment size: equal sizes, of which only the last may be shorter, within the limits.
-fn train(datagrams: &[Vec<u8>], max_segments: usize, max_bytes: usize) -> (usize, usize) {
-    let segment = datagrams[0].len();
+/// How many datagrams from the start of `lens` (their sizes, not empty) make one GSO send, and
+/// their segment size: equal sizes, of which only the last may be shorter, within the limits.
+fn train(lens: &[usize], max_segments: usize, max_bytes: usize) -> (usize, usize) {
+    let segment = lens[0];
     let (mut count, mut bytes) = (0, 0);
-    for datagram in datagrams {
-        let fits = count == 0 || (count < max_segments && bytes + datagram.len() <= max_bytes);
-        if !fits || datagram.len() > segment {
+    for &len in lens {
+        let fits = count == 0 || (count < max_segments && bytes + len <= max_bytes);
+        if !fits || len > segment {
             break;
         }
         count += 1;
-        bytes += datagram.len();
-        if datagram.len() < segment {
+        bytes += len;
+        if len < segment {
             break;
         }
     }
     (count, segment)
+}
+
+/// Datagrams back to back in one buffer: runs of equal size go out as one GSO send as they lie,
+/// and once the buffer has grown, queueing one costs no allocation.
+#[derive(Debug, Default)]
+pub struct Datagrams {
+    bytes: Vec<u8>,
+    lens: Vec<usize>,
+}
+
+impl Datagrams {
+    pub fn push(&mut self, datagram: &[u8]) {
+        self.bytes.extend_from_slice(datagram);
+        self.lens.push(datagram.len());
+    }
+
+    /// Queues what `write` writes into a space of `max` bytes, if it says it wrote something
+    /// (its length).
+    pub fn push_with(&mut self, max: usize, write: impl FnOnce(&mut [u8]) -> Option<usize>) {
+        let start = self.bytes.len();
+        self.bytes.resize(start + max, 0);
+        match write(&mut self.bytes[start..]) {
+            Some(len) => {
+                self.bytes.truncate(start + len.min(max));
+                self.lens.push(len.min(max));
+            }
+            None => self.bytes.truncate(start),
+        }
+    }
+
+    /// Moves every datagram of `other` behind these.
+    pub fn append(&mut self, other: &mut Datagrams) {
+        if self.is_empty() {
+            std::mem::swap(self, other);
+            return;
+        }
+        self.bytes.append(&mut other.bytes);
+        self.lens.append(&mut other.lens);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.lens.clear();
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        self.lens.iter().scan(0, |start, &len| {
+            let datagram = &self.bytes[*start..*start + len];
+            *start += len;
+            Some(datagram)
+        })
+    }
 }
 
 /// Whether the system has a route to `endpoint`, asked of a throw-away socket (the gateway's own
@@ -261,17 +306,31 @@ pub async fn check_route(endpoint: SocketAddr) -> io::Result<()> {
 mod tests {
     use super::*;
 
-    fn sizes(lens: &[usize]) -> Vec<Vec<u8>> {
-        lens.iter().map(|&n| vec![0; n]).collect()
+    #[test]
+    fn trains_are_equal_sizes_ending_at_most_one_shorter() {
+        assert_eq!(train(&[100, 100, 60, 100], 64, 64_000), (3, 100));
+        assert_eq!(train(&[60, 100], 64, 64_000), (1, 60));
+        assert_eq!(train(&[100; 10], 4, 64_000), (4, 100));
+        assert_eq!(train(&[100; 10], 64, 350), (3, 100));
+        assert_eq!(train(&[70_000, 100], 64, 64_000), (1, 70_000));
     }
 
     #[test]
-    fn trains_are_equal_sizes_ending_at_most_one_shorter() {
-        assert_eq!(train(&sizes(&[100, 100, 60, 100]), 64, 64_000), (3, 100));
-        assert_eq!(train(&sizes(&[60, 100]), 64, 64_000), (1, 60));
-        assert_eq!(train(&sizes(&[100; 10]), 4, 64_000), (4, 100));
-        assert_eq!(train(&sizes(&[100; 10]), 64, 350), (3, 100));
-        assert_eq!(train(&sizes(&[70_000, 100]), 64, 64_000), (1, 70_000));
+    fn datagrams_keep_their_order_and_sizes() {
+        let mut datagrams = Datagrams::default();
+        datagrams.push(&[1; 3]);
+        datagrams.push_with(10, |buf| {
+            buf[..2].fill(2);
+            Some(2)
+        });
+        datagrams.push_with(10, |_| None);
+        let mut later = Datagrams::default();
+        later.push(&[3; 4]);
+        datagrams.append(&mut later);
+
+        let all: Vec<&[u8]> = datagrams.iter().collect();
+        assert_eq!(all, [&[1; 3][..], &[2; 2][..], &[3; 4][..]]);
+        assert!(later.is_empty());
     }
 
     async fn pair() -> (GatewaySocket, UdpSocket) {
@@ -284,20 +343,26 @@ mod tests {
     #[tokio::test]
     async fn trains_and_datagrams_arrive_one_datagram_each() {
         let (mut socket, gateway) = pair().await;
-        let mut datagrams = sizes(&[100, 100, 60, 100]);
+        let mut datagrams = Datagrams::default();
+        for (len, byte) in [(100, 1), (100, 2), (60, 3), (100, 4)] {
+            datagrams.push(&vec![byte; len]);
+        }
         assert!(matches!(socket.send_datagrams(&mut datagrams).await, Some(Ok(()))));
         assert!(datagrams.is_empty());
         socket.send_train(&[7; 250], 100).await.unwrap();
-        let mut lens = Vec::new();
+        let mut arrived = Vec::new();
         let mut buf = [0; 2048];
         for _ in 0..7 {
             let len = tokio::time::timeout(std::time::Duration::from_secs(2), gateway.recv(&mut buf))
                 .await
                 .unwrap()
                 .unwrap();
-            lens.push(len);
+            arrived.push((len, buf[0]));
         }
-        assert_eq!(lens, [100, 100, 60, 100, 100, 100, 50]);
+        assert_eq!(
+            arrived,
+            [(100, 1), (100, 2), (60, 3), (100, 4), (100, 7), (100, 7), (50, 7)]
+        );
     }
 
     #[cfg(target_os = "linux")]

@@ -22,7 +22,7 @@ use super::dns::{self, Answer};
 use super::stack::{ConnectError, Stack};
 use crate::tunnel::clock::SystemClock;
 use crate::tunnel::core::{Event, Stats};
-use crate::tunnel::socket::GatewaySocket;
+use crate::tunnel::socket::{Datagrams, GatewaySocket};
 
 /// Buffers of one recvmmsg, each possibly a GRO train (what the gateway socket of [`Net::start`]
 /// is bound with), and recvmmsg calls before the stack is polled again.
@@ -286,15 +286,13 @@ async fn drive(
     connected: watch::Sender<bool>,
     path_mtu: watch::Sender<Option<u16>>,
 ) -> io::Result<()> {
-    let mut out = Vec::new();
+    let mut out = Datagrams::default();
     loop {
         let deadline = {
             let mut stack = shared.lock();
             let now = stack.handle_clock(&SystemClock);
             stack.poll(now);
-            while let Some(datagram) = stack.poll_datagram() {
-                out.push(datagram);
-            }
+            stack.take_datagrams(&mut out);
             let up = stack.is_connected();
             connected.send_if_modified(|was| std::mem::replace(was, up) != up);
             while let Some(event) = stack.poll_event() {

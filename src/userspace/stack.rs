@@ -19,6 +19,7 @@ use super::repair::Repair;
 use crate::tunnel::acks::AckFilter;
 use crate::tunnel::clock::Clock;
 use crate::tunnel::core::{out_buf_len, Event, FromNetwork, Session, Stats, MAX_PACKET};
+use crate::tunnel::socket::Datagrams;
 
 /// TCP buffers per connection, each way: big enough for a window that fills a fast link.
 pub const TCP_BUFFER: usize = 512 * 1024;
@@ -69,7 +70,7 @@ impl Stack {
         let mut link = Link {
             session,
             inbound: VecDeque::new(),
-            outbound: VecDeque::new(),
+            outbound: Datagrams::default(),
             mtu: config.mtu,
             scratch: vec![0; out_buf_len(MAX_PACKET)].into_boxed_slice(),
             repair: Repair::default(),
@@ -166,9 +167,9 @@ impl Stack {
         self.poll(now);
     }
 
-    /// The next datagram to send to the gateway.
-    pub fn poll_datagram(&mut self) -> Option<Vec<u8>> {
-        self.link.outbound.pop_front()
+    /// Moves what is to be sent to the gateway behind what `out` holds.
+    pub fn take_datagrams(&mut self, out: &mut Datagrams) {
+        out.append(&mut self.link.outbound);
     }
 
     /// When [`Stack::handle_timeout`] should next be called; `None`: not until something
@@ -326,7 +327,7 @@ fn smol_time(epoch: Instant, now: Instant) -> smoltcp::time::Instant {
 struct Link {
     session: Session,
     inbound: VecDeque<Vec<u8>>,
-    outbound: VecDeque<Vec<u8>>,
+    outbound: Datagrams,
     mtu: usize,
     scratch: Box<[u8]>,
     /// Sent data segments until acknowledged, to fill the holes the peer reports at once.
@@ -339,7 +340,7 @@ struct Link {
 impl Link {
     fn drain_control(&mut self) {
         while let Some(datagram) = self.session.poll_datagram() {
-            self.outbound.push_back(datagram);
+            self.outbound.push(&datagram);
         }
         while let Some(packet) = self.session.poll_tun_packet() {
             self.inbound.push_back(packet);
@@ -396,7 +397,7 @@ impl phy::RxToken for RxToken {
 
 struct TxToken<'a> {
     session: &'a mut Session,
-    outbound: &'a mut VecDeque<Vec<u8>>,
+    outbound: &'a mut Datagrams,
     repair: &'a mut Repair,
     now: Instant,
 }
@@ -416,15 +417,12 @@ impl phy::TxToken for TxToken<'_> {
 }
 
 /// Encrypts an IP packet for the gateway and queues it, with what the session has to send.
-fn seal(session: &mut Session, outbound: &mut VecDeque<Vec<u8>>, packet: &[u8], now: Instant) {
-    let mut datagram = vec![0; out_buf_len(packet.len())];
-    let sealed = session.handle_tun_packet(packet, &mut datagram, now).map(<[u8]>::len);
-    if let Some(sealed) = sealed {
-        datagram.truncate(sealed);
-        outbound.push_back(datagram);
-    }
+fn seal(session: &mut Session, outbound: &mut Datagrams, packet: &[u8], now: Instant) {
+    outbound.push_with(out_buf_len(packet.len()), |datagram| {
+        session.handle_tun_packet(packet, datagram, now).map(<[u8]>::len)
+    });
     while let Some(control) = session.poll_datagram() {
-        outbound.push_back(control);
+        outbound.push(&control);
     }
 }
 
@@ -510,7 +508,9 @@ mod tests {
         clock.advance(Duration::from_secs(1), Duration::from_secs(600));
         client.handle_clock(&clock);
 
-        let initiation = client.poll_datagram().expect("no handshake after the suspend");
+        let mut out = Datagrams::default();
+        client.take_datagrams(&mut out);
+        let initiation = out.iter().next().expect("no handshake after the suspend");
         assert_eq!(initiation[0], 1, "a handshake initiation");
         assert_eq!(client.stats().sleeps_detected, 1);
     }
@@ -530,20 +530,22 @@ mod tests {
 
     fn shuttle(a: &mut Stack, b: &mut Stack, now: Instant) {
         for _ in 0..16 {
-            let mut moved = false;
-            while let Some(d) = a.poll_datagram() {
-                b.handle_datagram(&d, now);
-                moved = true;
-            }
-            while let Some(d) = b.poll_datagram() {
-                a.handle_datagram(&d, now);
-                moved = true;
-            }
+            let moved = deliver(a, b, now) | deliver(b, a, now);
             a.poll(now);
             b.poll(now);
             if !moved {
                 return;
             }
         }
+    }
+
+    /// Hands what `from` has to send to `to`; whether there was anything.
+    fn deliver(from: &mut Stack, to: &mut Stack, now: Instant) -> bool {
+        let mut out = Datagrams::default();
+        from.take_datagrams(&mut out);
+        for d in out.iter() {
+            to.handle_datagram(d, now);
+        }
+        !out.is_empty()
     }
 }
