@@ -31,6 +31,8 @@ pub struct GatewaySocket {
     endpoint: SocketAddr,
     rx: Vec<Vec<u8>>,
     metas: Vec<RecvMeta>,
+    /// The last receive came back short: nothing was left, and the readiness is cleared.
+    drained: bool,
 }
 
 impl GatewaySocket {
@@ -62,6 +64,7 @@ impl GatewaySocket {
             endpoint,
             rx: vec![vec![0; RX_BUF]; rx_batch],
             metas: vec![RecvMeta::default(); rx_batch],
+            drained: false,
         }
     }
 
@@ -79,8 +82,10 @@ impl GatewaySocket {
         self.state.as_ref().map_or(1, UdpSocketState::max_gso_segments).max(1)
     }
 
-    pub async fn readable(&self) -> io::Result<()> {
-        self.udp.readable().await
+    pub async fn readable(&mut self) -> io::Result<()> {
+        self.udp.readable().await?;
+        self.drained = false;
+        Ok(())
     }
 
     /// Sends one datagram.
@@ -122,16 +127,37 @@ impl GatewaySocket {
     /// What one receive call brought from the endpoint, one datagram each (GRO trains split),
     /// others dropped; `WouldBlock` when nothing waits. Never waits itself.
     pub fn try_recv(&mut self) -> io::Result<impl Iterator<Item = &[u8]>> {
+        if std::mem::take(&mut self.drained) {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
         let received = match &self.state {
             Some(state) => {
-                let (udp, metas) = (&self.udp, &mut self.metas);
+                let (udp, metas, drained) = (&self.udp, &mut self.metas, &mut self.drained);
                 let mut bufs = self.rx.iter_mut();
                 let mut iovs: [IoSliceMut; MAX_RX_BATCH] = std::array::from_fn(|_| match bufs.next() {
                     Some(buf) => IoSliceMut::new(buf),
                     None => IoSliceMut::new(&mut []),
                 });
                 let batch = metas.len();
-                udp.try_io(Interest::READABLE, || state.recv(udp.into(), &mut iovs[..batch], metas))
+                let mut short = None;
+                let received = udp.try_io(Interest::READABLE, || {
+                    let n = state.recv(udp.into(), &mut iovs[..batch], metas)?;
+                    // recvmmsg stops at the first datagram that is not there: a short batch
+                    // emptied the queue, so the readiness is cleared now (WouldBlock) rather
+                    // than by one more call that finds nothing.
+                    if cfg!(target_os = "linux") && n < batch {
+                        short = Some(n);
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
+                });
+                match (received, short) {
+                    (Err(_), Some(n)) => {
+                        *drained = true;
+                        Ok(n)
+                    }
+                    (received, _) => received,
+                }
             }
             None => self.recv_one_by_one(),
         };
@@ -374,6 +400,36 @@ mod tests {
         assert!(!getsockopt(&socket.udp, sockopt::ReceiveTimestampns).unwrap());
         assert!(!getsockopt(&socket.udp, sockopt::IpRecvTos).unwrap());
         assert!(!getsockopt(&socket.udp, sockopt::Ipv4PacketInfo).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_short_batch_ends_the_receives_and_the_next_datagram_is_heard() {
+        let (mut socket, gateway) = pair().await;
+        let to = SocketAddr::from(([127, 0, 0, 1], socket.udp.local_addr().unwrap().port()));
+        for payload in [&b"one"[..], b"two"] {
+            gateway.send_to(payload, to).await.unwrap();
+        }
+        let wait = std::time::Duration::from_secs(2);
+        tokio::time::timeout(wait, socket.readable()).await.unwrap().unwrap();
+        let mut first: Vec<Vec<u8>> = Vec::new();
+        while first.len() < 2 {
+            first.extend(socket.try_recv().unwrap().map(<[u8]>::to_vec));
+        }
+        assert_eq!(first, [b"one".to_vec(), b"two".to_vec()]);
+        // Two of four buffers filled: on Linux that was the whole queue, and no call follows.
+        assert_eq!(socket.drained, cfg!(target_os = "linux"));
+        assert_eq!(
+            socket.try_recv().err().map(|e| e.kind()),
+            Some(io::ErrorKind::WouldBlock)
+        );
+
+        gateway.send_to(b"three", to).await.unwrap();
+        tokio::time::timeout(wait, socket.readable())
+            .await
+            .expect("the readiness of a later datagram is not lost")
+            .unwrap();
+        let next: Vec<Vec<u8>> = socket.try_recv().unwrap().map(<[u8]>::to_vec).collect();
+        assert_eq!(next, [b"three".to_vec()]);
     }
 
     #[tokio::test]
