@@ -864,7 +864,12 @@ def machine():
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return {"nproc": os.cpu_count(), "model_name": model, "kernel": platform.release()}
+    # The lab's namespaces inherit it: it decides how iperf3's TCP paces (bbr with hrtimers in
+    # the sender's softirq, often inside the client's TUN write) and so part of every row.
+    with open("/proc/sys/net/ipv4/tcp_congestion_control") as f:
+        congestion = f.read().strip()
+    return {"nproc": os.cpu_count(), "model_name": model, "kernel": platform.release(),
+            "tcp_congestion_control": congestion}
 
 
 def version(args):
@@ -1048,7 +1053,8 @@ def main():
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
 
-    print(f"machine: {m['nproc']} cpus, {m['model_name']}, kernel {m['kernel']}")
+    print(f"machine: {m['nproc']} cpus, {m['model_name']}, kernel {m['kernel']}, "
+          f"TCP congestion control {m['tcp_congestion_control']}")
     print(f"medians of {args.rounds} round(s), iperf3 -t {args.duration}, corridor {commit}; "
           f"rounds ok: " + ", ".join(f"{n} {len((rounds if main_rounds else pm_rounds)[n])}"
                                       for n in names if available[n]))
