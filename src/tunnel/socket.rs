@@ -284,13 +284,9 @@ impl Datagrams {
     pub fn push_with(&mut self, max: usize, write: impl FnOnce(&mut [u8]) -> Option<usize>) {
         let start = self.bytes.len();
         self.bytes.resize(start + max, 0);
-        match write(&mut self.bytes[start..]) {
-            Some(len) => {
-                self.bytes.truncate(start + len.min(max));
-                self.lens.push(len.min(max));
-            }
-            None => self.bytes.truncate(start),
-        }
+        let len = write(&mut self.bytes[start..]).map(|len| len.min(max));
+        self.bytes.truncate(start + len.unwrap_or(0));
+        self.lens.extend(len);
     }
 
     /// Moves every datagram of `other` behind these.
