@@ -399,11 +399,21 @@ def ping_rtts(lab, family, target, count=200):
     return percentile(rtts, 50), percentile(rtts, 99), count - len(rtts)
 
 
+# iperf3's TCP, both ends (-C reaches the server of a -R run too): Linux's default on every host
+# rather than what the lab's namespaces inherit. A host's bbr without fq (runs before 4d6b3e5)
+# pushed the laptop's upload through the gateway's full socket buffer, some 14 % of it lost and
+# sent again, and paced with an hrtimer armed inside the client's TUN write of each ACK.
+CONGESTION = "cubic"
+
+
+def iperf_command(target, port, duration, reverse):
+    """An iperf3 client run with JSON output, from the laptop to `target`."""
+    return (["iperf3", "-c", target, "-p", str(port), "-t", str(duration), "-J", "-C", CONGESTION,
+             "--connect-timeout", "5000"] + (["-R"] if reverse else []))
+
+
 def iperf(lab, client_pid, gw_pid, duration, reverse, target=None, port=IPERF_PORT):
-    args = ["iperf3", "-c", target or lab.target, "-p", str(port), "-t", str(duration), "-J", "-C", CONGESTION,
-            "--connect-timeout", "5000"]
-    if reverse:
-        args.append("-R")
+    args = iperf_command(target or lab.target, port, duration, reverse)
     counting = Counters(client_pid)
     c0, g0 = cpu_ticks(client_pid), cpu_ticks(gw_pid)
     try:
@@ -432,11 +442,6 @@ def iperf(lab, client_pid, gw_pid, duration, reverse, target=None, port=IPERF_PO
 
 
 SYSCALLS = "raw_syscalls:sys_enter"
-# iperf3's TCP, both ends (-C reaches the server of a -R run too): Linux's default on every host
-# rather than what the lab's namespaces inherit. A host's bbr without fq (runs before 4d6b3e5)
-# pushed the laptop's upload through the gateway's full socket buffer, some 14 % of it lost and
-# sent again, and paced with an hrtimer armed inside the client's TUN write of each ACK.
-CONGESTION = "cubic"
 CSWITCHES = "context-switches"
 
 
@@ -673,8 +678,7 @@ def iperf_row(lab, duration, reverse, port):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"no iperf3 server on port {port} in {lab.target_ns}")
             time.sleep(0.01)
-        args = ["iperf3", "-c", lab.target, "-p", str(port), "-t", str(duration), "-J", "-C", CONGESTION,
-                "--connect-timeout", "5000"] + (["-R"] if reverse else [])
+        args = iperf_command(lab.target, port, duration, reverse)
         try:
             out = lab.in_laptop(args, check=False, timeout=duration + 20)
         except subprocess.TimeoutExpired:
