@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{assert_success, links, routes, stdout, Client, Lab};
+use std::process::Command;
+use std::time::Duration;
+
+use common::{assert_success, links, routes, stdout, Client, Lab, Running};
 
 const N13: &str = "node-id-13.runtime.api.zerops";
 const N14: &str = "node-id-14.runtime.api.zerops";
@@ -337,6 +340,76 @@ fn without_tun_offload_the_tunnel_still_carries_bulk_data() {
     );
     assert_success("upload without offload", &upload);
     assert_eq!(stdout(&upload), "3000000");
+    assert_success("vpn down", &client.run(&["vpn", "down"]));
+}
+
+/// Counts, for up to 5 s, the TCP payload bytes that reach this namespace carrying `MARK`;
+/// prints `ready` once listening and the count at the end.
+const RAW_RECEIVER: &str = r#"
+import socket, sys, time
+want = int(sys.argv[1])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+s.settimeout(0.2)
+print("ready", flush=True)
+got, end = 0, time.monotonic() + 5
+while got < want and time.monotonic() < end:
+    try:
+        p = s.recv(70000)
+    except socket.timeout:
+        continue
+    tcp = p[(p[0] & 15) * 4:]
+    got += tcp[(tcp[12] >> 4) * 4:].count(b"MARK")
+print("received", got, flush=True)
+"#;
+
+/// Sends `argv[3]` back-to-back TCP segments from `argv[1]` to `argv[2]`, each with data and
+/// the ACK flag only (no PSH: their sender has more to send), in sequence.
+const RAW_SENDER: &str = r#"
+import socket, struct, sys
+src, dst, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+def checksum(b):
+    b += b"\0" * (len(b) % 2)
+    t = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while t >> 16:
+        t = (t & 0xffff) + (t >> 16)
+    return ~t & 0xffff
+seq = 1000
+for i in range(n):
+    data = b"MARK%04d" % i
+    head = struct.pack("!HHIIBBHHH", 40000, 9, seq, 1, 5 << 4, 0x10, 65535, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(head) + len(data))
+    head = head[:16] + struct.pack("!H", checksum(pseudo + head + data)) + head[18:]
+    s.sendto(head + data, (dst, 0))
+    seq += len(data)
+"#;
+
+#[test]
+fn a_burst_that_never_pushes_still_reaches_the_laptop_whole() {
+    // The data path holds bulk TCP data whose sender did not push for the next receive, so
+    // that one TUN write carries more; a burst whose last segments never get a next receive
+    // must still go out on its own.
+    let Some(lab) = Lab::up("crthold") else { return };
+    let client = Client::new(&lab);
+    assert_success("vpn up demo", &client.run(&["vpn", "up", "demo"]));
+    let container = lab.container(N13);
+    let (ns, container_v4) = (container["ns"].as_str().unwrap(), container["ipv4"].as_str().unwrap());
+    let route = lab.laptop_ok(&["ip", "-4", "route", "get", container_v4]);
+    let laptop_v4 = route
+        .split_whitespace()
+        .skip_while(|w| *w != "src")
+        .nth(1)
+        .expect("src in route");
+
+    const SEGMENTS: usize = 40;
+    let count = SEGMENTS.to_string();
+    let mut receiver =
+        Running::spawn(Command::new("ip").args(["netns", "exec", lab.laptop(), "python3", "-c", RAW_RECEIVER, &count]));
+    receiver.wait_for("ready");
+    let sent = lab.run_in(ns, &["python3", "-c", RAW_SENDER, container_v4, laptop_v4, &count]);
+    assert_success("sending the burst from the container", &sent);
+    let received = receiver.wait_for_within("received", Duration::from_secs(15));
+    assert_eq!(received, format!("received {SEGMENTS}"), "{}", receiver.said());
     assert_success("vpn down", &client.run(&["vpn", "down"]));
 }
 

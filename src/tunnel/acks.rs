@@ -5,7 +5,8 @@
 //! ack-filter, with stricter rules: only an ACK that carries nothing else (no data, no flag but
 //! ACK, no option but timestamps) goes, and only when a later one of the same flow, from the
 //! same sequence number, acknowledges more. Duplicate ACKs, SACKs, window probes and anything
-//! unparsed pass untouched, in their order.
+//! unparsed pass untouched, in their order. Also which data segments announce more of their
+//! burst, so that the batch waits for it (`io`).
 
 use super::fit::tcp_segment;
 
@@ -47,6 +48,18 @@ impl PureAck {
             ack: word(8),
         })
     }
+}
+
+/// Whether `packet` is a TCP segment with data and no flag but ACK: its sender did not push,
+/// so more of the same burst follows.
+pub fn more_follows(packet: &[u8]) -> bool {
+    let Some((start, end, _)) = tcp_segment(packet) else {
+        return false;
+    };
+    let Some(tcp) = packet.get(start..end) else {
+        return false;
+    };
+    tcp.len() >= 20 && tcp[13] == ACK && usize::from(tcp[12] >> 4) * 4 < tcp.len()
 }
 
 /// Whether TCP `options` hold nothing but padding and timestamps.
@@ -239,5 +252,29 @@ mod tests {
         let batch = vec![packet(&ack(10)), vec![0x60, 0], truncated, Vec::new(), packet(&ack(20))];
         assert_eq!(kept(batch), [1, 2, 3, 4]);
         assert_eq!(AckFilter::default().thin(&mut [], 2), 0);
+    }
+
+    #[test]
+    fn data_without_push_announces_more_and_nothing_else_does() {
+        let data = |flags, v6| {
+            packet(&Segment {
+                flags,
+                v6,
+                data: b"burst",
+                ..ack(10)
+            })
+        };
+        assert!(more_follows(&data(ACK, true)));
+        assert!(more_follows(&data(ACK, false)));
+        for flags in [ACK | PSH, ACK | FIN, ACK | SYN, ACK | 0x40, ACK | 0x80] {
+            assert!(!more_follows(&data(flags, true)), "flags {flags:#x}");
+        }
+        assert!(!more_follows(&packet(&ack(10))), "a pure ACK");
+        let mut truncated = data(ACK, true);
+        truncated.truncate(50);
+        assert!(!more_follows(&truncated));
+        let mut udp = data(ACK, false);
+        udp[9] = 17;
+        assert!(!more_follows(&udp));
     }
 }

@@ -14,11 +14,11 @@ use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
 use x25519_dalek::PublicKey;
 
-use super::acks::AckFilter;
+use super::acks::{more_follows, AckFilter};
 use super::clock::SystemClock;
 use super::core::{out_buf_len, Event, FromNetwork, ProbeRoute, Session, Stats};
 use super::socket::{GatewaySocket, GSO_BYTES, RX_BUF};
-use super::tun::{TunRx, TunTx, OFFSET};
+use super::tun::{Hold, TunRx, TunTx, OFFSET};
 
 /// Datagrams one recvmmsg may return (each possibly a GRO train of several): what the gateway
 /// socket of a [`TunShell`] is bound with.
@@ -28,6 +28,10 @@ const RX_ROUNDS: usize = 4;
 /// Decrypted packets handed to the TUN in one batch, at most: more than one GRO train (44
 /// segments of 64 KiB), and a bound on the buffers that coalescing fills.
 const MAX_TO_TUN: usize = 64;
+/// Decrypted packets held for the next receive, at most (see [`TunShell::inbound`]).
+const HOLD_MAX: usize = 24;
+/// How long held packets wait for a next receive, at most.
+const HOLD_WAIT: Duration = Duration::from_micros(200);
 /// Consecutive failed TUN reads after which the interface is taken to be gone.
 const MAX_READ_ERRORS: u32 = 100;
 /// How long to sleep when the session has no deadline: only something arriving wakes it.
@@ -59,6 +63,11 @@ pub struct TunShell {
     /// Decrypted packets at `OFFSET`, handed to the TUN together so it can coalesce them.
     to_tun: Vec<Vec<u8>>,
     tun_writer: TunWriter,
+    /// The hold's deadline, where the TUN coalesces (which is what holding is for); made by
+    /// `run`, inside the runtime.
+    hold: Option<Hold>,
+    /// Decrypted packets at the front of `to_tun` held back for more of their burst.
+    held: usize,
     /// Where the session's events go, as they come; one that does not fit is dropped (the data
     /// path never waits for the daemon).
     events: mpsc::Sender<Event>,
@@ -82,6 +91,8 @@ impl TunShell {
             gso: vec![0; GSO_BYTES + out_buf_len(65_535)],
             to_tun: Vec::new(),
             tun_writer: TunWriter::default(),
+            hold: None,
+            held: 0,
             events,
         }
     }
@@ -89,6 +100,7 @@ impl TunShell {
     /// Moves packets until `requests` closes.
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) -> Result<()> {
         let mut tun_rx = TunRx::new(self.mtu);
+        self.hold = Hold::new(&self.device);
         let mut read_errors = 0;
         // Handshake at once: being ready must not wait for a first packet (a project may name
         // no gateway to probe).
@@ -117,6 +129,10 @@ impl TunShell {
                         let now = self.session.handle_clock(&self.clock);
                         self.inbound(now).await;
                     }
+                }
+                () = held_until(&self.hold), if self.held > 0 => {
+                    let held = std::mem::take(&mut self.held);
+                    self.tun_writer.write(&self.device, &mut self.to_tun[..held]).await;
                 }
                 () = &mut sleep => {
                     // Stays far off unless the session asks for a deadline below.
@@ -223,9 +239,13 @@ impl TunShell {
     }
 
     /// Drains the UDP socket: decrypts every datagram, then writes the packets to the TUN in
-    /// one batch so the kernel receives coalesced TCP segments.
+    /// one batch so the kernel receives coalesced TCP segments. A batch of bulk TCP data whose
+    /// sender has not pushed (more of the burst follows) is held for the next receive, as a
+    /// NIC holds segments for GRO: one write then carries twice as many segments, which the
+    /// machine's TCP takes in one go (one wake-up of the reader, one ACK) instead of two.
     async fn inbound(&mut self, now: Instant) {
-        let mut count = 0;
+        let held = std::mem::take(&mut self.held);
+        let mut count = held;
         // Large batches let the TUN coalesce more segments per write; bounded, so memory stays
         // small and the TUN and the timers get their turn under a flood.
         for _ in 0..RX_ROUNDS {
@@ -250,7 +270,18 @@ impl TunShell {
                 count += 1;
             }
         }
-        self.tun_writer.write(&self.device, &mut self.to_tun[..count]).await;
+        // A receive of one packet starts no hold: a trickle goes at once.
+        let holds = count < HOLD_MAX
+            && (held > 0 || count >= 2)
+            && self.to_tun[..count].iter().all(|p| more_follows(&p[OFFSET..]));
+        if let Some(hold) = self.hold.as_ref().filter(|_| holds) {
+            if held == 0 {
+                hold.start(HOLD_WAIT);
+            }
+            self.held = count;
+        } else {
+            self.tun_writer.write(&self.device, &mut self.to_tun[..count]).await;
+        }
         self.flush().await;
     }
 
@@ -267,6 +298,14 @@ impl TunShell {
         while let Some(datagram) = self.session.poll_datagram() {
             let _ = self.socket.send(&datagram).await;
         }
+    }
+}
+
+/// When the hold ends; never without one.
+async fn held_until(hold: &Option<Hold>) {
+    match hold {
+        Some(hold) => hold.ended().await,
+        None => std::future::pending().await,
     }
 }
 

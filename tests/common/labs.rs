@@ -24,6 +24,7 @@ pub const LABS: &[(&str, u8)] = &[
     ("crtfg", 12),
     ("crtnooff", 13),
     ("crtuser", 14),
+    ("crthold", 11),
     // tests/dns.rs
     ("crtdns", 7),
     ("crtdnsk", 8),
