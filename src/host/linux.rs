@@ -50,12 +50,16 @@ pub fn interface_tag(name: &str) -> Option<String> {
     Some(alias.trim_end_matches('\n').to_string())
 }
 
-/// Removes a tunnel interface that is still there.
+/// Removes a tunnel interface that is still there. The kernel removes a TUN interface itself
+/// once the last descriptor on it closes, which after a crash can happen at any moment here.
 pub fn remove_interface(name: &str) -> Result<()> {
-    if interface_tag(name).is_some() {
-        netlink::delete_link(index(name)?).with_context(|| format!("removing interface {name}"))?;
+    let Ok(index) = nix::net::if_::if_nametoindex(name) else {
+        return Ok(());
+    };
+    match netlink::delete_link(index) {
+        Err(e) if e.raw_os_error() == Some(libc::ENODEV) => Ok(()),
+        done => done.with_context(|| format!("removing interface {name}")),
     }
-    Ok(())
 }
 
 /// Routes `destination` into the interface (`ip route replace … dev …`).
