@@ -14,11 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 use tun_rs::AsyncDevice;
 use x25519_dalek::PublicKey;
 
-use super::acks::{more_follows, AckFilter};
+use super::acks::AckFilter;
 use super::clock::SystemClock;
 use super::core::{out_buf_len, Event, FromNetwork, ProbeRoute, Session, Stats};
+use super::hold::{self, held_until, HOLD_WAIT};
 use super::socket::{GatewaySocket, GSO_BYTES, RX_BUF};
-use super::tun::{Hold, TunRx, TunTx, OFFSET};
+use super::tun::{self, TunRx, TunTx, OFFSET};
 
 /// Datagrams one recvmmsg may return (each possibly a GRO train of several): what the gateway
 /// socket of a [`TunShell`] is bound with.
@@ -28,10 +29,6 @@ const RX_ROUNDS: usize = 4;
 /// Decrypted packets handed to the TUN in one batch, at most: more than one GRO train (44
 /// segments of 64 KiB), and a bound on the buffers that coalescing fills.
 const MAX_TO_TUN: usize = 64;
-/// Decrypted packets held for the next receive, at most (see [`TunShell::inbound`]).
-const HOLD_MAX: usize = 24;
-/// How long held packets wait for a next receive, at most.
-const HOLD_WAIT: Duration = Duration::from_micros(200);
 /// Consecutive failed TUN reads after which the interface is taken to be gone.
 const MAX_READ_ERRORS: u32 = 100;
 /// How long to sleep when the session has no deadline: only something arriving wakes it.
@@ -65,7 +62,7 @@ pub struct TunShell {
     tun_writer: TunWriter,
     /// The hold's deadline, where the TUN coalesces (which is what holding is for); made by
     /// `run`, inside the runtime.
-    hold: Option<Hold>,
+    hold: Option<hold::Timer>,
     /// Decrypted packets at the front of `to_tun` held back for more of their burst.
     held: usize,
     /// Where the session's events go, as they come; one that does not fit is dropped (the data
@@ -100,7 +97,7 @@ impl TunShell {
     /// Moves packets until `requests` closes.
     pub async fn run(mut self, mut requests: mpsc::Receiver<Request>) -> Result<()> {
         let mut tun_rx = TunRx::new(self.mtu);
-        self.hold = Hold::new(&self.device);
+        self.hold = tun::coalesces(&self.device).then(hold::Timer::new).flatten();
         let mut read_errors = 0;
         // Handshake at once: being ready must not wait for a first packet (a project may name
         // no gateway to probe).
@@ -270,10 +267,7 @@ impl TunShell {
                 count += 1;
             }
         }
-        // A receive of one packet starts no hold: a trickle goes at once.
-        let holds = count < HOLD_MAX
-            && (held > 0 || count >= 2)
-            && self.to_tun[..count].iter().all(|p| more_follows(&p[OFFSET..]));
+        let holds = hold::holds(self.to_tun[..count].iter().map(|p| &p[OFFSET..]), held > 0);
         if let Some(hold) = self.hold.as_ref().filter(|_| holds) {
             if held == 0 {
                 hold.start(HOLD_WAIT);
@@ -298,14 +292,6 @@ impl TunShell {
         while let Some(datagram) = self.session.poll_datagram() {
             let _ = self.socket.send(&datagram).await;
         }
-    }
-}
-
-/// When the hold ends; never without one.
-async fn held_until(hold: &Option<Hold>) {
-    match hold {
-        Some(hold) => hold.ended().await,
-        None => std::future::pending().await,
     }
 }
 

@@ -4,6 +4,7 @@ pub mod acks;
 pub mod clock;
 pub mod core;
 pub mod fit;
+pub mod hold;
 pub mod io;
 pub mod pmtu;
 pub mod probe;

@@ -4,19 +4,12 @@
 //! other OS moves one packet per read and write, as Linux does when offload is refused.
 
 #[cfg(target_os = "linux")]
-pub use batched::{Hold, TunRx, TunTx, OFFLOAD, OFFSET};
+pub use batched::{coalesces, TunRx, TunTx, OFFLOAD, OFFSET};
 #[cfg(not(target_os = "linux"))]
-pub use portable::{Hold, TunRx, TunTx, OFFLOAD, OFFSET};
+pub use portable::{coalesces, TunRx, TunTx, OFFLOAD, OFFSET};
 
 #[cfg(target_os = "linux")]
 mod batched {
-    use std::os::fd::{AsFd, AsRawFd, RawFd};
-    use std::time::Duration;
-
-    use nix::sys::time::TimeSpec;
-    use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
-    use tokio::io::unix::AsyncFd;
-    use tokio::io::Interest;
     use tun_rs::{AsyncDevice, GROTable, IDEAL_BATCH_SIZE, VIRTIO_NET_HDR_LEN};
 
     /// Where packets start in the TUN write buffers: room for the virtio header in front.
@@ -57,60 +50,10 @@ mod batched {
         }
     }
 
-    /// The deadline of packets held back for a larger coalesced write: a timerfd, since
-    /// tokio's timer is 1 ms-grained and a hold is a fraction of that.
-    pub struct Hold(AsyncFd<Timer>);
-
-    /// The timerfd by its raw descriptor, as tokio's AsyncFd takes it.
-    pub struct Timer(TimerFd);
-
-    impl AsRawFd for Timer {
-        fn as_raw_fd(&self) -> RawFd {
-            self.0.as_fd().as_raw_fd()
-        }
-    }
-
-    impl Hold {
-        /// `None` where holding gains nothing: the device does not coalesce (offload refused),
-        /// or no timer could be made. Inside the runtime: the timer is registered with it.
-        pub fn new(device: &AsyncDevice) -> Option<Hold> {
-            if !device.tcp_gso() {
-                return None;
-            }
-            let timer = TimerFd::new(
-                ClockId::CLOCK_MONOTONIC,
-                TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
-            )
-            .inspect_err(|e| tracing::debug!(error = %e, "no timer to hold packets with"))
-            .ok()?;
-            // SAFETY: the timer, which owns the descriptor, lives inside the AsyncFd.
-            unsafe { AsyncFd::register_with_interest(Timer(timer), Interest::READABLE) }
-                .ok()
-                .map(Hold)
-        }
-
-        /// Ends the hold `after` from now (a hold still running is moved).
-        pub fn start(&self, after: Duration) {
-            let _ = self.0.get_ref().0.set(
-                Expiration::OneShot(TimeSpec::from_duration(after)),
-                TimerSetTimeFlags::empty(),
-            );
-        }
-
-        /// Returns when the hold's time is up (or the timer fails). Readiness left over from
-        /// a hold that ended early is waited past: `start` re-armed the timer, so it reads
-        /// nothing.
-        pub async fn ended(&self) {
-            loop {
-                let Ok(mut ready) = self.0.readable().await else { return };
-                if ready
-                    .try_io(|timer| Ok(nix::unistd::read(&timer.get_ref().0, &mut [0; 8])?))
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-        }
+    /// Whether the device coalesces the TCP segments of one write (offload granted): only
+    /// then does holding packets for a larger write gain anything.
+    pub fn coalesces(device: &AsyncDevice) -> bool {
+        device.tcp_gso()
     }
 
     /// Coalesces the packets of one write.
@@ -161,21 +104,9 @@ mod portable {
     #[derive(Default)]
     pub struct TunTx;
 
-    /// Holding packets for a larger write: nothing to gain where writes do not coalesce.
-    pub enum Hold {}
-
-    impl Hold {
-        pub fn new(_: &AsyncDevice) -> Option<Hold> {
-            None
-        }
-
-        pub fn start(&self, _: std::time::Duration) {
-            match *self {}
-        }
-
-        pub async fn ended(&self) {
-            match *self {}
-        }
+    /// Writes one packet at a time: nothing to gain by holding packets for a larger write.
+    pub fn coalesces(_: &AsyncDevice) -> bool {
+        false
     }
 
     impl TunTx {

@@ -22,6 +22,7 @@ use super::dns::{self, Answer};
 use super::stack::{ConnectError, Stack};
 use crate::tunnel::clock::SystemClock;
 use crate::tunnel::core::{Event, Stats};
+use crate::tunnel::hold::{self, held_until, HOLD_WAIT};
 use crate::tunnel::socket::{Datagrams, GatewaySocket};
 
 /// Buffers of one recvmmsg, each possibly a GRO train (what the gateway socket of [`Net::start`]
@@ -287,11 +288,16 @@ async fn drive(
     path_mtu: watch::Sender<Option<u16>>,
 ) -> io::Result<()> {
     let mut out = Datagrams::default();
+    let timer = hold::Timer::new();
+    // Received packets are waiting for the next receive, smoltcp not yet polled for them.
+    let mut holding = false;
     loop {
         let deadline = {
             let mut stack = shared.lock();
             let now = stack.handle_clock(&SystemClock);
-            stack.poll(now);
+            if !holding {
+                stack.poll(now);
+            }
             stack.take_datagrams(&mut out);
             let up = stack.is_connected();
             connected.send_if_modified(|was| std::mem::replace(was, up) != up);
@@ -310,19 +316,26 @@ async fn drive(
         tokio::select! {
             ready = gateway.readable() => {
                 ready?;
-                receive(&mut gateway, &shared);
+                let mut stack = shared.lock();
+                receive(&mut gateway, &mut stack);
+                let holds = timer.is_some() && stack.holds_inbound(holding);
+                if let Some(timer) = timer.as_ref().filter(|_| holds && !holding) {
+                    timer.start(HOLD_WAIT);
+                }
+                holding = holds;
             }
-            () = shared.wake.notified() => {}
+            () = shared.wake.notified() => holding = false,
+            () = held_until(&timer), if holding => holding = false,
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()), if deadline.is_some() => {
                 shared.lock().handle_timeout(Instant::now());
+                holding = false;
             }
         }
     }
 }
 
 /// Hands what has arrived to the stack, a bounded amount so the rest gets its turn.
-fn receive(gateway: &mut GatewaySocket, shared: &Shared) {
-    let mut stack = shared.lock();
+fn receive(gateway: &mut GatewaySocket, stack: &mut Stack) {
     let now = Instant::now();
     for _ in 0..RX_ROUNDS {
         let Ok(received) = gateway.try_recv() else { return };
@@ -403,5 +416,93 @@ impl AsyncWrite for TcpStream {
         self.shared.lock().tcp(self.handle).close();
         self.shared.wake.notify_one();
         Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::core::{Config, Session};
+    use crate::tunnel::testing;
+    use crate::userspace::stack::StackConfig;
+    use tokio::io::AsyncReadExt;
+
+    fn stack(session: Config, address: &str, now: Instant) -> Stack {
+        let config = StackConfig {
+            addresses: vec![address.parse().unwrap()],
+            mtu: 1420,
+            seed: 1,
+        };
+        Stack::new(Session::new(session, now), &config, now)
+    }
+
+    /// The driver holds unpushed TCP data for the next receive; a flight whose pushed last
+    /// segment never comes must still reach the reader, released by the hold's own timer.
+    #[tokio::test]
+    async fn a_flight_that_never_pushes_still_reaches_the_reader() {
+        let now = Instant::now();
+        let (client, server) = testing::peer_configs(&["10.9.0.1/32"], &["10.9.0.2/32"]);
+        let gateway = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let socket = GatewaySocket::bind(gateway.local_addr().unwrap(), RX_BATCH)
+            .await
+            .unwrap();
+        let mut server = stack(server, "10.9.0.1/32", now);
+        let listener = server.listen(7000);
+        let (net, driver) = Net::start(stack(client, "10.9.0.2/32", now), socket, None);
+        let dial = tokio::spawn({
+            let net = net.clone();
+            async move {
+                net.connect("10.9.0.1:7000".parse().unwrap(), Duration::from_secs(5))
+                    .await
+            }
+        });
+
+        // The far end, played here: it answers until the connection is up.
+        let mut laptop = None;
+        let mut buf = vec![0; 65_536];
+        let mut out = Datagrams::default();
+        for _ in 0..500 {
+            if dial.is_finished() && server.tcp(listener).state() == tcp::State::Established {
+                break;
+            }
+            if let Ok(Ok((n, from))) =
+                tokio::time::timeout(Duration::from_millis(10), gateway.recv_from(&mut buf)).await
+            {
+                laptop = Some(from);
+                server.handle_datagram(&buf[..n], Instant::now());
+            }
+            server.poll(Instant::now());
+            server.take_datagrams(&mut out);
+            for datagram in out.iter() {
+                gateway.send_to(datagram, laptop.unwrap()).await.unwrap();
+            }
+            out.clear();
+        }
+        let mut stream = dial.await.unwrap().expect("connected");
+
+        // Five full segments and one byte: smoltcp pushes only the last, which is withheld.
+        const MSS: usize = 1380;
+        server.tcp(listener).send_slice(&[7; 5 * MSS + 1]).unwrap();
+        for _ in 0..6 {
+            server.poll(Instant::now());
+        }
+        server.take_datagrams(&mut out);
+        let flight: Vec<&[u8]> = out.iter().collect();
+        assert_eq!(flight.len(), 6, "one segment per datagram");
+        for datagram in &flight[..5] {
+            gateway.send_to(datagram, laptop.unwrap()).await.unwrap();
+        }
+
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(2), async {
+            while got.len() < 5 * MSS {
+                let n = stream.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the connection ended");
+                got.extend_from_slice(&buf[..n]);
+            }
+        });
+        assert!(read.await.is_ok(), "{} of {} bytes arrived", got.len(), 5 * MSS);
+        assert_eq!(got, [7; 5 * MSS]);
+        driver.abort();
     }
 }

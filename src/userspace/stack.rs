@@ -19,6 +19,7 @@ use super::repair::Repair;
 use crate::tunnel::acks::AckFilter;
 use crate::tunnel::clock::Clock;
 use crate::tunnel::core::{out_buf_len, Event, FromNetwork, Session, Stats, MAX_PACKET};
+use crate::tunnel::hold;
 use crate::tunnel::socket::Datagrams;
 
 /// TCP buffers per connection, each way: big enough for a window that fills a fast link.
@@ -129,6 +130,12 @@ impl Stack {
         };
         link.inbound.extend(packet);
         link.drain_control();
+    }
+
+    /// Whether the packets waiting for smoltcp wait for the next receive ([`hold::holds`]):
+    /// smoltcp then takes twice the segments per poll and ACKs half as often.
+    pub fn holds_inbound(&self, already_held: bool) -> bool {
+        hold::holds(self.link.inbound.iter().map(Vec::as_slice), already_held)
     }
 
     /// Reads the time for the work that follows (`Session::handle_clock`): a machine that slept
@@ -265,6 +272,19 @@ impl Stack {
 
     pub fn release_udp(&mut self, handle: SocketHandle) {
         self.sockets.remove(handle);
+    }
+
+    /// A listening TCP socket, for tests that play the far end.
+    #[cfg(test)]
+    pub(crate) fn listen(&mut self, port: u16) -> SocketHandle {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+            tcp::SocketBuffer::new(vec![0; TCP_BUFFER]),
+        );
+        socket.set_nagle_enabled(false);
+        socket.set_congestion_control(tcp::CongestionControl::None);
+        socket.listen(port).unwrap();
+        self.sockets.add(socket)
     }
 
     /// Open sockets, TCP connections still closing included.
