@@ -236,10 +236,8 @@ impl TunShell {
     }
 
     /// Drains the UDP socket: decrypts every datagram, then writes the packets to the TUN in
-    /// one batch so the kernel receives coalesced TCP segments. A batch of bulk TCP data whose
-    /// sender has not pushed (more of the burst follows) is held for the next receive, as a
-    /// NIC holds segments for GRO: one write then carries twice as many segments, which the
-    /// machine's TCP takes in one go (one wake-up of the reader, one ACK) instead of two.
+    /// one batch so the kernel receives coalesced TCP segments, or holds them for the next
+    /// receive ([`hold`]).
     async fn inbound(&mut self, now: Instant) {
         let held = std::mem::take(&mut self.held);
         let mut count = held;
