@@ -6,7 +6,7 @@
 //! ACK, no option but timestamps) goes, and only when a later one of the same flow, from the
 //! same sequence number, acknowledges more. Duplicate ACKs, SACKs, window probes and anything
 //! unparsed pass untouched, in their order. Also which data segments announce more of their
-//! burst, so that the batch waits for it (`io`).
+//! burst, so that the batch waits for it (`hold`).
 
 use super::fit::tcp_segment;
 
