@@ -53,7 +53,7 @@ pub fn interface_tag(name: &str) -> Option<String> {
 /// Removes a tunnel interface that is still there. The kernel removes a TUN interface itself
 /// once the last descriptor on it closes, which after a crash can happen at any moment here.
 pub fn remove_interface(name: &str) -> Result<()> {
-    let Ok(index) = nix::net::if_::if_nametoindex(name) else {
+    let Ok(index) = index(name) else {
         return Ok(());
     };
     match netlink::delete_link(index) {

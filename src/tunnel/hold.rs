@@ -105,6 +105,19 @@ impl Timer {
     }
 }
 
+/// Whether the decrypted `packets` of a receive are held: when there is a timer and the rule
+/// of [`holds`] says so. The timer starts with the hold, not again with each receive that joins
+/// it, so nothing waits longer than [`HOLD_WAIT`].
+pub fn keep<'a>(timer: &Option<Timer>, packets: impl ExactSizeIterator<Item = &'a [u8]>, already_held: bool) -> bool {
+    let Some(timer) = timer.as_ref().filter(|_| holds(packets, already_held)) else {
+        return false;
+    };
+    if !already_held {
+        timer.start(HOLD_WAIT);
+    }
+    true
+}
+
 /// When the hold ends; never without a timer.
 pub async fn held_until(timer: &Option<Timer>) {
     match timer {

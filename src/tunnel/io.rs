@@ -17,7 +17,7 @@ use x25519_dalek::PublicKey;
 use super::acks::AckFilter;
 use super::clock::SystemClock;
 use super::core::{out_buf_len, Event, FromNetwork, ProbeRoute, Session, Stats};
-use super::hold::{self, held_until, HOLD_WAIT};
+use super::hold::{self, held_until};
 use super::socket::{GatewaySocket, GSO_BYTES, RX_BUF};
 use super::tun::{self, TunRx, TunTx, OFFSET};
 
@@ -265,11 +265,8 @@ impl TunShell {
                 count += 1;
             }
         }
-        let holds = hold::holds(self.to_tun[..count].iter().map(|p| &p[OFFSET..]), held > 0);
-        if let Some(hold) = self.hold.as_ref().filter(|_| holds) {
-            if held == 0 {
-                hold.start(HOLD_WAIT);
-            }
+        let packets = self.to_tun[..count].iter().map(|p| &p[OFFSET..]);
+        if hold::keep(&self.hold, packets, held > 0) {
             self.held = count;
         } else {
             self.tun_writer.write(&self.device, &mut self.to_tun[..count]).await;

@@ -22,7 +22,7 @@ use super::dns::{self, Answer};
 use super::stack::{ConnectError, Stack};
 use crate::tunnel::clock::SystemClock;
 use crate::tunnel::core::{Event, Stats};
-use crate::tunnel::hold::{self, held_until, HOLD_WAIT};
+use crate::tunnel::hold::{self, held_until};
 use crate::tunnel::socket::{Datagrams, GatewaySocket};
 
 /// Buffers of one recvmmsg, each possibly a GRO train (what the gateway socket of [`Net::start`]
@@ -318,11 +318,7 @@ async fn drive(
                 ready?;
                 let mut stack = shared.lock();
                 receive(&mut gateway, &mut stack);
-                let holds = timer.is_some() && stack.holds_inbound(holding);
-                if let Some(timer) = timer.as_ref().filter(|_| holds && !holding) {
-                    timer.start(HOLD_WAIT);
-                }
-                holding = holds;
+                holding = hold::keep(&timer, stack.inbound(), holding);
             }
             () = shared.wake.notified() => holding = false,
             () = held_until(&timer), if holding => holding = false,

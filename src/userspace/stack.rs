@@ -19,7 +19,6 @@ use super::repair::Repair;
 use crate::tunnel::acks::AckFilter;
 use crate::tunnel::clock::Clock;
 use crate::tunnel::core::{out_buf_len, Event, FromNetwork, Session, Stats, MAX_PACKET};
-use crate::tunnel::hold;
 use crate::tunnel::socket::Datagrams;
 
 /// TCP buffers per connection, each way: big enough for a window that fills a fast link.
@@ -132,10 +131,10 @@ impl Stack {
         link.drain_control();
     }
 
-    /// Whether the packets waiting for smoltcp wait for the next receive ([`hold::holds`]):
-    /// smoltcp then takes twice the segments per poll and ACKs half as often.
-    pub fn holds_inbound(&self, already_held: bool) -> bool {
-        hold::holds(self.link.inbound.iter().map(Vec::as_slice), already_held)
+    /// The decrypted packets waiting for smoltcp's next poll (which a [`crate::tunnel::hold`]
+    /// may put off: smoltcp then takes twice the segments per poll and ACKs half as often).
+    pub fn inbound(&self) -> impl ExactSizeIterator<Item = &[u8]> {
+        self.link.inbound.iter().map(Vec::as_slice)
     }
 
     /// Reads the time for the work that follows (`Session::handle_clock`): a machine that slept
